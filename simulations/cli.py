@@ -1,0 +1,431 @@
+"""The ``fortis`` command line: ``fortis simulate`` and ``fortis matrix``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ATTACK = "scaling"
+DEFAULT_HARD_ATTACK = "alie"
+DEFAULT_DEFENCE = "multi_krum"
+
+
+def _add_common(p: argparse.ArgumentParser, *, matrix: bool) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset", default="digits", help="digits | breast_cancer | mnist (default: digits)"
+    )
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder of MNIST IDX files (default: $FORTIS_MNIST_DIR or ../shared/data/mnist)",
+    )
+    if not matrix:
+        g.add_argument(
+            "--partition",
+            "--split",
+            default="iid",
+            help="iid | dirichlet | label_sorted (default: iid)",
+        )
+    g.add_argument(
+        "--alpha", type=float, default=0.5, help="Dirichlet concentration (default: 0.5)"
+    )
+    g.add_argument(
+        "--gamma", type=float, default=0.0, help="label_sorted: fraction dealt IID (default: 0)"
+    )
+    g = p.add_argument_group("federation")
+    g.add_argument("--model", default="logreg", help="logreg | mlp | cnn (default: logreg)")
+    g.add_argument("--clients", type=int, default=20, help="number of clients n (default: 20)")
+    if not matrix:
+        g.add_argument(
+            "--byzantine",
+            "-f",
+            type=int,
+            default=None,
+            help="number of Byzantine clients (default: 20%% of clients)",
+        )
+    g.add_argument(
+        "--defence-f",
+        default=None,
+        help="f the defence assumes: an int or 'auto' (default: the true f)",
+    )
+    g.add_argument("--rounds", type=int, default=20, help="training rounds (default: 20)")
+    g.add_argument("--training", default="fedavg", help="fedavg | fedprox | dsgd (default: fedavg)")
+    g.add_argument("--local-epochs", type=int, default=1)
+    g.add_argument(
+        "--lr", type=float, default=None, help="client learning rate (default: 0.1, dsgd 0.05)"
+    )
+    g.add_argument("--server-lr", type=float, default=1.0)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--momentum", type=float, default=0.9, help="client momentum (default: 0.9)")
+    g.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight (default: 0.01)")
+    g.add_argument("--eval-every", type=int, default=1)
+    g = p.add_argument_group("threat model")
+    g.add_argument(
+        "--attack-param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="attack parameter (repeatable)",
+    )
+    g.add_argument("--knowledge", default="omniscient", choices=["omniscient", "limited"])
+    g.add_argument("--independent", action="store_true", help="Byzantine clients do not collude")
+    g.add_argument(
+        "--dropout", type=float, default=0.0, help="benign fault: per-round dropout probability"
+    )
+    g.add_argument(
+        "--stragglers", type=float, default=0.0, help="benign fault: probability of a stale update"
+    )
+    g.add_argument("--max-staleness", type=int, default=2)
+    g = p.add_argument_group("defence")
+    g.add_argument(
+        "--defence-param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="rule parameter (repeatable)",
+    )
+    g.add_argument(
+        "--pre",
+        action="append",
+        default=[],
+        metavar="NAME[:K=V,...]",
+        help="pre-aggregator, in order (repeatable): clip, nnm, bucketing",
+    )
+    g.add_argument(
+        "--replication",
+        type=int,
+        default=1,
+        help="DRACO-style replication factor r (default: 1 = off)",
+    )
+    g.add_argument(
+        "--secure",
+        action="store_true",
+        help="aggregate through the secure-aggregation protocol (defence mean only)",
+    )
+    g.add_argument("--secure-bits", type=int, default=32)
+    g.add_argument(
+        "--clip",
+        type=float,
+        default=None,
+        help="secure mode: fixed-point range (default: from the data)",
+    )
+    g = p.add_argument_group("output")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fortis",
+        description="Private and Byzantine-robust federated aggregation: simulations and threat-model runs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser(
+        "simulate",
+        help="one training run under attack, with and without a defence",
+        description="Federated training under a Byzantine attack. By default runs: clean (no "
+        "attack), the attack with no defence (plain mean), the attack with the defence, and a "
+        "second attack that is hard for the defence. Writes results.json, summary.md and "
+        "accuracy.png to --out.",
+    )
+    _add_common(sim, matrix=False)
+    sim.add_argument(
+        "--attack", default=DEFAULT_ATTACK, help=f"attack name (default: {DEFAULT_ATTACK})"
+    )
+    sim.add_argument(
+        "--second-attack",
+        default=DEFAULT_HARD_ATTACK,
+        help=f"an attack hard for the defence, shown as a second row ('none' to skip; default: {DEFAULT_HARD_ATTACK})",
+    )
+    sim.add_argument(
+        "--defence",
+        "--defense",
+        default=DEFAULT_DEFENCE,
+        help=f"rule, optionally with pre-aggregators: e.g. bucketing:s=2+krum (default: {DEFAULT_DEFENCE})",
+    )
+    sim.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="run only the defended run (skip clean and undefended)",
+    )
+    sim.add_argument(
+        "--out",
+        "-o",
+        default="fortis-out/simulate",
+        help="output folder (default: fortis-out/simulate)",
+    )
+    mat = sub.add_parser(
+        "matrix",
+        help="attacks × defences × f × partitions, with a table and a heatmap",
+        description="Runs every combination; completed cells are stored and resumed.",
+    )
+    _add_common(mat, matrix=True)
+    mat.add_argument(
+        "--attacks", default="sign_flip,scaling,alie,ipm", help="comma-separated attacks"
+    )
+    mat.add_argument(
+        "--defences",
+        "--defenses",
+        default="mean,median,trimmed_mean,krum,multi_krum",
+        help="comma-separated defence specs, e.g. krum,bucketing+krum",
+    )
+    mat.add_argument(
+        "--f",
+        dest="fs",
+        default=None,
+        help="comma-separated Byzantine counts (default: 20%% of clients)",
+    )
+    mat.add_argument("--partitions", default="iid", help="comma-separated partitions")
+    mat.add_argument("--out", "-o", default="fortis-out/matrix")
+    return parser
+
+
+def _base_config(args: argparse.Namespace, **overrides: Any):
+    from simulations.config import SimulationConfig
+    from simulations.specs import parse_component, parse_params, parse_value
+
+    defence_f = None if args.defence_f is None else parse_value(args.defence_f)
+    lr = args.lr if args.lr is not None else (0.05 if args.training == "dsgd" else 0.1)
+    kwargs: dict[str, Any] = dict(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        alpha=args.alpha,
+        gamma=args.gamma,
+        model=args.model,
+        clients=args.clients,
+        defence_f=defence_f,
+        rounds=args.rounds,
+        training=args.training,
+        local_epochs=args.local_epochs,
+        lr=lr,
+        server_lr=args.server_lr,
+        batch_size=args.batch_size,
+        momentum=args.momentum,
+        mu=args.mu,
+        eval_every=args.eval_every,
+        attack_params=parse_params(args.attack_param, "--attack-param"),
+        knowledge=args.knowledge,
+        collusion=not args.independent,
+        dropout=args.dropout,
+        stragglers=args.stragglers,
+        max_staleness=args.max_staleness,
+        defence_params=parse_params(args.defence_param, "--defence-param"),
+        pre=tuple(parse_component(p, "--pre") for p in args.pre),
+        replication=args.replication,
+        secure=args.secure,
+        secure_bits=args.secure_bits,
+        clip=args.clip,
+        seed=args.seed,
+    )
+    kwargs.update(overrides)
+    return SimulationConfig(**kwargs)
+
+
+class _RoundBar:
+    """A tqdm bar over rounds that shows accuracy and rejections as it goes."""
+
+    def __init__(self, total: int, desc: str, quiet: bool, position: int = 0) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            disable=quiet,
+            leave=True,
+            unit="round",
+            dynamic_ncols=True,
+            position=position,
+            file=sys.stderr,
+        )
+
+    def __call__(self, _round: int, rec: dict[str, Any]) -> None:
+        post = {}
+        if rec.get("accuracy") is not None:
+            post["acc"] = f"{100 * rec['accuracy']:.1f}%"
+        post["rej honest"] = rec["honest_rejected"]
+        post["rej byz"] = rec["byzantine_rejected"]
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulations.datasets import load_dataset
+    from simulations.report import summary_table, write_simulation_report
+    from simulations.runner import run_simulation
+    from simulations.specs import defence_label, parse_defence
+
+    f = args.byzantine if args.byzantine is not None else max(1, round(0.2 * args.clients))
+    pre, rule, rule_params = parse_defence(args.defence)
+    base = _base_config(args, byzantine=f, attack=args.attack)
+    defended = base.replace(
+        defence=rule,
+        defence_params={**rule_params, **base.defence_params},
+        pre=(*base.pre, *pre),
+    )
+    label = defence_label(defended.pre, rule)
+    runs: list[tuple[str, Any]] = []
+    if not args.no_baselines:
+        runs.append(
+            (
+                "clean (no attack, mean)",
+                defended.replace(
+                    byzantine=0,
+                    attack="none",
+                    attack_params={},
+                    defence="mean",
+                    defence_params={},
+                    pre=(),
+                    defence_f=None,
+                ),
+            )
+        )
+        runs.append(
+            (
+                f"{args.attack}, no defence (mean)",
+                defended.replace(defence="mean", defence_params={}, pre=(), defence_f=None),
+            )
+        )
+    runs.append((f"{args.attack}, {label}", defended))
+    if args.second_attack and args.second_attack != "none" and args.second_attack != args.attack:
+        runs.append(
+            (
+                f"{args.second_attack}, {label}",
+                defended.replace(attack=args.second_attack, attack_params={}),
+            )
+        )
+        if not args.no_baselines:
+            runs.append(
+                (
+                    f"{args.second_attack}, no defence (mean)",
+                    defended.replace(
+                        attack=args.second_attack,
+                        attack_params={},
+                        defence="mean",
+                        defence_params={},
+                        pre=(),
+                        defence_f=None,
+                    ),
+                )
+            )
+    dataset = load_dataset(defended.dataset, defended.data_dir, seed=defended.seed)
+    if not args.quiet:
+        print(
+            f"fortis simulate: {dataset.name} ({len(dataset.x_train)} train / "
+            f"{len(dataset.x_test)} test), {defended.clients} clients, f={f}, "
+            f"{defended.partition} split, {defended.model}, {defended.training}, "
+            f"{defended.rounds} rounds, {len(runs)} runs",
+            file=sys.stderr,
+        )
+    t0 = time.perf_counter()
+    results = []
+    for i, (name, cfg) in enumerate(runs):
+        bar = _RoundBar(cfg.rounds, f"[{i + 1}/{len(runs)}] {name}", args.quiet)
+        try:
+            results.append((name, run_simulation(cfg, dataset=dataset, progress=bar)))
+        finally:
+            bar.close()
+    paths = write_simulation_report(results, args.out)
+    print(summary_table(results))
+    print(
+        f"\nwrote {paths['json']}, {paths['md']}, {paths['png']} ({time.perf_counter() - t0:.1f}s)"
+    )
+    return 0
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from simulations.matrix import matrix_configs, run_matrix
+    from simulations.report import matrix_markdown
+
+    attacks = [a for a in args.attacks.split(",") if a]
+    defences = [d for d in args.defences.split(",") if d]
+    partitions = [p for p in args.partitions.split(",") if p]
+    fs = (
+        [int(x) for x in args.fs.split(",") if x]
+        if args.fs
+        else [max(1, round(0.2 * args.clients))]
+    )
+    base = _base_config(args, byzantine=fs[0], attack=attacks[0], partition=partitions[0])
+    total = len(matrix_configs(base, attacks, defences, fs, partitions))
+    outer = tqdm(
+        total=total,
+        desc="cells",
+        unit="cell",
+        disable=args.quiet,
+        file=sys.stderr,
+        position=0,
+        dynamic_ncols=True,
+    )
+    inner: dict[str, Any] = {"bar": None}
+
+    def on_round(r: int, rec: dict[str, Any]) -> None:
+        if inner["bar"] is None:
+            inner["bar"] = _RoundBar(base.rounds, "  rounds", args.quiet, position=1)
+        inner["bar"](r, rec)
+
+    def on_cell(i: int, n: int, summary: dict[str, Any], resumed: bool) -> None:
+        if inner["bar"] is not None:
+            inner["bar"].close()
+            inner["bar"] = None
+        tag = "resumed" if resumed else "done"
+        outer.set_postfix_str(
+            f"{summary['defence']} vs {summary['attack']} (f={summary['f']}): "
+            f"{100 * summary['final_accuracy']:.1f}% [{tag}]"
+        )
+        outer.update(1)
+
+    cells = run_matrix(
+        base,
+        attacks=attacks,
+        defences=defences,
+        fs=fs,
+        partitions=partitions,
+        out_dir=args.out,
+        on_cell=on_cell,
+        on_round=on_round,
+    )
+    outer.close()
+    print(matrix_markdown(cells))
+    out = Path(args.out)
+    print(f"wrote {out / 'matrix.json'}, {out / 'matrix.md'}, {out / 'matrix.png'}")
+    return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's options or data: reported in one line, no traceback."""
+    import robust.errors
+    from simulations.attacks import AttackConfigError
+    from simulations.config import ConfigError
+    from simulations.datasets import DatasetError
+
+    return (ConfigError, DatasetError, AttackConfigError, robust.errors.RobustError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return cmd_simulate(args)
+        return cmd_matrix(args)
+    except _user_errors() as exc:
+        parser.exit(2, f"fortis {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted; completed matrix cells are kept and resumed next time", file=sys.stderr
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,61 @@
+"""Parsing of command-line specs like ``bucketing:s=2+krum`` and ``z=1.5``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulations.config import ConfigError
+
+
+def parse_value(text: str) -> Any:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"true"`` -> True, ``"none"`` -> None, else the string."""
+    low = text.strip().lower()
+    if low in ("true", "yes"):
+        return True
+    if low in ("false", "no"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_params(items: list[str] | str | None, what: str) -> dict[str, Any]:
+    """Parse ``["k=v", ...]`` or ``"k=v,k2=v2"`` into a dict; the error names ``what``."""
+    if not items:
+        return {}
+    if isinstance(items, str):
+        items = [p for p in items.split(",") if p]
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what}: expected key=value, got {item!r}")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def parse_component(spec: str, what: str) -> tuple[str, dict[str, Any]]:
+    """``"name:k=v,k2=v2"`` -> ``("name", {...})``."""
+    name, _, params = spec.partition(":")
+    if not name.strip():
+        raise ConfigError(f"{what}: empty name in {spec!r}")
+    return name.strip(), parse_params(params, f"{what} {name.strip()!r}")
+
+
+def parse_defence(spec: str) -> tuple[tuple[tuple[str, dict[str, Any]], ...], str, dict[str, Any]]:
+    """``"bucketing:s=2+krum"`` -> (pre-aggregators, rule, rule params)."""
+    parts = [p for p in spec.split("+") if p.strip()]
+    if not parts:
+        raise ConfigError(f"defence: empty spec {spec!r}")
+    components = [parse_component(p, "defence") for p in parts]
+    rule, params = components[-1]
+    return tuple(components[:-1]), rule, params
+
+
+def defence_label(pre: tuple[tuple[str, dict[str, Any]], ...], rule: str) -> str:
+    return "+".join([*(name for name, _ in pre), rule])
