@@ -1,1 +1,57 @@
-"""fortis.secagg"""
+"""fortis.secagg: cryptographic building blocks for secure aggregation (no network, no torch).
+
+* :mod:`secagg.encoding` -- fixed-point encoding into Z_{2^bits} with stochastic rounding.
+* :mod:`secagg.prg` -- AES-256-CTR mask expansion into reused numpy buffers.
+* :mod:`secagg.keys` -- X25519+HKDF key agreement, AES-GCM sealing, Ed25519 signatures.
+* :mod:`secagg.shamir` -- Shamir t-of-n sharing over GF(2**256 + 297) with cached Lagrange
+  coefficients.
+* :mod:`secagg.graphs` -- complete and SecAgg+ masking graphs with their threshold rules.
+* :mod:`secagg.masking` -- pairwise/self masking and unmasking.
+* :mod:`secagg.errors` -- the typed errors.
+"""
+
+from .encoding import FixedPointEncoder
+from .errors import (
+    EncodingOverflowError,
+    GraphError,
+    KeyAgreementError,
+    SecAggError,
+    ShamirError,
+    ShareDecryptionError,
+    SignatureError,
+)
+from .graphs import MaskingGraph, complete_graph, secaggplus_graph, secaggplus_parameters
+from .keys import KeyPair, SigningKeyPair, agree, open_sealed, seal, verify_signature
+from .masking import mask_input, pairwise_seed, unmask_sum
+from .prg import MaskExpander
+from .shamir import PRIME, reconstruct, share_from_bytes, share_to_bytes, split
+
+__all__ = [
+    "FixedPointEncoder",
+    "MaskExpander",
+    "KeyPair",
+    "SigningKeyPair",
+    "agree",
+    "seal",
+    "open_sealed",
+    "verify_signature",
+    "PRIME",
+    "split",
+    "reconstruct",
+    "share_to_bytes",
+    "share_from_bytes",
+    "MaskingGraph",
+    "complete_graph",
+    "secaggplus_graph",
+    "secaggplus_parameters",
+    "mask_input",
+    "unmask_sum",
+    "pairwise_seed",
+    "SecAggError",
+    "EncodingOverflowError",
+    "ShamirError",
+    "ShareDecryptionError",
+    "SignatureError",
+    "GraphError",
+    "KeyAgreementError",
+]

@@ -1,0 +1,49 @@
+"""Typed errors raised by the ``secagg`` building blocks.
+
+Every error derives from :class:`SecAggError`, so a caller can catch the whole family with one
+clause. Where a standard exception type describes the misuse too, the error also derives from it
+(``OverflowError``, ``ValueError``) so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SecAggError",
+    "EncodingOverflowError",
+    "ShamirError",
+    "ShareDecryptionError",
+    "SignatureError",
+    "GraphError",
+    "KeyAgreementError",
+]
+
+
+class SecAggError(Exception):
+    """Base class of every error raised by ``secagg``."""
+
+
+class EncodingOverflowError(SecAggError, OverflowError):
+    """A value, or the sum of ``n_max`` values, does not fit the fixed-point range.
+
+    Raised instead of wrapping around or clipping silently.
+    """
+
+
+class ShamirError(SecAggError, ValueError):
+    """Shamir sharing misuse: too few shares, bad evaluation points, inconsistent shares."""
+
+
+class ShareDecryptionError(SecAggError):
+    """An AES-GCM sealed share failed authentication (tampered, wrong key or wrong aad)."""
+
+
+class SignatureError(SecAggError):
+    """An Ed25519 signature did not verify, or the public key/signature is malformed."""
+
+
+class GraphError(SecAggError, ValueError):
+    """Invalid masking-graph parameters (ids, degree, threshold, rates)."""
+
+
+class KeyAgreementError(SecAggError, ValueError):
+    """X25519 key agreement failed: malformed or low-order peer public key."""

@@ -1,0 +1,123 @@
+"""Pseudo-random mask expansion: 32-byte seed -> vector in Z_{2^bits}^d.
+
+The PRG is AES-256 in CTR mode keyed by the seed, with an all-zero initial counter block; the
+keystream bytes are read as little-endian ``uint32``/``uint64`` words and reduced modulo
+``2**bits`` by masking the top bits. Distinct seeds give independent-looking streams; equal seeds
+give equal masks on every party (that is what makes pairwise masks cancel).
+
+A seed is used as an AES key only for this one stream. Callers must never reuse a seed for two
+different purposes (``masking.pairwise_seed`` derives a fresh seed per round).
+
+Performance: the keystream is written with ``encryptor.update_into`` into a buffer allocated once
+per :class:`MaskExpander`; nothing is allocated per call. ``update_into`` may require the output
+buffer to be ``block_size - 1`` bytes longer than the input (older ``cryptography`` versions do),
+so the buffer carries 15 spare bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from .encoding import dtype_for_bits
+
+__all__ = ["MaskExpander", "SEED_BYTES"]
+
+SEED_BYTES = 32
+_BLOCK = 16
+_ZERO_IV = bytes(_BLOCK)
+
+
+def _check_seed(seed: bytes) -> bytes:
+    if not isinstance(seed, (bytes, bytearray, memoryview)):
+        raise TypeError(f"seed must be bytes, got {type(seed).__name__}")
+    seed = bytes(seed)
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
+    return seed
+
+
+class MaskExpander:
+    """Expands 32-byte seeds into masks of ``d`` elements of Z_{2^bits}, reusing its buffers.
+
+    Not thread-safe: one expander per thread (the returned arrays alias an internal buffer).
+
+    Raises ``ValueError`` for ``d < 0`` or ``bits`` outside [2, 64].
+    """
+
+    def __init__(self, d: int, bits: int):
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
+            raise ValueError(f"d must be an int >= 0, got {d!r}")
+        self.d = int(d)
+        self.bits = int(bits)
+        self.dtype = dtype_for_bits(bits)
+        self._itemsize = np.dtype(self.dtype).itemsize
+        self._nbytes = self.d * self._itemsize
+        width = 8 * self._itemsize
+        self._top_mask = None if self.bits == width else self.dtype((1 << self.bits) - 1)
+        # input plaintext: zeros, so the ciphertext is the raw keystream
+        self._zeros = np.zeros(self._nbytes, dtype=np.uint8)
+        self._out = np.empty(self._nbytes + _BLOCK - 1, dtype=np.uint8)
+        # explicit little-endian words, so every platform derives the same mask from a seed
+        self._mask_view = self._out[: self._nbytes].view(np.dtype(self.dtype).newbyteorder("<"))
+
+    def _keystream(self, seed: bytes) -> np.ndarray:
+        """Fill the buffer with raw keystream words (top bits NOT masked) and return the view."""
+        enc = Cipher(algorithms.AES(_check_seed(seed)), modes.CTR(_ZERO_IV)).encryptor()
+        if self._nbytes:
+            written = enc.update_into(self._zeros, self._out)
+            if written != self._nbytes:  # pragma: no cover - CTR is a stream mode
+                raise RuntimeError(f"AES-CTR wrote {written} bytes, expected {self._nbytes}")
+        return self._mask_view
+
+    def expand(self, seed: bytes) -> np.ndarray:
+        """Return ``PRG(seed)`` as ``d`` elements of :attr:`dtype`, each in ``[0, 2**bits)``.
+
+        The result is a view of an internal buffer: it is overwritten by the next call on this
+        expander. Copy it if it must outlive that.
+
+        Raises ``TypeError``/``ValueError`` if ``seed`` is not 32 bytes.
+        """
+        m = self._keystream(seed)
+        if self._top_mask is not None:
+            m &= self._top_mask
+        return m
+
+    def add_into(self, acc: np.ndarray, seed: bytes, sign: int) -> None:
+        """In place: ``acc = (acc + sign * PRG(seed)) mod 2**bits``; ``sign`` is +1 or -1.
+
+        ``acc`` must be a writable 1-D array of :attr:`dtype` and length ``d``; it is left reduced
+        modulo ``2**bits``.
+        """
+        self._add_raw(acc, seed, sign)
+        if self._top_mask is not None:
+            acc &= self._top_mask
+
+    def _add_raw(self, acc: np.ndarray, seed: bytes, sign: int) -> None:
+        """``acc += sign * keystream`` modulo 2**width, without reducing to ``bits``.
+
+        Arithmetic modulo 2**width is compatible with modulo 2**bits, so callers that add many
+        masks can reduce once at the end.
+        """
+        self._check_acc(acc)
+        if sign not in (1, -1):
+            raise ValueError(f"sign must be +1 or -1, got {sign!r}")
+        m = self._keystream(seed)
+        if sign == 1:
+            np.add(acc, m, out=acc)
+        else:
+            np.subtract(acc, m, out=acc)
+
+    def reduce(self, acc: np.ndarray) -> None:
+        """In place: reduce ``acc`` modulo ``2**bits`` (a no-op when bits is the dtype width)."""
+        if self._top_mask is not None:
+            acc &= self._top_mask
+
+    def _check_acc(self, acc: np.ndarray) -> None:
+        if not isinstance(acc, np.ndarray) or acc.dtype != self.dtype or acc.shape != (self.d,):
+            got = f"{acc.dtype}{acc.shape}" if isinstance(acc, np.ndarray) else type(acc).__name__
+            raise ValueError(
+                f"acc must be a {np.dtype(self.dtype).name} array of shape ({self.d},), got {got}"
+            )
+        if not acc.flags.writeable:
+            raise ValueError("acc must be writable")

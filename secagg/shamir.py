@@ -1,0 +1,340 @@
+"""Shamir t-of-n secret sharing of secrets up to 32 bytes over the prime field GF(PRIME).
+
+``PRIME = 2**256 + 297`` (the smallest prime above 2**256, checked with gmpy2 at import), so every
+32-byte secret is a field element. A secret ``s`` is the constant term of a random polynomial
+``f`` of degree ``threshold - 1`` (coefficients from :mod:`secrets`); the share for evaluation
+point ``x`` is ``f(x)``.
+
+Guarantees
+----------
+* Any ``threshold`` shares reconstruct ``s``.
+* Any ``threshold - 1`` shares are independent of ``s`` (perfect secrecy): for every candidate
+  secret there is exactly one polynomial of degree ``threshold - 1`` through those shares and that
+  secret (see :func:`consistent_polynomial`).
+* :func:`reconstruct` uses the Lagrange coefficients of the ``threshold`` smallest points,
+  cached per point set, so reconstructing many secrets from one survivor set costs
+  ``threshold`` modular multiplications each. With more than ``threshold`` shares it also checks
+  that all shares lie on one polynomial of degree ``< threshold`` and raises
+  :class:`ShamirError` if not.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import gmpy2
+import numpy as np
+from gmpy2 import mpz
+
+from .errors import ShamirError
+
+__all__ = [
+    "PRIME",
+    "SHARE_BYTES",
+    "MAX_SECRET_BYTES",
+    "split",
+    "reconstruct",
+    "share_to_bytes",
+    "share_from_bytes",
+    "lagrange_at_zero",
+    "consistent_polynomial",
+    "evaluate",
+    "cache_info",
+    "cache_clear",
+]
+
+PRIME: int = 2**256 + 297
+if not gmpy2.is_prime(PRIME, 64) or gmpy2.next_prime(2**256) != PRIME:  # pragma: no cover
+    raise ImportError("secagg.shamir: PRIME is not the smallest prime above 2**256")
+_P = mpz(PRIME)
+MAX_SECRET_BYTES = 32
+SHARE_BYTES = (PRIME.bit_length() + 7) // 8  # 33
+
+
+def _check_threshold(threshold: int) -> int:
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+        raise ShamirError(f"threshold must be an int >= 1, got {threshold!r}")
+    return threshold
+
+
+def _check_x(x: object) -> int:
+    if isinstance(x, int) and not isinstance(x, bool):
+        if 0 < x < PRIME:
+            return x
+        raise ShamirError(f"evaluation point must be in [1, PRIME), got {x}")
+    if isinstance(x, np.integer):
+        return _check_x(int(x))
+    raise ShamirError(f"evaluation point must be an int, got {type(x).__name__}")
+
+
+def split(secret: bytes, threshold: int, xs: Sequence[int]) -> dict[int, int]:
+    """Split ``secret`` (at most 32 bytes, read big-endian) into shares ``{x: f(x)}``.
+
+    Raises
+    ------
+    ShamirError
+        If ``threshold`` is not in ``[1, len(xs)]``, points repeat or are not in ``[1, PRIME)``,
+        or the secret is longer than 32 bytes.
+    """
+    if not isinstance(secret, (bytes, bytearray, memoryview)):
+        raise ShamirError(f"secret must be bytes, got {type(secret).__name__}")
+    if len(secret) > MAX_SECRET_BYTES:
+        raise ShamirError(f"secret has {len(secret)} bytes, at most {MAX_SECRET_BYTES} allowed")
+    threshold = _check_threshold(threshold)
+    points = [_check_x(x) for x in xs]
+    if len(set(points)) != len(points):
+        raise ShamirError("evaluation points must be distinct")
+    if threshold > len(points):
+        raise ShamirError(f"threshold={threshold} exceeds the number of shares {len(points)}")
+    # coefficients c_0 = secret, c_1..c_{t-1} uniform in the field
+    coeffs = [mpz(int.from_bytes(bytes(secret), "big"))]
+    coeffs += [mpz(secrets.randbelow(PRIME)) for _ in range(threshold - 1)]
+    return {x: int(_horner(coeffs, mpz(x))) for x in points}
+
+
+def _horner(coeffs: Sequence[mpz], x: mpz) -> mpz:
+    acc = mpz(0)
+    for c in reversed(coeffs):
+        acc = (acc * x + c) % _P
+    return acc
+
+
+def evaluate(coeffs: Sequence[int], x: int) -> int:
+    """Evaluate the polynomial ``sum coeffs[k] x**k`` over GF(PRIME)."""
+    return int(_horner([mpz(c) for c in coeffs], mpz(x)))
+
+
+class _CacheStats(NamedTuple):
+    hits: int
+    misses: int
+    size: int
+    maxsize: int
+
+
+class _PointSet:
+    """Precomputed data for one sorted tuple of evaluation points.
+
+    ``weights[k] = 1 / prod_{m != k} (x_k - x_m)`` (barycentric weights, O(t^2) once), from which
+    the Lagrange basis at any target costs O(t): ``l_k(z) = w_k * prod_m (z - x_m) / (z - x_k)``.
+    Basis values per target are memoised in ``at``.
+    """
+
+    __slots__ = ("xs", "weights", "at")
+
+    def __init__(self, points: tuple[int, ...]):
+        self.xs = [mpz(x) for x in points]
+        dens = []
+        for i, xi in enumerate(self.xs):
+            den = mpz(1)
+            for j, xj in enumerate(self.xs):
+                if j != i:
+                    den = den * (xi - xj) % _P
+            dens.append(den)
+        self.weights = _batch_invert(dens)
+        self.at: dict[int, tuple[mpz, ...]] = {}
+
+    def basis(self, target: int) -> tuple[mpz, ...]:
+        found = self.at.get(target)
+        if found is not None:
+            return found
+        z = mpz(target)
+        diffs = [(z - x) % _P for x in self.xs]
+        if any(d == 0 for d in diffs):  # target is one of the points: basis is an indicator
+            coeffs = tuple(mpz(1) if d == 0 else mpz(0) for d in diffs)
+        else:
+            full = mpz(1)
+            for d in diffs:
+                full = full * d % _P
+            inv = _batch_invert(diffs)
+            coeffs = tuple(full * w % _P * iv % _P for w, iv in zip(self.weights, inv))
+        if len(self.at) < 4096:
+            self.at[target] = coeffs
+        return coeffs
+
+
+def _batch_invert(values: Sequence[mpz]) -> list[mpz]:
+    """Inverses of nonzero field elements with one ``invert`` (Montgomery's trick)."""
+    k = len(values)
+    prefix = [mpz(1)] * (k + 1)
+    for i, v in enumerate(values):
+        prefix[i + 1] = prefix[i] * v % _P
+    inv = gmpy2.invert(prefix[k], _P)
+    out = [mpz(0)] * k
+    for i in range(k - 1, -1, -1):
+        out[i] = inv * prefix[i] % _P
+        inv = inv * values[i] % _P
+    return out
+
+
+class _LagrangeCache:
+    """LRU cache of :class:`_PointSet` per sorted tuple of evaluation points.
+
+    ``hits``/``misses`` count point-set lookups (one per reconstruction).
+    """
+
+    def __init__(self, maxsize: int = 1024):
+        self.maxsize = maxsize
+        self._data: OrderedDict[tuple[int, ...], _PointSet] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, points: tuple[int, ...]) -> _PointSet:
+        found = self._data.get(points)
+        if found is not None:
+            self.hits += 1
+            self._data.move_to_end(points)
+            return found
+        self.misses += 1
+        ps = _PointSet(points)
+        self._data[points] = ps
+        if len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+        return ps
+
+    def clear(self) -> None:
+        self._data.clear()
+        self.hits = 0
+        self.misses = 0
+
+
+_CACHE = _LagrangeCache()
+
+
+def lagrange_at_zero(points: Sequence[int]) -> tuple[int, ...]:
+    """Cached Lagrange coefficients at 0 for the (sorted) ``points``, as ints."""
+    pts = tuple(sorted(_check_x(x) for x in points))
+    if len(set(pts)) != len(pts):
+        raise ShamirError("evaluation points must be distinct")
+    return tuple(int(c) for c in _CACHE.get(pts).basis(0))
+
+
+def cache_info() -> _CacheStats:
+    """Hits, misses and size of the Lagrange point-set cache (shared by this process)."""
+    return _CacheStats(_CACHE.hits, _CACHE.misses, len(_CACHE._data), _CACHE.maxsize)
+
+
+def cache_clear() -> None:
+    """Empty the Lagrange-coefficient cache and reset its counters."""
+    _CACHE.clear()
+
+
+def _dot(coeffs: Sequence[mpz], ys: Sequence[mpz]) -> mpz:
+    acc = mpz(0)
+    for c, y in zip(coeffs, ys):
+        acc += c * y
+    return acc % _P
+
+
+def reconstruct(
+    shares: Mapping[int, int], threshold: int, length: int = 32, *, check: bool = True
+) -> bytes:
+    """Recover the secret from at least ``threshold`` shares ``{x: f(x)}``.
+
+    The ``threshold`` shares with the smallest points are interpolated at 0 (coefficients cached
+    per point set). If more shares are given and ``check`` is true, every extra share is compared
+    with the interpolated polynomial.
+
+    Returns the secret as ``length`` big-endian bytes.
+
+    Raises
+    ------
+    ShamirError
+        Fewer than ``threshold`` shares (the message gives both counts); a point or share value
+        outside the field; shares that do not lie on one polynomial of degree < ``threshold``
+        (detectable only when extra shares are given); or a reconstructed value that does not
+        fit in ``length`` bytes (wrong shares or wrong threshold).
+    """
+    threshold = _check_threshold(threshold)
+    if not isinstance(shares, Mapping):
+        raise ShamirError(f"shares must be a mapping x -> share, got {type(shares).__name__}")
+    if len(shares) < threshold:
+        raise ShamirError(f"need threshold={threshold} shares to reconstruct, got {len(shares)}")
+    if not 1 <= length <= MAX_SECRET_BYTES:
+        raise ShamirError(f"length must be in [1, {MAX_SECRET_BYTES}], got {length}")
+    items = sorted((_check_x(x), y) for x, y in shares.items())
+    for x, y in items:
+        if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < PRIME:
+            raise ShamirError(f"share at x={x} is not a field element")
+    base = items[:threshold]
+    points = tuple(x for x, _ in base)
+    if len(set(points)) != threshold:  # pragma: no cover - mapping keys are distinct ints
+        raise ShamirError("evaluation points must be distinct")
+    ys = [mpz(y) for _, y in base]
+    pset = _CACHE.get(points)
+    secret = _dot(pset.basis(0), ys)
+    if check and len(items) > threshold:
+        for x, y in items[threshold:]:
+            if _dot(pset.basis(x), ys) != y:
+                raise ShamirError(
+                    f"inconsistent shares: share at x={x} does not lie on the polynomial "
+                    f"through the {threshold} shares at the smallest points "
+                    f"(x={points[0]}..{points[-1]}); not all {len(items)} shares are on one "
+                    f"polynomial of degree < threshold={threshold}"
+                )
+    if secret.bit_length() > 8 * length:
+        raise ShamirError(
+            f"reconstructed value does not fit in {length} bytes: wrong or corrupted shares"
+        )
+    return int(secret).to_bytes(length, "big")
+
+
+def consistent_polynomial(
+    shares: Mapping[int, int], candidate_secret: int, threshold: int
+) -> list[int]:
+    """Coefficients ``[c_0 = candidate_secret, c_1, ..., c_{t-1}]`` of the unique polynomial of
+    degree ``< threshold`` through ``threshold - 1`` given shares and ``(0, candidate_secret)``.
+
+    This is the constructive proof that ``threshold - 1`` shares reveal nothing: whatever secret
+    is guessed, a polynomial explaining the observed shares exists (and exactly one), so every
+    secret is equally likely given those shares.
+
+    Raises ``ShamirError`` unless exactly ``threshold - 1`` shares are given.
+    """
+    threshold = _check_threshold(threshold)
+    if len(shares) != threshold - 1:
+        raise ShamirError(f"need exactly threshold-1={threshold - 1} shares, got {len(shares)}")
+    pts = [(0, mpz(candidate_secret) % _P)] + [(_check_x(x), mpz(y)) for x, y in shares.items()]
+    # Newton/Lagrange to monomial coefficients: sum_k y_k * prod_{m != k} (X - x_m)/(x_k - x_m)
+    coeffs = [mpz(0)] * threshold
+    for k, (xk, yk) in enumerate(pts):
+        basis = [mpz(1)]  # polynomial prod (X - x_m), low degree first
+        den = mpz(1)
+        for m, (xm, _) in enumerate(pts):
+            if m == k:
+                continue
+            nxt = [mpz(0)] * (len(basis) + 1)
+            for i, b in enumerate(basis):
+                nxt[i] = (nxt[i] - b * xm) % _P
+                nxt[i + 1] = (nxt[i + 1] + b) % _P
+            basis = nxt
+            den = den * (xk - xm) % _P
+        scale = yk * gmpy2.invert(den, _P) % _P
+        for i, b in enumerate(basis):
+            coeffs[i] = (coeffs[i] + scale * b) % _P
+    return [int(c) for c in coeffs]
+
+
+def share_to_bytes(share: int) -> bytes:
+    """Fixed-width (33-byte, big-endian) encoding of a share value.
+
+    Raises ``ShamirError`` if ``share`` is not a field element.
+    """
+    if isinstance(share, bool) or not isinstance(share, int) or not 0 <= share < PRIME:
+        raise ShamirError("share must be an int in [0, PRIME)")
+    return share.to_bytes(SHARE_BYTES, "big")
+
+
+def share_from_bytes(data: bytes) -> int:
+    """Inverse of :func:`share_to_bytes`.
+
+    Raises ``ShamirError`` if ``data`` is not 33 bytes or encodes a value ``>= PRIME``.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) != SHARE_BYTES:
+        raise ShamirError(f"share encoding must be {SHARE_BYTES} bytes")
+    value = int.from_bytes(bytes(data), "big")
+    if value >= PRIME:
+        raise ShamirError("share encoding is not a field element (>= PRIME)")
+    return value
