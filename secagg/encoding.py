@@ -40,6 +40,10 @@ def dtype_for_bits(bits: int) -> type[np.unsignedinteger]:
     return np.uint32 if bits <= 32 else np.uint64
 
 
+def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+
+
 class FixedPointEncoder:
     """Signed fixed-point encoder into Z_{2^bits} with stochastic rounding and checked headroom.
 
@@ -151,12 +155,12 @@ class FixedPointEncoder:
         x = x.astype(np.float64, copy=False)
         finite = np.isfinite(x)
         if not finite.all():
-            idx = np.unravel_index(int(np.argmin(finite)), x.shape) if x.ndim else ()
+            idx = _index(int(np.argmin(finite)), x.shape)
             raise EncodingOverflowError(f"non-finite value {x[idx]} at index {idx}; refusing")
         if x.size:
             absmax = float(np.max(np.abs(x)))
             if absmax > self.clip:
-                idx = np.unravel_index(int(np.argmax(np.abs(x))), x.shape) if x.ndim else ()
+                idx = _index(int(np.argmax(np.abs(x))), x.shape)
                 raise EncodingOverflowError(
                     f"value {x[idx]} at index {idx} exceeds clip={self.clip} "
                     "(fortis never clips silently; clip before encoding)"
@@ -201,12 +205,9 @@ class FixedPointEncoder:
             u = y.astype(np.uint64, copy=False)
         else:
             u = y.astype(np.int64, copy=False).view(np.uint64)
-        u = u & np.uint64(self._mask)
-        if self.bits == 64:
-            return u.view(np.int64).copy()
-        s = u.astype(np.int64)
-        s[s >= (1 << (self.bits - 1))] -= 1 << self.bits
-        return s
+        # sign-extend from `bits` to 64 bits: shift the sign bit to the top, arithmetic shift back
+        shift = np.uint64(64 - self.bits)
+        return (u << shift).view(np.int64) >> np.int64(64 - self.bits)
 
     def decode(self, y: np.ndarray, count: int = 1) -> np.ndarray:
         """Decode a sum (mod ``2**bits``) of ``count`` encodings to float64.

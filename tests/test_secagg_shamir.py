@@ -1,0 +1,181 @@
+"""Shamir sharing over GF(2**256 + 297)."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+
+import gmpy2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secagg import PRIME, ShamirError, reconstruct, shamir, share_from_bytes, share_to_bytes, split
+
+
+def test_prime_field():
+    assert PRIME > 2**256
+    assert gmpy2.is_prime(PRIME, 100)
+    assert shamir.SHARE_BYTES == 33
+
+
+def test_any_t_of_n_reconstruct():
+    secret = secrets.token_bytes(32)
+    xs = list(range(1, 8))
+    shares = split(secret, 4, xs)
+    assert set(shares) == set(xs)
+    for subset in itertools.combinations(xs, 4):
+        assert reconstruct({x: shares[x] for x in subset}, 4) == secret
+    for subset in itertools.combinations(xs, 6):
+        assert reconstruct({x: shares[x] for x in subset}, 4) == secret
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    secret=st.binary(min_size=0, max_size=32),
+    n=st.integers(1, 40),
+    data=st.data(),
+)
+def test_property_reconstruct_random_subsets(secret, n, data):
+    t = data.draw(st.integers(1, n))
+    xs = data.draw(st.lists(st.integers(1, 10**6), min_size=n, max_size=n, unique=True))
+    shares = split(secret, t, xs)
+    k = data.draw(st.integers(t, n))
+    chosen = data.draw(st.permutations(xs))[:k]
+    out = reconstruct({x: shares[x] for x in chosen}, t, length=max(len(secret), 1))
+    assert out == secret.rjust(max(len(secret), 1), b"\0")
+
+
+def test_t_minus_1_shares_are_consistent_with_every_secret():
+    """By construction: for t-1 shares and ANY candidate secret there is exactly one polynomial
+    of degree < t through them, so the shares carry no information on the secret."""
+    t = 5
+    secret = secrets.token_bytes(32)
+    shares = split(secret, t, range(1, 11))
+    seen = {x: shares[x] for x in (2, 5, 7, 9)}  # t-1 shares held by a coalition
+    candidates = [0, 1, int.from_bytes(secret, "big"), secrets.randbelow(PRIME), PRIME - 1]
+    polys = []
+    for cand in candidates:
+        coeffs = shamir.consistent_polynomial(seen, cand, t)
+        assert len(coeffs) == t and coeffs[0] == cand
+        for x, y in seen.items():
+            assert shamir.evaluate(coeffs, x) == y
+        polys.append(tuple(coeffs))
+    assert len(set(polys)) == len(candidates)
+    # the true secret's polynomial also explains the shares the coalition did not see
+    true_poly = shamir.consistent_polynomial(seen, int.from_bytes(secret, "big"), t)
+    assert all(shamir.evaluate(true_poly, x) == shares[x] for x in shares)
+    with pytest.raises(ShamirError):
+        shamir.consistent_polynomial({2: shares[2]}, 0, t)
+
+
+def test_t_minus_1_shares_distribution_independent_of_secret():
+    """Statistically: a share of a t=2 sharing is uniform whatever the secret (low bits)."""
+    for secret in (b"\0" * 32, b"\xff" * 32):
+        low = [split(secret, 2, [1, 2])[1] & 0xF for _ in range(3000)]
+        counts = np.bincount(low, minlength=16)
+        chi2 = float(((counts - 3000 / 16) ** 2 / (3000 / 16)).sum())
+        assert chi2 < 60  # df=15; p ~ 1e-7
+
+
+def test_fewer_than_threshold_raises_with_counts():
+    shares = split(b"k" * 32, 3, [1, 2, 3])
+    with pytest.raises(ShamirError, match="threshold=3.*got 2"):
+        reconstruct({1: shares[1], 2: shares[2]}, 3)
+
+
+def test_inconsistent_shares_detected_when_extra_available():
+    secret = secrets.token_bytes(32)
+    shares = split(secret, 3, range(1, 7))
+    for bad_x in shares:
+        tampered = dict(shares)
+        tampered[bad_x] = (tampered[bad_x] + 1) % PRIME
+        with pytest.raises(ShamirError, match="inconsistent"):
+            reconstruct(tampered, 3)
+    # shares from two different sharings of the same secret are not on one polynomial
+    other = split(secret, 3, range(1, 7))
+    mixed = {1: shares[1], 2: shares[2], 3: shares[3], 4: other[4]}
+    with pytest.raises(ShamirError, match="inconsistent"):
+        reconstruct(mixed, 3)
+    # check=False skips the test (caller's choice), and exactly t tampered shares cannot be
+    # detected, but they do not give the secret
+    tampered = dict(shares)
+    tampered[1] = (tampered[1] + 1) % PRIME
+    sub = {x: tampered[x] for x in (1, 2, 3)}
+    try:
+        assert reconstruct(sub, 3) != secret
+    except ShamirError:
+        pass  # value did not fit in 32 bytes
+    assert reconstruct(tampered, 3, check=False) == reconstruct(sub, 3, check=False)
+
+
+def test_lagrange_cache_hits_per_point_set():
+    shamir.cache_clear()
+    xs = [3, 8, 11, 20]
+    s1, s2 = secrets.token_bytes(32), secrets.token_bytes(32)
+    sh1, sh2 = split(s1, 4, xs), split(s2, 4, xs)
+    assert reconstruct(sh1, 4) == s1
+    info = shamir.cache_info()
+    assert (info.hits, info.misses) == (0, 1)
+    assert reconstruct(sh2, 4) == s2  # same survivor x-set: cached coefficients
+    info = shamir.cache_info()
+    assert (info.hits, info.misses) == (1, 1)
+    # insertion order does not matter: the key is the sorted point set
+    assert reconstruct(dict(reversed(list(sh2.items()))), 4) == s2
+    assert shamir.cache_info().hits == 2
+    assert reconstruct({x: v for x, v in split(s1, 3, [3, 8, 12]).items()}, 3) == s1
+    assert shamir.cache_info().misses == 2
+    lam = shamir.lagrange_at_zero(xs)
+    assert sum(lam) % PRIME == 1  # interpolating the constant 1
+
+
+def test_share_bytes_round_trip_and_validation():
+    for v in (0, 1, PRIME - 1, secrets.randbelow(PRIME)):
+        b = share_to_bytes(v)
+        assert len(b) == 33 and share_from_bytes(b) == v
+    with pytest.raises(ShamirError):
+        share_to_bytes(PRIME)
+    with pytest.raises(ShamirError):
+        share_to_bytes(-1)
+    with pytest.raises(ShamirError):
+        share_from_bytes(b"\x00" * 32)
+    with pytest.raises(ShamirError):
+        share_from_bytes(PRIME.to_bytes(33, "big"))
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((b"x" * 33, 2, [1, 2]), "at most 32"),
+        ((b"x", 3, [1, 2]), "exceeds"),
+        ((b"x", 0, [1, 2]), "threshold"),
+        ((b"x", 2, [1, 1]), "distinct"),
+        ((b"x", 1, [0, 1]), r"\[1, PRIME\)"),
+        ((b"x", 1, [PRIME]), r"\[1, PRIME\)"),
+        ((b"x", 1, [1.0]), "int"),
+        (("x", 1, [1]), "bytes"),
+    ],
+)
+def test_split_validation(args, match):
+    with pytest.raises(ShamirError, match=match):
+        split(*args)
+
+
+def test_reconstruct_validation():
+    shares = split(b"abc", 2, [1, 2, 3])
+    with pytest.raises(ShamirError, match="field element"):
+        reconstruct({1: shares[1], 2: PRIME}, 2)
+    with pytest.raises(ShamirError, match="length"):
+        reconstruct(shares, 2, length=33)
+    with pytest.raises(ShamirError, match="fit"):
+        reconstruct(shares, 2, length=2)  # 3-byte secret does not fit in 2 bytes
+    assert reconstruct(shares, 2, length=3) == b"abc"
+    assert reconstruct({np.int64(1): shares[1], np.int64(3): shares[3]}, 2, length=3) == b"abc"
+
+
+def test_threshold_one_and_randomness():
+    s = secrets.token_bytes(32)
+    shares = split(s, 1, [1, 2, 3])
+    assert set(shares.values()) == {int.from_bytes(s, "big")}
+    assert split(s, 2, [1, 2]) != split(s, 2, [1, 2])  # fresh random coefficients
