@@ -1,0 +1,494 @@
+"""The client party of a secure-aggregation round, as a sans-I/O state machine.
+
+Theory of operation
+===================
+
+Rule 1: everything that decides the client's stage lives in this file: the stage table
+:data:`CLIENT_TRANSITIONS` below, plus the checks in the ``_on_*`` handlers. Rule 2: the client
+does no I/O, no sleeping and no threads. The application (a driver) calls :meth:`Client.start`
+once and then feeds every message from the server to :meth:`Client.receive`, which returns the
+messages to send back (a list with zero or one element).
+
+A round follows Bonawitz et al. (CCS 2017), with the masking graph either complete or the SecAgg+
+random sparse graph of Bell et al. (CCS 2020):
+
+1. ``start()``: make two X25519 key pairs, ``c`` (share encryption) and ``s`` (pairwise masks),
+   and a random 32-byte self-mask seed ``b``; advertise ``c_pk`` and ``s_pk`` (signed with
+   Ed25519 in hardened mode).
+2. ``ServerKeys``: recompute the masking graph from the round config and the server's seed and
+   check every claim of the server (graph, threshold, that the keys are exactly from neighbours,
+   all distinct, validly signed in hardened mode, and at least ``t`` share holders). Split ``b``
+   and ``s_sk`` into ``t``-of-``k+1`` Shamir shares (points = holder id + 1; one share is kept by
+   the client itself, as in Bonawitz et al. where shares go to all of U1) and seal each
+   neighbour's pair of shares with AES-GCM under the ``c`` agreement key, with associated data
+   binding (round, sender, recipient).
+3. ``ForwardShares``: the neighbours whose shares arrived (U2) are the ones we mask with. Quantise
+   the update, add ``PRG(b)`` and ``+-PRG(s_ij)`` for each of them, send ``y``.
+4. Hardened mode only, ``ConsistencyRequest``: sign the survivor set U3 the server announces.
+5. ``UnmaskRequest``: send the share of ``b_i`` for each survivor ``i`` and the share of
+   ``s_sk_j`` for each dropped ``j`` -- after checking that no id is in both lists, that we are a
+   survivor ourselves, that the lists agree with what we know (and, hardened, with the signed
+   U3 and at least :meth:`RoundConfig.min_signatures` valid signatures). One answer per round:
+   a second ``UnmaskRequest`` is illegal in stage ``DONE``.
+
+Invariant (never both shares): the server must never obtain both ``b_i`` and ``s_sk_i`` of a
+client. An honest client enforces it on its side by the checks of step 5; a violating request
+raises :class:`ProtocolError` naming the server, and the client does not answer.
+
+Errors: every illegal message -- wrong round, not from the server, addressed to another client,
+not allowed in the current stage (which covers replays), or failing a check -- raises
+:class:`ProtocolError` naming this client as the role, the sender, the stage and the message
+type. The client then moves to ``FAILED`` and refuses everything afterwards. An ``Abort`` from
+the server moves it to ``ABORTED``.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Mapping
+
+import numpy as np
+
+from secagg import keys as sk
+from secagg import shamir
+from secagg.errors import EncodingOverflowError, SecAggError
+from secagg.masking import mask_input, pairwise_seed
+
+from .config import RoundConfig
+from .errors import SERVER_ID, MessageFormatError, ProtocolError, party_name
+from .events import StartRound
+from .messages import (
+    Abort,
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
+    ForwardShares,
+    MaskedInput,
+    Message,
+    ServerKeys,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+    advertise_signing_bytes,
+    decode_share_payload,
+    encode_share_payload,
+    mask_agreement_info,
+    share_aad,
+    share_agreement_info,
+    survivors_signing_bytes,
+)
+
+__all__ = ["Client", "ClientStage", "CLIENT_TRANSITIONS"]
+
+
+class ClientStage(enum.Enum):
+    """Where a client is in the round (named after what it waits for)."""
+
+    NEW = "NEW"
+    WAIT_KEYS = "WAIT_KEYS"
+    WAIT_SHARES = "WAIT_SHARES"
+    WAIT_CONSISTENCY = "WAIT_CONSISTENCY"
+    WAIT_UNMASK = "WAIT_UNMASK"
+    DONE = "DONE"
+    ABORTED = "ABORTED"
+    FAILED = "FAILED"
+
+
+S = ClientStage
+
+#: stage -> {event or message type -> next stage}, for plain and hardened mode.
+#: Anything not listed is illegal in that stage and raises ProtocolError.
+CLIENT_TRANSITIONS: dict[bool, dict[ClientStage, dict[type, ClientStage]]] = {
+    False: {  # plain (honest-but-curious server)
+        S.NEW: {StartRound: S.WAIT_KEYS},
+        S.WAIT_KEYS: {ServerKeys: S.WAIT_SHARES, Abort: S.ABORTED},
+        S.WAIT_SHARES: {ForwardShares: S.WAIT_UNMASK, Abort: S.ABORTED},
+        S.WAIT_UNMASK: {UnmaskRequest: S.DONE, Abort: S.ABORTED},
+        S.DONE: {},
+        S.ABORTED: {},
+        S.FAILED: {},
+    },
+    True: {  # hardened (signed keys + consistency check)
+        S.NEW: {StartRound: S.WAIT_KEYS},
+        S.WAIT_KEYS: {ServerKeys: S.WAIT_SHARES, Abort: S.ABORTED},
+        S.WAIT_SHARES: {ForwardShares: S.WAIT_CONSISTENCY, Abort: S.ABORTED},
+        S.WAIT_CONSISTENCY: {ConsistencyRequest: S.WAIT_UNMASK, Abort: S.ABORTED},
+        S.WAIT_UNMASK: {UnmaskRequest: S.DONE, Abort: S.ABORTED},
+        S.DONE: {},
+        S.ABORTED: {},
+        S.FAILED: {},
+    },
+}
+
+
+class Client:
+    """One client's side of a round.
+
+    Parameters
+    ----------
+    config:
+        The round's public parameters (same object/values as the server's).
+    client_id:
+        This client's id; must be in ``config.population``.
+    update:
+        The client's update, shape ``(config.dim,)``, every ``|x| <= config.clip`` (the caller
+        clips; nothing is clipped here).
+    rng:
+        Generator for stochastic rounding (default: a fresh ``np.random.default_rng()``). The
+        cryptographic secrets always come from the OS CSPRNG, never from ``rng``.
+    signing_key, pki:
+        Hardened mode: this client's Ed25519 key pair and the map client id -> Ed25519 public key
+        used to verify the other clients' advertisements and consistency signatures.
+
+    Raises
+    ------
+    ValueError
+        Bad ``client_id``, ``update`` shape, or missing hardened-mode keys.
+    secagg.errors.EncodingOverflowError
+        If ``update`` has a non-finite value or a value above ``config.clip``.
+    """
+
+    def __init__(
+        self,
+        config: RoundConfig,
+        client_id: int,
+        update: np.ndarray,
+        *,
+        rng: np.random.Generator | None = None,
+        signing_key: sk.SigningKeyPair | None = None,
+        pki: Mapping[int, bytes] | None = None,
+    ) -> None:
+        if not isinstance(config, RoundConfig):
+            raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
+        self.config = config
+        if client_id not in config.population:
+            raise ValueError(f"client_id {client_id!r} is not in the round's population")
+        self.id = int(client_id)
+        self.role = party_name(self.id)
+        x = np.asarray(update, dtype=np.float64)
+        if x.shape != (config.dim,):
+            raise ValueError(f"{self.role}: update must have shape ({config.dim},), got {x.shape}")
+        if not np.isfinite(x).all():
+            bad = int(np.argmin(np.isfinite(x)))
+            raise EncodingOverflowError(f"{self.role}: update[{bad}] = {x[bad]} is not finite")
+        if x.size and float(np.max(np.abs(x))) > config.clip:
+            bad = int(np.argmax(np.abs(x)))
+            raise EncodingOverflowError(
+                f"{self.role}: update[{bad}] = {x[bad]} exceeds clip={config.clip}; fortis never "
+                "clips silently: clip the update first or use a larger clip"
+            )
+        self._update = x
+        self._rng = rng if rng is not None else np.random.default_rng()
+        if config.hardened:
+            if signing_key is None or pki is None:
+                raise ValueError(f"{self.role}: hardened mode needs signing_key and pki")
+            if pki.get(self.id) != signing_key.public_bytes():
+                raise ValueError(f"{self.role}: pki[{self.id}] is not this client's signing key")
+        self._signing_key = signing_key
+        self._pki = dict(pki) if pki is not None else {}
+        self.stage = ClientStage.NEW
+        self.abort_reason: str | None = None
+        #: Non-fatal problems (e.g. a neighbour's sealed share that failed to decrypt).
+        self.warnings: list[str] = []
+        # secrets and round state, filled in as the round goes
+        self._c: sk.KeyPair | None = None
+        self._s: sk.KeyPair | None = None
+        self._b: bytes | None = None
+        self._threshold = 0
+        self._neighbours: frozenset[int] = frozenset()
+        self._peers: dict[int, tuple[bytes, bytes]] = {}  # id -> (c_pk, s_pk) from ServerKeys
+        self._share_keys: dict[int, bytes] = {}  # id -> AES key for sealed shares
+        self._own_shares: tuple[int, int] = (0, 0)  # own share of (b, s_sk)
+        self._inbox: dict[int, bytes] = {}  # sender -> sealed shares (U2 neighbours)
+        self._signed_survivors: tuple[int, ...] | None = None
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def start(self) -> AdvertiseKeys:
+        """Join the round: generate keys and return the :class:`AdvertiseKeys` to send."""
+        (msg,) = self._dispatch(StartRound(), SERVER_ID)
+        return msg
+
+    def receive(self, msg: Message) -> list[Message]:
+        """Process one message from the server; return the messages to send back (0 or 1).
+
+        Raises :class:`ProtocolError` (and moves to ``FAILED``) if the message is illegal.
+        """
+        if not isinstance(msg, Message):
+            raise TypeError(f"{self.role}: receive expects a Message, got {type(msg).__name__}")
+        return self._dispatch(msg, msg.sender)
+
+    def abort(self, reason: str) -> Abort:
+        """Leave the round voluntarily; returns the :class:`Abort` to send to the server."""
+        self.stage = ClientStage.ABORTED
+        self.abort_reason = reason
+        return Abort(self.config.round_id, self.id, SERVER_ID, reason)
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def _error(self, detail: str, event: object, sender: int | None) -> ProtocolError:
+        name = type(event).__name__
+        return ProtocolError(
+            detail, role=self.role, sender=sender, stage=self.stage.value, event=name
+        )
+
+    def _dispatch(self, event: object, sender: int) -> list[Message]:
+        table = CLIENT_TRANSITIONS[self.config.hardened][self.stage]
+        if isinstance(event, Message):
+            problem = None
+            if event.sender != SERVER_ID:
+                problem = "clients accept messages from the server only"
+            elif event.round_id != self.config.round_id:
+                problem = (
+                    f"message is for round {event.round_id}, this is round {self.config.round_id}"
+                )
+            elif getattr(event, "recipient", self.id) != self.id:
+                problem = f"message is addressed to client {event.recipient}"
+            if problem is not None:
+                raise self._fail(self._error(problem, event, sender))
+        next_stage = table.get(type(event))
+        if next_stage is None:
+            allowed = ", ".join(t.__name__ for t in table) or "nothing (terminal stage)"
+            raise self._fail(
+                self._error(f"not allowed in this stage (expects {allowed})", event, sender)
+            )
+        handler = getattr(self, "_on_" + type(event).__name__)
+        try:
+            out = handler(event)
+        except ProtocolError as exc:
+            raise self._fail(exc) from None
+        except SecAggError as exc:  # e.g. a malformed peer key forwarded by the server
+            raise self._fail(self._error(f"{type(exc).__name__}: {exc}", event, sender)) from exc
+        self.stage = next_stage
+        return out
+
+    def _fail(self, exc: ProtocolError) -> ProtocolError:
+        self.stage = ClientStage.FAILED
+        return exc
+
+    # -- handlers (one per table entry) ---------------------------------------------------------
+
+    def _on_StartRound(self, event: StartRound) -> list[Message]:
+        self._c = sk.KeyPair.generate()
+        self._s = sk.KeyPair.generate()
+        self._b = secrets.token_bytes(32)
+        c_pk, s_pk = self._c.public_bytes(), self._s.public_bytes()
+        sig = b""
+        if self.config.hardened:
+            sig = self._signing_key.sign(
+                advertise_signing_bytes(self.config.round_id, self.id, c_pk, s_pk)
+            )
+        return [AdvertiseKeys(self.config.round_id, self.id, c_pk, s_pk, sig)]
+
+    def _on_Abort(self, msg: Abort) -> list[Message]:
+        self.abort_reason = msg.reason
+        return []
+
+    def _on_ServerKeys(self, msg: ServerKeys) -> list[Message]:
+        cfg = self.config
+
+        def bad(detail: str) -> ProtocolError:
+            return self._error(detail, msg, msg.sender)
+
+        if msg.graph_kind != cfg.graph:
+            raise bad(f"graph kind {msg.graph_kind!r} differs from the round's {cfg.graph!r}")
+        try:
+            graph = cfg.masking_graph(msg.graph_seed)
+        except SecAggError as exc:
+            raise bad(f"graph parameters do not give a valid graph: {exc}") from None
+        if msg.threshold != graph.threshold:
+            raise bad(f"threshold {msg.threshold} differs from the graph's {graph.threshold}")
+        if msg.degree != graph.max_degree():
+            raise bad(f"degree {msg.degree} differs from the graph's {graph.max_degree()}")
+        nbrs = graph.neighbours[self.id]
+        t = graph.threshold
+        own = {self._c.public_bytes(), self._s.public_bytes()}
+        seen: set[bytes] = set(own)
+        for e in msg.keys:
+            if e.client_id not in nbrs:
+                raise bad(f"keys of client {e.client_id}, which is not a neighbour of ours")
+            if e.c_pk in seen or e.s_pk in seen or e.c_pk == e.s_pk:
+                raise bad(f"public key of client {e.client_id} repeats another advertised key")
+            seen.update((e.c_pk, e.s_pk))
+            if cfg.hardened:
+                vk = self._pki.get(e.client_id)
+                if vk is None:
+                    raise bad(f"client {e.client_id} has no identity key in the PKI")
+                data = advertise_signing_bytes(cfg.round_id, e.client_id, e.c_pk, e.s_pk)
+                try:
+                    sk.verify_signature(vk, e.signature, data)
+                except SecAggError:
+                    raise bad(
+                        f"advertisement of client {e.client_id} has an invalid signature"
+                    ) from None
+        if len(msg.keys) + 1 < t:
+            raise bad(
+                f"only {len(msg.keys)} neighbours advertised keys; with this client that is "
+                f"{len(msg.keys) + 1} share holders, below the threshold t={t}"
+            )
+        self._threshold = t
+        self._neighbours = nbrs
+        self._peers = {e.client_id: (e.c_pk, e.s_pk) for e in msg.keys}
+        holders = sorted(self._peers) + [self.id]
+        xs = [h + 1 for h in holders]
+        b_shares = shamir.split(self._b, t, xs)
+        s_shares = shamir.split(self._s.private_bytes(), t, xs)
+        self._own_shares = (b_shares[self.id + 1], s_shares[self.id + 1])
+        sealed = {}
+        for j, (c_pk, _) in self._peers.items():
+            key = sk.agree(self._c, c_pk, share_agreement_info(cfg.round_id, self.id, j))
+            self._share_keys[j] = key
+            payload = encode_share_payload(
+                self.id,
+                j,
+                shamir.share_to_bytes(b_shares[j + 1]),
+                shamir.share_to_bytes(s_shares[j + 1]),
+            )
+            sealed[j] = sk.seal(key, payload, share_aad(cfg.round_id, self.id, j))
+        return [ShareKeys(cfg.round_id, self.id, sealed)]
+
+    def _on_ForwardShares(self, msg: ForwardShares) -> list[Message]:
+        cfg = self.config
+        senders = [i for i, _ in msg.shares]
+        strangers = [i for i in senders if i not in self._peers]
+        if strangers:
+            raise self._error(
+                f"shares from clients {strangers[:10]} whose keys were never forwarded to us",
+                msg,
+                msg.sender,
+            )
+        if len(senders) + 1 < self._threshold:
+            raise self._error(
+                f"only {len(senders)} neighbours shared keys (U2); with this client that is "
+                f"below the threshold t={self._threshold}",
+                msg,
+                msg.sender,
+            )
+        self._inbox = dict(msg.shares)
+        seeds = {}
+        for j in senders:
+            key = sk.agree(
+                self._s, self._peers[j][1], mask_agreement_info(cfg.round_id, self.id, j)
+            )
+            seeds[j] = pairwise_seed(key, cfg.round_id)
+        encoded = cfg.encoder.encode(self._update, self._rng)
+        y = mask_input(encoded, self.id, self._b, seeds, cfg.bits)
+        return [MaskedInput(cfg.round_id, self.id, y)]
+
+    def _on_ConsistencyRequest(self, msg: ConsistencyRequest) -> list[Message]:
+        survivors = msg.survivors
+        self._check_survivor_claims(msg, survivors)
+        self._signed_survivors = survivors
+        sig = self._signing_key.sign(
+            survivors_signing_bytes(self.config.round_id, self.id, survivors)
+        )
+        return [ConsistencySignature(self.config.round_id, self.id, sig)]
+
+    def _check_survivor_claims(self, msg: Message, survivors: tuple[int, ...]) -> None:
+        """Checks shared by the consistency and unmask requests on the survivor list U3."""
+        surv = set(survivors)
+        if self.id not in surv:
+            raise self._error(
+                "this client sent its masked input but is not listed as a survivor",
+                msg,
+                msg.sender,
+            )
+        if len(surv) < self._threshold:
+            raise self._error(
+                f"only {len(surv)} survivors, below the threshold t={self._threshold}: "
+                "their sum would reveal too little-aggregated inputs",
+                msg,
+                msg.sender,
+            )
+        unknown = sorted((surv & self._neighbours) - set(self._inbox) - {self.id})
+        if unknown:
+            raise self._error(
+                f"neighbours {unknown[:10]} listed as survivors never shared keys with us",
+                msg,
+                msg.sender,
+            )
+
+    def _on_UnmaskRequest(self, msg: UnmaskRequest) -> list[Message]:
+        cfg = self.config
+
+        def bad(detail: str) -> ProtocolError:
+            return self._error(detail, msg, msg.sender)
+
+        surv, dropped = set(msg.survivors), set(msg.dropped)
+        both = sorted(surv & dropped)
+        if both:
+            raise bad(
+                f"clients {both[:10]} are listed as both survivor and dropped: answering would "
+                "give the server both the self-mask seed and the mask key (refused)"
+            )
+        if self.id in dropped:
+            raise bad(
+                "this client is listed as dropped although it sent its masked input: the server "
+                "would learn the shares of its mask key (refused)"
+            )
+        self._check_survivor_claims(msg, msg.survivors)
+        unknown = sorted((dropped & self._neighbours) - set(self._inbox))
+        if unknown:
+            raise bad(f"neighbours {unknown[:10]} listed as dropped never shared keys with us")
+        unaccounted = sorted(set(self._inbox) - surv - dropped)
+        if unaccounted:
+            raise bad(f"neighbours {unaccounted[:10]} are neither survivors nor dropped")
+        if cfg.hardened:
+            if msg.survivors != self._signed_survivors:
+                raise bad(
+                    "the survivor set differs from the one this client signed in the "
+                    "consistency check (the server is lying about who dropped)"
+                )
+            need = cfg.min_signatures(self._threshold)
+            valid = 0
+            for signer, sig in msg.signatures:
+                if signer not in surv:
+                    raise bad(f"consistency signature from client {signer}, not a survivor")
+                vk = self._pki.get(signer)
+                if vk is None:
+                    raise bad(f"client {signer} has no identity key in the PKI")
+                try:
+                    sk.verify_signature(
+                        vk, sig, survivors_signing_bytes(cfg.round_id, signer, msg.survivors)
+                    )
+                except SecAggError:
+                    raise bad(f"consistency signature of client {signer} does not verify") from None
+                valid += 1
+            if valid < need:
+                raise bad(f"only {valid} consistency signatures, {need} needed")
+        elif msg.signatures:
+            raise bad("consistency signatures in a round that is not hardened")
+        seed_shares: dict[int, bytes] = {}
+        key_shares: dict[int, bytes] = {}
+        if self.id in surv:
+            seed_shares[self.id] = shamir.share_to_bytes(self._own_shares[0])
+        for owner, sealed in self._inbox.items():
+            opened = self._open(owner, sealed)
+            if opened is None:
+                continue
+            if owner in surv:
+                seed_shares[owner] = opened[0]
+            elif owner in dropped:
+                key_shares[owner] = opened[1]
+        # Once answered, the stage becomes DONE: a second request (e.g. with the lists swapped)
+        # is illegal, so the never-both invariant holds across requests too.
+        return [UnmaskResponse(cfg.round_id, self.id, seed_shares, key_shares)]
+
+    def _open(self, owner: int, sealed: bytes) -> tuple[bytes, bytes] | None:
+        """Decrypt ``owner``'s sealed shares for us; ``None`` (and a warning) if they are bad."""
+        rid = self.config.round_id
+        try:
+            plain = sk.open_sealed(self._share_keys[owner], sealed, share_aad(rid, owner, self.id))
+            o, h, seed_share, key_share = decode_share_payload(plain)
+            if (o, h) != (owner, self.id):
+                raise MessageFormatError(
+                    f"payload is for ({o} -> {h}), not ({owner} -> {self.id})",
+                    field="share payload",
+                )
+            shamir.share_from_bytes(seed_share)
+            shamir.share_from_bytes(key_share)
+        except (SecAggError, MessageFormatError) as exc:
+            self.warnings.append(f"sealed shares of client {owner} unusable: {exc}")
+            return None
+        return seed_share, key_share

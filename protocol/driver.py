@@ -1,0 +1,476 @@
+"""In-memory driver: runs a whole round between one :class:`Server` and many :class:`Client`.
+
+Every message really goes through the byte format: the sender's object is :func:`encode`-d,
+the bytes are counted, and the receiver gets :func:`decode`-d bytes (the server through its
+tolerant :meth:`Server.receive_bytes`). The time each party spends (including encoding what it
+sends and decoding what it receives) is measured per stage. Dropouts are injected by simply
+never delivering a client's next message.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from secagg.errors import EncodingOverflowError
+from secagg.keys import SigningKeyPair
+
+from .client import Client
+from .config import GRAPH_KINDS, RoundConfig
+from .errors import SERVER_ID, ProtocolError
+from .messages import (
+    Abort,
+    ConsistencyRequest,
+    ForwardShares,
+    Message,
+    ServerKeys,
+    UnmaskRequest,
+    decode,
+    encode,
+)
+from .server import Fault, Server, ServerStage
+
+__all__ = ["run_round", "run_parties", "RoundResult", "Transcript", "DROPOUT_STAGES"]
+
+#: Stage names accepted in ``dropouts``; a client listed under a stage never sends that stage's
+#: message nor anything after it.
+DROPOUT_STAGES = ("advertise", "share_keys", "masked_input", "consistency", "unmask")
+
+# The server message a client answers in each stage (None: the round start).
+_ANSWERS = {
+    ServerKeys: "share_keys",
+    ForwardShares: "masked_input",
+    ConsistencyRequest: "consistency",
+    UnmaskRequest: "unmask",
+}
+_SERVER_STAGE_NAMES = {
+    ServerStage.COLLECT_KEYS: "advertise",
+    ServerStage.COLLECT_SHARES: "share_keys",
+    ServerStage.COLLECT_MASKED: "masked_input",
+    ServerStage.COLLECT_SIGNATURES: "consistency",
+    ServerStage.COLLECT_UNMASK: "unmask",
+    ServerStage.DONE: "done",
+    ServerStage.ABORTED: "done",
+}
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What the round cost, measured on the actual encoded messages.
+
+    Bytes are counted per party from the encoded messages; seconds are wall-clock time spent
+    inside each party's code (protocol logic, crypto, encoding and decoding), per stage name of
+    :data:`DROPOUT_STAGES`. The in-memory driver runs parties one after another, so times are
+    per-party compute, not a network round-trip time.
+    """
+
+    server_bytes_sent: int
+    server_bytes_received: int
+    client_bytes_sent: dict[int, int]
+    client_bytes_received: dict[int, int]
+    server_seconds: dict[str, float]
+    client_seconds: dict[int, dict[str, float]]
+    messages: int
+
+    @property
+    def server_total_seconds(self) -> float:
+        """Total server compute time."""
+        return sum(self.server_seconds.values())
+
+    @property
+    def mean_client_seconds(self) -> float:
+        """Mean over clients of each client's total compute time."""
+        totals = [sum(v.values()) for v in self.client_seconds.values()]
+        return float(np.mean(totals)) if totals else 0.0
+
+    @property
+    def mean_client_bytes(self) -> float:
+        """Mean over clients of bytes sent plus bytes received."""
+        ids = set(self.client_bytes_sent) | set(self.client_bytes_received)
+        if not ids:
+            return 0.0
+        return float(
+            np.mean(
+                [
+                    self.client_bytes_sent.get(i, 0) + self.client_bytes_received.get(i, 0)
+                    for i in ids
+                ]
+            )
+        )
+
+    def summary(self) -> dict[str, float]:
+        """Headline numbers (for reports and benchmarks)."""
+        return {
+            "server_seconds": self.server_total_seconds,
+            "mean_client_seconds": self.mean_client_seconds,
+            "server_bytes_sent": self.server_bytes_sent,
+            "server_bytes_received": self.server_bytes_received,
+            "mean_client_bytes": self.mean_client_bytes,
+            "messages": self.messages,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class RoundResult:
+    """Outcome of one secure-aggregation round.
+
+    Attributes
+    ----------
+    aggregate:
+        float64 vector: the sum (or, with ``mean=True``, the mean) of the survivors' quantised
+        updates, decoded; ``None`` if the round aborted.
+    encoded_sum:
+        The exact sum of the survivors' encodings in ``Z_{2^bits}`` (``None`` if aborted).
+        ``config.encoder.decode(encoded_sum, len(survivors))`` is the float sum.
+    survivors:
+        Sorted client ids whose input is in the sum (clients that dropped during unmasking are
+        still in it). Empty if aborted.
+    dropped:
+        Sorted client ids whose input is not in the sum.
+    aborted, abort_reason:
+        Whether the server aborted the round, and why (e.g. fewer than ``t`` clients left).
+    faults:
+        Messages the server rejected (with sender and reason).
+    refusals:
+        Client id -> the :class:`ProtocolError` text of a request that client refused (for
+        example an unmask request listing one client as both survivor and dropped).
+    excluded:
+        Client id -> why the server dropped it (a fault, its own abort, too few share holders).
+    transcript:
+        Bytes and seconds per party (:class:`Transcript`).
+    config:
+        The :class:`RoundConfig` used (encoding, threshold, graph).
+    threshold:
+        The Shamir threshold ``t`` of the round.
+    """
+
+    aggregate: np.ndarray | None
+    encoded_sum: np.ndarray | None
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    aborted: bool
+    abort_reason: str | None
+    faults: tuple[Fault, ...]
+    refusals: dict[int, str]
+    excluded: dict[int, str]
+    transcript: Transcript
+    config: RoundConfig
+    threshold: int
+    mean: bool = field(default=False)
+
+
+def _check_dropouts(
+    dropouts: Mapping[str, Iterable[int]] | None, population: Sequence[int], hardened: bool
+) -> dict[int, str]:
+    if dropouts is None:
+        return {}
+    if not isinstance(dropouts, Mapping):
+        raise TypeError(
+            f"dropouts must be a mapping stage name -> client indices, got {type(dropouts).__name__}"
+        )
+    members = set(population)
+    drop_at: dict[int, str] = {}
+    for stage, ids in dropouts.items():
+        if stage not in DROPOUT_STAGES:
+            raise ValueError(f"dropouts: unknown stage {stage!r}; stages are {DROPOUT_STAGES}")
+        if stage == "consistency" and not hardened:
+            raise ValueError("dropouts: stage 'consistency' exists only with hardened=True")
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or int(i) not in members:
+                raise ValueError(f"dropouts[{stage!r}]: {i!r} is not a client of this round")
+            if int(i) in drop_at and drop_at[int(i)] != stage:
+                raise ValueError(
+                    f"dropouts: client {int(i)} drops at both {drop_at[int(i)]!r} and {stage!r}"
+                )
+            drop_at[int(i)] = stage
+    return drop_at
+
+
+def run_parties(
+    server: Server,
+    clients: Mapping[int, Client],
+    *,
+    dropouts: Mapping[str, Iterable[int]] | None = None,
+    mean: bool = False,
+) -> RoundResult:
+    """Run one round in memory between ``server`` and ``clients`` (id -> Client).
+
+    ``dropouts`` maps a stage of :data:`DROPOUT_STAGES` to client ids that go silent at that
+    stage. Clients that refuse a request (raise :class:`ProtocolError`) send an ``Abort`` with
+    the reason instead of an answer; refusals are reported in :attr:`RoundResult.refusals`.
+    """
+    config = server.config
+    drop_at = _check_dropouts(dropouts, config.population, config.hardened)
+    gone: set[int] = set()
+    refusals: dict[int, str] = {}
+    sent = {i: 0 for i in clients}
+    received = {i: 0 for i in clients}
+    c_secs: dict[int, dict[str, float]] = {i: {} for i in clients}
+    s_secs: dict[str, float] = {}
+    srv = {"sent": 0, "received": 0, "messages": 0}
+
+    def to_server(data: bytes, cid: int) -> list[Message]:
+        srv["received"] += len(data)
+        srv["messages"] += 1
+        stage = _SERVER_STAGE_NAMES[server.stage]
+        t0 = time.perf_counter()
+        out = server.receive_bytes(data, peer=cid)
+        s_secs[stage] = s_secs.get(stage, 0.0) + time.perf_counter() - t0
+        return out
+
+    def from_client(cid: int, stage: str, msgs: list[Message], t_start: float) -> list[Message]:
+        datas = [encode(m) for m in msgs]
+        c_secs[cid][stage] = c_secs[cid].get(stage, 0.0) + time.perf_counter() - t_start
+        out: list[Message] = []
+        for data in datas:
+            sent[cid] += len(data)
+            out.extend(to_server(data, cid))
+        return out
+
+    pending: list[Message] = []
+    for cid, client in clients.items():
+        if drop_at.get(cid) == "advertise":
+            gone.add(cid)
+            continue
+        t0 = time.perf_counter()
+        pending.extend(from_client(cid, "advertise", [client.start()], t0))
+
+    for _ in range(64):  # a round has at most 6 server stages; this bound only guards bugs
+        if not pending:
+            if server.done:
+                break
+            stage = _SERVER_STAGE_NAMES[server.stage]
+            t0 = time.perf_counter()
+            pending = server.deadline()
+            s_secs[stage] = s_secs.get(stage, 0.0) + time.perf_counter() - t0
+            continue
+        batch, pending = pending, []
+        stage_of_server = _SERVER_STAGE_NAMES[server.stage]
+        t0 = time.perf_counter()
+        encoded = [(m, encode(m)) for m in batch]
+        s_secs[stage_of_server] = s_secs.get(stage_of_server, 0.0) + time.perf_counter() - t0
+        for msg, data in encoded:
+            srv["sent"] += len(data)
+            srv["messages"] += 1
+            cid = msg.recipient
+            if cid in gone or cid not in clients:
+                continue
+            stage = _ANSWERS.get(type(msg), "done")
+            if drop_at.get(cid) == stage:
+                gone.add(cid)
+                continue
+            received[cid] += len(data)
+            client = clients[cid]
+            t1 = time.perf_counter()
+            try:
+                replies = client.receive(decode(data))
+            except ProtocolError as exc:
+                refusals[cid] = str(exc)
+                replies = [Abort(config.round_id, cid, SERVER_ID, f"refused: {exc.detail}")]
+            pending.extend(from_client(cid, stage, replies, t1))
+    else:  # pragma: no cover - defensive
+        raise RuntimeError("in-memory driver did not converge; this is a bug")
+
+    result = server.result
+    population = config.population
+    if result is not None:
+        survivors = tuple(result.survivors)
+        aggregate = result.aggregate / len(survivors) if mean else result.aggregate
+        encoded_sum = result.encoded_sum
+    else:
+        survivors, aggregate, encoded_sum = (), None, None
+    transcript = Transcript(
+        server_bytes_sent=srv["sent"],
+        server_bytes_received=srv["received"],
+        client_bytes_sent=sent,
+        client_bytes_received=received,
+        server_seconds=s_secs,
+        client_seconds=c_secs,
+        messages=srv["messages"],
+    )
+    return RoundResult(
+        aggregate=aggregate,
+        encoded_sum=encoded_sum,
+        survivors=survivors,
+        dropped=tuple(i for i in population if i not in set(survivors)),
+        aborted=server.aborted,
+        abort_reason=server.abort_reason,
+        faults=tuple(server.faults),
+        refusals=refusals,
+        excluded=dict(server.excluded),
+        transcript=transcript,
+        config=config,
+        threshold=server.threshold,
+        mean=mean,
+    )
+
+
+def _as_updates(updates: object) -> np.ndarray:
+    if isinstance(updates, np.ndarray):
+        x = updates
+    else:
+        try:
+            rows = [np.asarray(u) for u in updates]  # type: ignore[union-attr]
+        except TypeError:
+            raise TypeError(
+                f"updates must be an (n, d) array or a list of vectors, got {type(updates).__name__}"
+            ) from None
+        lengths = {r.shape for r in rows}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"updates: all vectors must have the same shape, got {sorted(lengths)}"
+            )
+        x = np.stack(rows) if rows else np.empty((0, 0))
+    if x.dtype.kind not in "fiu":
+        raise TypeError(f"updates must be real numbers, got dtype {x.dtype}")
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"updates must be (n clients, d coordinates), got shape {x.shape}")
+    if x.shape[0] < 2:
+        raise ValueError(f"secure aggregation needs at least 2 clients, got {x.shape[0]}")
+    if x.shape[1] < 1:
+        raise ValueError("updates must have at least one coordinate")
+    finite = np.isfinite(x)
+    if not finite.all():
+        i, j = map(int, np.argwhere(~finite)[0])
+        raise ValueError(f"updates[{i}][{j}] = {x[i, j]} is not finite")
+    return x
+
+
+def _default_clip(x: np.ndarray) -> float:
+    m = float(np.max(np.abs(x)))
+    if m == 0.0:
+        return 1.0
+    return float(2.0 ** math.ceil(math.log2(m)))
+
+
+def run_round(
+    updates: np.ndarray | Sequence[Sequence[float]],
+    *,
+    clip: float | None = None,
+    bits: int = 32,
+    graph: str = "complete",
+    threshold: int | None = None,
+    dropouts: Mapping[str, Sequence[int]] | None = None,
+    mean: bool = False,
+    hardened: bool = False,
+    seed: int | None = None,
+    round_id: int = 0,
+) -> RoundResult:
+    """Securely aggregate ``updates`` in memory with the full protocol; return a RoundResult.
+
+    Every party (one server, one client per row) runs its real state machine, with real
+    cryptography, and every message goes through the versioned byte encoding.
+
+    Parameters
+    ----------
+    updates:
+        ``(n, d)`` float array, or a list of ``n`` vectors of length ``d``; row ``i`` is client
+        ``i``'s update (client ids are the row indices). At least 2 clients.
+    clip:
+        Largest absolute coordinate value; the fixed-point range is ``[-clip, clip]``. A value
+        above it raises :class:`secagg.errors.EncodingOverflowError` (fortis never clips
+        silently: clip your updates first, e.g. to a norm bound, or pass a larger ``clip=``).
+        ``None``: the smallest power of two ``>= max |x|`` over all inputs (1.0 if all are 0).
+        That default depends on the data (the server would learn it); pass ``clip=`` explicitly
+        in deployments.
+    bits:
+        Ring size ``2**bits`` (2..64) of the masked arithmetic; the precision (fractional bits)
+        is the largest that leaves headroom for the sum of ``n`` values of ``clip``. Raises
+        ``EncodingOverflowError`` if there is no headroom (raise ``bits`` or lower ``clip``).
+    graph:
+        ``"complete"`` (Bonawitz et al. 2017; every pair of clients masks) or ``"secagg+"``
+        (Bell et al. 2020; random sparse graph of O(log n) degree with the rule of
+        :mod:`secagg.graphs`; needs n large enough for a sparse degree to exist, else raises
+        ``secagg.errors.GraphError``).
+    threshold:
+        Shamir threshold ``t`` (``None``: the graph's rule, ``floor(n/2)+1`` for the complete
+        graph). The round aborts if fewer than ``t`` clients remain at any stage.
+    dropouts:
+        Stage name -> client indices that drop at that stage, i.e. never send that stage's
+        message nor anything later. Stages: ``"advertise"`` (never joins), ``"share_keys"``
+        (after advertising keys), ``"masked_input"`` (after sharing keys; its input is not in the
+        sum), ``"consistency"`` (hardened only; its input is in the sum) and ``"unmask"``
+        (during unmasking; its input is in the sum). A client may appear under one stage only.
+    mean:
+        Return the mean over the survivors instead of the sum.
+    hardened:
+        Ed25519-signed key advertisements and the consistency check on the survivor set
+        (Bonawitz et al. 2017, section 6); a fresh PKI is made for the clients.
+    seed:
+        Makes the stochastic rounding and the masking graph reproducible (so the aggregate is
+        deterministic). Keys, masks and Shamir coefficients always come from the OS CSPRNG.
+    round_id:
+        Round number bound into every message and key derivation.
+
+    Returns
+    -------
+    RoundResult
+        ``.aggregate`` (float64 sum or mean over ``.survivors``, or ``None`` if aborted),
+        ``.survivors``, ``.dropped``, ``.aborted``/``.abort_reason``, ``.encoded_sum`` (exact,
+        integer domain), ``.faults``, ``.refusals`` and ``.transcript`` (bytes and seconds per
+        party and stage).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Malformed ``updates`` (shape, non-finite values), unknown ``graph``, bad ``dropouts``
+        (unknown stage, unknown client, client listed twice), bad ``threshold``
+        (``secagg.errors.GraphError`` is a ValueError).
+    secagg.errors.EncodingOverflowError
+        A value above ``clip``, or no headroom for ``bits``.
+    """
+    x = _as_updates(updates)
+    n, d = x.shape
+    if graph not in GRAPH_KINDS:
+        raise ValueError(f"graph must be one of {GRAPH_KINDS}, got {graph!r}")
+    if clip is None:
+        clip = _default_clip(x)
+    else:
+        if isinstance(clip, bool) or not isinstance(clip, (int, float, np.floating)):
+            raise TypeError(f"clip must be a number, got {type(clip).__name__}")
+        if not math.isfinite(clip) or clip <= 0:
+            raise ValueError(f"clip must be a positive finite number, got {clip}")
+        over = np.abs(x) > clip
+        if over.any():
+            i, j = map(int, np.argwhere(over)[0])
+            raise EncodingOverflowError(
+                f"updates[{i}][{j}] = {x[i, j]} is outside [-clip, clip] with clip={clip} "
+                f"({int(over.any(axis=1).sum())} clients affected); fortis never clips silently: "
+                "clip the updates first or pass a larger clip="
+            )
+    rng = np.random.default_rng(seed)
+    graph_seed = rng.bytes(32) if seed is not None else None
+    client_rngs = rng.spawn(n)
+    config = RoundConfig(
+        round_id=round_id,
+        population=tuple(range(n)),
+        dim=d,
+        clip=float(clip),
+        bits=bits,
+        graph=graph,
+        threshold=threshold,
+        hardened=hardened,
+    )
+    signing = pki = None
+    if hardened:
+        signing = {i: SigningKeyPair.generate() for i in range(n)}
+        pki = {i: k.public_bytes() for i, k in signing.items()}
+    _check_dropouts(dropouts, config.population, hardened)
+    server = Server(config, graph_seed=graph_seed, pki=pki)
+    clients = {
+        i: Client(
+            config,
+            i,
+            x[i],
+            rng=client_rngs[i],
+            signing_key=signing[i] if signing else None,
+            pki=pki,
+        )
+        for i in range(n)
+    }
+    return run_parties(server, clients, dropouts=dropouts, mean=mean)

@@ -1,0 +1,825 @@
+"""Wire messages of one secure-aggregation round, and their versioned byte encoding.
+
+Every message is a small frozen dataclass. Its constructor validates and normalises every field
+(types, lengths, canonical order), so an object that exists is well formed; :func:`encode` turns
+it into bytes and :func:`decode` turns bytes back into the same object, checking everything again.
+The in-memory driver sends every message through this encoding, and the network driver of a later
+issue uses the same bytes.
+
+Messages of a round, in order (Bonawitz et al. 2017, with the SecAgg+ graph of Bell et al. 2020)::
+
+    client -> server  AdvertiseKeys          c_pk (share encryption), s_pk (masking), [Ed25519 sig]
+    server -> client  ServerKeys             graph kind/seed/threshold/degree + neighbours' keys
+    client -> server  ShareKeys              AES-GCM sealed Shamir shares, one per neighbour
+    server -> client  ForwardShares          the sealed shares addressed to this client
+    client -> server  MaskedInput            y_i = x_i + PRG(b_i) +- PRG(s_ij)  (uint array)
+    server -> client  ConsistencyRequest     hardened mode: the survivor set U3 to sign
+    client -> server  ConsistencySignature   hardened mode: Ed25519 signature over (round, U3)
+    server -> client  UnmaskRequest          survivors U3, dropped U2 \\ U3, [>= t signatures]
+    client -> server  UnmaskResponse         b-shares of survivors, s_sk-shares of dropped
+    either            Abort                  reason
+
+Wire format (version 1), all integers big-endian unless stated::
+
+    header  magic b"FRTS" | version u8 | type tag u8 | round u64 | sender u32 | body length u32
+    body    the message's fields, in declaration order:
+      u32 / u64           fixed width
+      bytes, text         u32 length | data (text is UTF-8)
+      id list             u32 count | count x u32, strictly increasing
+      id -> bytes map     u32 count | count x (u32 id | u32 length | data), ids strictly increasing
+      key records         u32 count | count x (u32 id | 32 B c_pk | 32 B s_pk | u32 len | sig)
+      array               u8 dtype code | u8 ndim | ndim x u64 shape | raw little-endian data
+
+Decoding is strict: wrong magic or version, unknown type tag, a body length that disagrees with
+the data, truncated or trailing bytes, non-canonical order, a length or count above its limit, a
+wrong dtype/shape/size, or a message larger than ``max_size`` all raise
+:class:`~protocol.errors.MessageFormatError`, which names the field (and the sender when the
+header parsed).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import SERVER_ID, MessageFormatError
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "MAX_PARTIES",
+    "MAX_BLOB_BYTES",
+    "MAX_TEXT_BYTES",
+    "KEY_BYTES",
+    "SIGNATURE_BYTES",
+    "SEED_BYTES",
+    "Message",
+    "KeyEntry",
+    "AdvertiseKeys",
+    "ServerKeys",
+    "ShareKeys",
+    "ForwardShares",
+    "MaskedInput",
+    "ConsistencyRequest",
+    "ConsistencySignature",
+    "UnmaskRequest",
+    "UnmaskResponse",
+    "Abort",
+    "MESSAGE_TYPES",
+    "encode",
+    "decode",
+    "advertise_signing_bytes",
+    "survivors_signing_bytes",
+    "encode_share_payload",
+    "decode_share_payload",
+    "mask_agreement_info",
+    "share_agreement_info",
+    "share_aad",
+]
+
+MAGIC = b"FRTS"
+VERSION = 1
+_HEADER = struct.Struct(">4sBBQII")
+HEADER_BYTES = _HEADER.size
+
+#: Default upper bound on one encoded message (64 MiB: a uint64 vector of 8 million entries).
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Upper bound on any id list / id map length.
+MAX_PARTIES = 1 << 20
+#: Upper bound on one sealed share, signature or share blob.
+MAX_BLOB_BYTES = 1 << 16
+#: Upper bound on an abort reason or graph-kind string.
+MAX_TEXT_BYTES = 4096
+
+KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+SEED_BYTES = 32
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+class _FieldError(Exception):
+    """Internal: a field value is invalid; re-raised as MessageFormatError with the field name."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Field kinds: each knows how to validate/normalise a Python value and how to (de)serialise it.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Reader:
+    __slots__ = ("data", "pos", "end")
+
+    def __init__(self, data: memoryview, pos: int, end: int) -> None:
+        self.data = data
+        self.pos = pos
+        self.end = end
+
+    def take(self, n: int) -> memoryview:
+        if n < 0 or self.pos + n > self.end:
+            raise _FieldError(f"truncated: needs {n} bytes, {self.end - self.pos} left")
+        view = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return view
+
+    def u32(self) -> int:
+        return _U32.unpack(self.take(4))[0]
+
+    def u64(self) -> int:
+        return _U64.unpack(self.take(8))[0]
+
+
+def _check_int(value: Any, limit: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise _FieldError(f"must be an int, got {type(value).__name__}")
+    value = int(value)
+    if not 0 <= value < limit:
+        raise _FieldError(f"must be in [0, {limit}), got {value}")
+    return value
+
+
+def _check_bytes(value: Any, exact: int | None, allowed: tuple[int, ...] | None, max_len: int):
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise _FieldError(f"must be bytes, got {type(value).__name__}")
+    value = bytes(value)
+    if exact is not None and len(value) != exact:
+        raise _FieldError(f"must be exactly {exact} bytes, got {len(value)}")
+    if allowed is not None and len(value) not in allowed:
+        raise _FieldError(f"length must be one of {allowed}, got {len(value)}")
+    if len(value) > max_len:
+        raise _FieldError(f"is {len(value)} bytes, above the limit {max_len}")
+    return value
+
+
+class _UInt:
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.limit = 1 << (8 * width)
+        self.struct = _U32 if width == 4 else _U64
+
+    def normalise(self, value: Any) -> int:
+        return _check_int(value, self.limit)
+
+    def write(self, value: int, out: list) -> None:
+        out.append(self.struct.pack(value))
+
+    def read(self, r: _Reader) -> int:
+        return self.struct.unpack(r.take(self.width))[0]
+
+
+class _PartyId(_UInt):
+    """A client id: u32 below SERVER_ID."""
+
+    def __init__(self) -> None:
+        super().__init__(4)
+
+    def normalise(self, value: Any) -> int:
+        return _check_int(value, SERVER_ID)
+
+
+class _Bytes:
+    def __init__(
+        self,
+        exact: int | None = None,
+        allowed: tuple[int, ...] | None = None,
+        max_len: int = MAX_BLOB_BYTES,
+    ) -> None:
+        self.exact, self.allowed, self.max_len = exact, allowed, max_len
+
+    def normalise(self, value: Any) -> bytes:
+        return _check_bytes(value, self.exact, self.allowed, self.max_len)
+
+    def write(self, value: bytes, out: list) -> None:
+        out.append(_U32.pack(len(value)))
+        out.append(value)
+
+    def read(self, r: _Reader) -> bytes:
+        n = r.u32()
+        if n > self.max_len:
+            raise _FieldError(f"declared length {n} above the limit {self.max_len}")
+        return bytes(r.take(n))
+
+
+class _Text:
+    def __init__(self, max_len: int = MAX_TEXT_BYTES) -> None:
+        self.max_len = max_len
+
+    def normalise(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise _FieldError(f"must be str, got {type(value).__name__}")
+        if len(value.encode("utf-8")) > self.max_len:
+            raise _FieldError(f"longer than {self.max_len} bytes")
+        return value
+
+    def write(self, value: str, out: list) -> None:
+        data = value.encode("utf-8")
+        out.append(_U32.pack(len(data)))
+        out.append(data)
+
+    def read(self, r: _Reader) -> str:
+        n = r.u32()
+        if n > self.max_len:
+            raise _FieldError(f"declared length {n} above the limit {self.max_len}")
+        try:
+            return bytes(r.take(n)).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _FieldError(f"not valid UTF-8 ({exc.reason})") from None
+
+
+def _check_increasing(ids: list[int]) -> None:
+    for a, b in zip(ids, ids[1:]):
+        if b <= a:
+            raise _FieldError(f"ids must be strictly increasing (no duplicates), got {a} then {b}")
+
+
+class _Ids:
+    """A set of client ids, stored as a sorted tuple."""
+
+    def normalise(self, value: Any) -> tuple[int, ...]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            raise _FieldError(f"must be an iterable of ids, got {type(value).__name__}")
+        ids = [_check_int(v, SERVER_ID) for v in value]
+        if len(ids) > MAX_PARTIES:
+            raise _FieldError(f"has {len(ids)} ids, above the limit {MAX_PARTIES}")
+        if len(set(ids)) != len(ids):
+            raise _FieldError("contains duplicate ids")
+        return tuple(sorted(ids))
+
+    def write(self, value: tuple[int, ...], out: list) -> None:
+        out.append(_U32.pack(len(value)))
+        out.append(np.asarray(value, dtype=">u4").tobytes())
+
+    def read(self, r: _Reader) -> tuple[int, ...]:
+        n = r.u32()
+        if n > MAX_PARTIES:
+            raise _FieldError(f"declared count {n} above the limit {MAX_PARTIES}")
+        ids = np.frombuffer(r.take(4 * n), dtype=">u4").tolist()
+        _check_increasing(ids)
+        if ids and ids[-1] >= SERVER_ID:
+            raise _FieldError(f"id {ids[-1]} is reserved for the server")
+        return tuple(ids)
+
+
+class _Blobs:
+    """A map client id -> bytes, stored as a tuple of (id, bytes) pairs sorted by id."""
+
+    def __init__(self, max_blob: int = MAX_BLOB_BYTES) -> None:
+        self.max_blob = max_blob
+
+    def normalise(self, value: Any) -> tuple[tuple[int, bytes], ...]:
+        items = value.items() if isinstance(value, Mapping) else value
+        if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+            raise _FieldError(f"must be a mapping id -> bytes, got {type(value).__name__}")
+        pairs = []
+        for item in items:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise _FieldError("entries must be (id, bytes) pairs")
+            pairs.append(
+                (_check_int(item[0], SERVER_ID), _check_bytes(item[1], None, None, self.max_blob))
+            )
+        if len(pairs) > MAX_PARTIES:
+            raise _FieldError(f"has {len(pairs)} entries, above the limit {MAX_PARTIES}")
+        pairs.sort(key=lambda p: p[0])
+        _check_increasing([p[0] for p in pairs])
+        return tuple(pairs)
+
+    def write(self, value: tuple[tuple[int, bytes], ...], out: list) -> None:
+        out.append(_U32.pack(len(value)))
+        for ident, blob in value:
+            out.append(_U32.pack(ident) + _U32.pack(len(blob)))
+            out.append(blob)
+
+    def read(self, r: _Reader) -> tuple[tuple[int, bytes], ...]:
+        n = r.u32()
+        if n > MAX_PARTIES:
+            raise _FieldError(f"declared count {n} above the limit {MAX_PARTIES}")
+        pairs = []
+        for _ in range(n):
+            ident, length = r.u32(), r.u32()
+            if ident >= SERVER_ID:
+                raise _FieldError(f"id {ident} is reserved for the server")
+            if length > self.max_blob:
+                raise _FieldError(f"entry for id {ident} declares {length} bytes > {self.max_blob}")
+            pairs.append((ident, bytes(r.take(length))))
+        _check_increasing([p[0] for p in pairs])
+        return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One client's advertised keys, as forwarded by the server in :class:`ServerKeys`."""
+
+    client_id: int
+    c_pk: bytes
+    s_pk: bytes
+    signature: bytes = b""
+
+
+class _KeyRecords:
+    def normalise(self, value: Any) -> tuple[KeyEntry, ...]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            raise _FieldError(f"must be an iterable of KeyEntry, got {type(value).__name__}")
+        out = []
+        for entry in value:
+            if not isinstance(entry, KeyEntry):
+                raise _FieldError(f"entries must be KeyEntry, got {type(entry).__name__}")
+            out.append(
+                KeyEntry(
+                    _check_int(entry.client_id, SERVER_ID),
+                    _check_bytes(entry.c_pk, KEY_BYTES, None, KEY_BYTES),
+                    _check_bytes(entry.s_pk, KEY_BYTES, None, KEY_BYTES),
+                    _check_bytes(entry.signature, None, (0, SIGNATURE_BYTES), SIGNATURE_BYTES),
+                )
+            )
+        if len(out) > MAX_PARTIES:
+            raise _FieldError(f"has {len(out)} entries, above the limit {MAX_PARTIES}")
+        out.sort(key=lambda e: e.client_id)
+        _check_increasing([e.client_id for e in out])
+        return tuple(out)
+
+    def write(self, value: tuple[KeyEntry, ...], out: list) -> None:
+        out.append(_U32.pack(len(value)))
+        for e in value:
+            out.append(_U32.pack(e.client_id) + e.c_pk + e.s_pk + _U32.pack(len(e.signature)))
+            out.append(e.signature)
+
+    def read(self, r: _Reader) -> tuple[KeyEntry, ...]:
+        n = r.u32()
+        if n > MAX_PARTIES:
+            raise _FieldError(f"declared count {n} above the limit {MAX_PARTIES}")
+        out = []
+        for _ in range(n):
+            ident = r.u32()
+            c_pk, s_pk = bytes(r.take(KEY_BYTES)), bytes(r.take(KEY_BYTES))
+            siglen = r.u32()
+            if siglen not in (0, SIGNATURE_BYTES):
+                raise _FieldError(f"signature of id {ident} has length {siglen}, not 0 or 64")
+            out.append(KeyEntry(ident, c_pk, s_pk, bytes(r.take(siglen))))
+        _check_increasing([e.client_id for e in out])
+        return tuple(out)
+
+
+_DTYPE_CODES: dict[int, np.dtype] = {
+    1: np.dtype(np.uint32),
+    2: np.dtype(np.uint64),
+}
+_CODE_OF = {dt: code for code, dt in _DTYPE_CODES.items()}
+
+
+class _Array:
+    """A numpy array with an allowed dtype and fixed number of dimensions (read-only copy)."""
+
+    def __init__(self, dtypes: tuple[type, ...], ndim: int = 1) -> None:
+        self.dtypes = tuple(np.dtype(d) for d in dtypes)
+        self.ndim = ndim
+
+    def normalise(self, value: Any) -> np.ndarray:
+        if not isinstance(value, np.ndarray):
+            raise _FieldError(f"must be a numpy array, got {type(value).__name__}")
+        dt = value.dtype.newbyteorder("=") if value.dtype.byteorder != "|" else value.dtype
+        if dt not in self.dtypes:
+            names = ", ".join(d.name for d in self.dtypes)
+            raise _FieldError(f"dtype must be one of [{names}], got {value.dtype}")
+        if value.ndim != self.ndim:
+            raise _FieldError(f"must have {self.ndim} dimension(s), got shape {value.shape}")
+        if value.flags.writeable or not value.flags.c_contiguous or value.dtype != dt:
+            value = np.array(value, dtype=dt, order="C", copy=True)
+            value.flags.writeable = False
+        return value
+
+    def write(self, value: np.ndarray, out: list) -> None:
+        out.append(struct.pack(">BB", _CODE_OF[value.dtype], value.ndim))
+        out.append(b"".join(_U64.pack(s) for s in value.shape))
+        le = value if value.dtype.byteorder in ("<", "|") or np.little_endian else None
+        if le is None:
+            le = value.astype(value.dtype.newbyteorder("<"))
+        out.append(memoryview(np.ascontiguousarray(le)).cast("B"))
+
+    def read(self, r: _Reader) -> np.ndarray:
+        code, ndim = struct.unpack(">BB", r.take(2))
+        if code not in _DTYPE_CODES:
+            raise _FieldError(f"unknown dtype code {code}")
+        dt = _DTYPE_CODES[code]
+        if dt not in self.dtypes:
+            raise _FieldError(f"dtype {dt.name} not allowed here")
+        if ndim != self.ndim:
+            raise _FieldError(f"must have {self.ndim} dimension(s), got {ndim}")
+        shape = tuple(r.u64() for _ in range(ndim))
+        count = 1
+        for s in shape:
+            count *= s
+        nbytes = count * dt.itemsize
+        if nbytes > r.end - r.pos:
+            raise _FieldError(
+                f"shape {shape} needs {nbytes} bytes of {dt.name}, only {r.end - r.pos} left"
+            )
+        raw = r.take(nbytes)
+        arr = np.frombuffer(raw, dtype=dt.newbyteorder("<"), count=count).reshape(shape)
+        if not np.little_endian:  # pragma: no cover - big-endian hosts
+            arr = arr.astype(dt)
+            arr.flags.writeable = False
+        return arr
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------------------------
+
+_ROUND = _UInt(8)
+_SENDER = _UInt(4)
+
+
+@dataclass(frozen=True, eq=False)
+class Message:
+    """Base of every wire message: the round it belongs to and the sender's wire id.
+
+    ``sender`` is a client id in ``[0, SERVER_ID)`` for client messages and ``SERVER_ID`` for
+    server messages. Subclasses declare ``TAG`` (wire type tag), ``ORIGIN`` ("client", "server"
+    or "any") and ``FIELDS`` (body fields in wire order).
+    """
+
+    round_id: int
+    sender: int
+
+    TAG: ClassVar[int] = 0
+    ORIGIN: ClassVar[str] = "any"
+    FIELDS: ClassVar[tuple[tuple[str, Any], ...]] = ()
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        for fname, kind in (("round_id", _ROUND), ("sender", _SENDER)):
+            try:
+                object.__setattr__(self, fname, kind.normalise(getattr(self, fname)))
+            except _FieldError as exc:
+                raise MessageFormatError(str(exc), field=fname, event=name) from None
+        if self.ORIGIN == "client" and self.sender == SERVER_ID:
+            raise MessageFormatError(
+                f"{name} is a client message but the sender is the server id",
+                field="sender",
+                sender=self.sender,
+                event=name,
+            )
+        if self.ORIGIN == "server" and self.sender != SERVER_ID:
+            raise MessageFormatError(
+                f"{name} is a server message but the sender is client id {self.sender}",
+                field="sender",
+                sender=self.sender,
+                event=name,
+            )
+        for fname, kind in self.FIELDS:
+            try:
+                object.__setattr__(self, fname, kind.normalise(getattr(self, fname)))
+            except _FieldError as exc:
+                raise MessageFormatError(
+                    str(exc), field=fname, sender=self.sender, event=name
+                ) from None
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray):
+                if a.dtype != b.dtype or a.shape != b.shape or not np.array_equal(a, b):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, eq=False)
+class AdvertiseKeys(Message):
+    """Stage 1, client -> server: the two X25519 public keys (Bonawitz et al. 2017, round 0).
+
+    ``c_pk`` is used to agree the share-encryption keys, ``s_pk`` to agree the pairwise masking
+    seeds. In hardened mode ``signature`` is an Ed25519 signature over
+    :func:`advertise_signing_bytes`; otherwise it is empty.
+    """
+
+    c_pk: bytes
+    s_pk: bytes
+    signature: bytes = b""
+
+    TAG: ClassVar[int] = 1
+    ORIGIN: ClassVar[str] = "client"
+    FIELDS: ClassVar = (
+        ("c_pk", _Bytes(exact=KEY_BYTES)),
+        ("s_pk", _Bytes(exact=KEY_BYTES)),
+        ("signature", _Bytes(allowed=(0, SIGNATURE_BYTES))),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ServerKeys(Message):
+    """Stage 1 result, server -> one client: the masking graph and the neighbours' keys.
+
+    ``graph_kind`` ("complete" or "secagg+"), ``graph_seed``, ``threshold`` and ``degree`` let the
+    client recompute the masking graph over the round's population and check the server's claims;
+    ``keys`` holds the advertised keys of the recipient's neighbours that advertised (U1).
+    """
+
+    recipient: int
+    graph_kind: str
+    graph_seed: bytes
+    threshold: int
+    degree: int
+    keys: tuple[KeyEntry, ...]
+
+    TAG: ClassVar[int] = 2
+    ORIGIN: ClassVar[str] = "server"
+    FIELDS: ClassVar = (
+        ("recipient", _PartyId()),
+        ("graph_kind", _Text(max_len=32)),
+        ("graph_seed", _Bytes(exact=SEED_BYTES)),
+        ("threshold", _UInt(4)),
+        ("degree", _UInt(4)),
+        ("keys", _KeyRecords()),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ShareKeys(Message):
+    """Stage 2, client -> server: sealed shares, ``shares[j]`` is the ciphertext for client j."""
+
+    shares: tuple[tuple[int, bytes], ...]
+
+    TAG: ClassVar[int] = 3
+    ORIGIN: ClassVar[str] = "client"
+    FIELDS: ClassVar = (("shares", _Blobs()),)
+
+
+@dataclass(frozen=True, eq=False)
+class ForwardShares(Message):
+    """Stage 2 result, server -> one client: ``shares[i]`` is client i's ciphertext for it."""
+
+    recipient: int
+    shares: tuple[tuple[int, bytes], ...]
+
+    TAG: ClassVar[int] = 4
+    ORIGIN: ClassVar[str] = "server"
+    FIELDS: ClassVar = (("recipient", _PartyId()), ("shares", _Blobs()))
+
+
+@dataclass(frozen=True, eq=False)
+class MaskedInput(Message):
+    """Stage 3, client -> server: the masked, quantised update y_i (uint32 or uint64, 1-D)."""
+
+    masked: np.ndarray
+
+    TAG: ClassVar[int] = 5
+    ORIGIN: ClassVar[str] = "client"
+    FIELDS: ClassVar = (("masked", _Array((np.uint32, np.uint64), ndim=1)),)
+
+
+@dataclass(frozen=True, eq=False)
+class ConsistencyRequest(Message):
+    """Hardened mode, server -> one client: the survivor set U3 that every client must sign."""
+
+    recipient: int
+    survivors: tuple[int, ...]
+
+    TAG: ClassVar[int] = 6
+    ORIGIN: ClassVar[str] = "server"
+    FIELDS: ClassVar = (("recipient", _PartyId()), ("survivors", _Ids()))
+
+
+@dataclass(frozen=True, eq=False)
+class ConsistencySignature(Message):
+    """Hardened mode, client -> server: Ed25519 signature over :func:`survivors_signing_bytes`."""
+
+    signature: bytes
+
+    TAG: ClassVar[int] = 7
+    ORIGIN: ClassVar[str] = "client"
+    FIELDS: ClassVar = (("signature", _Bytes(exact=SIGNATURE_BYTES)),)
+
+
+@dataclass(frozen=True, eq=False)
+class UnmaskRequest(Message):
+    """Stage 4, server -> one client: who is in the sum (U3) and who dropped (U2 minus U3).
+
+    In hardened mode ``signatures`` carries at least ``threshold`` consistency signatures over
+    ``survivors`` (signer id -> signature); otherwise it is empty.
+    """
+
+    recipient: int
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    signatures: tuple[tuple[int, bytes], ...] = ()
+
+    TAG: ClassVar[int] = 8
+    ORIGIN: ClassVar[str] = "server"
+    FIELDS: ClassVar = (
+        ("recipient", _PartyId()),
+        ("survivors", _Ids()),
+        ("dropped", _Ids()),
+        ("signatures", _Blobs(max_blob=SIGNATURE_BYTES)),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class UnmaskResponse(Message):
+    """Stage 4, client -> server: Shamir shares (fixed-width bytes) held by the sender.
+
+    ``self_seed_shares[i]`` is the sender's share of survivor i's self-mask seed b_i;
+    ``mask_key_shares[j]`` is its share of dropped client j's masking private key s_sk_j. An
+    honest client never puts one owner id in both.
+    """
+
+    self_seed_shares: tuple[tuple[int, bytes], ...]
+    mask_key_shares: tuple[tuple[int, bytes], ...]
+
+    TAG: ClassVar[int] = 9
+    ORIGIN: ClassVar[str] = "client"
+    FIELDS: ClassVar = (("self_seed_shares", _Blobs()), ("mask_key_shares", _Blobs()))
+
+
+@dataclass(frozen=True, eq=False)
+class Abort(Message):
+    """Either direction: the sender abandons the round, with a human-readable reason.
+
+    ``recipient`` is the client id for an abort sent by the server, ``SERVER_ID`` otherwise.
+    """
+
+    recipient: int
+    reason: str
+
+    TAG: ClassVar[int] = 10
+    ORIGIN: ClassVar[str] = "any"
+    FIELDS: ClassVar = (("recipient", _UInt(4)), ("reason", _Text()))
+
+
+MESSAGE_TYPES: dict[int, type[Message]] = {
+    cls.TAG: cls
+    for cls in (
+        AdvertiseKeys,
+        ServerKeys,
+        ShareKeys,
+        ForwardShares,
+        MaskedInput,
+        ConsistencyRequest,
+        ConsistencySignature,
+        UnmaskRequest,
+        UnmaskResponse,
+        Abort,
+    )
+}
+
+
+def encode(msg: Message) -> bytes:
+    """Serialise a message to bytes (wire format version :data:`VERSION`)."""
+    if not isinstance(msg, Message) or type(msg).TAG not in MESSAGE_TYPES:
+        raise TypeError(f"encode expects a fortis protocol message, got {type(msg).__name__}")
+    body: list = []
+    for fname, kind in msg.FIELDS:
+        kind.write(getattr(msg, fname), body)
+    payload = b"".join(body)
+    header = _HEADER.pack(MAGIC, VERSION, msg.TAG, msg.round_id, msg.sender, len(payload))
+    return header + payload
+
+
+def decode(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+    """Parse bytes produced by :func:`encode`.
+
+    Raises
+    ------
+    MessageFormatError
+        For any deviation from the format: size above ``max_size`` (field ``"message"``), bad
+        ``"magic"``, ``"version"`` or ``"type"``, a ``"body_length"`` that disagrees with the data,
+        truncation or an invalid value in a named field, or ``"trailing bytes"``.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode expects bytes, got {type(data).__name__}")
+    view = memoryview(data).cast("B")
+    if len(view) > max_size:
+        raise MessageFormatError(
+            f"message of {len(view)} bytes exceeds max_size={max_size}", field="message"
+        )
+    if len(view) < HEADER_BYTES:
+        raise MessageFormatError(
+            f"truncated header: {len(view)} bytes, need {HEADER_BYTES}", field="header"
+        )
+    magic, version, tag, round_id, sender, body_len = _HEADER.unpack(view[:HEADER_BYTES])
+    if magic != MAGIC:
+        raise MessageFormatError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}", field="magic")
+    if version != VERSION:
+        raise MessageFormatError(
+            f"unsupported wire version {version} (this build speaks {VERSION})",
+            field="version",
+            sender=sender,
+        )
+    cls = MESSAGE_TYPES.get(tag)
+    if cls is None:
+        raise MessageFormatError(f"unknown message type tag {tag}", field="type", sender=sender)
+    name = cls.__name__
+    if body_len != len(view) - HEADER_BYTES:
+        raise MessageFormatError(
+            f"header declares {body_len} body bytes, message carries {len(view) - HEADER_BYTES}",
+            field="body_length",
+            sender=sender,
+            event=name,
+        )
+    reader = _Reader(view, HEADER_BYTES, len(view))
+    values: dict[str, Any] = {}
+    for fname, kind in cls.FIELDS:
+        try:
+            values[fname] = kind.read(reader)
+        except _FieldError as exc:
+            raise MessageFormatError(str(exc), field=fname, sender=sender, event=name) from None
+    if reader.pos != reader.end:
+        raise MessageFormatError(
+            f"{reader.end - reader.pos} bytes after the last field",
+            field="trailing bytes",
+            sender=sender,
+            event=name,
+        )
+    return cls(round_id=round_id, sender=sender, **values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Byte strings that are signed or sealed (also part of the versioned format)
+# ---------------------------------------------------------------------------------------------
+
+
+def advertise_signing_bytes(round_id: int, client_id: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    """The bytes a client signs in hardened mode to vouch for its advertised keys."""
+    return b"fortis/advertise/v1" + _U64.pack(round_id) + _U32.pack(client_id) + c_pk + s_pk
+
+
+def survivors_signing_bytes(round_id: int, signer: int, survivors: Iterable[int]) -> bytes:
+    """The bytes a client signs in the consistency check: (round, signer, sorted U3)."""
+    ids = sorted(survivors)
+    return (
+        b"fortis/consistency/v1"
+        + _U64.pack(round_id)
+        + _U32.pack(signer)
+        + _U32.pack(len(ids))
+        + np.asarray(ids, dtype=">u4").tobytes()
+    )
+
+
+_PAYLOAD = struct.Struct(">4sBII")
+_PAYLOAD_MAGIC = b"FSHR"
+
+
+def encode_share_payload(owner: int, holder: int, seed_share: bytes, key_share: bytes) -> bytes:
+    """Plaintext sealed for ``holder``: ``owner``'s shares of its b (self-mask seed) and s_sk."""
+    return (
+        _PAYLOAD.pack(_PAYLOAD_MAGIC, VERSION, owner, holder)
+        + struct.pack(">H", len(seed_share))
+        + seed_share
+        + struct.pack(">H", len(key_share))
+        + key_share
+    )
+
+
+def decode_share_payload(data: bytes) -> tuple[int, int, bytes, bytes]:
+    """Inverse of :func:`encode_share_payload`: ``(owner, holder, seed_share, key_share)``.
+
+    Raises :class:`MessageFormatError` (field ``"share payload"``) if the plaintext is malformed.
+    """
+    try:
+        magic, version, owner, holder = _PAYLOAD.unpack_from(data, 0)
+        pos = _PAYLOAD.size
+        (n1,) = struct.unpack_from(">H", data, pos)
+        seed_share = bytes(data[pos + 2 : pos + 2 + n1])
+        pos += 2 + n1
+        (n2,) = struct.unpack_from(">H", data, pos)
+        key_share = bytes(data[pos + 2 : pos + 2 + n2])
+        pos += 2 + n2
+    except struct.error as exc:
+        raise MessageFormatError(f"truncated ({exc})", field="share payload") from None
+    if magic != _PAYLOAD_MAGIC or version != VERSION:
+        raise MessageFormatError("bad magic or version", field="share payload")
+    if len(seed_share) != n1 or len(key_share) != n2 or pos != len(data):
+        raise MessageFormatError("length mismatch", field="share payload")
+    return owner, holder, seed_share, key_share
+
+
+# Key-derivation contexts (HKDF ``info``) and AEAD associated data. Both ends of a pair compute
+# the same ``info`` because the ids are put in canonical (sorted) order.
+
+
+def mask_agreement_info(round_id: int, a: int, b: int) -> bytes:
+    """HKDF info for the pairwise masking key of clients ``a`` and ``b`` (order irrelevant)."""
+    lo, hi = sorted((a, b))
+    return b"fortis/mask-agreement/v1" + _U64.pack(round_id) + _U32.pack(lo) + _U32.pack(hi)
+
+
+def share_agreement_info(round_id: int, a: int, b: int) -> bytes:
+    """HKDF info for the share-encryption key of clients ``a`` and ``b`` (order irrelevant)."""
+    lo, hi = sorted((a, b))
+    return b"fortis/share-agreement/v1" + _U64.pack(round_id) + _U32.pack(lo) + _U32.pack(hi)
+
+
+def share_aad(round_id: int, sender: int, recipient: int) -> bytes:
+    """AES-GCM associated data binding a sealed share to (round, sender, recipient)."""
+    return b"fortis/share-aad/v1" + _U64.pack(round_id) + _U32.pack(sender) + _U32.pack(recipient)

@@ -1,0 +1,641 @@
+"""The server party of a secure-aggregation round, as a sans-I/O state machine.
+
+Theory of operation
+===================
+
+Rule 1: everything that decides the server's stage lives in this file: the stage table
+:data:`SERVER_TRANSITIONS`, the stage-closing rules in ``_close_*`` and the checks in the
+``_check_*`` handlers. Rule 2: no I/O, no sleeping, no threads. A driver feeds client messages to
+:meth:`Server.receive` and, when a stage's timer expires, calls :meth:`Server.deadline`; both
+return the messages to send (each server message names its ``recipient``).
+
+The server collects one message per client per stage. A stage closes when every client it
+expects has answered or been excluded (a *state-triggered* transition, as in h11), or when the
+driver signals the deadline. Whoever has not answered by then has dropped out::
+
+    stage               collects               closes into (sends)
+    COLLECT_KEYS        AdvertiseKeys   -> U1  COLLECT_SHARES      (ServerKeys to U1)
+    COLLECT_SHARES      ShareKeys       -> U2  COLLECT_MASKED      (ForwardShares to U2)
+    COLLECT_MASKED      MaskedInput     -> U3  COLLECT_SIGNATURES  (ConsistencyRequest, hardened)
+                                               COLLECT_UNMASK      (UnmaskRequest, plain)
+    COLLECT_SIGNATURES  ConsistencySig. -> U4  COLLECT_UNMASK      (UnmaskRequest + signatures)
+    COLLECT_UNMASK      UnmaskResponse  -> U5  DONE                (result)
+
+Any stage closes into ``ABORTED`` (and sends ``Abort`` to the remaining clients) when too few
+clients are left. The survival rules: a client's secrets are shared among its graph neighbours
+plus itself, ``t``-of-them; after key advertisement and after key sharing the server keeps only
+clients that still have ``t`` live share holders (pruned to a fixed point), and it aborts if fewer
+than ``t`` clients remain at any stage. The sum is over U3 (every client whose masked input
+arrived); a survivor that drops during unmasking is still in the sum, its self-mask seed being
+reconstructed from its neighbours' shares. After unmasking, the round aborts with a reason naming
+the client if some survivor's ``b`` or some dropped client's ``s_sk`` has fewer than ``t`` shares,
+if shares are inconsistent (not on one polynomial), or if a reconstructed ``s_sk`` does not match
+the advertised ``s_pk``.
+
+Bad client messages
+-------------------
+Two entry points, by design:
+
+* :meth:`Server.receive_strict` raises :class:`ProtocolError` (naming the server, the sender, the
+  stage and the message type) for an illegal message and leaves the state unchanged. For tests
+  and for drivers that want to handle faults themselves.
+* :meth:`Server.receive` (tolerant, the one to deploy) never raises for a client's fault. It
+  rejects the message, records a :class:`Fault` in :attr:`Server.faults`, logs it, and counts it
+  as that client's fault: the client is treated as having dropped out at the current stage (a
+  client whose masked input was already accepted stays in the sum, like a dropout during
+  unmasking). Honest clients' round carries on. :meth:`Server.receive_bytes` does the same for
+  raw bytes, including ones that do not even decode.
+
+Illegal means: from an id outside the population (or the server id), for another round, not
+allowed in the stage (replays of earlier stages land here), a duplicate, from a client that is
+not expected in this stage, or failing the stage's content checks (array dtype/shape/range,
+share recipients, signatures, share owners).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from secagg import keys as sk
+from secagg import shamir
+from secagg.errors import SecAggError
+from secagg.masking import pairwise_seed, unmask_sum
+
+from .config import RoundConfig
+from .errors import SERVER_ID, MessageFormatError, ProtocolError, party_name
+from .events import StageDeadline
+from .messages import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Abort,
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
+    ForwardShares,
+    KeyEntry,
+    MaskedInput,
+    Message,
+    ServerKeys,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+    advertise_signing_bytes,
+    decode,
+    mask_agreement_info,
+    survivors_signing_bytes,
+)
+
+__all__ = ["Server", "ServerStage", "SERVER_TRANSITIONS", "Fault", "AggregateResult"]
+
+log = logging.getLogger("fortis.protocol.server")
+
+
+class ServerStage(enum.Enum):
+    """Where the server is in the round (named after what it collects)."""
+
+    COLLECT_KEYS = "COLLECT_KEYS"
+    COLLECT_SHARES = "COLLECT_SHARES"
+    COLLECT_MASKED = "COLLECT_MASKED"
+    COLLECT_SIGNATURES = "COLLECT_SIGNATURES"
+    COLLECT_UNMASK = "COLLECT_UNMASK"
+    DONE = "DONE"
+    ABORTED = "ABORTED"
+
+
+S = ServerStage
+
+#: stage -> {event or message type -> next stage}, plain and hardened mode. A client message keeps
+#: the stage; StageDeadline (or "everyone expected has answered") closes it. Every collecting
+#: stage may also end in ABORTED when fewer than t clients remain. Anything not listed is illegal.
+SERVER_TRANSITIONS: dict[bool, dict[ServerStage, dict[type, ServerStage]]] = {
+    False: {
+        S.COLLECT_KEYS: {
+            AdvertiseKeys: S.COLLECT_KEYS,
+            Abort: S.COLLECT_KEYS,
+            StageDeadline: S.COLLECT_SHARES,
+        },
+        S.COLLECT_SHARES: {
+            ShareKeys: S.COLLECT_SHARES,
+            Abort: S.COLLECT_SHARES,
+            StageDeadline: S.COLLECT_MASKED,
+        },
+        S.COLLECT_MASKED: {
+            MaskedInput: S.COLLECT_MASKED,
+            Abort: S.COLLECT_MASKED,
+            StageDeadline: S.COLLECT_UNMASK,
+        },
+        S.COLLECT_UNMASK: {
+            UnmaskResponse: S.COLLECT_UNMASK,
+            Abort: S.COLLECT_UNMASK,
+            StageDeadline: S.DONE,
+        },
+        S.DONE: {},
+        S.ABORTED: {},
+    },
+    True: {
+        S.COLLECT_KEYS: {
+            AdvertiseKeys: S.COLLECT_KEYS,
+            Abort: S.COLLECT_KEYS,
+            StageDeadline: S.COLLECT_SHARES,
+        },
+        S.COLLECT_SHARES: {
+            ShareKeys: S.COLLECT_SHARES,
+            Abort: S.COLLECT_SHARES,
+            StageDeadline: S.COLLECT_MASKED,
+        },
+        S.COLLECT_MASKED: {
+            MaskedInput: S.COLLECT_MASKED,
+            Abort: S.COLLECT_MASKED,
+            StageDeadline: S.COLLECT_SIGNATURES,
+        },
+        S.COLLECT_SIGNATURES: {
+            ConsistencySignature: S.COLLECT_SIGNATURES,
+            Abort: S.COLLECT_SIGNATURES,
+            StageDeadline: S.COLLECT_UNMASK,
+        },
+        S.COLLECT_UNMASK: {
+            UnmaskResponse: S.COLLECT_UNMASK,
+            Abort: S.COLLECT_UNMASK,
+            StageDeadline: S.DONE,
+        },
+        S.DONE: {},
+        S.ABORTED: {},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A rejected client message: who sent it (``None`` if unknown), in which stage, what."""
+
+    sender: int | None
+    stage: str
+    event: str | None
+    reason: str
+
+
+@dataclass(frozen=True, eq=False)
+class AggregateResult:
+    """The server's output of a successful round.
+
+    ``encoded_sum`` is ``sum_{i in survivors} encode(x_i) mod 2**bits`` (exact, integer domain);
+    ``aggregate`` is its decoding to float64; ``survivors`` are the ids in the sum (U3), sorted.
+    """
+
+    encoded_sum: np.ndarray
+    aggregate: np.ndarray
+    survivors: tuple[int, ...]
+
+
+class Server:
+    """The server's side of a round.
+
+    Parameters
+    ----------
+    config:
+        The round's public parameters.
+    graph_seed:
+        32-byte seed of the masking graph (ring order of SecAgg+); default: fresh random bytes.
+    pki:
+        Hardened mode: client id -> Ed25519 public key, to reject forged advertisements and
+        consistency signatures early.
+    max_message_size:
+        Upper bound for :meth:`receive_bytes`.
+
+    Attributes
+    ----------
+    stage, faults, excluded, result, abort_reason:
+        Current :class:`ServerStage`; rejected messages; clients dropped for a fault or their own
+        ``Abort`` (id -> reason); the :class:`AggregateResult` once ``DONE``; why it aborted.
+    """
+
+    def __init__(
+        self,
+        config: RoundConfig,
+        *,
+        graph_seed: bytes | None = None,
+        pki: Mapping[int, bytes] | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if not isinstance(config, RoundConfig):
+            raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
+        self.config = config
+        self.role = "server"
+        self.graph_seed = secrets.token_bytes(32) if graph_seed is None else bytes(graph_seed)
+        if len(self.graph_seed) != 32:
+            raise ValueError(f"graph_seed must be 32 bytes, got {len(self.graph_seed)}")
+        self.graph = config.masking_graph(self.graph_seed)
+        self.threshold = self.graph.threshold
+        if config.hardened and pki is None:
+            raise ValueError("server: hardened mode needs the pki (client id -> Ed25519 key)")
+        self._pki = dict(pki) if pki is not None else {}
+        self.max_message_size = max_message_size
+        self._population = frozenset(config.population)
+        self.stage = ServerStage.COLLECT_KEYS
+        self.faults: list[Fault] = []
+        self.excluded: dict[int, str] = {}
+        self.result: AggregateResult | None = None
+        self.abort_reason: str | None = None
+        # per-stage state
+        self._expected: set[int] = set(config.population)
+        self._received: set[int] = set()
+        self._adverts: dict[int, AdvertiseKeys] = {}
+        self._keys_sent: dict[int, frozenset[int]] = {}  # client -> neighbours whose keys it got
+        self._sealed: dict[int, dict[int, bytes]] = {}  # sender -> recipient -> ciphertext
+        self._forwarded: dict[int, frozenset[int]] = {}  # recipient -> senders forwarded to it
+        self.u1: tuple[int, ...] = ()
+        self.u2: tuple[int, ...] = ()
+        self.u3: tuple[int, ...] = ()
+        self.dropped_before_input: tuple[int, ...] = ()
+        self._acc = np.zeros(config.dim, dtype=config.encoder.dtype)
+        self._signatures: dict[int, bytes] = {}
+        self._seed_shares: dict[int, dict[int, int]] = {}
+        self._key_shares: dict[int, dict[int, int]] = {}
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """True once the round ended (``DONE`` or ``ABORTED``)."""
+        return self.stage in (ServerStage.DONE, ServerStage.ABORTED)
+
+    @property
+    def aborted(self) -> bool:
+        return self.stage is ServerStage.ABORTED
+
+    def receive_strict(self, msg: Message) -> list[Message]:
+        """Process one client message; raise :class:`ProtocolError` if it is illegal.
+
+        On error nothing changes (the message is simply not accepted). Returns the messages to
+        send (non-empty when the message completed the stage).
+        """
+        if not isinstance(msg, Message):
+            raise TypeError(f"server: receive expects a Message, got {type(msg).__name__}")
+        commit = self._check(msg)
+        commit()
+        if not isinstance(msg, Abort):
+            self._received.add(msg.sender)
+        return self._maybe_close()
+
+    def receive(self, msg: Message) -> list[Message]:
+        """Tolerant :meth:`receive_strict`: a client's fault is recorded, never raised.
+
+        The offending message is rejected, a :class:`Fault` is appended to :attr:`faults`, and a
+        known sender is excluded (treated as a dropout at the current stage).
+        """
+        try:
+            return self.receive_strict(msg)
+        except ProtocolError as exc:
+            return self._record_fault(exc, msg.sender if isinstance(msg, Message) else None)
+
+    def receive_bytes(self, data: bytes, *, peer: int | None = None) -> list[Message]:
+        """Decode and tolerantly process one message.
+
+        ``peer`` is the id the transport authenticated (e.g. from the TLS client certificate);
+        a message whose header claims another sender is a fault of ``peer``.
+        """
+        try:
+            msg = decode(data, max_size=self.max_message_size)
+        except MessageFormatError as exc:
+            exc.role, exc.stage = self.role, self.stage.value
+            return self._record_fault(exc, peer if peer is not None else exc.sender)
+        if peer is not None and msg.sender != peer:
+            exc = ProtocolError(
+                f"header claims sender {party_name(msg.sender)} on {party_name(peer)}'s channel",
+                role=self.role,
+                sender=peer,
+                stage=self.stage.value,
+                event=type(msg).__name__,
+            )
+            return self._record_fault(exc, peer)
+        return self.receive(msg)
+
+    def deadline(self) -> list[Message]:
+        """The current stage's time is up: close it with whoever answered (no-op when done)."""
+        if self.done:
+            return []
+        return self._close_stage()
+
+    # -- checks (validate fully, then return a commit closure) ----------------------------------
+
+    def _error(self, detail: str, msg: Message) -> ProtocolError:
+        return ProtocolError(
+            detail,
+            role=self.role,
+            sender=msg.sender,
+            stage=self.stage.value,
+            event=type(msg).__name__,
+        )
+
+    def _check(self, msg: Message):
+        cfg = self.config
+        if msg.sender not in self._population:
+            raise self._error("sender is not in the round's population", msg)
+        if msg.round_id != cfg.round_id:
+            raise self._error(
+                f"message is for round {msg.round_id}, this is round {cfg.round_id}", msg
+            )
+        table = SERVER_TRANSITIONS[cfg.hardened][self.stage]
+        if type(msg) not in table:
+            allowed = ", ".join(t.__name__ for t in table if t is not StageDeadline)
+            raise self._error(f"not allowed in this stage (expects {allowed or 'nothing'})", msg)
+        if msg.sender in self.excluded:
+            raise self._error(f"sender was excluded earlier ({self.excluded[msg.sender]})", msg)
+        if isinstance(msg, Abort):
+            if msg.recipient != SERVER_ID:
+                raise self._error(f"Abort addressed to {party_name(msg.recipient)}", msg)
+            return lambda: self._exclude(msg.sender, f"client aborted: {msg.reason}")
+        if msg.sender in self._received:
+            raise self._error(f"duplicate {type(msg).__name__} (replayed?)", msg)
+        if msg.sender not in self._expected:
+            raise self._error("sender is not a participant of this stage", msg)
+        return getattr(self, "_check_" + type(msg).__name__)(msg)
+
+    def _check_AdvertiseKeys(self, msg: AdvertiseKeys):
+        if msg.c_pk == msg.s_pk:
+            raise self._error("c_pk and s_pk must differ", msg)
+        for other, adv in self._adverts.items():
+            if {adv.c_pk, adv.s_pk} & {msg.c_pk, msg.s_pk}:
+                raise self._error(f"public key already advertised by client {other}", msg)
+        if self.config.hardened:
+            vk = self._pki.get(msg.sender)
+            if vk is None:
+                raise self._error("no identity key for this client in the PKI", msg)
+            data = advertise_signing_bytes(self.config.round_id, msg.sender, msg.c_pk, msg.s_pk)
+            try:
+                sk.verify_signature(vk, msg.signature, data)
+            except SecAggError:
+                raise self._error(
+                    "advertisement signature does not verify (forged?)", msg
+                ) from None
+        elif msg.signature:
+            raise self._error("signature present in a round that is not hardened", msg)
+        return lambda: self._adverts.__setitem__(msg.sender, msg)
+
+    def _check_ShareKeys(self, msg: ShareKeys):
+        want = self._keys_sent[msg.sender]
+        got = {j for j, _ in msg.shares}
+        if got != want:
+            missing, extra = sorted(want - got), sorted(got - want)
+            raise self._error(
+                f"shares must go to exactly its neighbours in U1; missing {missing[:10]}, "
+                f"unexpected {extra[:10]}",
+                msg,
+            )
+        return lambda: self._sealed.__setitem__(msg.sender, dict(msg.shares))
+
+    def _check_MaskedInput(self, msg: MaskedInput):
+        cfg = self.config
+        y = msg.masked
+        if y.dtype != cfg.encoder.dtype or y.shape != (cfg.dim,):
+            raise self._error(
+                f"masked input must be {np.dtype(cfg.encoder.dtype).name}[{cfg.dim}], got "
+                f"{y.dtype}{list(y.shape)}",
+                msg,
+            )
+        if cfg.bits < 8 * y.itemsize and y.size and int(y.max()) >> cfg.bits:
+            raise self._error(f"masked input has elements >= 2**{cfg.bits}", msg)
+
+        def commit() -> None:
+            np.add(self._acc, y, out=self._acc)
+
+        return commit
+
+    def _check_ConsistencySignature(self, msg: ConsistencySignature):
+        data = survivors_signing_bytes(self.config.round_id, msg.sender, self.u3)
+        try:
+            sk.verify_signature(self._pki[msg.sender], msg.signature, data)
+        except (SecAggError, KeyError):
+            raise self._error("consistency signature over U3 does not verify", msg) from None
+        return lambda: self._signatures.__setitem__(msg.sender, msg.signature)
+
+    def _check_UnmaskResponse(self, msg: UnmaskResponse):
+        me = msg.sender
+        holds = self._forwarded.get(me, frozenset()) | {me}
+        surv, dropped = set(self.u3), set(self.dropped_before_input)
+        seed_owners = {o for o, _ in msg.self_seed_shares}
+        key_owners = {o for o, _ in msg.mask_key_shares}
+        if seed_owners & key_owners:
+            raise self._error("shares of both kinds for one client", msg)
+        bad_seed = sorted(seed_owners - (surv & holds))
+        bad_key = sorted(key_owners - ((dropped & holds) - {me}))
+        if bad_seed or bad_key:
+            raise self._error(
+                f"shares not requested or not held: self-seed owners {bad_seed[:10]}, "
+                f"mask-key owners {bad_key[:10]}",
+                msg,
+            )
+        try:
+            seeds = {o: shamir.share_from_bytes(v) for o, v in msg.self_seed_shares}
+            keys = {o: shamir.share_from_bytes(v) for o, v in msg.mask_key_shares}
+        except SecAggError as exc:
+            raise self._error(f"malformed share: {exc}", msg) from None
+
+        def commit() -> None:
+            x = me + 1
+            for o, v in seeds.items():
+                self._seed_shares.setdefault(o, {})[x] = v
+            for o, v in keys.items():
+                self._key_shares.setdefault(o, {})[x] = v
+
+        return commit
+
+    # -- faults, exclusion and stage closing ----------------------------------------------------
+
+    def _record_fault(self, exc: ProtocolError, sender: int | None) -> list[Message]:
+        fault = Fault(sender, self.stage.value, exc.event, str(exc))
+        self.faults.append(fault)
+        log.warning("%s", exc)
+        if sender is not None and sender in self._population and sender not in self.excluded:
+            self._exclude(sender, f"fault in {self.stage.value}: {exc.detail}")
+            return self._maybe_close()
+        return []
+
+    def _exclude(self, client: int, reason: str) -> None:
+        self.excluded[client] = reason
+        self._expected.discard(client)
+
+    def _maybe_close(self) -> list[Message]:
+        if not self.done and self._expected <= self._received:
+            return self._close_stage()
+        return []
+
+    def _close_stage(self) -> list[Message]:
+        closer = {
+            S.COLLECT_KEYS: self._close_keys,
+            S.COLLECT_SHARES: self._close_shares,
+            S.COLLECT_MASKED: self._close_masked,
+            S.COLLECT_SIGNATURES: self._close_signatures,
+            S.COLLECT_UNMASK: self._close_unmask,
+        }[self.stage]
+        try:
+            return closer()
+        except _RoundAbort as exc:
+            return self._abort(str(exc))
+
+    def _enter(self, stage: ServerStage, expected: set[int]) -> None:
+        assert stage is SERVER_TRANSITIONS[self.config.hardened][self.stage][StageDeadline]
+        self.stage = stage
+        self._expected = set(expected) - set(self.excluded)
+        self._received = set()
+
+    def _abort(self, reason: str) -> list[Message]:
+        notify = sorted((set(self._expected) | set(self._received)) - set(self.excluded))
+        self.stage = ServerStage.ABORTED
+        self.abort_reason = reason
+        log.warning("server aborted round %d: %s", self.config.round_id, reason)
+        rid = self.config.round_id
+        return [Abort(rid, SERVER_ID, c, reason) for c in notify]
+
+    def _prune(self, alive: set[int], what: str) -> set[int]:
+        """Drop clients with fewer than t live share holders (neighbours + self), to a fixpoint."""
+        t = self.threshold
+        alive = set(alive)
+        changed = True
+        while changed:
+            changed = False
+            for i in sorted(alive):
+                if len(self.graph.neighbours[i] & alive) + 1 < t:
+                    alive.discard(i)
+                    self._exclude(i, f"fewer than t={t} live share holders after {what}")
+                    changed = True
+        return alive
+
+    def _require(self, count: int, what: str) -> None:
+        if count < self.threshold:
+            raise _RoundAbort(
+                f"only {count} clients {what}; the threshold is t={self.threshold} (round of "
+                f"{self.config.n} clients)"
+            )
+
+    def _close_keys(self) -> list[Message]:
+        u1 = self._prune(set(self._adverts) - set(self.excluded), "key advertisement")
+        self._require(len(u1), "advertised keys")
+        self.u1 = tuple(sorted(u1))
+        out: list[Message] = []
+        rid = self.config.round_id
+        for i in self.u1:
+            nbrs = self.graph.neighbours[i] & u1
+            self._keys_sent[i] = frozenset(nbrs)
+            entries = [
+                KeyEntry(
+                    j, self._adverts[j].c_pk, self._adverts[j].s_pk, self._adverts[j].signature
+                )
+                for j in sorted(nbrs)
+            ]
+            out.append(
+                ServerKeys(
+                    rid,
+                    SERVER_ID,
+                    i,
+                    self.config.graph,
+                    self.graph_seed,
+                    self.threshold,
+                    self.graph.max_degree(),
+                    entries,
+                )
+            )
+        self._enter(S.COLLECT_SHARES, u1)
+        return out
+
+    def _close_shares(self) -> list[Message]:
+        u2 = self._prune(set(self._sealed) - set(self.excluded), "key sharing")
+        self._require(len(u2), "shared keys")
+        self.u2 = tuple(sorted(u2))
+        rid = self.config.round_id
+        out: list[Message] = []
+        for j in self.u2:
+            inbox = {i: self._sealed[i][j] for i in sorted(self.graph.neighbours[j] & u2)}
+            self._forwarded[j] = frozenset(inbox)
+            out.append(ForwardShares(rid, SERVER_ID, j, inbox))
+        self._sealed.clear()
+        self._enter(S.COLLECT_MASKED, u2)
+        return out
+
+    def _close_masked(self) -> list[Message]:
+        # Every accepted masked input is in the accumulator, even if its sender faulted later.
+        u3 = set(self._received)
+        self._require(len(u3), "sent masked inputs")
+        self.u3 = tuple(sorted(u3))
+        self.dropped_before_input = tuple(sorted(set(self.u2) - u3))
+        rid = self.config.round_id
+        ask = u3 - set(self.excluded)
+        if self.config.hardened:
+            out = [ConsistencyRequest(rid, SERVER_ID, i, self.u3) for i in sorted(ask)]
+            self._enter(S.COLLECT_SIGNATURES, ask)
+            return out
+        out = [
+            UnmaskRequest(rid, SERVER_ID, i, self.u3, self.dropped_before_input)
+            for i in sorted(ask)
+        ]
+        self._enter(S.COLLECT_UNMASK, ask)
+        return out
+
+    def _close_signatures(self) -> list[Message]:
+        need = self.config.min_signatures(self.threshold)
+        signers = set(self._signatures) - set(self.excluded)
+        if len(signers) < need:
+            raise _RoundAbort(f"only {len(signers)} consistency signatures over U3, {need} needed")
+        sigs = {i: self._signatures[i] for i in signers}
+        rid = self.config.round_id
+        out = [
+            UnmaskRequest(rid, SERVER_ID, i, self.u3, self.dropped_before_input, sigs)
+            for i in sorted(signers)
+        ]
+        self._enter(S.COLLECT_UNMASK, signers)
+        return out
+
+    def _close_unmask(self) -> list[Message]:
+        cfg, t = self.config, self.threshold
+        seeds: dict[int, bytes] = {}
+        for i in self.u3:
+            shares = self._seed_shares.get(i, {})
+            if len(shares) < t:
+                raise _RoundAbort(
+                    f"only {len(shares)} shares of client {i}'s self-mask seed arrived, "
+                    f"t={t} needed; its input cannot be unmasked"
+                )
+            try:
+                seeds[i] = shamir.reconstruct(shares, t, 32)
+            except SecAggError as exc:
+                raise _RoundAbort(f"self-mask seed of client {i}: {exc}") from None
+        survivors = set(self.u3)
+        pairwise: dict[tuple[int, int], bytes] = {}
+        for d in self.dropped_before_input:
+            partners = sorted(self.graph.neighbours[d] & survivors)
+            if not partners:
+                continue
+            shares = self._key_shares.get(d, {})
+            if len(shares) < t:
+                raise _RoundAbort(
+                    f"only {len(shares)} shares of dropped client {d}'s mask key arrived, "
+                    f"t={t} needed; its masks cannot be removed"
+                )
+            try:
+                kp = sk.KeyPair.from_private_bytes(shamir.reconstruct(shares, t, 32))
+            except (SecAggError, ValueError) as exc:
+                raise _RoundAbort(f"mask key of dropped client {d}: {exc}") from None
+            if kp.public_bytes() != self._adverts[d].s_pk:
+                raise _RoundAbort(
+                    f"reconstructed mask key of dropped client {d} does not match its advertised "
+                    "key: a share holder sent a wrong share"
+                )
+            for i in partners:
+                key = sk.agree(kp, self._adverts[i].s_pk, mask_agreement_info(cfg.round_id, i, d))
+                pairwise[(i, d)] = pairwise_seed(key, cfg.round_id)
+        acc = cfg.encoder.wrap(self._acc)
+        total = unmask_sum(acc, seeds, pairwise, cfg.bits)
+        total.flags.writeable = False
+        aggregate = cfg.encoder.decode(total, len(self.u3))
+        self.result = AggregateResult(total, aggregate, self.u3)
+        self.stage = ServerStage.DONE
+        return []
+
+
+class _RoundAbort(Exception):
+    """Internal: a stage cannot close successfully; the round aborts with this reason."""
