@@ -105,7 +105,7 @@ CLIENT_TRANSITIONS: dict[bool, dict[ClientStage, dict[type, ClientStage]]] = {
         S.WAIT_KEYS: {ServerKeys: S.WAIT_SHARES, Abort: S.ABORTED},
         S.WAIT_SHARES: {ForwardShares: S.WAIT_UNMASK, Abort: S.ABORTED},
         S.WAIT_UNMASK: {UnmaskRequest: S.DONE, Abort: S.ABORTED},
-        S.DONE: {},
+        S.DONE: {Abort: S.ABORTED},  # the server may still fail to unmask
         S.ABORTED: {},
         S.FAILED: {},
     },
@@ -115,7 +115,7 @@ CLIENT_TRANSITIONS: dict[bool, dict[ClientStage, dict[type, ClientStage]]] = {
         S.WAIT_SHARES: {ForwardShares: S.WAIT_CONSISTENCY, Abort: S.ABORTED},
         S.WAIT_CONSISTENCY: {ConsistencyRequest: S.WAIT_UNMASK, Abort: S.ABORTED},
         S.WAIT_UNMASK: {UnmaskRequest: S.DONE, Abort: S.ABORTED},
-        S.DONE: {},
+        S.DONE: {Abort: S.ABORTED},  # the server may still fail to unmask
         S.ABORTED: {},
         S.FAILED: {},
     },

@@ -134,8 +134,8 @@ SERVER_TRANSITIONS: dict[bool, dict[ServerStage, dict[type, ServerStage]]] = {
             Abort: S.COLLECT_UNMASK,
             StageDeadline: S.DONE,
         },
-        S.DONE: {},
-        S.ABORTED: {},
+        S.DONE: {Abort: S.DONE},  # late aborts are harmless and ignored
+        S.ABORTED: {Abort: S.ABORTED},
     },
     True: {
         S.COLLECT_KEYS: {
@@ -163,8 +163,8 @@ SERVER_TRANSITIONS: dict[bool, dict[ServerStage, dict[type, ServerStage]]] = {
             Abort: S.COLLECT_UNMASK,
             StageDeadline: S.DONE,
         },
-        S.DONE: {},
-        S.ABORTED: {},
+        S.DONE: {Abort: S.DONE},  # late aborts are harmless and ignored
+        S.ABORTED: {Abort: S.ABORTED},
     },
 }
 
@@ -245,6 +245,7 @@ class Server:
         self._expected: set[int] = set(config.population)
         self._received: set[int] = set()
         self._adverts: dict[int, AdvertiseKeys] = {}
+        self._key_owner: dict[bytes, int] = {}  # advertised public key -> client
         self._keys_sent: dict[int, frozenset[int]] = {}  # client -> neighbours whose keys it got
         self._sealed: dict[int, dict[int, bytes]] = {}  # sender -> recipient -> ciphertext
         self._forwarded: dict[int, frozenset[int]] = {}  # recipient -> senders forwarded to it
@@ -344,6 +345,8 @@ class Server:
         if type(msg) not in table:
             allowed = ", ".join(t.__name__ for t in table if t is not StageDeadline)
             raise self._error(f"not allowed in this stage (expects {allowed or 'nothing'})", msg)
+        if isinstance(msg, Abort) and self.done:
+            return lambda: None
         if msg.sender in self.excluded:
             raise self._error(f"sender was excluded earlier ({self.excluded[msg.sender]})", msg)
         if isinstance(msg, Abort):
@@ -359,9 +362,11 @@ class Server:
     def _check_AdvertiseKeys(self, msg: AdvertiseKeys):
         if msg.c_pk == msg.s_pk:
             raise self._error("c_pk and s_pk must differ", msg)
-        for other, adv in self._adverts.items():
-            if {adv.c_pk, adv.s_pk} & {msg.c_pk, msg.s_pk}:
-                raise self._error(f"public key already advertised by client {other}", msg)
+        for key in (msg.c_pk, msg.s_pk):
+            if key in self._key_owner:
+                raise self._error(
+                    f"public key already advertised by client {self._key_owner[key]}", msg
+                )
         if self.config.hardened:
             vk = self._pki.get(msg.sender)
             if vk is None:
@@ -375,7 +380,12 @@ class Server:
                 ) from None
         elif msg.signature:
             raise self._error("signature present in a round that is not hardened", msg)
-        return lambda: self._adverts.__setitem__(msg.sender, msg)
+
+        def commit() -> None:
+            self._adverts[msg.sender] = msg
+            self._key_owner[msg.c_pk] = self._key_owner[msg.s_pk] = msg.sender
+
+        return commit
 
     def _check_ShareKeys(self, msg: ShareKeys):
         want = self._keys_sent[msg.sender]
