@@ -1,0 +1,307 @@
+"""Security properties of the protocol parties.
+
+* The server's view of an honest client's masked input is uniform (statistically, and by
+  construction: y = x + PRG(b) + pairwise masks).
+* A curious server asking for both share kinds of one client is refused by honest clients.
+* t-1 colluding clients together with the server's view learn nothing about b_i or s_sk_i.
+* Hardened mode: forged advertisements are rejected; a server lying about U3 is caught.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from protocol import Client, ClientStage, ProtocolError, RoundConfig, Server
+from protocol.messages import (
+    AdvertiseKeys,
+    ConsistencyRequest,
+    KeyEntry,
+    ServerKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+    mask_agreement_info,
+)
+from secagg import keys as sk
+from secagg import shamir
+from secagg.errors import ShamirError
+from secagg.masking import pairwise_seed
+from secagg.prg import MaskExpander
+
+
+def make_round(n, d=4, *, x=None, hardened=False, bits=32, clip=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-clip, clip, (n, d)) if x is None else x
+    cfg = RoundConfig(
+        round_id=5, population=range(n), dim=d, clip=clip, bits=bits, hardened=hardened
+    )
+    signing = {i: sk.SigningKeyPair.generate() for i in range(n)} if hardened else {}
+    pki = {i: k.public_bytes() for i, k in signing.items()} if hardened else None
+    server = Server(cfg, graph_seed=rng.bytes(32), pki=pki)
+    clients = [
+        Client(
+            cfg,
+            i,
+            x[i],
+            rng=np.random.default_rng([seed, i]),
+            signing_key=signing.get(i),
+            pki=pki,
+        )
+        for i in range(n)
+    ]
+    return cfg, server, clients, x
+
+
+def to_server(server, msgs):
+    out = []
+    for m in msgs:
+        out += server.receive(m)
+    return out
+
+
+def to_clients(clients, msgs, skip=()):
+    out = []
+    for m in msgs:
+        if m.recipient not in skip:
+            out += clients[m.recipient].receive(m)
+    return out
+
+
+def run_to_masked(server, clients):
+    """Advance until the server has all masked inputs; return (masked inputs, server out)."""
+    keys = to_server(server, [c.start() for c in clients])
+    fwd = to_server(server, to_clients(clients, keys))
+    masked = to_clients(clients, fwd)
+    return masked, to_server(server, masked)
+
+
+# --- the server's view of a masked input ----------------------------------------------------
+
+
+def test_masked_input_is_uniform_whatever_the_input():
+    d, bits = 40_000, 8
+    x = np.zeros((3, d))
+    x[0] = 1.0  # the largest input
+    x[1] = -1.0  # the smallest input
+    cfg, server, clients, _ = make_round(3, d, x=x, bits=bits)
+    masked, _ = run_to_masked(server, clients)
+    bins = np.arange(2**bits + 1)
+    hists = [np.histogram(m.masked, bins=bins)[0] for m in masked[:2]]
+    for h in hists:
+        assert stats.chisquare(h).pvalue > 1e-5
+    # same distribution for two different inputs
+    assert stats.chi2_contingency(np.array(hists)).pvalue > 1e-5
+    # control: the test has power -- the unmasked encoding is far from uniform
+    enc = cfg.encoder.encode(x[0], np.random.default_rng(0))
+    assert stats.chisquare(np.histogram(enc, bins=bins)[0]).pvalue < 1e-12
+
+
+def test_masked_input_is_one_time_pad_by_construction():
+    d, bits = 257, 32
+    cfg, server, clients, x = make_round(4, d, bits=bits)
+    masked, _ = run_to_masked(server, clients)
+    me = clients[1]
+    y = masked[1].masked
+    enc = cfg.encoder.encode(x[1], np.random.default_rng([0, 1]))
+    exp = MaskExpander(d, bits)
+    mask = exp.expand(me._b).astype(np.uint64)  # PRG(b_1): fresh, never sent in the clear
+    for j in me._inbox:
+        key = sk.agree(me._s, me._peers[j][1], mask_agreement_info(cfg.round_id, 1, j))
+        m = exp.expand(pairwise_seed(key, cfg.round_id)).astype(np.uint64)
+        mask = mask + m if j > 1 else mask - m
+    # y = enc(x) + PRG(b) + sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)  (mod 2^bits)
+    np.testing.assert_array_equal(y, cfg.encoder.wrap(enc.astype(np.uint64) + mask))
+    # every coordinate carries its own full-width pad: y - enc(x) spans the whole ring
+    pad = cfg.encoder.wrap(y.astype(np.uint64) - enc.astype(np.uint64))
+    assert pad.max() > 2**31 and len(np.unique(pad)) == d
+
+
+# --- curious server -----------------------------------------------------------------------
+
+
+def test_curious_server_asking_both_share_kinds_is_refused():
+    """Flower 1.42 handed out both kinds of shares for a client listed as alive and dropped."""
+    cfg, server, clients, _ = make_round(6)
+    _, requests = run_to_masked(server, clients)
+    assert all(isinstance(r, UnmaskRequest) for r in requests)
+    target = 2
+    for req in requests:
+        if req.recipient == target:
+            continue
+        evil = UnmaskRequest(
+            req.round_id, req.sender, req.recipient, req.survivors, [target], req.signatures
+        )
+        client = clients[req.recipient]
+        with pytest.raises(ProtocolError) as info:
+            client.receive(evil)
+        err = info.value
+        assert err.sender == evil.sender and "from server" in str(err)
+        assert err.role == f"client {req.recipient}" and err.event == "UnmaskRequest"
+        assert "both survivor and dropped" in str(err)
+        assert client.stage is ClientStage.FAILED
+        with pytest.raises(ProtocolError):  # and it stays silent afterwards
+            client.receive(req)
+
+
+def test_client_answers_one_unmask_request_only_and_never_as_dropped():
+    cfg, server, clients, _ = make_round(6)
+    _, requests = run_to_masked(server, clients)
+    req = requests[0]
+    (resp,) = clients[0].receive(req)
+    assert isinstance(resp, UnmaskResponse)
+    assert {o for o, _ in resp.self_seed_shares} == set(range(6))
+    assert resp.mask_key_shares == ()
+    # the server swaps a client into the dropped list in a second request: refused
+    swapped = UnmaskRequest(req.round_id, req.sender, 0, [0, 1, 3, 4, 5], [2])
+    with pytest.raises(ProtocolError, match="not allowed in this stage"):
+        clients[0].receive(swapped)
+    # a request listing its own recipient as dropped: refused
+    own = UnmaskRequest(req.round_id, req.sender, 1, [0, 2, 3, 4, 5], [1])
+    with pytest.raises(ProtocolError, match="listed as dropped"):
+        clients[1].receive(own)
+
+
+def test_t_minus_1_colluders_and_server_cannot_recover_honest_secrets():
+    n = 7
+    cfg, server, clients, _ = make_round(n)
+    _, requests = run_to_masked(server, clients)
+    to_server(server, to_clients(clients, requests))
+    assert server.result is not None
+    t = server.threshold
+    assert t == 4
+    honest = 0
+    colluders = [1, 2, 3]  # t - 1 clients
+    seed_shares, key_shares = {}, {}
+    for c in colluders:
+        s_b, s_k = clients[c]._open(honest, clients[c]._inbox[honest])
+        seed_shares[c + 1] = shamir.share_from_bytes(s_b)
+        key_shares[c + 1] = shamir.share_from_bytes(s_k)
+    # never both: the server received no share of the survivor's mask key from anyone
+    assert honest not in server._key_shares
+    true_b = int.from_bytes(clients[honest]._b, "big")
+    true_s = int.from_bytes(clients[honest]._s.private_bytes(), "big")
+    for shares, truth in ((seed_shares, true_b), (key_shares, true_s)):
+        with pytest.raises(ShamirError, match="need threshold=4"):
+            shamir.reconstruct(shares, t)
+        # the t-1 shares are explained equally well by the true secret and by any other one
+        for candidate in (truth, int.from_bytes(secrets.token_bytes(32), "big")):
+            coeffs = shamir.consistent_polynomial(shares, candidate, t)
+            assert coeffs[0] == candidate
+            assert all(shamir.evaluate(coeffs, xk) == yk for xk, yk in shares.items())
+    # with one more share (t in total) the secret does come out: the threshold is exact
+    s_b, s_k = clients[4]._open(honest, clients[4]._inbox[honest])
+    full = {**key_shares, 5: shamir.share_from_bytes(s_k)}
+    assert shamir.reconstruct(full, t) == clients[honest]._s.private_bytes()
+
+
+# --- hardened mode ------------------------------------------------------------------------
+
+
+def test_hardened_forged_advertisement_rejected_by_server():
+    cfg, server, clients, _ = make_round(6, hardened=True)
+    adverts = [c.start() for c in clients]
+    real = adverts[2]
+    mitm_c, mitm_s = sk.KeyPair.generate(), sk.KeyPair.generate()
+    forged = AdvertiseKeys(
+        real.round_id, 2, mitm_c.public_bytes(), mitm_s.public_bytes(), real.signature
+    )
+    with pytest.raises(ProtocolError, match="signature does not verify"):
+        server.receive_strict(forged)
+    keys = to_server(server, [forged] + adverts)
+    assert [f.sender for f in server.faults] == [2, 2]  # the forgery, then 2 is excluded
+    assert 2 not in server.u1
+    fwd = to_server(server, to_clients(clients, keys))
+    reqs = to_server(server, to_clients(clients, fwd))
+    sigs = to_server(server, to_clients(clients, reqs))
+    to_server(server, to_clients(clients, sigs))
+    assert server.result is not None and server.result.survivors == (0, 1, 3, 4, 5)
+
+
+def test_hardened_client_rejects_server_substituting_keys():
+    cfg, server, clients, _ = make_round(5, hardened=True)
+    keys = to_server(server, [c.start() for c in clients])
+    msg = next(m for m in keys if m.recipient == 0)
+    attacker = sk.KeyPair.generate()
+    entries = [
+        KeyEntry(e.client_id, attacker.public_bytes(), e.s_pk, e.signature)
+        if e.client_id == 3
+        else e
+        for e in msg.keys
+    ]
+    evil = ServerKeys(
+        msg.round_id,
+        msg.sender,
+        0,
+        msg.graph_kind,
+        msg.graph_seed,
+        msg.threshold,
+        msg.degree,
+        entries,
+    )
+    with pytest.raises(ProtocolError, match="client 3 has an invalid signature") as info:
+        clients[0].receive(evil)
+    assert "from server" in str(info.value)
+
+
+def _hardened_to_consistency(n=7):
+    cfg, server, clients, _ = make_round(n, hardened=True)
+    _, checks = run_to_masked(server, clients)
+    assert all(isinstance(c, ConsistencyRequest) for c in checks)
+    return cfg, server, clients, checks
+
+
+def test_hardened_server_lying_about_survivors_is_caught():
+    cfg, server, clients, checks = _hardened_to_consistency()
+    sigs = to_clients(clients, checks)
+    requests = to_server(server, sigs)
+    assert all(isinstance(r, UnmaskRequest) and len(r.signatures) == 7 for r in requests)
+    # the server now claims client 2 dropped, to get its mask-key shares
+    for r in requests[3:]:
+        lie = UnmaskRequest(
+            r.round_id,
+            r.sender,
+            r.recipient,
+            [i for i in r.survivors if i != 2],
+            [2],
+            r.signatures,
+        )
+        with pytest.raises(ProtocolError, match="differs from the one this client signed"):
+            clients[r.recipient].receive(lie)
+    # the honest requests are still answered by the others
+    answers = to_clients(clients, requests[:3])
+    assert all(isinstance(a, UnmaskResponse) for a in answers)
+
+
+def test_hardened_split_view_attack_lacks_signatures():
+    cfg, server, clients, checks = _hardened_to_consistency()
+    u3 = checks[0].survivors
+    fake = tuple(i for i in u3 if i != 2)
+    group_b = [4, 5, 6]  # shown U3 without client 2; group A = 0..3 sees the truth
+    sigs_b = {}
+    for i in group_b:
+        (s,) = clients[i].receive(ConsistencyRequest(cfg.round_id, checks[0].sender, i, fake))
+        sigs_b[i] = s.signature
+    sigs_a = {}
+    for i in (0, 1, 3):
+        (s,) = clients[i].receive(checks[i])
+        sigs_a[i] = s.signature
+    need = cfg.min_signatures(server.threshold)
+    assert len(sigs_b) < need  # the smaller group is not a majority of the population
+    lie = UnmaskRequest(cfg.round_id, checks[0].sender, 4, fake, [2], sigs_b)
+    with pytest.raises(ProtocolError, match=f"only 3 consistency signatures, {need} needed"):
+        clients[4].receive(lie)
+    # adding group A's signatures does not help: they were made over the true U3
+    lie = UnmaskRequest(cfg.round_id, checks[0].sender, 5, fake, [2], {**sigs_a, **sigs_b})
+    with pytest.raises(ProtocolError, match="does not verify"):
+        clients[5].receive(lie)
+
+
+def test_hardened_needs_pki():
+    cfg = RoundConfig(round_id=0, population=range(3), dim=2, clip=1.0, hardened=True)
+    with pytest.raises(ValueError, match="pki"):
+        Server(cfg)
+    with pytest.raises(ValueError, match="signing_key and pki"):
+        Client(cfg, 0, np.zeros(2))
