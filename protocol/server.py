@@ -570,9 +570,9 @@ class Server:
     def _close_masked(self) -> list[Message]:
         # Every accepted masked input is in the accumulator, even if its sender faulted later.
         u3 = set(self._received)
-        self._require(len(u3), "sent masked inputs")
         self.u3 = tuple(sorted(u3))
         self.dropped_before_input = tuple(sorted(set(self.u2) - u3))
+        self._require(len(u3), "sent masked inputs")
         rid = self.config.round_id
         ask = u3 - set(self.excluded)
         if self.config.hardened:
