@@ -229,13 +229,18 @@ def _load_mnist(data_dir: str | os.PathLike | None) -> Dataset:
         if labels.size and int(labels.max()) > 9:
             raise DatasetError(f"mnist: {str(lp)!r} has label {int(labels.max())}, expected 0..9")
 
-    x_train = arrays["train_images"].astype(np.float32) / np.float32(255.0)
-    x_test = arrays["test_images"].astype(np.float32) / np.float32(255.0)
-    # Normalise with training-set statistics (about 0.1307 / 0.3081 on the real set).
-    mean = float(x_train.mean(dtype=np.float64))
-    std = float(x_train.std(dtype=np.float64)) or 1.0
-    x_train = ((x_train - np.float32(mean)) / np.float32(std))[:, None, :, :]
-    x_test = ((x_test - np.float32(mean)) / np.float32(std))[:, None, :, :]
+    # Scale to [0, 1], then normalise with the training set's mean and standard deviation
+    # (about 0.1307 / 0.3081 on the real set). Both come exactly from the uint8 histogram, and
+    # the conversion is one lookup-table gather instead of several float passes.
+    hist = np.bincount(arrays["train_images"].ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    total = hist.sum()
+    mean = float(hist @ levels / total) if total else 0.0
+    std = float(np.sqrt(hist @ (levels - mean) ** 2 / total)) if total else 1.0
+    std = std or 1.0
+    lut = ((levels - mean) / std).astype(np.float32)
+    x_train = lut[arrays["train_images"]][:, None, :, :]
+    x_test = lut[arrays["test_images"]][:, None, :, :]
     return Dataset(
         name="mnist",
         x_train=np.ascontiguousarray(x_train, dtype=np.float32),
