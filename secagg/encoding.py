@@ -29,6 +29,7 @@ __all__ = ["FixedPointEncoder", "dtype_for_bits"]
 # float64 represents every integer up to 2**53 exactly; beyond that stochastic rounding loses
 # its meaning, so scaled magnitudes are kept below this bound.
 _MAX_EXACT_FLOAT_INT = 2**53
+_CHUNK = 1 << 15  # elements per encoding chunk (temporaries stay in L2 cache)
 
 
 def dtype_for_bits(bits: int) -> type[np.unsignedinteger]:
@@ -153,30 +154,48 @@ class FixedPointEncoder:
         if x.dtype.kind not in "fiub":
             raise TypeError(f"encode expects a real numeric array, got dtype {x.dtype}")
         x = x.astype(np.float64, copy=False)
+        flat = np.ascontiguousarray(x).reshape(-1)
+        if flat.size:
+            # NaN makes both comparisons false, +-inf fails one: a single pass finds every problem
+            lo, hi = float(flat.min()), float(flat.max())
+            if not (lo >= -self.clip and hi <= self.clip):
+                self._raise_bad_value(x)
+        out = np.empty(flat.size, dtype=self.dtype)
+        # Chunked so that the temporaries stay in cache; per chunk:
+        # q = floor(x*scale) + [u < frac], u ~ U[0,1): unbiased stochastic rounding.
+        n_chunk = min(_CHUNK, flat.size)
+        s = np.empty(n_chunk)
+        q = np.empty(n_chunk)
+        u = np.empty(n_chunk)
+        up = np.empty(n_chunk, dtype=bool)
+        qi = np.empty(n_chunk, dtype=np.int64)
+        for start in range(0, flat.size, _CHUNK):
+            stop = min(start + _CHUNK, flat.size)
+            m = stop - start
+            sv, qv, uv, upv, qiv = s[:m], q[:m], u[:m], up[:m], qi[:m]
+            np.multiply(flat[start:stop], self.scale, out=sv)
+            np.floor(sv, out=qv)
+            np.subtract(sv, qv, out=sv)  # fractional part, exact, in [0, 1)
+            rng.random(out=uv)
+            np.less(uv, sv, out=upv)
+            np.add(qv, upv, out=qv)
+            np.copyto(qiv, qv, casting="unsafe")  # exact: |q| < 2**53
+            # two's complement: the int64 -> uint cast keeps the low bits (mod 2**width)
+            np.copyto(out[start:stop], qiv, casting="unsafe")
+        if self.bits < 8 * out.itemsize:
+            out &= self.dtype(self._mask)
+        return out.reshape(x.shape)
+
+    def _raise_bad_value(self, x: np.ndarray) -> None:
         finite = np.isfinite(x)
         if not finite.all():
             idx = _index(int(np.argmin(finite)), x.shape)
             raise EncodingOverflowError(f"non-finite value {x[idx]} at index {idx}; refusing")
-        if x.size:
-            absmax = float(np.max(np.abs(x)))
-            if absmax > self.clip:
-                idx = _index(int(np.argmax(np.abs(x))), x.shape)
-                raise EncodingOverflowError(
-                    f"value {x[idx]} at index {idx} exceeds clip={self.clip} "
-                    "(fortis never clips silently; clip before encoding)"
-                )
-        scaled = x * self.scale
-        q = np.floor(scaled)
-        frac = scaled - q  # in [0, 1)
-        # round up with probability frac: unbiased stochastic rounding
-        q += rng.random(size=x.shape) < frac
-        qi = q.astype(np.int64)
-        if self.dtype is np.uint64:
-            out = qi.view(np.uint64)
-            if self.bits < 64:
-                out &= np.uint64(self._mask)
-            return out
-        return (qi & self._mask).astype(np.uint32)
+        idx = _index(int(np.argmax(np.abs(x))), x.shape)
+        raise EncodingOverflowError(
+            f"value {x[idx]} at index {idx} exceeds clip={self.clip} "
+            "(fortis never clips silently; clip before encoding)"
+        )
 
     def wrap(self, a: np.ndarray) -> np.ndarray:
         """Reduce an integer array modulo ``2**bits`` and return it as :attr:`dtype`.

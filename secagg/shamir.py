@@ -11,11 +11,10 @@ Guarantees
 * Any ``threshold - 1`` shares are independent of ``s`` (perfect secrecy): for every candidate
   secret there is exactly one polynomial of degree ``threshold - 1`` through those shares and that
   secret (see :func:`consistent_polynomial`).
-* :func:`reconstruct` uses the Lagrange coefficients of the ``threshold`` smallest points,
-  cached per point set, so reconstructing many secrets from one survivor set costs
-  ``threshold`` modular multiplications each. With more than ``threshold`` shares it also checks
-  that all shares lie on one polynomial of degree ``< threshold`` and raises
-  :class:`ShamirError` if not.
+* :func:`reconstruct` caches per point set the barycentric weights and Lagrange coefficients, so
+  reconstructing many secrets from one survivor set costs O(#shares) modular multiplications
+  each (microseconds). With more than ``threshold`` shares it also checks that all shares lie on
+  one polynomial of degree ``< threshold`` and raises :class:`ShamirError` if not.
 """
 
 from __future__ import annotations
@@ -112,47 +111,108 @@ class _CacheStats(NamedTuple):
     misses: int
     size: int
     maxsize: int
+    derived: int
+
+
+# Small-integer inverses (differences of evaluation points, which are client ids + 1) repeat
+# across reconstructions; memoise them.
+_INV_MEMO: dict[int, mpz] = {}
+
+
+def _inv(v: int) -> mpz:
+    """Inverse of ``v`` mod PRIME (``v`` a small nonzero int), memoised."""
+    r = _INV_MEMO.get(v)
+    if r is None:
+        r = gmpy2.invert(mpz(v) % _P, _P)
+        if len(_INV_MEMO) < 1 << 20:
+            _INV_MEMO[v] = r
+    return r
+
+
+# Secret random point for the consistency check (see _PointSet.check_vector).
+_RHO = mpz(secrets.randbelow(PRIME - 2) + 2)
+_G_MEMO: dict[tuple[int, int], mpz] = {}
+
+
+def _g(x: int, e: int) -> mpz:
+    """``sum_{j<e} (rho*x)**j`` mod PRIME, memoised per (x, e)."""
+    key = (x, e)
+    r = _G_MEMO.get(key)
+    if r is None:
+        u = _RHO * x % _P
+        r = mpz(e) if u == 1 else (gmpy2.powmod(u, e, _P) - 1) * gmpy2.invert(u - 1, _P) % _P
+        if len(_G_MEMO) < 1 << 20:
+            _G_MEMO[key] = r
+    return r
 
 
 class _PointSet:
-    """Precomputed data for one sorted tuple of evaluation points.
+    """Precomputed data for one sorted tuple of distinct evaluation points ``x_1..x_m``.
 
-    ``weights[k] = 1 / prod_{m != k} (x_k - x_m)`` (barycentric weights, O(t^2) once), from which
-    the Lagrange basis at any target costs O(t): ``l_k(z) = w_k * prod_m (z - x_m) / (z - x_k)``.
-    Basis values per target are memoised in ``at``.
+    * ``weights[k] = 1 / prod_{l != k} (x_k - x_l)`` (barycentric weights). Computed from
+      scratch in O(m^2), or derived in O(m * |difference|) from a cached set that differs by a
+      few points (removing ``x_r`` multiplies ``w_k`` by ``(x_k - x_r)``; adding ``x_a`` divides
+      it by ``(x_k - x_a)``).
+    * ``lam0[k] = l_k(0) = w_k * prod_l (0 - x_l) / (0 - x_k)``: Lagrange coefficients at 0.
+    * ``check_vector(t)``: ``c_k = w_k * g(x_k)`` with ``g(x) = sum_{j < m-t} (rho x)^j``.
+      ``(y_k)`` lies on a polynomial of degree ``< t`` iff ``sum_k w_k x_k^j y_k = 0`` for all
+      ``j < m - t`` (the dual of a Reed-Solomon code is a generalised Reed-Solomon code with
+      column multipliers ``w_k``); ``sum_k c_k y_k`` is a random combination of those ``m - t``
+      checks with coefficients ``rho^j`` for a secret random ``rho``, so shares off the
+      polynomial pass with probability at most ``(m - t) / PRIME < 2**-247``.
     """
 
-    __slots__ = ("xs", "weights", "at")
+    __slots__ = ("xs", "weights", "_lam0", "_checks")
 
-    def __init__(self, points: tuple[int, ...]):
-        self.xs = [mpz(x) for x in points]
-        dens = []
-        for i, xi in enumerate(self.xs):
+    def __init__(self, xs: tuple[int, ...], weights: list[mpz]):
+        self.xs = xs
+        self.weights = weights
+        self._lam0: list[mpz] | None = None
+        self._checks: dict[int, list[mpz]] = {}
+
+    @classmethod
+    def from_scratch(cls, xs: tuple[int, ...]) -> _PointSet:
+        weights = []
+        for k, xk in enumerate(xs):
             den = mpz(1)
-            for j, xj in enumerate(self.xs):
-                if j != i:
-                    den = den * (xi - xj) % _P
-            dens.append(den)
-        self.weights = _batch_invert(dens)
-        self.at: dict[int, tuple[mpz, ...]] = {}
+            for j, xj in enumerate(xs):
+                if j != k:
+                    den = den * (xk - xj) % _P
+            weights.append(den)
+        return cls(xs, _batch_invert(weights))
 
-    def basis(self, target: int) -> tuple[mpz, ...]:
-        found = self.at.get(target)
-        if found is not None:
-            return found
-        z = mpz(target)
-        diffs = [(z - x) % _P for x in self.xs]
-        if any(d == 0 for d in diffs):  # target is one of the points: basis is an indicator
-            coeffs = tuple(mpz(1) if d == 0 else mpz(0) for d in diffs)
-        else:
+    @classmethod
+    def derive(cls, xs: tuple[int, ...], base: _PointSet) -> _PointSet:
+        target = set(xs)
+        w = dict(zip(base.xs, base.weights))
+        for r in [x for x in base.xs if x not in target]:
+            del w[r]
+            for x in w:
+                w[x] = w[x] * (x - r) % _P
+        for a in [x for x in xs if x not in w]:
+            den = mpz(1)
+            for x in w:
+                den = den * (a - x) % _P
+                w[x] = w[x] * _inv(x - a) % _P
+            w[a] = gmpy2.invert(den, _P)
+        return cls(xs, [w[x] for x in xs])
+
+    @property
+    def lam0(self) -> list[mpz]:
+        if self._lam0 is None:
             full = mpz(1)
-            for d in diffs:
-                full = full * d % _P
-            inv = _batch_invert(diffs)
-            coeffs = tuple(full * w % _P * iv % _P for w, iv in zip(self.weights, inv))
-        if len(self.at) < 4096:
-            self.at[target] = coeffs
-        return coeffs
+            for x in self.xs:
+                full = full * (-x) % _P
+            self._lam0 = [w * full % _P * _inv(-x) % _P for w, x in zip(self.weights, self.xs)]
+        return self._lam0
+
+    def check_vector(self, threshold: int) -> list[mpz]:
+        found = self._checks.get(threshold)
+        if found is None:
+            e = len(self.xs) - threshold
+            found = [w * _g(x, e) % _P for w, x in zip(self.weights, self.xs)]
+            self._checks[threshold] = found
+        return found
 
 
 def _batch_invert(values: Sequence[mpz]) -> list[mpz]:
@@ -172,14 +232,18 @@ def _batch_invert(values: Sequence[mpz]) -> list[mpz]:
 class _LagrangeCache:
     """LRU cache of :class:`_PointSet` per sorted tuple of evaluation points.
 
-    ``hits``/``misses`` count point-set lookups (one per reconstruction).
+    ``hits`` counts exact point-set hits; ``misses`` counts point sets computed, of which
+    ``derived`` were obtained cheaply from a recently used set differing in few points.
     """
+
+    _SCAN = 8  # how many recent sets to consider as a base for derivation
 
     def __init__(self, maxsize: int = 1024):
         self.maxsize = maxsize
         self._data: OrderedDict[tuple[int, ...], _PointSet] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.derived = 0
 
     def get(self, points: tuple[int, ...]) -> _PointSet:
         found = self._data.get(points)
@@ -188,7 +252,18 @@ class _LagrangeCache:
             self._data.move_to_end(points)
             return found
         self.misses += 1
-        ps = _PointSet(points)
+        ps = None
+        if len(points) >= 8:
+            want = set(points)
+            limit = len(points) // 4
+            for _, cand in zip(range(self._SCAN), reversed(self._data.values())):
+                diff = len(want.symmetric_difference(cand.xs))
+                if diff <= limit:
+                    ps = _PointSet.derive(points, cand)
+                    self.derived += 1
+                    break
+        if ps is None:
+            ps = _PointSet.from_scratch(points)
         self._data[points] = ps
         if len(self._data) > self.maxsize:
             self._data.popitem(last=False)
@@ -198,22 +273,25 @@ class _LagrangeCache:
         self._data.clear()
         self.hits = 0
         self.misses = 0
+        self.derived = 0
 
 
 _CACHE = _LagrangeCache()
 
 
 def lagrange_at_zero(points: Sequence[int]) -> tuple[int, ...]:
-    """Cached Lagrange coefficients at 0 for the (sorted) ``points``, as ints."""
+    """Lagrange coefficients at 0 for the sorted, distinct ``points`` (cached), as ints."""
     pts = tuple(sorted(_check_x(x) for x in points))
     if len(set(pts)) != len(pts):
         raise ShamirError("evaluation points must be distinct")
-    return tuple(int(c) for c in _CACHE.get(pts).basis(0))
+    return tuple(int(c) for c in _CACHE.get(pts).lam0)
 
 
 def cache_info() -> _CacheStats:
-    """Hits, misses and size of the Lagrange point-set cache (shared by this process)."""
-    return _CacheStats(_CACHE.hits, _CACHE.misses, len(_CACHE._data), _CACHE.maxsize)
+    """Hits, misses, size, maxsize and derived count of the point-set cache (per process)."""
+    return _CacheStats(
+        _CACHE.hits, _CACHE.misses, len(_CACHE._data), _CACHE.maxsize, _CACHE.derived
+    )
 
 
 def cache_clear() -> None:
@@ -233,9 +311,14 @@ def reconstruct(
 ) -> bytes:
     """Recover the secret from at least ``threshold`` shares ``{x: f(x)}``.
 
-    The ``threshold`` shares with the smallest points are interpolated at 0 (coefficients cached
-    per point set). If more shares are given and ``check`` is true, every extra share is compared
-    with the interpolated polynomial.
+    With ``check`` true (the default) and more than ``threshold`` shares, all shares are first
+    tested to lie on one polynomial of degree ``< threshold`` (a random linear combination of the
+    Reed-Solomon parity checks, error probability ``< 2**-247``), then interpolated at 0. With
+    exactly ``threshold`` shares, or ``check=False``, the ``threshold`` shares at the smallest
+    points are interpolated. Either way the point-set data (barycentric weights, coefficients)
+    are cached, so reconstructing many secrets from one survivor set costs O(#shares) modular
+    multiplications each; a set that differs from a recently used one by a few points is derived
+    from it in O(#shares * difference).
 
     Returns the secret as ``length`` big-endian bytes.
 
@@ -258,22 +341,19 @@ def reconstruct(
     for x, y in items:
         if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < PRIME:
             raise ShamirError(f"share at x={x} is not a field element")
-    base = items[:threshold]
-    points = tuple(x for x, _ in base)
-    if len(set(points)) != threshold:  # pragma: no cover - mapping keys are distinct ints
+    if not check:
+        items = items[:threshold]
+    points = tuple(x for x, _ in items)
+    if len(set(points)) != len(points):  # e.g. 1 and np.int64(1) as two keys
         raise ShamirError("evaluation points must be distinct")
-    ys = [mpz(y) for _, y in base]
+    ys = [mpz(y) for _, y in items]
     pset = _CACHE.get(points)
-    secret = _dot(pset.basis(0), ys)
-    if check and len(items) > threshold:
-        for x, y in items[threshold:]:
-            if _dot(pset.basis(x), ys) != y:
-                raise ShamirError(
-                    f"inconsistent shares: share at x={x} does not lie on the polynomial "
-                    f"through the {threshold} shares at the smallest points "
-                    f"(x={points[0]}..{points[-1]}); not all {len(items)} shares are on one "
-                    f"polynomial of degree < threshold={threshold}"
-                )
+    if len(items) > threshold and _dot(pset.check_vector(threshold), ys) != 0:
+        raise ShamirError(
+            f"inconsistent shares: the {len(items)} shares (x={points[0]}..{points[-1]}) do not "
+            f"lie on one polynomial of degree < threshold={threshold}"
+        )
+    secret = _dot(pset.lam0, ys)
     if secret.bit_length() > 8 * length:
         raise ShamirError(
             f"reconstructed value does not fit in {length} bytes: wrong or corrupted shares"

@@ -179,3 +179,37 @@ def test_threshold_one_and_randomness():
     shares = split(s, 1, [1, 2, 3])
     assert set(shares.values()) == {int.from_bytes(s, "big")}
     assert split(s, 2, [1, 2]) != split(s, 2, [1, 2])  # fresh random coefficients
+
+
+def test_derived_point_sets_match_scratch_and_reconstruct():
+    """Server pattern of the complete graph: survivor i's shares come from S minus {i}; these
+    sets are derived from each other cheaply and must give the same weights as from scratch."""
+    shamir.cache_clear()
+    t = 9
+    survivors = list(range(1, 21))
+    secrets_ = [secrets.token_bytes(32) for _ in survivors]
+    sharings = [split(s, t, range(1, 31)) for s in secrets_]
+    for k, i in enumerate(survivors):
+        got = reconstruct({x: sharings[k][x] for x in survivors if x != i}, t)
+        assert got == secrets_[k]
+    info = shamir.cache_info()
+    assert info.misses == len(survivors) and info.derived == len(survivors) - 1
+    for pts in (tuple(x for x in survivors if x != 5), tuple(survivors)):
+        cached = shamir._CACHE.get(pts)
+        scratch = shamir._PointSet.from_scratch(pts)
+        assert cached.weights == scratch.weights
+        assert cached.lam0 == scratch.lam0
+    assert sum(shamir.lagrange_at_zero(survivors)) % PRIME == 1
+
+
+def test_single_bad_share_among_many_detected_after_derivation():
+    shamir.cache_clear()
+    t = 6
+    sharing = split(secrets.token_bytes(32), t, range(1, 41))
+    reconstruct({x: sharing[x] for x in range(1, 40)}, t)  # warm a neighbouring set
+    for bad in (1, 17, 40):
+        tampered = dict(sharing)
+        tampered[bad] = (tampered[bad] + 12345) % PRIME
+        with pytest.raises(ShamirError, match="inconsistent"):
+            reconstruct(tampered, t)
+    assert shamir.cache_info().derived >= 1
