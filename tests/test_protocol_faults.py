@@ -350,3 +350,29 @@ def test_flower_comparison_costs_are_reported_per_party():
         assert len(tr.client_seconds) == 40 and len(tr.client_bytes_sent) == 40
     # the sparse graph sends fewer shares: less traffic per client beyond the masked vector
     assert sparse.mean_client_bytes < full.mean_client_bytes
+
+
+def _tamper(resp: UnmaskResponse, kind: str, owner: int) -> UnmaskResponse:
+    """The same response with one share replaced by another valid field element."""
+    seeds, keys = dict(resp.self_seed_shares), dict(resp.mask_key_shares)
+    table = seeds if kind == "seed" else keys
+    table[owner] = (int.from_bytes(table[owner], "big") + 1).to_bytes(33, "big")
+    return UnmaskResponse(resp.round_id, resp.sender, seeds, keys)
+
+
+@pytest.mark.parametrize("kind", ["seed", "key"])
+def test_wrong_share_is_identified_and_the_round_completes(kind):
+    cfg, server, clients, x = make_round(n=9)  # t = 5
+    keys = to_server(server, [c.start() for c in clients])
+    fwd = to_server(server, to_clients(clients, keys))
+    masked = to_clients(clients, fwd)
+    reqs = to_server(server, [m for m in masked if m.sender != 8])  # 8 drops: s_sk_8 needed
+    reqs += server.deadline()
+    answers = to_clients(clients, reqs)
+    owner = 2 if kind == "seed" else 8
+    answers[3] = _tamper(answers[3], kind, owner)  # client 3 lies about one share
+    to_server(server, answers)
+    assert server.stage is ServerStage.DONE, server.abort_reason
+    assert [f.sender for f in server.faults] == [3]
+    assert "does not lie on the polynomial" in server.faults[0].reason
+    np.testing.assert_array_equal(server.result.encoded_sum, expected_sum(cfg, x, range(8)))
