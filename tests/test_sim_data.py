@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulations.datasets import (
     DATASETS,
@@ -340,3 +342,30 @@ def test_partition_bad_labels():
         partition(np.zeros(4), 2)
     with pytest.raises(PartitionError, match=">= 0"):
         partition(np.array([0, -1, 2, 3]), 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    n_classes=st.integers(1, 12),
+    n_clients=st.integers(1, 40),
+    min_size=st.integers(0, 5),
+    scheme=st.sampled_from(PARTITIONS),
+    alpha=st.floats(0.01, 50.0),
+    gamma=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31),
+)
+def test_partition_invariants_property(
+    n, n_classes, n_clients, min_size, scheme, alpha, gamma, seed
+):
+    labels = np.random.default_rng(seed).integers(0, n_classes, size=n)
+    if n < n_clients * min_size:
+        with pytest.raises(PartitionError, match="cannot give"):
+            partition(
+                labels, n_clients, scheme, alpha=alpha, gamma=gamma, seed=seed, min_size=min_size
+            )
+        return
+    parts = partition(
+        labels, n_clients, scheme, alpha=alpha, gamma=gamma, seed=seed, min_size=min_size
+    )
+    check_partition(parts, n, n_clients, min_size)
