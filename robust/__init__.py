@@ -1,1 +1,104 @@
-"""fortis.robust"""
+"""fortis.robust — Byzantine-robust aggregation rules on numpy arrays.
+
+Every rule takes an (n, d) float32/float64 array ``X`` (one row per client update), never
+modifies it, and returns a length-d vector of the same dtype. Rows containing NaN/Inf are
+Byzantine: they are removed (and reported) before the rule runs and count against ``f``,
+so every rule returns a finite vector whenever at most f rows are non-finite.
+
+Robust rules are unweighted. Rules that accept ``weights=`` expect *trusted* weights (for
+example :meth:`Reputation.weights`): a client's self-reported example count is
+attacker-controlled and must not be used as a weight.
+
+Entry points: :func:`aggregate` (vector) and :func:`aggregate_detailed`
+(:class:`AggregationResult` with accepted set, scores, verdicts, stage reports). Rule names
+are in :data:`RULES`; :data:`DISTANCE_RULES` can run from a distance/Gram matrix only (the
+secure path), :data:`COORDINATE_RULES` need coordinates. This package has no dependency
+besides numpy.
+"""
+
+from . import distances, errors
+from .auto_f import OutlierEstimate, estimate_f, estimate_outliers
+from .clipping import centered_clipping, clip
+from .coordinate import mean, median, trimmed_mean
+from .distances import (
+    distances_from_gram,
+    gram,
+    gram_from_distances,
+    pairwise_sq_distances,
+    sq_distances_to,
+)
+from .errors import (
+    AggregationError,
+    DistanceOnlyError,
+    InputShapeError,
+    InsufficientClientsError,
+    ParameterError,
+    ReputationStateError,
+    RobustError,
+    UnknownRuleError,
+    WeightsError,
+)
+from .filters import distance_filter, distance_filter_select
+from .geomed import geometric_median, rfa, weiszfeld_coefficients
+from .krum_rules import bulyan, krum, krum_scores, krum_select, multi_krum, multi_krum_select
+from .mixing import bucketing, nnm
+from .pipeline import (
+    COORDINATE_RULES,
+    DISTANCE_RULES,
+    PRE_AGGREGATORS,
+    RULES,
+    aggregate,
+    aggregate_detailed,
+)
+from .reputation import Reputation
+from .result import AggregationResult
+from .voting import sign_vote
+
+__all__ = [
+    "AggregationError",
+    "AggregationResult",
+    "COORDINATE_RULES",
+    "DISTANCE_RULES",
+    "DistanceOnlyError",
+    "InputShapeError",
+    "InsufficientClientsError",
+    "OutlierEstimate",
+    "PRE_AGGREGATORS",
+    "ParameterError",
+    "RULES",
+    "Reputation",
+    "ReputationStateError",
+    "RobustError",
+    "UnknownRuleError",
+    "WeightsError",
+    "aggregate",
+    "aggregate_detailed",
+    "bucketing",
+    "bulyan",
+    "centered_clipping",
+    "clip",
+    "distance_filter",
+    "distance_filter_select",
+    "distances",
+    "distances_from_gram",
+    "errors",
+    "estimate_f",
+    "estimate_outliers",
+    "geometric_median",
+    "gram",
+    "gram_from_distances",
+    "krum",
+    "krum_scores",
+    "krum_select",
+    "mean",
+    "median",
+    "multi_krum",
+    "multi_krum_select",
+    "nnm",
+    "pairwise_sq_distances",
+    "rfa",
+    "sign_vote",
+    "sq_distances_to",
+    "trimmed_mean",
+    "weiszfeld_coefficients",
+]

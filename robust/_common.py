@@ -1,0 +1,76 @@
+"""Shared preamble of every public rule: validation and non-finite row removal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._rows import RowSet
+from ._validate import as_matrix, check_f, finite_rows, require_n
+from .errors import InputShapeError, InsufficientClientsError
+
+
+@dataclass(frozen=True)
+class Bound:
+    """``n >= min_n(f)``, written as ``text`` in error messages."""
+
+    text: str
+    min_n: Callable[[int], int]
+
+    def check(self, rule: str, n: int, f: int) -> None:
+        require_n(rule, n, f, self.text, self.min_n)
+
+    def max_f(self, n: int) -> int:
+        f = 0
+        while self.min_n(f + 1) <= n:
+            f += 1
+        return f
+
+
+ANY = Bound("1", lambda f: 1)
+MAJORITY = Bound("2f+1", lambda f: 2 * f + 1)
+KRUM = Bound("2f+3", lambda f: 2 * f + 3)
+BULYAN = Bound("4f+3", lambda f: 4 * f + 3)
+
+
+@dataclass
+class Prepared:
+    X: np.ndarray
+    rows: RowSet  # finite rows
+    finite: np.ndarray  # bool mask over the original rows
+    f: int  # f for the finite rows: max(f - removed, 0)
+    removed: int
+
+
+def prepare(X: object, f: object, rule: str, bound: Bound) -> Prepared:
+    """Validate ``X`` and ``f``, check the rule's bound on (n, f), drop non-finite rows.
+
+    Non-finite rows are Byzantine by definition, so each one removed lowers the f that the
+    rule must tolerate among the remaining rows: ``f' = max(f − removed, 0)``. If more rows
+    than f are non-finite, the rule still runs (with f' = 0) on the finite rows, provided
+    they satisfy its bound for f' = 0.
+    """
+    X = as_matrix(X)
+    f = check_f(f)
+    n = X.shape[0]
+    bound.check(rule, n, f)
+    mask = finite_rows(X)
+    removed = int(n - mask.sum())
+    if removed == n:
+        raise InsufficientClientsError(f"{rule}: all {n} rows of X are non-finite")
+    f_eff = max(f - removed, 0)
+    if removed:
+        bound.check(rule + f" (after removing {removed} non-finite rows)", n - removed, f_eff)
+    rows = RowSet(X, np.flatnonzero(mask) if removed else None)
+    return Prepared(X, rows, mask, f_eff, removed)
+
+
+def require_all_finite(X: np.ndarray, who: str) -> None:
+    mask = finite_rows(X)
+    if not mask.all():
+        bad = np.flatnonzero(~mask)[:10].tolist()
+        raise InputShapeError(
+            f"{who}: rows {bad} of X are non-finite; drop them first (robust.aggregate does)"
+        )

@@ -1,0 +1,109 @@
+"""Norm clipping (a pre-aggregator) and centered clipping (Karimireddy, He, Jaggi 2021)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import MAJORITY, prepare, require_all_finite
+from ._rows import RowSet
+from ._validate import as_matrix, check_int, check_positive, check_vector, check_weights
+from .result import RuleOutput
+
+__all__ = ["clip", "centered_clipping", "clip_factors", "norm_filter"]
+
+
+def clip_factors(sq_norms: np.ndarray, max_norm: float) -> np.ndarray:
+    """``min(1, max_norm / ‖x_i‖)`` per row (1 for a zero row)."""
+    norms = np.sqrt(sq_norms)
+    with np.errstate(divide="ignore"):
+        return np.where(norms > max_norm, max_norm / np.where(norms > 0, norms, 1.0), 1.0)
+
+
+def clip_rows(rs: RowSet, max_norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clipped copy of the rows, the factors, and the original norms (float64)."""
+    sq = rs.sq_norms()
+    factors = clip_factors(sq, max_norm)
+    Y = rs.materialize() * factors.astype(rs.dtype)[:, None]
+    return Y, factors, np.sqrt(sq)
+
+
+def clip(X: np.ndarray, max_norm: float) -> np.ndarray:
+    """Scale every row with L2 norm above ``max_norm`` down to norm ``max_norm``.
+
+    Norms are computed in float64. Returns a new array (dtype of ``X``); ``X`` is not
+    modified. Raises :class:`InputShapeError` (including non-finite rows: drop them first,
+    as :func:`robust.aggregate` does), :class:`ParameterError` (``max_norm`` not > 0).
+    """
+    X = as_matrix(X)
+    max_norm = check_positive(max_norm, "max_norm")
+    require_all_finite(X, "clip")
+    return clip_rows(RowSet(X), max_norm)[0]
+
+
+def norm_filter(X: np.ndarray, max_norm: float) -> np.ndarray:
+    """Boolean mask of the rows whose L2 norm (float64) is at most ``max_norm``; non-finite
+    rows are outside. In :func:`robust.aggregate` the other rows are rejected with verdict
+    ``"rejected:norm"`` (the secure path's norm bound). Raises :class:`InputShapeError`,
+    :class:`ParameterError`."""
+    X = as_matrix(X)
+    max_norm = check_positive(max_norm, "max_norm")
+    with np.errstate(invalid="ignore", over="ignore"):
+        sq = RowSet(X).sq_norms()
+    return np.isfinite(sq) & (np.sqrt(sq) <= max_norm)
+
+
+def centered_clipping_core(
+    rs: RowSet,
+    f: int,
+    *,
+    center: np.ndarray,
+    tau: float,
+    iters: int = 1,
+    weights: np.ndarray | None = None,
+    detailed: bool = False,
+    **_: object,
+) -> RuleOutput:
+    w = np.full(rs.n, 1.0 / rs.n) if weights is None else weights / weights.sum()
+    v = np.asarray(center, dtype=np.float64).copy()
+    factors = np.ones(rs.n)
+    for _ in range(iters):
+        factors = clip_factors(rs.sq_dist_to(v), tau)
+        c = w * factors
+        # v + Σ c_i (x_i − v) = (1 − Σ c_i) v + Σ c_i x_i ; Σ c_i <= 1 so no overflow.
+        v = (1.0 - c.sum()) * v + rs.weighted_sum(c).astype(np.float64)
+    info = {
+        "iterations": iters,
+        "clipped_count": int((factors < 1).sum()),
+        "score_kind": "clip factor min(1, tau/||x_i - v||) in the last iteration (1 = unclipped)",
+    }
+    return RuleOutput(v.astype(rs.dtype), np.ones(rs.n, bool), factors, info)
+
+
+def centered_clipping(
+    X: np.ndarray,
+    center: np.ndarray,
+    tau: float,
+    iters: int = 1,
+    *,
+    weights: np.ndarray | None = None,
+    f: int = 0,
+) -> np.ndarray:
+    """Centered clipping: ``v ← v + Σ w_i (x_i − v) · min(1, τ / ‖x_i − v‖)``, ``iters``
+    times, starting at ``v = center`` (uniform ``w_i = 1/n`` unless trusted weights).
+
+    Stateless: the caller keeps the centre (typically the previous round's aggregate or
+    momentum) and passes it in. Distances are computed directly in float64. Non-finite rows
+    are removed first. ``f`` is only checked against n >= 2f+1.
+
+    Returns a length-d vector (dtype of ``X``). Raises :class:`InputShapeError` (bad shape,
+    ``center`` of the wrong length or non-finite), :class:`ParameterError` (``tau`` not > 0,
+    ``iters`` < 1), :class:`WeightsError`, :class:`InsufficientClientsError`.
+    """
+    p = prepare(X, f, "centered_clipping", MAJORITY)
+    c = check_vector(center, p.X.shape[1], "center")
+    tau = check_positive(tau, "tau")
+    iters = check_int(iters, "iters", 1)
+    w = check_weights(weights, p.X.shape[0])
+    if w is not None and p.removed:
+        w = w[p.finite]
+    return centered_clipping_core(p.rows, p.f, center=c, tau=tau, iters=iters, weights=w).vector

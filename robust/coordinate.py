@@ -1,0 +1,137 @@
+"""Mean and the coordinate-wise rules: median and trimmed mean.
+
+Coordinate-wise rules need coordinates: they cannot run from distances (they are in
+:data:`robust.COORDINATE_RULES`). Column statistics are computed on transposed,
+cache-sized column chunks sorted with numpy's SIMD sort on worker threads; the caller's
+array is never modified and no full-size temporary is made.
+
+**What "accepted" means for a coordinate-wise rule.** Every coordinate of the output is a
+function of all finite rows, so every finite row is *accepted* (only non-finite rows are
+rejected). The per-client ``scores`` of the detailed API are the fraction of coordinates
+at which the row lies inside the f-trimmed range ``[v_(f), v_(n−1−f)]`` of that coordinate
+(1.0 = never among the f most extreme values on either side).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import ANY, MAJORITY, prepare
+from ._rows import RowSet
+from ._validate import check_weights
+from .errors import WeightsError
+from .result import RuleOutput
+
+__all__ = ["mean", "median", "trimmed_mean"]
+
+
+def _trim_scores(t: np.ndarray, ch: np.ndarray, f: int) -> np.ndarray:
+    m = t.shape[1]
+    lo = t[:, f]
+    hi = t[:, m - 1 - f]
+    inside = (ch >= lo) & (ch <= hi)
+    return inside.sum(axis=1)
+
+
+def mean_core(
+    rs: RowSet, f: int, *, weights: np.ndarray | None = None, detailed: bool = False, **_: object
+) -> RuleOutput:
+    if weights is None:
+        w = np.full(rs.n, 1.0 / rs.n)
+    else:
+        total = weights.sum()
+        if total <= 0:
+            raise WeightsError("weights of the finite rows sum to 0")
+        w = weights / total
+    vec = rs.weighted_sum(w)
+    return RuleOutput(vec, np.ones(rs.n, bool), None, {"score_kind": None})
+
+
+def _sorted_stat(rs: RowSet, f: int, detailed: bool, stat) -> RuleOutput:
+    out = np.empty(rs.d, dtype=rs.dtype)
+
+    def fn(t: np.ndarray, ch: np.ndarray, a: int, b: int):
+        out[a:b] = stat(t)
+        return _trim_scores(t, ch, f) if detailed else None
+
+    parts = rs.sorted_columns_apply(fn, out)
+    scores = None
+    info: dict[str, object] = {}
+    if detailed:
+        scores = np.sum(parts, axis=0) / rs.d
+        info["score_kind"] = (
+            "fraction of coordinates inside the f-trimmed range (higher is more central)"
+        )
+    return RuleOutput(out, np.ones(rs.n, bool), scores, info)
+
+
+def median_core(rs: RowSet, f: int, *, detailed: bool = False, **_: object) -> RuleOutput:
+    m = rs.n
+
+    def stat(t: np.ndarray) -> np.ndarray:
+        if m % 2:
+            return t[:, m // 2]
+        return 0.5 * t[:, m // 2 - 1].astype(np.float64) + 0.5 * t[:, m // 2]
+
+    return _sorted_stat(rs, f, detailed, stat)
+
+
+def trimmed_mean_core(rs: RowSet, f: int, *, detailed: bool = False, **_: object) -> RuleOutput:
+    m = rs.n
+    keep = m - 2 * f
+
+    def stat(t: np.ndarray) -> np.ndarray:
+        return t[:, f : m - f].sum(axis=1, dtype=np.float64) / keep
+
+    return _sorted_stat(rs, f, detailed, stat)
+
+
+def mean(X: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Average of the rows (FedAvg), optionally weighted.
+
+    ``weights`` must be *trusted* (e.g. reputation): a client's self-reported example count
+    is attacker-controlled, and one Byzantine client reporting 10⁶ examples can move a
+    count-weighted mean arbitrarily. Weights are normalised to sum 1, so the result is a
+    convex combination and cannot overflow. Non-finite rows are Byzantine: they are dropped
+    (with their weights) before averaging. ``mean`` has no robustness: a single finite
+    Byzantine row moves it arbitrarily far.
+
+    Returns a length-d vector with the dtype of ``X``.
+    Raises :class:`InputShapeError`, :class:`WeightsError`, :class:`InsufficientClientsError`
+    (every row non-finite).
+    """
+    p = prepare(X, 0, "mean", ANY)
+    w = check_weights(weights, p.X.shape[0])
+    if w is not None and p.removed:
+        w = w[p.finite]
+    return mean_core(p.rows, 0, weights=w).vector
+
+
+def median(X: np.ndarray, *, f: int = 0) -> np.ndarray:
+    """Coordinate-wise median; for an even number of rows the two middle values are averaged.
+
+    Tolerates up to ``f < n/2`` arbitrary rows: each output coordinate lies within the range
+    of the honest values of that coordinate. ``f`` is only used to check ``n >= 2f+1``.
+    Non-finite rows are dropped first (they count against f).
+
+    Returns a length-d vector with the dtype of ``X``.
+    Raises :class:`InputShapeError`, :class:`InsufficientClientsError`.
+    """
+    p = prepare(X, f, "median", MAJORITY)
+    return median_core(p.rows, p.f).vector
+
+
+def trimmed_mean(X: np.ndarray, f: int) -> np.ndarray:
+    """Coordinate-wise trimmed mean: per coordinate, drop the f largest and f smallest
+    values and average the remaining n − 2f (Yin et al. 2018). Ties are handled exactly
+    (the kept values are the middle n − 2f order statistics).
+
+    Non-finite rows are removed first and count against f: with r such rows the rule trims
+    f' = max(f − r, 0) per side among the n − r finite rows.
+
+    Returns a length-d vector with the dtype of ``X``.
+    Raises :class:`InputShapeError`, :class:`ParameterError` (bad f),
+    :class:`InsufficientClientsError` (needs n >= 2f+1).
+    """
+    p = prepare(X, f, "trimmed_mean", MAJORITY)
+    return trimmed_mean_core(p.rows, p.f).vector

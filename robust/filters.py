@@ -1,0 +1,137 @@
+"""Distance-to-centre filter: a distance-only rule for the secure path.
+
+The robust centre is the geometric median of the rows, computed from the pairwise squared
+distances alone (Weiszfeld in coefficient space, see :mod:`robust.geomed`). Each row's
+distance to it is ``r_i = sqrt((Dα)_i − ½ αᵀDα)``. Rows with ``r_i`` above
+``median(r) + k · 1.4826 · MAD(r)`` (or above an absolute ``max_distance``) are rejected;
+if ``f`` is given, at most the f farthest flagged rows are rejected. The aggregate is the
+mean of the accepted rows (trusted-weighted if weights are given), so a secure pipeline
+can compute it as a masked sum over the accepted set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import MAJORITY, prepare
+from ._rows import RowSet
+from ._validate import check_positive, check_weights
+from .auto_f import robust_cut
+from .distances import auto_gram, gram_from_distances, resolve_distances
+from .errors import InsufficientClientsError
+from .geomed import _weiszfeld
+from .result import RuleOutput
+
+__all__ = ["distance_filter", "distance_filter_select"]
+
+
+def _select(
+    G: np.ndarray,
+    f: int | None,
+    k: float,
+    max_distance: float | None,
+    weights: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, float, dict]:
+    n = G.shape[0]
+    w = np.full(n, 1.0 / n) if weights is None or weights.sum() <= 0 else weights / weights.sum()
+    alpha, info = _weiszfeld(G, w, 1e-12, 1e-9, 1000)
+    r = info["distances"]
+    thr = float(max_distance) if max_distance is not None else robust_cut(r, k)
+    flagged = r > thr
+    if f is not None and flagged.sum() > f:
+        keep = np.argsort(-np.where(flagged, r, -np.inf), kind="stable")[:f]
+        flagged = np.zeros(n, bool)
+        flagged[keep] = True
+    if flagged.all():
+        raise InsufficientClientsError(
+            f"distance_filter rejected all {n} rows (threshold {thr:g}); nothing to aggregate"
+        )
+    return ~flagged, r, thr, {"centre_coefficients": alpha, "centre_iterations": info["iterations"]}
+
+
+def distance_filter_select(
+    distances: np.ndarray,
+    f: int | None = None,
+    *,
+    k: float = 3.0,
+    max_distance: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance-only form: boolean accepted mask and each row's distance to the centre."""
+    D = resolve_distances(None, distances=distances)
+    k = check_positive(k, "k")
+    if max_distance is not None:
+        max_distance = check_positive(max_distance, "max_distance", allow_zero=True)
+    acc, r, _, _ = _select(gram_from_distances(D), f, k, max_distance, None)
+    return acc, r
+
+
+def distance_filter_core(
+    rs: RowSet | None,
+    f: int | None,
+    *,
+    D: np.ndarray | None = None,
+    k: float = 3.0,
+    max_distance: float | None = None,
+    weights: np.ndarray | None = None,
+    detailed: bool = False,
+    **_: object,
+) -> RuleOutput:
+    if D is None:
+        assert rs is not None
+        G = auto_gram(rs)
+    else:
+        G = gram_from_distances(D)
+    acc, r, thr, info = _select(G, f, k, max_distance, weights)
+    vec = None
+    if rs is not None:
+        sel = np.flatnonzero(acc)
+        w = np.ones(len(sel)) if weights is None else weights[sel]
+        if w.sum() <= 0:
+            w = np.ones(len(sel))
+        vec = rs.subset(sel).weighted_sum(w / w.sum())
+    info.update(
+        threshold=thr, score_kind="distance to the geometric median (lower is more central)"
+    )
+    return RuleOutput(vec, acc, r, info)
+
+
+def distance_filter(
+    X: np.ndarray,
+    f: int | None = None,
+    *,
+    k: float = 3.0,
+    max_distance: float | None = None,
+    distances: np.ndarray | None = None,
+    gram: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Mean of the rows whose distance to the robust centre (the geometric median) is at
+    most ``median + k·1.4826·MAD`` of those distances, or ``max_distance`` if given.
+
+    ``f``: if given, at most f rows are rejected (the farthest) and n >= 2f+1 is checked.
+    ``distances``/``gram``: precomputed; ``X`` is then only used for the final mean.
+    ``weights``: trusted weights only (never self-reported counts).
+    Non-finite rows are removed first and count against f.
+
+    Returns a length-d vector (dtype of ``X``). Raises :class:`InputShapeError`,
+    :class:`ParameterError`, :class:`WeightsError`, :class:`InsufficientClientsError`.
+    """
+    k = check_positive(k, "k")
+    if max_distance is not None:
+        max_distance = check_positive(max_distance, "max_distance", allow_zero=True)
+    p = prepare(X, 0 if f is None else f, "distance_filter", MAJORITY)
+    w = check_weights(weights, p.X.shape[0])
+    if w is not None and p.removed:
+        w = w[p.finite]
+    D = None
+    if distances is not None or gram is not None:
+        keep = np.flatnonzero(p.finite)
+        D = resolve_distances(
+            None,
+            distances=None if distances is None else np.asarray(distances)[np.ix_(keep, keep)],
+            gram_matrix=None if gram is None else np.asarray(gram)[np.ix_(keep, keep)],
+            n=len(keep),
+        )
+    return distance_filter_core(
+        p.rows, None if f is None else p.f, D=D, k=k, max_distance=max_distance, weights=w
+    ).vector

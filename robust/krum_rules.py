@@ -1,0 +1,331 @@
+"""Krum, Multi-Krum (Blanchard et al. 2017) and Bulyan (El Mhamdi et al. 2018).
+
+Krum and Multi-Krum need only the pairwise squared distances: pass ``distances=`` (n×n
+squared distances) or ``gram=`` (Gram of the rows centred on any common point) and ``X`` is
+then used only to average the selected rows. With distances only (no ``X``) use
+:func:`krum_select` / :func:`multi_krum_select`, or :func:`robust.aggregate_detailed`, whose
+result carries the selected index set in ``accepted`` (``vector`` is then ``None``).
+
+Ties between equal scores are broken towards the lower row index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import BULYAN, KRUM, prepare
+from ._rows import RowSet
+from ._validate import check_f, check_int, check_weights
+from .distances import auto_gram, distances_from_gram, resolve_distances
+from .errors import DistanceOnlyError, InsufficientClientsError
+from .result import RuleOutput
+
+__all__ = [
+    "krum",
+    "multi_krum",
+    "bulyan",
+    "krum_scores",
+    "krum_select",
+    "multi_krum_select",
+]
+
+
+def krum_scores(distances: np.ndarray, f: int, neighbours: int | None = None) -> np.ndarray:
+    """Krum score of every row: the sum of its squared distances to its ``neighbours``
+    nearest other rows (default n − f − 2). Lower is more central. Float64, shape (n,).
+
+    Raises :class:`ParameterError` if ``neighbours`` is not in [1, n−1] (or n − f − 2 < 1
+    when defaulted), :class:`InputShapeError` for a malformed matrix.
+    """
+    D = resolve_distances(None, distances=distances)
+    return _scores(D, _neighbours(D.shape[0], check_f(f), neighbours))
+
+
+def _neighbours(n: int, f: int, neighbours: int | None) -> int:
+    if neighbours is None:
+        k = n - f - 2
+        if k < 1:
+            raise InsufficientClientsError(
+                f"krum needs n - f - 2 >= 1 neighbours, i.e. n >= f+3 = {f + 3}, got n={n} (f={f})"
+            )
+        return k
+    return check_int(neighbours, "neighbours", 1, max(n - 1, 1))
+
+
+def _scores(D: np.ndarray, k: int) -> np.ndarray:
+    n = D.shape[0]
+    if n == 1:
+        return np.zeros(1)
+    off = D.copy()
+    np.fill_diagonal(off, np.inf)
+    return np.sort(off, axis=1)[:, :k].sum(axis=1)
+
+
+def krum_select(
+    distances: np.ndarray, f: int, neighbours: int | None = None
+) -> tuple[int, np.ndarray]:
+    """Index of the row Krum selects, and all Krum scores (distance-only form)."""
+    D = resolve_distances(None, distances=distances)
+    f = check_f(f)
+    KRUM.check("krum", D.shape[0], f)
+    s = _scores(D, _neighbours(D.shape[0], f, neighbours))
+    return int(np.argmin(s)), s
+
+
+def multi_krum_select(
+    distances: np.ndarray, f: int, m: int | None = None, neighbours: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices of the m rows Multi-Krum selects (default m = n − f), and the scores."""
+    D = resolve_distances(None, distances=distances)
+    f = check_f(f)
+    n = D.shape[0]
+    KRUM.check("multi_krum", n, f)
+    s = _scores(D, _neighbours(n, f, neighbours))
+    m = n - f if m is None else check_int(m, "m", 1, n)
+    return np.sort(np.argsort(s, kind="stable")[:m]), s
+
+
+def _distances_for(rs: RowSet | None, D: np.ndarray | None) -> np.ndarray:
+    if D is not None:
+        return D
+    assert rs is not None
+    return distances_from_gram(auto_gram(rs))
+
+
+def krum_core(
+    rs: RowSet | None,
+    f: int,
+    *,
+    D: np.ndarray | None = None,
+    neighbours: int | None = None,
+    detailed: bool = False,
+    **_: object,
+) -> RuleOutput:
+    D = _distances_for(rs, D)
+    n = D.shape[0]
+    k = min(neighbours, n - 1) if neighbours is not None else _neighbours(n, f, None)
+    s = _scores(D, max(k, 1) if n > 1 else 1)
+    i = int(np.argmin(s))
+    acc = np.zeros(n, bool)
+    acc[i] = True
+    vec = None if rs is None else np.array(rs.row(i), dtype=rs.dtype, copy=True)
+    return RuleOutput(
+        vec,
+        acc,
+        s,
+        {"selected": [i], "neighbours": k, "score_kind": "krum score (lower is more central)"},
+    )
+
+
+def multi_krum_core(
+    rs: RowSet | None,
+    f: int,
+    *,
+    D: np.ndarray | None = None,
+    m: int | None = None,
+    neighbours: int | None = None,
+    weights: np.ndarray | None = None,
+    detailed: bool = False,
+    **_: object,
+) -> RuleOutput:
+    D = _distances_for(rs, D)
+    n = D.shape[0]
+    k = min(neighbours, n - 1) if neighbours is not None else _neighbours(n, f, None)
+    s = _scores(D, max(k, 1) if n > 1 else 1)
+    m_eff = n - f if m is None else min(int(m), n)
+    sel = np.sort(np.argsort(s, kind="stable")[:m_eff])
+    acc = np.zeros(n, bool)
+    acc[sel] = True
+    vec = None
+    if rs is not None:
+        w = np.ones(len(sel)) if weights is None else weights[sel]
+        if w.sum() <= 0:  # every selected row has zero trusted weight: fall back to uniform
+            w = np.ones(len(sel))
+        vec = rs.subset(sel).weighted_sum(w / w.sum())
+    return RuleOutput(
+        vec,
+        acc,
+        s,
+        {
+            "selected": sel.tolist(),
+            "m": m_eff,
+            "neighbours": k,
+            "score_kind": "krum score (lower is more central)",
+        },
+    )
+
+
+def krum(
+    X: np.ndarray,
+    f: int,
+    neighbours: int | None = None,
+    distances: np.ndarray | None = None,
+    gram: np.ndarray | None = None,
+) -> np.ndarray:
+    """Krum (Blanchard et al. 2017): return the row whose sum of squared distances to its
+    n − f − 2 nearest other rows is smallest. Requires n >= 2f+3.
+
+    ``neighbours`` overrides the count n − f − 2. ``distances``/``gram`` (for the rows of
+    ``X``) skip the distance computation. Krum is unweighted. Non-finite rows are removed
+    first and count against f (the rule then uses n' − f' − 2 neighbours).
+
+    Returns a copy of the selected row (dtype of ``X``). Distance-only callers: see
+    :func:`krum_select`. Raises :class:`InputShapeError`, :class:`ParameterError`,
+    :class:`InsufficientClientsError` (n < 2f+3), :class:`DistanceOnlyError` (``X`` None).
+    """
+    if X is None:
+        raise DistanceOnlyError("krum needs X to return a vector; use krum_select(distances, f)")
+    p = prepare(X, f, "krum", KRUM)
+    D = _given_distances(p, distances, gram)
+    if neighbours is not None:
+        check_int(neighbours, "neighbours", 1, max(p.X.shape[0] - 1, 1))
+    return krum_core(p.rows, p.f, D=D, neighbours=neighbours).vector
+
+
+def multi_krum(
+    X: np.ndarray,
+    f: int,
+    m: int | None = None,
+    neighbours: int | None = None,
+    distances: np.ndarray | None = None,
+    gram: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Multi-Krum: average of the m rows with the lowest Krum scores (default m = n − f),
+    scores computed once on all rows. Requires n >= 2f+3.
+
+    The average is unweighted unless trusted ``weights`` are given; never pass
+    self-reported example counts (attacker-controlled). ``distances``/``gram`` skip the
+    distance computation; ``X`` is then only used to average the selected rows. Non-finite
+    rows are removed first and count against f; an explicit ``m`` is capped at the number
+    of finite rows.
+
+    Raises :class:`InputShapeError`, :class:`ParameterError`, :class:`WeightsError`,
+    :class:`InsufficientClientsError`, :class:`DistanceOnlyError` (``X`` None).
+    """
+    if X is None:
+        raise DistanceOnlyError(
+            "multi_krum needs X to return a vector; use multi_krum_select(distances, f)"
+        )
+    p = prepare(X, f, "multi_krum", KRUM)
+    n = p.X.shape[0]
+    if m is not None:
+        check_int(m, "m", 1, n)
+    if neighbours is not None:
+        check_int(neighbours, "neighbours", 1, max(n - 1, 1))
+    w = check_weights(weights, n)
+    if w is not None and p.removed:
+        w = w[p.finite]
+    D = _given_distances(p, distances, gram)
+    return multi_krum_core(p.rows, p.f, D=D, m=m, neighbours=neighbours, weights=w).vector
+
+
+def _given_distances(p, distances, gram) -> np.ndarray | None:
+    if distances is None and gram is None:
+        return None
+    n = p.X.shape[0]
+    if p.removed:
+        keep = np.flatnonzero(p.finite)
+        if distances is not None:
+            distances = np.asarray(distances)[np.ix_(keep, keep)]
+        if gram is not None:
+            gram = np.asarray(gram)[np.ix_(keep, keep)]
+        n = len(keep)
+    return resolve_distances(None, distances=distances, gram_matrix=gram, n=n)
+
+
+def bulyan_select(D: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bulyan's first stage: θ = n − 2f rows chosen by repeatedly applying Krum to the rows
+    not chosen yet (each Krum call uses |R| − f − 2 neighbours, at least one). Returns the
+    chosen indices in selection order and the Krum scores of the first call."""
+    n = D.shape[0]
+    theta = n - 2 * f
+    remaining = list(range(n))
+    chosen: list[int] = []
+    first_scores = None
+    for _ in range(theta):
+        R = np.asarray(remaining)
+        if len(R) == 1:
+            pick = 0
+        else:
+            k = min(max(len(R) - f - 2, 1), len(R) - 1)
+            s = _scores(D[np.ix_(R, R)], k)
+            if first_scores is None:
+                first_scores = s
+            pick = int(np.argmin(s))
+        chosen.append(int(R[pick]))
+        remaining.pop(pick)
+    if first_scores is None:
+        first_scores = np.zeros(n)
+    return np.asarray(chosen, dtype=np.intp), first_scores
+
+
+def bulyan_core(
+    rs: RowSet, f: int, *, D: np.ndarray | None = None, detailed: bool = False, **_: object
+) -> RuleOutput:
+    D = _distances_for(rs, D)
+    n = D.shape[0]
+    chosen, first_scores = bulyan_select(D, f)
+    theta = len(chosen)
+    beta = theta - 2 * f
+    sel = rs.subset(np.sort(chosen))
+    out = np.empty(rs.d, dtype=rs.dtype)
+    offsets = np.arange(theta)
+
+    def fn(t: np.ndarray, ch: np.ndarray, a: int, b: int) -> None:
+        # t: (chunk, θ) sorted values. Median of the θ values, then the β values closest
+        # to it, which form a window [s, s+β) of the sorted values, s in [0, 2f].
+        if theta % 2:
+            med = t[:, theta // 2].astype(np.float64)
+        else:
+            med = 0.5 * t[:, theta // 2 - 1].astype(np.float64) + 0.5 * t[:, theta // 2]
+        best_cost = None
+        best_s = np.zeros(t.shape[0], dtype=np.intp)
+        for s in range(theta - beta + 1):
+            cost = np.maximum(med - t[:, s], t[:, s + beta - 1] - med)
+            if best_cost is None:
+                best_cost = cost
+            else:
+                better = cost < best_cost
+                best_cost = np.where(better, cost, best_cost)
+                best_s[better] = s
+        mask = (offsets >= best_s[:, None]) & (offsets < best_s[:, None] + beta)
+        out[a:b] = np.where(mask, t, 0).sum(axis=1, dtype=np.float64) / beta
+
+    sel.sorted_columns_apply(fn, out)
+    acc = np.zeros(n, bool)
+    acc[chosen] = True
+    return RuleOutput(
+        out,
+        acc,
+        first_scores,
+        {
+            "selected": chosen.tolist(),
+            "theta": theta,
+            "beta": beta,
+            "score_kind": "krum score of the first selection (lower is more central)",
+        },
+    )
+
+
+def bulyan(
+    X: np.ndarray, f: int, distances: np.ndarray | None = None, gram: np.ndarray | None = None
+) -> np.ndarray:
+    """Bulyan (El Mhamdi, Guerraoui, Rouault 2018). Requires n >= 4f+3.
+
+    1. Select θ = n − 2f rows by applying Krum repeatedly to the rows not yet selected.
+    2. Per coordinate, average the β = θ − 2f selected values closest to the coordinate's
+       median of the θ values (even θ: mean of the two middle values). When two choices
+       are equally close the one taking smaller values is used.
+
+    Needs coordinates for step 2 (a coordinate rule); ``distances``/``gram`` only replace
+    the distance computation of step 1. Unweighted. Non-finite rows are removed first and
+    count against f.
+
+    Returns a length-d vector with the dtype of ``X``.
+    Raises :class:`InputShapeError`, :class:`ParameterError`,
+    :class:`InsufficientClientsError` (e.g. ``"bulyan needs n >= 4f+3 = 11, got n=9 (f=2)"``).
+    """
+    p = prepare(X, f, "bulyan", BULYAN)
+    D = _given_distances(p, distances, gram)
+    return bulyan_core(p.rows, p.f, D=D).vector
