@@ -360,6 +360,8 @@ def run_round(
     hardened: bool = False,
     seed: int | None = None,
     round_id: int = 0,
+    dropout_rate: float = 0.1,
+    corrupt_rate: float = 0.1,
 ) -> RoundResult:
     """Securely aggregate ``updates`` in memory with the full protocol; return a RoundResult.
 
@@ -406,6 +408,11 @@ def run_round(
         deterministic). Keys, masks and Shamir coefficients always come from the OS CSPRNG.
     round_id:
         Round number bound into every message and key derivation.
+    dropout_rate, corrupt_rate:
+        SecAgg+ only: the fraction of dropouts the sparse graph must survive and the fraction of
+        clients that may collude with the server; they set its degree and threshold (rule of
+        :mod:`secagg.graphs`). More dropouts than planned can make the round abort (cleanly,
+        with the reason). Ignored for the complete graph.
 
     Returns
     -------
@@ -455,6 +462,8 @@ def run_round(
         graph=graph,
         threshold=threshold,
         hardened=hardened,
+        dropout_rate=dropout_rate,
+        corrupt_rate=corrupt_rate,
     )
     signing = pki = None
     if hardened:

@@ -219,3 +219,15 @@ def test_hardened_round_exact_with_dropouts():
     assert r.survivors == (0, 2, 3, 4, 5, 6, 7, 8)  # 3 and 4 sent their inputs
     plain = run_round(x, clip=1.0, seed=2, dropouts={"share_keys": [1]})
     np.testing.assert_array_equal(r.encoded_sum, plain.encoded_sum)
+
+
+def test_secaggplus_sized_for_more_dropouts():
+    n = 60
+    x = np.random.default_rng(9).uniform(-1, 1, (n, 3))
+    drops = {"masked_input": list(range(0, n, 4)), "unmask": [1, 2]}  # 25% + 2
+    r = run_round(x, clip=1.0, graph="secagg+", dropouts=drops, dropout_rate=0.3, seed=4)
+    assert not r.aborted, r.abort_reason
+    assert r.survivors == tuple(i for i in range(n) if i % 4)
+    wide = r.config.masking_graph(b"\0" * 32).max_degree()
+    narrow = RoundConfig(round_id=0, population=range(n), dim=1, clip=1.0, graph="secagg+")
+    assert wide > narrow.masking_graph(b"\0" * 32).max_degree()
