@@ -1,0 +1,98 @@
+"""Precision of the pairwise distances: centring + float64 accumulation vs the naive Gram."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import robust
+from robust.errors import InputShapeError
+
+
+def _exact(X):
+    X64 = np.asarray(X, dtype=np.float64)
+    n = len(X64)
+    D = np.zeros((n, n))
+    for i in range(n):
+        diff = X64 - X64[i]
+        D[i] = np.einsum("ij,ij->i", diff, diff)
+    return D
+
+
+def _near_duplicates(n=8, d=200_000, spread=1e-4, seed=0):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(d).astype(np.float32)
+    return (w + spread * rng.standard_normal((n, d))).astype(np.float32)
+
+
+def test_naive_float32_gram_fails_and_ours_is_precise():
+    X = _near_duplicates()
+    exact = _exact(X)
+    off = ~np.eye(len(X), dtype=bool)
+    # the naive form ‖x‖² + ‖y‖² − 2x·y in float32 on raw rows
+    G = X @ X.T
+    sq = np.diag(G)
+    naive = sq[:, None] + sq[None, :] - 2 * G
+    naive_err = np.abs(naive[off] - exact[off]) / exact[off]
+    assert np.median(naive_err) > 0.5  # useless
+    assert (naive[off] < 0).any()  # negative squared distances
+    ours = robust.pairwise_sq_distances(X)
+    err = np.abs(ours[off] - exact[off]) / exact[off]
+    assert err.max() < 1e-9
+    assert (np.diag(ours) == 0).all() and (ours >= 0).all()
+    np.testing.assert_array_equal(ours, ours.T)
+
+
+def test_far_outlier_triggers_recentring():
+    # honest rows are near-duplicates; one Byzantine row at 1e30 drags the mean away
+    X = _near_duplicates(n=7, d=20_000, seed=1)
+    X[0] = 1e30
+    exact = _exact(X)
+    honest = np.ix_(range(1, 7), range(1, 7))
+    off = ~np.eye(6, dtype=bool)
+    mean_centred = robust.distances_from_gram(robust.gram(X, center="mean"))
+    rel_mean = np.abs(mean_centred[honest][off] - exact[honest][off]) / exact[honest][off]
+    assert rel_mean.max() > 0.99  # mean-centring alone loses the honest distances
+    auto = robust.pairwise_sq_distances(X)
+    rel = np.abs(auto[honest][off] - exact[honest][off]) / exact[honest][off]
+    assert rel.max() < 1e-9
+    np.testing.assert_allclose(auto[0, 1:], exact[0, 1:], rtol=1e-9)
+
+
+def test_gram_center_options_give_same_distances():
+    X = np.random.default_rng(2).standard_normal((6, 50))
+    ref = _exact(X)
+    for c in ("auto", "mean", 3, np.ones(50)):
+        np.testing.assert_allclose(
+            robust.distances_from_gram(robust.gram(X, center=c)), ref, rtol=1e-10, atol=1e-10
+        )
+    G = robust.gram(X, center="mean")
+    np.testing.assert_allclose(G.sum(axis=0), 0, atol=1e-10)  # mean-centred
+    np.testing.assert_allclose(
+        robust.gram_from_distances(ref, 0), robust.gram(X, center=0), atol=1e-10
+    )
+    with pytest.raises(InputShapeError, match="center"):
+        robust.gram(X, center="median")
+    with pytest.raises(InputShapeError, match="row index"):
+        robust.gram(X, center=6)
+    with pytest.raises(InputShapeError, match=r"shape \(50,\)"):
+        robust.gram(X, center=np.ones(3))
+
+
+def test_sq_distances_to_is_direct():
+    X = _near_duplicates(n=4, d=10_000, seed=3)
+    z = X[0].astype(np.float64) + 1e-7
+    np.testing.assert_allclose(
+        robust.sq_distances_to(X, z), ((X.astype(np.float64) - z) ** 2).sum(1), rtol=1e-12
+    )
+
+
+def test_distances_from_gram_validation():
+    with pytest.raises(InputShapeError, match="square"):
+        robust.distances_from_gram(np.zeros((2, 3)))
+    with pytest.raises(InputShapeError, match="finite"):
+        robust.distances_from_gram(np.array([[0.0, np.nan], [np.nan, 0.0]]))
+    with pytest.raises(InputShapeError, match="symmetric"):
+        robust.distances_from_gram(np.array([[1.0, 2.0], [0.0, 1.0]]))
+    D = robust.distances_from_gram(np.array([[1.0, 1.0 + 1e-17], [1.0 + 1e-17, 1.0]]))
+    assert (D >= 0).all() and (np.diag(D) == 0).all()
