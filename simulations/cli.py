@@ -57,7 +57,7 @@ def _add_common(p: argparse.ArgumentParser, *, matrix: bool) -> None:
     g.add_argument("--training", default="fedavg", help="fedavg | fedprox | dsgd (default: fedavg)")
     g.add_argument("--local-epochs", type=int, default=1)
     g.add_argument(
-        "--lr", type=float, default=None, help="client learning rate (default: 0.1, dsgd 0.05)"
+        "--lr", type=float, default=None, help="client learning rate (default: 0.1; dsgd 0.5)"
     )
     g.add_argument("--server-lr", type=float, default=1.0)
     g.add_argument("--batch-size", type=int, default=32)
@@ -109,6 +109,12 @@ def _add_common(p: argparse.ArgumentParser, *, matrix: bool) -> None:
     )
     g.add_argument("--secure-bits", type=int, default=32)
     g.add_argument(
+        "--secure-graph",
+        default="complete",
+        choices=["complete", "secagg+"],
+        help="masking graph: complete (Bonawitz et al.) or SecAgg+ sparse graph (Bell et al.)",
+    )
+    g.add_argument(
         "--clip",
         type=float,
         default=None,
@@ -147,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--defense",
         default=DEFAULT_DEFENCE,
         help=f"rule, optionally with pre-aggregators: e.g. bucketing:s=2+krum (default: {DEFAULT_DEFENCE})",
+    )
+    sim.add_argument(
+        "--second-partition",
+        default="dirichlet",
+        help="partition for the second attack's rows: ALIE-style attacks hide best in non-IID "
+        "spread ('same' to reuse --partition; default: dirichlet)",
     )
     sim.add_argument(
         "--no-baselines",
@@ -190,7 +202,7 @@ def _base_config(args: argparse.Namespace, **overrides: Any):
     from simulations.specs import parse_component, parse_params, parse_value
 
     defence_f = None if args.defence_f is None else parse_value(args.defence_f)
-    lr = args.lr if args.lr is not None else (0.05 if args.training == "dsgd" else 0.1)
+    lr = args.lr if args.lr is not None else (0.5 if args.training == "dsgd" else 0.1)
     kwargs: dict[str, Any] = dict(
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -219,6 +231,7 @@ def _base_config(args: argparse.Namespace, **overrides: Any):
         replication=args.replication,
         secure=args.secure,
         secure_bits=args.secure_bits,
+        secure_graph=args.secure_graph,
         clip=args.clip,
         seed=args.seed,
     )
@@ -294,25 +307,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             )
         )
     runs.append((f"{args.attack}, {label}", defended))
-    if args.second_attack and args.second_attack != "none" and args.second_attack != args.attack:
-        runs.append(
-            (
-                f"{args.second_attack}, {label}",
-                defended.replace(attack=args.second_attack, attack_params={}),
-            )
-        )
+    if args.second_attack and args.second_attack != "none":
+        second = defended.replace(attack=args.second_attack, attack_params={})
+        where = ""
+        if args.second_partition not in ("same", defended.partition):
+            second = second.replace(partition=args.second_partition)
+            where = f" on {args.second_partition}"
+            if not args.no_baselines:
+                runs.append(
+                    (f"clean{where} (mean)", runs[0][1].replace(partition=args.second_partition))
+                )
+        runs.append((f"{args.second_attack}{where}, {label}", second))
         if not args.no_baselines:
             runs.append(
                 (
-                    f"{args.second_attack}, no defence (mean)",
-                    defended.replace(
-                        attack=args.second_attack,
-                        attack_params={},
-                        defence="mean",
-                        defence_params={},
-                        pre=(),
-                        defence_f=None,
-                    ),
+                    f"{args.second_attack}{where}, no defence (mean)",
+                    second.replace(defence="mean", defence_params={}, pre=(), defence_f=None),
                 )
             )
     dataset = load_dataset(defended.dataset, defended.data_dir, seed=defended.seed)

@@ -62,6 +62,7 @@ class SimulationConfig:
     replication: int = 1
     secure: bool = False
     secure_bits: int = 32
+    secure_graph: str = "complete"
     clip: float | None = None
     eval_every: int = 1
     seed: int = 0
@@ -104,6 +105,10 @@ class SimulationConfig:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.clip is not None and not self.clip > 0:
             raise ConfigError(f"clip must be positive, got {self.clip}")
+        if self.secure_graph not in ("complete", "secagg+"):
+            raise ConfigError(
+                f"secure_graph must be 'complete' or 'secagg+', got {self.secure_graph!r}"
+            )
         if isinstance(self.defence_f, str) and self.defence_f != "auto":
             raise ConfigError(f"defence_f must be an int, None or 'auto', got {self.defence_f!r}")
 

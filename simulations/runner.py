@@ -43,6 +43,7 @@ class RoundRecord:
     skipped: str | None = None
     aggregate_norm: float = 0.0
     seconds: float = 0.0
+    bytes_sent: int = 0
 
 
 @dataclass
@@ -186,6 +187,8 @@ class Simulation:
         self.previous_aggregate: np.ndarray | None = None
         self.param_history: deque[np.ndarray] = deque(maxlen=config.max_staleness + 1)
         self.notes: list[str] = []
+        self.diverged = False
+        self._round_bytes = 0
 
     # -- one round -------------------------------------------------------------------------
     def _participants(self) -> tuple[np.ndarray, np.ndarray]:
@@ -231,6 +234,16 @@ class Simulation:
         X[byz_mask] = self.attack.craft(ctx)
         return X
 
+    @staticmethod
+    def _clip_finite(X: np.ndarray, max_norm: float) -> np.ndarray:
+        """Every client's L2 clip to ``max_norm``; non-finite rows are left for the defence."""
+        finite = np.isfinite(X).all(axis=1)
+        if finite.all():
+            return robust.clip(X, max_norm)
+        X = X.copy()
+        X[finite] = robust.clip(X[finite], max_norm)
+        return X
+
     def _defence_params(self) -> dict[str, Any]:
         params = dict(self.config.defence_params)
         if self.config.defence == "centered_clipping" and "center" not in params:
@@ -256,20 +269,39 @@ class Simulation:
         if c.replication > 1:
             return self._aggregate_replicated(X)
         if c.secure:
-            from protocol import run_round
-
-            result = run_round(
-                X, clip=c.clip, bits=c.secure_bits, mean=True, seed=self.rng.integers(2**32)
-            )
-            if result.aborted:
-                raise RuntimeError(f"secure round aborted: {result.abort_reason}")
-            accepted = np.zeros(len(X), dtype=bool)
-            accepted[list(result.survivors)] = True
-            return np.asarray(result.aggregate, dtype=np.float32), accepted
+            return self._aggregate_secure(X)
         res = robust.aggregate_detailed(
             X, c.defence, f=c.f_for_defence, pre=list(c.pre), **self._defence_params()
         )
         return res.vector, np.asarray(res.accepted, dtype=bool)
+
+    def _aggregate_secure(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean over the survivors of one in-memory secure-aggregation round.
+
+        A row that cannot be encoded (non-finite) is a client that never manages to send a
+        masked input: it drops out at that stage and the round goes on without it.
+        """
+        from protocol import run_round
+
+        c = self.config
+        finite = np.isfinite(X).all(axis=1)
+        result = run_round(
+            np.where(finite[:, None], X, 0.0),
+            clip=c.clip,
+            bits=c.secure_bits,
+            graph=c.secure_graph,
+            mean=True,
+            seed=int(self.rng.integers(2**31)),
+            round_id=self._round_idx,
+            dropouts={"masked_input": np.flatnonzero(~finite).tolist()},
+        )
+        if result.aborted:
+            raise RuntimeError(f"secure round {self._round_idx} aborted: {result.abort_reason}")
+        accepted = np.zeros(len(X), dtype=bool)
+        accepted[list(result.survivors)] = True
+        t = result.transcript
+        self._round_bytes = t.server_bytes_sent + sum(t.client_bytes_sent.values())
+        return np.asarray(result.aggregate, dtype=np.float32), accepted
 
     def _aggregate_replicated(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from simulations.replication import majority_filter
@@ -291,6 +323,7 @@ class Simulation:
         self.param_history.append(self.params.copy())
         ids, staleness = self._participants()
         self._round_ids = ids
+        self._round_idx = round_idx
         byz_mask = self.is_byzantine[ids]
         record = RoundRecord(
             round=round_idx,
@@ -302,19 +335,27 @@ class Simulation:
             honest_rejected=0,
             byzantine_rejected=0,
         )
-        if len(ids) < 2:
+        if self.diverged:
+            record.skipped = "model diverged (a non-finite aggregate was applied earlier)"
+        elif len(ids) < 2:
             record.skipped = f"only {len(ids)} client(s) participated"
         else:
             X = self._honest_updates(ids, staleness, round_idx)
             X = self._craft(X, byz_mask, round_idx)
+            if c.clip is not None:
+                X = self._clip_finite(X, c.clip)
             try:
                 vector, accepted = self._aggregate(X, byz_mask)
             except robust.errors.InsufficientClientsError as exc:
                 record.skipped = f"aggregation skipped: {exc}"
             else:
                 if not np.all(np.isfinite(vector)):
-                    raise RuntimeError(
-                        f"defence {c.defence!r} returned a non-finite aggregate in round {round_idx}"
+                    # Only an undefended rule lets this happen: the model is destroyed, which is
+                    # the measured outcome of the run, not a crash.
+                    self.diverged = True
+                    self.notes.append(
+                        f"round {round_idx}: {c.defence!r} produced a non-finite aggregate; "
+                        "the model diverged"
                     )
                 self.params = self.params + np.float32(c.server_lr) * vector.astype(np.float32)
                 self.previous_aggregate = vector
@@ -322,6 +363,7 @@ class Simulation:
                 record.honest_rejected = int((~accepted & ~byz_mask).sum())
                 record.byzantine_rejected = int((~accepted & byz_mask).sum())
                 record.aggregate_norm = float(np.linalg.norm(vector))
+                record.bytes_sent, self._round_bytes = self._round_bytes, 0
         if (round_idx + 1) % c.eval_every == 0 or round_idx == c.rounds - 1:
             self._evaluate(record)
         record.seconds = time.perf_counter() - t0

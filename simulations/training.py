@@ -315,6 +315,32 @@ class LocalTrainer:
         n = x.shape[0]
         return correct / n, loss_sum / n
 
+    def predict(self, params: np.ndarray, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Predicted labels (int64) of the model with ``params`` on ``x``.
+
+        Raises :class:`~simulations.models.ParamsError` for a wrong-length vector. A sample
+        whose logits are not all finite is predicted as label -1 (never a real class).
+        """
+        arr = np.asarray(params)
+        if arr.ndim != 1 or arr.shape[0] != self.num_params:
+            raise ParamsError(
+                f"trainer: predict: parameter vector must have shape ({self.num_params},), got {arr.shape}"
+            )
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty(x.shape[0], dtype=np.int64)
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                self._w.copy_(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)))
+                for start in range(0, x.shape[0], batch_size):
+                    logits = self.model(torch.from_numpy(x[start : start + batch_size]))
+                    pred = logits.argmax(dim=1)
+                    pred[~torch.isfinite(logits).all(dim=1)] = -1
+                    out[start : start + len(pred)] = pred.numpy()
+        finally:
+            self.model.train()
+        return out
+
     def _check_eval(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         try:
             return self._check_data(0, x, y)

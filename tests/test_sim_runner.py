@@ -1,0 +1,194 @@
+"""End-to-end runs of the robustness lab on real data (digits), kept small and fast."""
+
+import json
+
+import numpy as np
+import pytest
+
+import simulations.matrix as matrix_mod
+from simulations.cli import main
+from simulations.config import ConfigError, SimulationConfig
+from simulations.datasets import load_dataset
+from simulations.matrix import run_matrix
+from simulations.runner import RunResult, run_simulation
+from simulations.testing import ThreatModel
+
+FAST = dict(clients=10, byzantine=2, rounds=6, seed=3)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", seed=3)
+
+
+def test_scaling_collapses_mean_and_median_holds(digits):
+    clean = run_simulation(
+        SimulationConfig(**{**FAST, "byzantine": 0}, attack="none", defence="mean"), dataset=digits
+    )
+    attacked = run_simulation(
+        SimulationConfig(**FAST, attack="scaling", defence="mean"), dataset=digits
+    )
+    defended = run_simulation(
+        SimulationConfig(**FAST, attack="scaling", defence="median"), dataset=digits
+    )
+    assert clean.final_accuracy > 0.85
+    assert attacked.final_accuracy < 0.5
+    assert defended.final_accuracy > clean.final_accuracy - 0.1
+    assert len(defended.history) == FAST["rounds"]
+
+
+def test_rejections_are_attributed_to_honest_or_byzantine(digits):
+    res = run_simulation(SimulationConfig(**FAST, attack="scaling", defence="krum"), dataset=digits)
+    for rec in res.history:
+        # Krum keeps exactly one row; with a -20x scaled attack it must be an honest one.
+        assert rec.accepted == 1
+        assert rec.byzantine_rejected == rec.byzantine_participants
+        assert rec.honest_rejected == rec.participants - rec.byzantine_participants - 1
+
+
+def test_nan_attack_never_reaches_the_model(digits):
+    res = run_simulation(
+        SimulationConfig(**FAST, attack="nan", defence="trimmed_mean"), dataset=digits
+    )
+    assert all(np.isfinite(r.loss) for r in res.history if r.loss is not None)
+    assert res.final_accuracy > 0.8
+
+
+def test_runs_are_deterministic(digits):
+    cfg = SimulationConfig(**FAST, attack="alie", defence="median", dropout=0.2, stragglers=0.2)
+    a, b = (run_simulation(cfg, dataset=digits) for _ in range(2))
+    assert [r.accuracy for r in a.history] == [r.accuracy for r in b.history]
+    assert [r.participants for r in a.history] == [r.participants for r in b.history]
+
+
+def test_result_round_trips_through_json(digits):
+    res = run_simulation(SimulationConfig(**{**FAST, "rounds": 2}), dataset=digits)
+    again = RunResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert again.config == res.config and again.accuracies == res.accuracies
+
+
+def test_secure_mode_refuses_robust_rules_instead_of_downgrading():
+    with pytest.raises(ConfigError, match="secure"):
+        run_simulation(SimulationConfig(**FAST, secure=True, defence="krum"))
+    with pytest.raises(ConfigError, match="pre-aggregators"):
+        run_simulation(SimulationConfig(**FAST, secure=True, defence="mean", pre=(("clip", {}),)))
+
+
+def test_replication_catches_every_deviating_replica(digits):
+    cfg = SimulationConfig(
+        clients=9, byzantine=2, replication=3, rounds=3, attack="sign_flip", defence="mean", seed=5
+    )
+    res = run_simulation(cfg, dataset=digits)
+    for rec in res.history:
+        assert rec.byzantine_rejected == rec.byzantine_participants
+        assert rec.honest_rejected == 0 or rec.accepted < rec.participants
+
+
+def test_threat_model_helper_asserts(digits):
+    tm = ThreatModel(clients=10, rounds=6, seed=3)
+    tm.assert_holds("median", "scaling", f=2, min_accuracy=0.8)
+    with pytest.raises(AssertionError, match="fell to"):
+        tm.assert_holds("mean", "scaling", f=2, min_accuracy=0.8)
+
+
+def test_fixture_is_registered(fortis_threat_model):
+    assert isinstance(fortis_threat_model, ThreatModel)
+
+
+def test_matrix_resumes_completed_cells(tmp_path, monkeypatch):
+    base = SimulationConfig(clients=8, byzantine=1, rounds=2, seed=1)
+    kw = dict(
+        attacks=["sign_flip", "scaling"],
+        defences=["mean", "bucketing+median"],
+        fs=[1],
+        partitions=["iid"],
+        out_dir=tmp_path,
+    )
+    seen = []
+    cells = run_matrix(base, **kw, on_cell=lambda i, n, s, resumed: seen.append(resumed))
+    assert len(cells) == 4 and seen == [False] * 4
+    assert (tmp_path / "matrix.md").read_text().count("worst case") == 1
+    assert (tmp_path / "matrix.png").stat().st_size > 0
+
+    def boom(*a, **k):
+        raise AssertionError("a completed cell was recomputed")
+
+    monkeypatch.setattr(matrix_mod, "run_simulation", boom)
+    seen.clear()
+    again = run_matrix(base, **kw, on_cell=lambda i, n, s, resumed: seen.append(resumed))
+    assert seen == [True] * 4
+    assert [c["final_accuracy"] for c in again] == [c["final_accuracy"] for c in cells]
+
+
+def test_cli_simulate_writes_report(tmp_path, capsys):
+    out = tmp_path / "sim"
+    rc = main(
+        [
+            "simulate",
+            "--clients",
+            "8",
+            "-f",
+            "2",
+            "--rounds",
+            "2",
+            "--quiet",
+            "--defence",
+            "bucketing:s=2+median",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    data = json.loads((out / "results.json").read_text())
+    # clean, attack undefended, attack defended; then on the second (non-IID) partition:
+    # clean, second attack defended, second attack undefended.
+    assert len(data) == 6
+    assert {r["config"]["partition"] for r in data.values()} == {"iid", "dirichlet"}
+    assert (out / "accuracy.png").stat().st_size > 0
+    md = (out / "summary.md").read_text()
+    assert "honest rejected" in md and "bucketing+median" in md
+
+
+def test_cli_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--secure", "--defence", "krum", "--quiet"])
+    assert exc.value.code == 2
+    assert "secure" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["simulate", "--attack", "teleport", "--quiet"])
+    assert "teleport" in capsys.readouterr().err
+
+
+def test_secure_mode_matches_plaintext_up_to_quantisation(digits):
+    from simulations.runner import Simulation
+
+    cfg = SimulationConfig(
+        clients=6, byzantine=0, attack="none", defence="mean", rounds=3, clip=1.0, seed=2
+    )
+    plain, secure = (
+        Simulation(cfg, dataset=digits),
+        Simulation(cfg.replace(secure=True), dataset=digits),
+    )
+    rp, rs = plain.run(), secure.run()
+    diff = np.abs(plain.params - secure.params).max()
+    # 32-bit fixed point over 6 clients with range 1.0: resolution ~ 2^-28 per coordinate/round.
+    assert 0 < diff < 1e-5
+    assert abs(rp.final_accuracy - rs.final_accuracy) <= 1 / len(digits.y_test)
+    assert all(r.bytes_sent > 0 for r in rs.history)
+
+
+def test_secure_mode_drops_a_client_that_cannot_encode(digits):
+    cfg = SimulationConfig(
+        clients=6,
+        byzantine=1,
+        attack="nan",
+        defence="mean",
+        rounds=2,
+        clip=1.0,
+        secure=True,
+        seed=2,
+    )
+    res = run_simulation(cfg, dataset=digits)
+    for rec in res.history:
+        assert rec.byzantine_rejected == 1 and rec.honest_rejected == 0
+    assert res.final_accuracy > 0.5
