@@ -191,6 +191,14 @@ def test_adaptive_needs_the_defence_callable():
         make_attack("adaptive").craft(make_ctx(aggregate=None))
 
 
+def test_limited_adaptive_needs_room_for_a_surrogate_honest_round():
+    ctx = make_ctx(h=0, knowledge="limited", n_clients=3)
+    with pytest.raises(AttackInputError, match="no honest"):
+        make_attack("adaptive", base="ipm").craft(ctx)
+    ok = make_ctx(h=0, knowledge="limited", n_clients=10)
+    assert make_attack("adaptive", base="ipm").craft(ok).shape == (3, 40)
+
+
 # --------------------------------------------------------------------------------------------
 # make_attack errors
 # --------------------------------------------------------------------------------------------
@@ -232,6 +240,9 @@ def test_missing_required_param_is_named():
         ("adaptive", {"search": "random"}, "search"),
         ("adaptive", {"bounds": (2.0, 1.0)}, "bounds"),
         ("adaptive", {"base_params": {"nope": 1}}, "nope"),
+        ("adaptive", {"base": "gaussian", "base_params": {"sigma": 1.0}}, "sigma"),
+        ("adaptive", {"iters": 2}, "iters"),
+        ("adaptive", {"grid": []}, "grid"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_param(name, params, param):
@@ -258,3 +269,15 @@ def test_is_data_poisoning_accepts_instances_classes_and_names():
     assert not is_data_poisoning("none")
     with pytest.raises(AttackConfigError):
         is_data_poisoning("nonsense")
+
+
+def test_attack_library_imports_neither_torch_nor_robust():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, simulations.attacks; "
+        "bad = [m for m in ('torch', 'robust') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,9 +4,14 @@ Model poisoning (``attack.craft(ctx) -> (f, d)`` rows; see :class:`AttackContext
 
 =============  ==============================================================================
 ``none``       the Byzantine clients behave honestly.
-``sign_flip``  ``scale * mean`` with ``scale = -1`` (own update negated when limited).
-``scaling``    boosting: ``factor * mean``, ``factor = -20``.
-``gaussian``   ``N(0, sigma^2)`` rows, ``sigma = 200 x`` the RMS coordinate std of the view.
+``sign_flip``  ``scale * mean`` with ``scale = -1`` (own update negated when limited); the
+               sign-flipping fault of Li et al., "RSA: Byzantine-Robust Stochastic Aggregation
+               Methods for Distributed Learning", AAAI 2019.
+``scaling``    boosting: ``factor * mean``, ``factor = -20`` (explicit boosting, Bhagoji et al.,
+               "Analyzing Federated Learning through an Adversarial Lens", ICML 2019).
+``gaussian``   ``N(0, sigma^2)`` rows, ``sigma = 200 x`` the RMS coordinate std of the view (the
+               Gaussian Byzantine vectors of Blanchard et al., "Machine Learning with
+               Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017).
 ``alie``       ``mean - z * std``, ``z`` from ``n`` and ``f``: Baruch, Baruch & Goldberg, "A Little
                Is Enough: Circumventing Defenses for Distributed Learning", NeurIPS 2019.
 ``ipm``        ``-eps * mean``, ``eps = 0.1``: Xie, Koyejo & Gupta, "Fall of Empires: Breaking
@@ -28,7 +33,8 @@ Model poisoning (``attack.craft(ctx) -> (f, d)`` rows; see :class:`AttackContext
 Data poisoning (``attack.poison(x, y, rng) -> (x', y')``):
 
 =============  ==============================================================================
-``label_flip`` ``y -> num_classes - 1 - y`` on a fraction of the samples.
+``label_flip`` ``y -> num_classes - 1 - y`` on a fraction of the samples (Tolpegin et al.,
+               "Data Poisoning Attacks Against Federated Learning Systems", ESORICS 2020).
 ``backdoor``   trigger patch (bottom-right square, or last features) + relabel to ``target``
                (Gu et al., "BadNets", 2017; Bagdasaryan et al., "How To Backdoor Federated
                Learning", AISTATS 2020); measure with :func:`attack_success_rate`.

@@ -38,6 +38,7 @@ import numpy as np
 from .base import (
     AttackConfigError,
     AttackContext,
+    AttackInputError,
     ModelPoisoningAttack,
     View,
     check_choice,
@@ -127,6 +128,15 @@ class AdaptiveAttack(ModelPoisoningAttack):
                 f"attack 'adaptive': parameter 'param' must be one of {list(base_cls.tunable)} "
                 f"for base {base!r}, got {self.param!r}"
             )
+        if (
+            base == "gaussian"
+            and self.param == "sigma_scale"
+            and self.base_params.get("sigma") is not None
+        ):
+            raise AttackConfigError(
+                "attack 'adaptive': tuning 'sigma_scale' has no effect when base_params sets "
+                "an absolute 'sigma'; drop 'sigma' from base_params"
+            )
         self.search = check_choice(self.name, "search", search, SEARCHES)
         self.grid = None
         if grid is not None:
@@ -167,6 +177,11 @@ class AdaptiveAttack(ModelPoisoningAttack):
             return ctx.honest_updates
         view = View(ctx.byzantine_updates)
         h = int(ctx.n_clients) - ctx.n_byzantine
+        if h < 1:
+            raise AttackInputError(
+                f"attack 'adaptive': AttackContext.n_clients={ctx.n_clients} leaves no honest "
+                "client to build the surrogate round from"
+            )
         noise = np.random.default_rng([seed, 1]).standard_normal((h, view.dim))
         return (view.mean + noise * view.std).astype(output_dtype(ctx), copy=False)
 
@@ -174,7 +189,8 @@ class AdaptiveAttack(ModelPoisoningAttack):
         """Craft the base attack at the strength that maximises the damage.
 
         Raises:
-            AttackInputError: malformed context, ``f == 0``, or ``ctx.aggregate`` is None.
+            AttackInputError: malformed context, ``f == 0``, ``ctx.aggregate`` is None, or (limited
+                knowledge) ``n_clients == f`` leaves no honest row to simulate.
         """
         validate_context(ctx, self.name, need_aggregate=True)
         seed = int(ctx.rng.integers(2**63 - 1))

@@ -130,9 +130,9 @@ def attack_success_rate(
 class LabelFlipAttack(DataPoisoningAttack):
     """Label flipping: ``y -> num_classes - 1 - y`` on a random ``fraction`` of the samples.
 
-    ``fraction`` defaults to 1.0 (every sample of the Byzantine client), the usual setting
-    (e.g. Karimireddy et al. 2022, Allen-Zhu et al. 2021). The indices flipped last are in
-    ``last_poisoned``.
+    ``fraction`` defaults to 1.0 (every sample of the Byzantine client), the setting of e.g.
+    Karimireddy et al. (ICLR 2022). ``round(fraction * N)`` samples are flipped; their indices
+    are in ``last_poisoned``.
     """
 
     name = "label_flip"
