@@ -272,7 +272,7 @@ class _RoundBar:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulations.datasets import load_dataset
     from simulations.report import summary_table, write_simulation_report
-    from simulations.runner import run_simulation
+    from simulations.runner import check_components, run_simulation
     from simulations.specs import defence_label, parse_defence
 
     f = args.byzantine if args.byzantine is not None else max(1, round(0.2 * args.clients))
@@ -325,6 +325,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     second.replace(defence="mean", defence_params={}, pre=(), defence_f=None),
                 )
             )
+    for _, cfg in runs:
+        check_components(cfg)
     dataset = load_dataset(defended.dataset, defended.data_dir, seed=defended.seed)
     if not args.quiet:
         print(

@@ -11,7 +11,7 @@ from simulations.config import SimulationConfig
 from simulations.datasets import Dataset, load_dataset
 from simulations.io import atomic_write_json, atomic_write_text, read_json
 from simulations.report import matrix_markdown, plot_matrix
-from simulations.runner import RunResult, run_simulation
+from simulations.runner import RunResult, check_components, run_simulation
 from simulations.specs import defence_label, parse_defence
 
 
@@ -68,6 +68,8 @@ def run_matrix(
     cell_dir = out / "cells"
     cell_dir.mkdir(parents=True, exist_ok=True)
     grid = matrix_configs(base, attacks, defences, fs, partitions)
+    for _, cfg in grid:
+        check_components(cfg)
     datasets: dict[tuple[str, str | None, int], Dataset] = {}
     summaries: list[dict[str, Any]] = []
     for index, (coords, cfg) in enumerate(grid):

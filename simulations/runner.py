@@ -130,11 +130,41 @@ def _check_secure_supported(config: SimulationConfig) -> None:
         raise ConfigError("--secure cannot be combined with --replication (needs plaintext rows)")
 
 
+def attack_kwargs(config: SimulationConfig, num_classes: int) -> dict[str, Any]:
+    """The attack's parameters, with the dataset's class count filled in for label flipping."""
+    params = dict(config.attack_params)
+    if config.attack == "label_flip":
+        params.setdefault("num_classes", num_classes)
+    return params
+
+
+def check_components(config: SimulationConfig) -> None:
+    """Fail fast, before any training, on an unknown attack, rule or pre-aggregator name.
+
+    Raises :class:`ConfigError` (or the attack library's ``AttackConfigError`` for bad attack
+    parameters), naming the option and the valid choices.
+    """
+    # num_classes only completes label_flip's parameters here; the real value comes from the
+    # dataset when the simulation is built.
+    make_attack(config.attack, **attack_kwargs(config, num_classes=2))
+    if config.defence not in robust.RULES:
+        raise ConfigError(
+            f"unknown defence {config.defence!r}; choose one of: {', '.join(sorted(robust.RULES))}"
+        )
+    for name, _ in config.pre:
+        if name not in robust.PRE_AGGREGATORS:
+            raise ConfigError(
+                f"unknown pre-aggregator {name!r}; choose from: "
+                f"{', '.join(sorted(robust.PRE_AGGREGATORS))}"
+            )
+    _check_secure_supported(config)
+
+
 class Simulation:
     """A resumable-by-construction run: all randomness is derived from ``config.seed``."""
 
     def __init__(self, config: SimulationConfig, dataset: Dataset | None = None) -> None:
-        _check_secure_supported(config)
+        check_components(config)
         self.config = config
         self.dataset = (
             dataset
@@ -160,7 +190,7 @@ class Simulation:
         )
         self.is_byzantine = np.zeros(config.clients, dtype=bool)
         self.is_byzantine[self.byzantine_ids] = True
-        self.attack = make_attack(config.attack, **config.attack_params)
+        self.attack = make_attack(config.attack, **attack_kwargs(config, ds.num_classes))
         self.data_poisoning = is_data_poisoning(self.attack)
         self.client_data: list[tuple[np.ndarray, np.ndarray]] = []
         poison_rng = np.random.default_rng([config.seed, 1])
@@ -373,11 +403,9 @@ class Simulation:
         ds = self.dataset
         acc, loss = self.trainer.evaluate(self.params, ds.x_test, ds.y_test)
         record.accuracy, record.loss = float(acc), float(loss)
-        if self.data_poisoning and hasattr(self.attack, "target"):
-            from simulations.attacks import attack_success_rate
-
+        if self.data_poisoning and hasattr(self.attack, "success_rate"):
             record.backdoor_asr = float(
-                attack_success_rate(self.predict, ds.x_test, ds.y_test, self.attack.target)
+                self.attack.success_rate(self.predict, ds.x_test, ds.y_test)
             )
 
     def predict(self, x: np.ndarray) -> np.ndarray:

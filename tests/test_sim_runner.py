@@ -192,3 +192,41 @@ def test_secure_mode_drops_a_client_that_cannot_encode(digits):
     for rec in res.history:
         assert rec.byzantine_rejected == 1 and rec.honest_rejected == 0
     assert res.final_accuracy > 0.5
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--defence", "krumm"], "krumm"),
+        (["--pre", "shuffle"], "shuffle"),
+        (["--attack", "alie", "--attack-param", "zz=3"], "zz"),
+        (["--second-attack", "teleport"], "teleport"),
+    ],
+)
+def test_cli_rejects_unknown_names_before_training(args, needle, capsys, monkeypatch):
+    import simulations.runner as runner_mod
+
+    monkeypatch.setattr(runner_mod.Simulation, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--quiet", *args])
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_label_flip_and_backdoor_run_with_dataset_parameters(digits):
+    flip = run_simulation(
+        SimulationConfig(**FAST, attack="label_flip", defence="median"), dataset=digits
+    )
+    assert flip.final_accuracy > 0.7
+    cfg = SimulationConfig(
+        clients=10,
+        byzantine=4,
+        rounds=8,
+        seed=3,
+        attack="backdoor",
+        defence="mean",
+        attack_params={"target": 0, "fraction": 1.0},
+    )
+    bd = run_simulation(cfg, dataset=digits)
+    assert all(r.backdoor_asr is not None for r in bd.history)
+    assert bd.final_backdoor_asr > 0.3  # 40% of clients with a 3x3 trigger: the backdoor lands
