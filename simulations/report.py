@@ -30,9 +30,9 @@ def _pyplot():
 def summary_table(results: Sequence[tuple[str, RunResult]]) -> str:
     """A Markdown table with one row per run."""
     lines = [
-        "| run | attack | defence | final acc | best acc | honest rejected / round "
+        "| run | split | attack | defence | final acc | best acc | honest rejected / round "
         "| Byzantine rejected / round | backdoor ASR | time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, res in results:
         s = res.summary()
@@ -41,7 +41,7 @@ def summary_table(results: Sequence[tuple[str, RunResult]]) -> str:
         defence = f"{pre}+{c.defence}" if pre else c.defence
         attack = c.attack if c.byzantine else "none (all honest)"
         lines.append(
-            f"| {name} | {attack} | {defence} | {_fmt(s['final_accuracy'])} "
+            f"| {name} | {c.partition} | {attack} | {defence} | {_fmt(s['final_accuracy'])} "
             f"| {_fmt(s['best_accuracy'])} | {s['honest_rejected_per_round']:.2f} "
             f"| {s['byzantine_rejected_per_round']:.2f} | {_fmt(s['backdoor_asr'])} "
             f"| {s['seconds']:.1f}s |"
@@ -55,27 +55,46 @@ def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathL
     fig, (ax, ax2) = plt.subplots(
         2, 1, figsize=(8, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
     )
+    from matplotlib.ticker import MaxNLocator
+
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    attack_colour: dict[str, str] = {}
     for name, res in results:
+        c = res.config
+        attacked = c.byzantine > 0 and c.attack != "none"
+        if attacked:
+            colour = attack_colour.setdefault(c.attack, palette[len(attack_colour) % len(palette)])
+        else:
+            colour = "0.45"
+        undefended = c.defence == "mean" and not c.pre
+        style = "-" if attacked and not undefended else ("--" if attacked else ":")
         rounds = [r.round + 1 for r in res.history if r.accuracy is not None]
         accs = [100 * r.accuracy for r in res.history if r.accuracy is not None]
-        (line,) = ax.plot(rounds, accs, marker="o", markersize=3, label=name)
-        if res.config.byzantine:
+        ax.plot(rounds, accs, linestyle=style, color=colour, marker="o", markersize=3, label=name)
+        if attacked and not undefended:
             ax2.plot(
                 [r.round + 1 for r in res.history],
                 [r.honest_rejected for r in res.history],
-                color=line.get_color(),
+                color=colour,
+                linestyle=style,
                 drawstyle="steps-mid",
+                label=name,
             )
-    cfg = results[0][1].config
+    cfg = max((res.config for _, res in results), key=lambda c: c.byzantine)
+    partitions = ", ".join(dict.fromkeys(res.config.partition for _, res in results))
     ax.set_title(
         f"{cfg.dataset}, {cfg.clients} clients ({cfg.byzantine} Byzantine), "
-        f"{cfg.partition} split, {cfg.model}, {cfg.training}"
+        f"{partitions} split, {cfg.model}, {cfg.training}\n"
+        "solid: defended   dashed: no defence   dotted: no attack",
+        fontsize=10,
     )
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    ax2.set_ylabel("honest\nrejected")
+    ax2.set_ylabel("honest clients\nrejected")
     ax2.set_xlabel("round")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
@@ -100,12 +119,12 @@ def write_simulation_report(
         ),
     }
     paths["png"] = plot_accuracy(results, out / "accuracy.png")
-    cfg = results[0][1].config
+    cfg = max((res.config for _, res in results), key=lambda c: c.byzantine)
     md = [
         "# fortis simulate",
         "",
-        f"Dataset **{cfg.dataset}**, {cfg.clients} clients of which {cfg.byzantine} Byzantine, "
-        f"{cfg.partition} split, model {cfg.model}, training {cfg.training}, "
+        f"Dataset **{cfg.dataset}**, {cfg.clients} clients of which {cfg.byzantine} Byzantine "
+        f"in attacked runs, model {cfg.model}, training {cfg.training}, "
         f"{cfg.rounds} rounds, seed {cfg.seed}.",
         "",
         summary_table(results),
