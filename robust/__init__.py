@@ -18,7 +18,7 @@ besides numpy.
 
 from . import distances, errors
 from .auto_f import OutlierEstimate, estimate_f, estimate_outliers
-from .clipping import centered_clipping, clip
+from .clipping import centered_clipping, clip, norm_filter
 from .coordinate import mean, median, trimmed_mean
 from .distances import (
     distances_from_gram,
@@ -95,6 +95,7 @@ __all__ = [
     "multi_krum",
     "multi_krum_select",
     "nnm",
+    "norm_filter",
     "pairwise_sq_distances",
     "rfa",
     "sign_vote",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import check_f, check_positive
-from .distances import resolve_distances
+from .distances import resolve_distances, row_lower_medians
 
 __all__ = ["estimate_f", "estimate_outliers", "OutlierEstimate"]
 
@@ -20,15 +20,23 @@ class OutlierEstimate:
 
     f: int
     flagged: np.ndarray  # bool (n,)
-    scores: np.ndarray  # median distance to the other rows
+    scores: np.ndarray  # lower-median distance to the other rows
     threshold: float
 
 
+#: The spread used by the cut is at least this fraction of the median score.
+REL_SPREAD_FLOOR = 0.1
+
+
 def robust_cut(scores: np.ndarray, k: float) -> float:
-    """``median + k · 1.4826 · MAD`` of ``scores`` (MAD floored at 1e-9 × median)."""
+    """``median + k · max(1.4826 · MAD, 0.1 · median)`` of ``scores``.
+
+    The relative floor keeps a few honest rows from being cut when the scores are tightly
+    concentrated (high dimension, where the MAD of a small sample understates the tail): a
+    row must be at least ``1 + 0.1·k`` times the median (1.3× for k = 3) to be cut."""
     med = float(np.median(scores))
     mad = float(np.median(np.abs(scores - med))) * _MAD_TO_SIGMA
-    return med + k * max(mad, 1e-9 * med)
+    return med + k * max(mad, REL_SPREAD_FLOOR * med)
 
 
 def estimate_outliers(
@@ -41,8 +49,7 @@ def estimate_outliers(
     cap = (n - 1) // 2 if max_f is None else min(check_f(max_f, "max_f"), (n - 1) // 2)
     if n <= 2:
         return OutlierEstimate(0, np.zeros(n, bool), np.zeros(n), 0.0)
-    off = np.sqrt(D[~np.eye(n, dtype=bool)].reshape(n, n - 1))
-    scores = np.median(off, axis=1)
+    scores = np.sqrt(row_lower_medians(D))
     thr = robust_cut(scores, k)
     flagged = scores > thr
     if flagged.sum() > cap:
@@ -55,10 +62,12 @@ def estimate_outliers(
 def estimate_f(distances: np.ndarray, *, k: float = 3.0, max_f: int | None = None) -> int:
     """Estimate how many rows are outliers, from the (n, n) squared-distance matrix.
 
-    Each row gets a robust score, its median Euclidean distance to the other rows. With
-    fewer than n/2 outliers, an honest row's median is an honest–honest distance while a
-    far outlier's median is a distance to the honest cluster. Rows whose score exceeds
-    ``median + k · 1.4826 · MAD`` of the scores are counted. The count is capped at
+    Each row gets a robust score, the lower median of its Euclidean distances to the other
+    rows. With fewer than n/2 outliers, an honest row's score is an honest–honest distance
+    while a far outlier's score is a distance to the honest cluster (also when the
+    outliers collude at one point). Rows whose score exceeds
+    ``median + k · max(1.4826 · MAD, 0.1 · median)`` of the scores are counted (so with
+    k = 3 a row must be at least 1.3× as far as the typical row). The count is capped at
     ``max_f`` (pass the largest f the target rule accepts, e.g. ``(n−3)//2`` for Krum,
     ``(n−3)//4`` for Bulyan) and always so that n > 2f.
 
@@ -70,7 +79,8 @@ def estimate_f(distances: np.ndarray, *, k: float = 3.0, max_f: int | None = Non
         larger f makes robust rules discard more).
       * Many colluding attackers placed together (close to n/2) can shift the median and
         MAD; the estimate is only meaningful well below n/2.
-      * With identical honest rows (MAD 0) any row off the cluster is counted.
+      * Attackers less than ~1.3× the typical distance away are never counted.
+      * With identical honest rows (median score 0) any row off the cluster is counted.
 
     Raises :class:`InputShapeError` for a malformed matrix, :class:`ParameterError`.
     """

@@ -34,8 +34,17 @@ def _trim_scores(t: np.ndarray, ch: np.ndarray, f: int) -> np.ndarray:
 
 
 def mean_core(
-    rs: RowSet, f: int, *, weights: np.ndarray | None = None, detailed: bool = False, **_: object
+    rs: RowSet | None,
+    f: int,
+    *,
+    weights: np.ndarray | None = None,
+    n: int | None = None,
+    detailed: bool = False,
+    **_: object,
 ) -> RuleOutput:
+    if rs is None:  # distance-only mode: every row is accepted, the caller sums them
+        assert n is not None
+        return RuleOutput(None, np.ones(n, bool), None, {"score_kind": None})
     if weights is None:
         w = np.full(rs.n, 1.0 / rs.n)
     else:

@@ -14,9 +14,10 @@ module therefore
 The default centre is the column mean. A Byzantine row far away (say 10³⁰) drags the mean
 with it, and then the honest rows are again far from the centre and their mutual distances
 cancel. ``center="auto"`` (the default) detects this case — the median squared norm of the
-centred rows exceeds 10⁶ times the typical honest distance (the smallest per-row median
-distance) — and recomputes the Gram centred on the most central row (the one whose median
-distance to the others is smallest), at most three times. Each pass costs one Gram.
+centred rows exceeds 10⁶ times the typical honest distance (the smallest per-row lower
+median distance, :func:`row_lower_medians`) — and recomputes the Gram centred on the most
+central row (the one whose lower-median distance to the others is smallest), at most three
+times. Each pass costs one Gram.
 
 Guarantees: the returned distance matrix is float64, symmetric, has a zero diagonal and no
 negative entries (tiny negatives from rounding are clamped to 0).
@@ -69,17 +70,22 @@ def gram_from_distances(D: np.ndarray, center_row: int | None = None) -> np.ndar
     small and precise. Note that inner products with a row far from the centre can only be
     as precise as that row's (large) distances allow."""
     D = np.asarray(D, dtype=np.float64)
-    r = int(np.argmin(_row_medians(D))) if center_row is None else int(center_row)
+    r = int(np.argmin(row_lower_medians(D))) if center_row is None else int(center_row)
     G = 0.5 * (D[:, r][:, None] + D[r, :][None, :] - D)
     return 0.5 * (G + G.T)
 
 
-def _row_medians(D: np.ndarray) -> np.ndarray:
+def row_lower_medians(D: np.ndarray) -> np.ndarray:
+    """Per row, the lower median of its distances to the other rows (the
+    ``⌊(n−2)/2⌋``-th smallest of the n−1). With at most f < n/2 Byzantine rows, at least
+    half of an honest row's n−1 others are honest, so this value is an honest–honest
+    distance even when f = (n−1)/2."""
     n = D.shape[0]
     if n == 1:
         return np.zeros(1)
     off = D[~np.eye(n, dtype=bool)].reshape(n, n - 1)
-    return np.median(off, axis=1)
+    k = (n - 2) // 2
+    return np.partition(off, k, axis=1)[:, k]
 
 
 def gram(X: np.ndarray, center: str | np.ndarray | int = "auto") -> np.ndarray:
@@ -121,7 +127,7 @@ def auto_gram(rs: RowSet) -> np.ndarray:
         if rs.n < 3:
             break
         D = distances_from_gram(G)
-        row_med = _row_medians(D)
+        row_med = row_lower_medians(D)
         typical = float(row_med.min())
         if not float(np.median(np.diag(G))) > _RECENTRE_RATIO * typical:
             break

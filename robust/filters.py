@@ -3,7 +3,8 @@
 The robust centre is the geometric median of the rows, computed from the pairwise squared
 distances alone (Weiszfeld in coefficient space, see :mod:`robust.geomed`). Each row's
 distance to it is ``r_i = sqrt((Dα)_i − ½ αᵀDα)``. Rows with ``r_i`` above
-``median(r) + k · 1.4826 · MAD(r)`` (or above an absolute ``max_distance``) are rejected;
+``median(r) + k · max(1.4826 · MAD(r), 0.1 · median(r))`` (or above an absolute
+``max_distance``) are rejected;
 if ``f`` is given, at most the f farthest flagged rows are rejected. The aggregate is the
 mean of the accepted rows (trusted-weighted if weights are given), so a secure pipeline
 can compute it as a masked sum over the accepted set.
@@ -106,7 +107,8 @@ def distance_filter(
     weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mean of the rows whose distance to the robust centre (the geometric median) is at
-    most ``median + k·1.4826·MAD`` of those distances, or ``max_distance`` if given.
+    most ``median + k·max(1.4826·MAD, 0.1·median)`` of those distances, or
+    ``max_distance`` if given.
 
     ``f``: if given, at most f rows are rejected (the farthest) and n >= 2f+1 is checked.
     ``distances``/``gram``: precomputed; ``X`` is then only used for the final mean.

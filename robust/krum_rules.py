@@ -6,7 +6,8 @@ then used only to average the selected rows. With distances only (no ``X``) use
 :func:`krum_select` / :func:`multi_krum_select`, or :func:`robust.aggregate_detailed`, whose
 result carries the selected index set in ``accepted`` (``vector`` is then ``None``).
 
-Ties between equal scores are broken towards the lower row index.
+Exact ties between scores are broken by the sum of squared distances to all rows, then
+towards the lower row index.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def _neighbours(n: int, f: int, neighbours: int | None) -> int:
     return check_int(neighbours, "neighbours", 1, max(n - 1, 1))
 
 
+def _order(D: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Rows by increasing score; exact ties are broken by the sum of distances to all rows
+    (a property of the geometry, so the choice does not depend on the row order), then by
+    the lower index. Exact ties are common: with one neighbour, two mutually nearest rows
+    always tie."""
+    return np.lexsort((np.arange(len(s)), D.sum(axis=1), s))
+
+
 def _scores(D: np.ndarray, k: int) -> np.ndarray:
     n = D.shape[0]
     if n == 1:
@@ -69,7 +78,7 @@ def krum_select(
     f = check_f(f)
     KRUM.check("krum", D.shape[0], f)
     s = _scores(D, _neighbours(D.shape[0], f, neighbours))
-    return int(np.argmin(s)), s
+    return int(_order(D, s)[0]), s
 
 
 def multi_krum_select(
@@ -82,7 +91,7 @@ def multi_krum_select(
     KRUM.check("multi_krum", n, f)
     s = _scores(D, _neighbours(n, f, neighbours))
     m = n - f if m is None else check_int(m, "m", 1, n)
-    return np.sort(np.argsort(s, kind="stable")[:m]), s
+    return np.sort(_order(D, s)[:m]), s
 
 
 def _distances_for(rs: RowSet | None, D: np.ndarray | None) -> np.ndarray:
@@ -105,7 +114,7 @@ def krum_core(
     n = D.shape[0]
     k = min(neighbours, n - 1) if neighbours is not None else _neighbours(n, f, None)
     s = _scores(D, max(k, 1) if n > 1 else 1)
-    i = int(np.argmin(s))
+    i = int(_order(D, s)[0])
     acc = np.zeros(n, bool)
     acc[i] = True
     vec = None if rs is None else np.array(rs.row(i), dtype=rs.dtype, copy=True)
@@ -133,7 +142,7 @@ def multi_krum_core(
     k = min(neighbours, n - 1) if neighbours is not None else _neighbours(n, f, None)
     s = _scores(D, max(k, 1) if n > 1 else 1)
     m_eff = n - f if m is None else min(int(m), n)
-    sel = np.sort(np.argsort(s, kind="stable")[:m_eff])
+    sel = np.sort(_order(D, s)[:m_eff])
     acc = np.zeros(n, bool)
     acc[sel] = True
     vec = None
@@ -249,10 +258,11 @@ def bulyan_select(D: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
             pick = 0
         else:
             k = min(max(len(R) - f - 2, 1), len(R) - 1)
-            s = _scores(D[np.ix_(R, R)], k)
+            DR = D[np.ix_(R, R)]
+            s = _scores(DR, k)
             if first_scores is None:
                 first_scores = s
-            pick = int(np.argmin(s))
+            pick = int(_order(DR, s)[0])
         chosen.append(int(R[pick]))
         remaining.pop(pick)
     if first_scores is None:

@@ -489,6 +489,8 @@ def aggregate_detailed(
         kwargs["D"] = D
     if w_rows is not None:
         kwargs["weights"] = w_rows
+    if rs is None:
+        kwargs["n"] = rows_n
     f_rule: int | None = f_stage
     if spec.f_optional and not auto and f_user == 0 and "f" not in params:
         f_rule = None if f == 0 else f_stage

@@ -47,14 +47,16 @@ def ref_krum_scores(X: np.ndarray, f: int, k: int | None = None) -> np.ndarray:
 
 def ref_krum(X: np.ndarray, f: int, k: int | None = None) -> int:
     s = ref_krum_scores(X, f, k)
-    return min(range(len(X)), key=lambda i: (s[i], i))
+    total = ref_sqdist(X).sum(axis=1)
+    return min(range(len(X)), key=lambda i: (s[i], total[i], i))
 
 
 def ref_multi_krum(X: np.ndarray, f: int, m: int | None = None) -> np.ndarray:
     s = ref_krum_scores(X, f)
+    total = ref_sqdist(X).sum(axis=1)
     n = len(X)
     m = n - f if m is None else m
-    sel = sorted(sorted(range(n), key=lambda i: (s[i], i))[:m])
+    sel = sorted(sorted(range(n), key=lambda i: (s[i], total[i], i))[:m])
     return np.asarray(X, dtype=np.float64)[sel].mean(axis=0), sel
 
 
@@ -75,7 +77,8 @@ def ref_bulyan(X: np.ndarray, f: int) -> np.ndarray:
             scores = [
                 sum(sorted(D[a, b] for b in range(len(R)) if b != a)[:k]) for a in range(len(R))
             ]
-            pick = R[min(range(len(R)), key=lambda a: (scores[a], a))]
+            total = D.sum(axis=1)
+            pick = R[min(range(len(R)), key=lambda a: (scores[a], total[a], a))]
         chosen.append(pick)
         remaining = [i for i in remaining if i != pick]
     beta = theta - 2 * f
