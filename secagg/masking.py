@@ -14,7 +14,8 @@ the PRG's security, whatever ``x_i`` is (one-time pad with ``PRG(b_i)``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -97,17 +98,54 @@ def _as_vector(a: np.ndarray, bits: int, name: str) -> np.ndarray:
     return a
 
 
+def _accumulate(
+    out: np.ndarray, items: Sequence[tuple[bytes, int]], bits: int, workers: int
+) -> None:
+    """In place: ``out += sum(sign * PRG(seed))`` modulo ``2**bits``.
+
+    With ``workers > 1`` the seeds are split between threads, each summing into its own
+    accumulator (``cryptography`` and numpy release the GIL for large buffers); the partial sums
+    are added at the end. The result is identical for any ``workers``.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    workers = min(workers, max(1, len(items) // 4))
+    if workers == 1:
+        exp = get_expander(out.size, bits)
+        for seed, sign in items:
+            exp._add_raw(out, seed, sign)
+        exp.reduce(out)
+        return
+
+    def part(chunk: Sequence[tuple[bytes, int]]) -> np.ndarray:
+        acc = np.zeros_like(out)
+        exp = get_expander(out.size, bits)  # per-thread buffers
+        for seed, sign in chunk:
+            exp._add_raw(acc, seed, sign)
+        return acc
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        partials = list(pool.map(part, [items[w::workers] for w in range(workers)]))
+    for acc in partials:
+        np.add(out, acc, out=out)
+    get_expander(out.size, bits).reduce(out)
+
+
 def mask_input(
     encoded: np.ndarray,
     my_id: int,
     self_seed: bytes,
     pairwise_seeds: Mapping[int, bytes],
     bits: int,
+    *,
+    workers: int = 1,
 ) -> np.ndarray:
     """Mask an encoded input: ``x + PRG(self_seed) + sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)``.
 
     ``pairwise_seeds`` maps each neighbour id ``j`` to the seed shared with it. Returns a new
     array (``encoded`` is not modified), reduced modulo ``2**bits``.
+
+    ``workers`` threads share the mask expansion (same result for any value).
 
     Raises ``ValueError`` if ``encoded`` is not a 1-D array of the dtype for ``bits`` with
     elements ``< 2**bits``, if ``my_id`` appears among the neighbours, or a seed is not 32 bytes.
@@ -115,12 +153,11 @@ def mask_input(
     x = _as_vector(encoded, bits, "encoded")
     if my_id in pairwise_seeds:
         raise ValueError(f"client {my_id} lists itself among its pairwise neighbours")
-    exp = get_expander(x.size, bits)
+    items = [(self_seed, +1)] + [
+        (seed, +1 if j > my_id else -1) for j, seed in pairwise_seeds.items()
+    ]
     out = x.copy()
-    exp._add_raw(out, self_seed, +1)
-    for j, seed in pairwise_seeds.items():
-        exp._add_raw(out, seed, +1 if j > my_id else -1)
-    exp.reduce(out)
+    _accumulate(out, items, bits, workers)
     return out
 
 
@@ -129,6 +166,8 @@ def unmask_sum(
     self_seeds: Mapping[int, bytes],
     dropped_pairwise: Mapping[tuple[int, int], bytes],
     bits: int,
+    *,
+    workers: int = 1,
 ) -> np.ndarray:
     """Remove the survivors' self masks and the survivor-dropped pairwise masks from a sum.
 
@@ -136,6 +175,9 @@ def unmask_sum(
     survivor ``i`` to ``b_i``; ``dropped_pairwise`` maps ``(survivor i, dropped j)`` to ``s_ij``
     for every edge between a survivor and a dropped neighbour. Returns
     ``sum_{i in survivors} x_i mod 2**bits`` as a new array.
+
+    ``workers`` threads share the mask re-expansion (same result for any value; worthwhile
+    for the server when cores are free, since AES-CTR and numpy release the GIL).
 
     Raises ``ValueError`` if a key of ``dropped_pairwise`` names a survivor as the dropped side
     or a client as its own neighbour, or on malformed arrays/seeds.
@@ -149,14 +191,11 @@ def unmask_sum(
                 f"dropped_pairwise key ({i}, {j}) names client {j} as dropped, but its self seed "
                 "was given as a survivor's"
             )
-    exp = get_expander(s.size, bits)
-    out = s.copy()
-    for seed in self_seeds.values():
-        exp._add_raw(out, seed, -1)
+    items = [(seed, -1) for seed in self_seeds.values()]
     # survivor i added +PRG(s_ij) if j > i else -PRG(s_ij): undo it
-    for (i, j), seed in dropped_pairwise.items():
-        exp._add_raw(out, seed, -1 if j > i else +1)
-    exp.reduce(out)
+    items += [(seed, -1 if j > i else +1) for (i, j), seed in dropped_pairwise.items()]
+    out = s.copy()
+    _accumulate(out, items, bits, workers)
     return out
 
 

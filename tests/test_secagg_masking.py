@@ -174,3 +174,38 @@ def test_property_exact_sum_random_dropouts(n, d, bits, data):
     out, survivors, _ = _run(graph, encoded, bits, dropped)
     expected = [sum(int(encoded[i][k]) for i in survivors) % modulus for k in range(d)]
     assert out.tolist() == expected
+
+
+def test_workers_give_identical_results():
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 2**20, 5000, dtype=np.uint64).astype(np.uint32)
+    seeds = {j: secrets.token_bytes(32) for j in range(30)}
+    own = secrets.token_bytes(32)
+    ref = mask_input(x, 15, own, {j: s for j, s in seeds.items() if j != 15}, 20)
+    for w in (2, 3, 8):
+        got = mask_input(x, 15, own, {j: s for j, s in seeds.items() if j != 15}, 20, workers=w)
+        np.testing.assert_array_equal(got, ref)
+    dropped = {(i, j): secrets.token_bytes(32) for i in range(10) for j in range(20, 25)}
+    selfs = {i: secrets.token_bytes(32) for i in range(10)}
+    ref = unmask_sum(x, selfs, dropped, 20)
+    np.testing.assert_array_equal(unmask_sum(x, selfs, dropped, 20, workers=4), ref)
+    with pytest.raises(ValueError, match="workers"):
+        unmask_sum(x, selfs, dropped, 20, workers=0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(4, 40), d=st.integers(1, 40), data=st.data())
+def test_property_secaggplus_exact_sum_random_dropouts(n, d, data):
+    """Any dropout set that leaves every dropped client's neighbours able to answer gives the
+    exact sum on a SecAgg+ graph too (masks only along graph edges)."""
+    ids = list(range(n))
+    k = data.draw(st.sampled_from([2 * m for m in range(1, (n - 2) // 2 + 1)]))
+    graph = secaggplus_graph(
+        ids, data.draw(st.binary(min_size=16, max_size=16)), degree=k, threshold=1
+    )
+    dropped = set(data.draw(st.lists(st.sampled_from(ids), max_size=n - 1, unique=True)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    encoded = {i: rng.integers(0, 2**32, d, dtype=np.uint64).astype(np.uint32) for i in ids}
+    out, survivors, _ = _run(graph, encoded, 32, dropped)
+    expected = [sum(int(encoded[i][c]) for i in survivors) % 2**32 for c in range(d)]
+    assert out.tolist() == expected
