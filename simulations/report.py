@@ -133,6 +133,9 @@ def write_simulation_report(
         "(unfair exclusions). ![accuracy](accuracy.png)",
         "",
     ]
+    notes = [(name, note) for name, res in results for note in res.notes]
+    if notes:
+        md += ["## Notes", ""] + [f"- *{name}*: {note}" for name, note in notes] + [""]
     paths["md"] = atomic_write_text(out / "summary.md", "\n".join(md))
     return paths
 

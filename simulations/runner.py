@@ -218,6 +218,10 @@ class Simulation:
         self.param_history: deque[np.ndarray] = deque(maxlen=config.max_staleness + 1)
         self.notes: list[str] = []
         self.diverged = False
+        if r > 1:
+            from simulations.replication import replication_cost
+
+            self.notes.append(replication_cost(config.clients, r).describe())
         self._round_bytes = 0
 
     # -- one round -------------------------------------------------------------------------
@@ -421,7 +425,7 @@ class Simulation:
             if progress is not None:
                 progress(r, vars(record))
         result.seconds = time.perf_counter() - t0
-        result.notes = self.notes
+        result.notes = list(self.notes)
         return result
 
 
