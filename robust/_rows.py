@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ._blas import blas_threads_controllable, single_threaded_blas
+
 _CHUNK_BYTES = 16 << 20  # float64 Gram work buffer
 _SORT_CHUNK_BYTES = 1 << 20  # transposed chunk for column sorts (cache-sized)
 
@@ -80,32 +82,59 @@ class RowSet:
             out[a:b] = w @ self.chunk(a, b)
         return out
 
+    def weighted_sum_of(self, local: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``Σ_k w_k x_{local_k}`` (``w`` normalised). Rows of a RowSet are finite, so when
+        the set is all of ``X`` one zero-padded BLAS gemv beats gathering the rows."""
+        local = np.asarray(local, dtype=np.intp)
+        if self.idx is None:
+            full = np.zeros(self.n)
+            full[local] = w
+            return self.weighted_sum(full)
+        return self.subset(local).weighted_sum(w)
+
     def mix(self, S: np.ndarray) -> np.ndarray:
         """``S @ rows`` for a small (k, n) mixing matrix, in the input dtype."""
         S = np.asarray(S, dtype=self.dtype)
-        if self.idx is None:
-            return S @ self.X
         out = np.empty((S.shape[0], self.d), dtype=self.dtype)
-        c = self._width(_CHUNK_BYTES, self.X.itemsize)
-        for a in range(0, self.d, c):
-            b = min(a + c, self.d)
-            out[:, a:b] = S @ self.chunk(a, b)
+
+        def part(starts: list[int], c: int) -> None:
+            for a in starts:
+                b = min(a + c, self.d)
+                np.matmul(S, self.chunk(a, b), out=out[:, a:b])
+
+        self._column_parallel(self._width(_CHUNK_BYTES // 4, self.X.itemsize), part)
         return out
+
+    def _column_parallel(self, width: int, fn: Callable[[list[int], int], object]) -> list[object]:
+        """Split the column chunks of ``width`` between worker threads. Each worker gets
+        its chunk starts (interleaved) and returns a partial result. BLAS runs
+        single-threaded meanwhile (see :mod:`robust._blas`)."""
+        starts = list(range(0, self.d, width))
+        workers = min(num_threads(), len(starts))
+        if workers <= 1 or not blas_threads_controllable():
+            return [fn(starts, width)]
+        parts = [starts[i::workers] for i in range(workers)]
+        with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as ex:
+            return list(ex.map(lambda p: fn(p, width), parts))
 
     def gram(self, center: np.ndarray | None) -> np.ndarray:
         """Float64 Gram of the rows minus ``center`` (column mean when None), chunked
         float64 accumulation through BLAS syrk."""
         n, d = self.n, self.d
-        c = self._width(_CHUNK_BYTES)
-        G = np.zeros((n, n), dtype=np.float64)
-        buf = np.empty((n, c), dtype=np.float64)
-        for a in range(0, d, c):
-            b = min(a + c, d)
-            ch = self.chunk(a, b)
-            work = buf[:, : b - a]
-            mu = ch.mean(axis=0, dtype=np.float64) if center is None else center[a:b]
-            np.subtract(ch, mu, out=work)
-            G += work @ work.T
+
+        def part(starts: list[int], c: int) -> np.ndarray:
+            G = np.zeros((n, n), dtype=np.float64)
+            buf = np.empty((n, c), dtype=np.float64)
+            for a in starts:
+                b = min(a + c, d)
+                ch = self.chunk(a, b)
+                work = buf[:, : b - a]
+                mu = ch.mean(axis=0, dtype=np.float64) if center is None else center[a:b]
+                np.subtract(ch, mu, out=work)
+                G += work @ work.T  # numpy dispatches A @ A.T to BLAS syrk
+            return G
+
+        G = np.sum(self._column_parallel(self._width(_CHUNK_BYTES // 4), part), axis=0)
         G += G.T
         G *= 0.5
         return G

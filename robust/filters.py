@@ -89,7 +89,7 @@ def distance_filter_core(
         w = np.ones(len(sel)) if weights is None else weights[sel]
         if w.sum() <= 0:
             w = np.ones(len(sel))
-        vec = rs.subset(sel).weighted_sum(w / w.sum())
+        vec = rs.weighted_sum_of(sel, w / w.sum())
     info.update(
         threshold=thr, score_kind="distance to the geometric median (lower is more central)"
     )

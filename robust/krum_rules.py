@@ -150,7 +150,7 @@ def multi_krum_core(
         w = np.ones(len(sel)) if weights is None else weights[sel]
         if w.sum() <= 0:  # every selected row has zero trusted weight: fall back to uniform
             w = np.ones(len(sel))
-        vec = rs.subset(sel).weighted_sum(w / w.sum())
+        vec = rs.weighted_sum_of(sel, w / w.sum())
     return RuleOutput(
         vec,
         acc,

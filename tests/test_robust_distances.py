@@ -96,3 +96,29 @@ def test_distances_from_gram_validation():
         robust.distances_from_gram(np.array([[1.0, 2.0], [0.0, 1.0]]))
     D = robust.distances_from_gram(np.array([[1.0, 1.0 + 1e-17], [1.0 + 1e-17, 1.0]]))
     assert (D >= 0).all() and (np.diag(D) == 0).all()
+
+
+def test_single_threaded_blas_context_restores_the_thread_count():
+    from robust import _blas
+
+    funcs = _blas._lookup()
+    with _blas.single_threaded_blas() as applied:
+        assert applied == (funcs is not None)
+        if funcs is not None:
+            assert funcs[1]() == 1
+            with _blas.single_threaded_blas():  # re-entrant
+                assert funcs[1]() == 1
+            assert funcs[1]() == 1
+    if funcs is not None:
+        before = funcs[1]()
+        with _blas.single_threaded_blas():
+            pass
+        assert funcs[1]() == before
+
+
+def test_parallel_gram_equals_serial_gram(monkeypatch):
+    X = _near_duplicates(n=5, d=300_000, seed=4)
+    G_par = robust.gram(X, center="mean")
+    monkeypatch.setenv("FORTIS_NUM_THREADS", "1")
+    G_ser = robust.gram(X, center="mean")
+    np.testing.assert_allclose(G_par, G_ser, rtol=1e-12, atol=1e-12 * np.abs(G_ser).max())
