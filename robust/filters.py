@@ -62,7 +62,7 @@ def distance_filter_select(
     k = check_positive(k, "k")
     if max_distance is not None:
         max_distance = check_positive(max_distance, "max_distance", allow_zero=True)
-    acc, r, _, _ = _select(gram_from_distances(D), f, k, max_distance, None)
+    acc, r, _, _ = _select(gram_from_distances(D), f or None, k, max_distance, None)
     return acc, r
 
 
@@ -110,7 +110,8 @@ def distance_filter(
     most ``median + k·max(1.4826·MAD, 0.1·median)`` of those distances, or
     ``max_distance`` if given.
 
-    ``f``: if given, at most f rows are rejected (the farthest) and n >= 2f+1 is checked.
+    ``f``: if positive, at most f rows are rejected (the farthest) and n >= 2f+1 is
+    checked; None or 0 means no cap (the same as ``aggregate(..., f=0)``).
     ``distances``/``gram``: precomputed; ``X`` is then only used for the final mean.
     ``weights``: trusted weights only (never self-reported counts).
     Non-finite rows are removed first and count against f.
@@ -135,5 +136,5 @@ def distance_filter(
             n=len(keep),
         )
     return distance_filter_core(
-        p.rows, None if f is None else p.f, D=D, k=k, max_distance=max_distance, weights=w
+        p.rows, None if not f else p.f, D=D, k=k, max_distance=max_distance, weights=w
     ).vector

@@ -211,13 +211,12 @@ def _check_params(
 def _parse_pre(pre: object) -> list[tuple[str, dict[str, Any]]]:
     if pre is None:
         return []
-    if isinstance(pre, (str, tuple)) and not (
-        isinstance(pre, tuple) and pre and isinstance(pre[0], (list, tuple))
+    if isinstance(pre, str) or (
+        isinstance(pre, tuple) and len(pre) == 2 and isinstance(pre[1], Mapping)
     ):
-        if isinstance(pre, str) or (
-            isinstance(pre, tuple) and len(pre) == 2 and isinstance(pre[1], Mapping)
-        ):
-            pre = [pre]
+        pre = [pre]  # a single stage
+    if not isinstance(pre, (list, tuple)):
+        raise ParameterError(f"pre must be a list of names or (name, params), got {pre!r}")
     stages = []
     for item in pre:  # type: ignore[union-attr]
         if isinstance(item, str):
@@ -296,7 +295,8 @@ def aggregate_detailed(
             :data:`PRE_AGGREGATORS`, e.g. ``[("clip", {"max_norm": 1.0}), "nnm"]``.
         weights: *trusted* per-client weights (e.g. :meth:`Reputation.weights`), only for
             weighted rules (mean, multi_krum, geometric_median, rfa, centered_clipping,
-            distance_filter). Never pass self-reported example counts.
+            distance_filter). Never pass self-reported example counts. After
+            bucketing, a bucket's weight is the sum of its members' weights.
         distances / gram: precomputed (n, n) squared distances / Gram of the rows.
         **params: rule parameters (e.g. ``m=``, ``tau=``, ``center=``).
 
@@ -491,10 +491,9 @@ def aggregate_detailed(
         kwargs["weights"] = w_rows
     if rs is None:
         kwargs["n"] = rows_n
-    f_rule: int | None = f_stage
-    if spec.f_optional and not auto and f_user == 0 and "f" not in params:
-        f_rule = None if f == 0 else f_stage
-    out = spec.core(rs, f_rule if spec.f_optional else f_stage, detailed=True, **kwargs)
+    # distance_filter: f only caps the number of rejections; f=0 means "no cap"
+    f_rule = None if (spec.f_optional and not auto and f_user == 0) else f_stage
+    out = spec.core(rs, f_rule, detailed=True, **kwargs)
 
     vec = out.vector
     if vec is not None:

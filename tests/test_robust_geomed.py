@@ -187,3 +187,25 @@ def test_sign_vote_byzantine_minority_cannot_flip_unanimous_honest():
     byz = -1e30 * np.ones((3, 50))
     out = robust.sign_vote(np.vstack([honest, byz]), threshold=0.6)
     np.testing.assert_array_equal(out, 1)
+
+
+def test_distance_filter_rejects_far_rows_and_respects_cap():
+    X = _X(n=12, d=10, seed=13)
+    X[[1, 4, 8]] += 25.0
+    acc_all = robust.aggregate_detailed(X, "distance_filter").accepted
+    assert np.flatnonzero(~acc_all).tolist() == [1, 4, 8]
+    np.testing.assert_allclose(robust.distance_filter(X), X[acc_all].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(robust.distance_filter(X, 0), robust.distance_filter(X), rtol=1e-12)
+    capped = robust.aggregate_detailed(X, "distance_filter", f=2)
+    assert (~capped.accepted).sum() == 2 and capped.verdicts[1] in (
+        "accepted",
+        "rejected:distance_filter",
+    )
+    D = robust.pairwise_sq_distances(X)
+    acc, r = robust.distance_filter_select(D)
+    np.testing.assert_array_equal(acc, acc_all)
+    assert r[[1, 4, 8]].min() > r[acc].max()
+    acc_abs, _ = robust.distance_filter_select(D, max_distance=1e9)
+    assert acc_abs.all()
+    with pytest.raises(InsufficientClientsError, match="rejected all"):
+        robust.distance_filter(X, max_distance=0.0)
