@@ -16,7 +16,8 @@ import numpy as np
 
 from ._blas import blas_threads_controllable, single_threaded_blas
 
-_CHUNK_BYTES = 16 << 20  # float64 Gram work buffer
+_CHUNK_BYTES = 16 << 20  # gather buffers
+_GRAM_CHUNK_BYTES = 1 << 20  # per-thread float64 Gram work buffer (cache-sized)
 _SORT_CHUNK_BYTES = 1 << 20  # transposed chunk for column sorts (cache-sized)
 
 
@@ -134,7 +135,7 @@ class RowSet:
                 G += work @ work.T  # numpy dispatches A @ A.T to BLAS syrk
             return G
 
-        G = np.sum(self._column_parallel(self._width(_CHUNK_BYTES // 4), part), axis=0)
+        G = np.sum(self._column_parallel(self._width(_GRAM_CHUNK_BYTES), part), axis=0)
         G += G.T
         G *= 0.5
         return G

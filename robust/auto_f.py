@@ -40,10 +40,14 @@ def robust_cut(scores: np.ndarray, k: float) -> float:
 
 
 def estimate_outliers(
-    distances: np.ndarray, *, k: float = 3.0, max_f: int | None = None
+    distances: np.ndarray | None = None,
+    *,
+    gram: np.ndarray | None = None,
+    k: float = 3.0,
+    max_f: int | None = None,
 ) -> OutlierEstimate:
     """Flag far outliers and count them (see :func:`estimate_f`)."""
-    D = resolve_distances(None, distances=distances)
+    D = resolve_distances(None, distances=distances, gram_matrix=gram)
     n = D.shape[0]
     k = check_positive(k, "k")
     cap = (n - 1) // 2 if max_f is None else min(check_f(max_f, "max_f"), (n - 1) // 2)
@@ -59,8 +63,15 @@ def estimate_outliers(
     return OutlierEstimate(int(flagged.sum()), flagged, scores, thr)
 
 
-def estimate_f(distances: np.ndarray, *, k: float = 3.0, max_f: int | None = None) -> int:
-    """Estimate how many rows are outliers, from the (n, n) squared-distance matrix.
+def estimate_f(
+    distances: np.ndarray | None = None,
+    *,
+    gram: np.ndarray | None = None,
+    k: float = 3.0,
+    max_f: int | None = None,
+) -> int:
+    """Estimate how many rows are outliers, from the (n, n) squared-distance matrix (or a
+    Gram matrix of the rows, ``gram=``).
 
     Each row gets a robust score, the lower median of its Euclidean distances to the other
     rows. With fewer than n/2 outliers, an honest row's score is an honest–honest distance
@@ -84,4 +95,4 @@ def estimate_f(distances: np.ndarray, *, k: float = 3.0, max_f: int | None = Non
 
     Raises :class:`InputShapeError` for a malformed matrix, :class:`ParameterError`.
     """
-    return estimate_outliers(distances, k=k, max_f=max_f).f
+    return estimate_outliers(distances, gram=gram, k=k, max_f=max_f).f

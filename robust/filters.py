@@ -16,7 +16,7 @@ import numpy as np
 
 from ._common import MAJORITY, prepare
 from ._rows import RowSet
-from ._validate import check_positive, check_weights
+from ._validate import check_positive, check_square, check_weights
 from .auto_f import robust_cut
 from .distances import auto_gram, gram_from_distances, resolve_distances
 from .errors import InsufficientClientsError
@@ -51,18 +51,25 @@ def _select(
 
 
 def distance_filter_select(
-    distances: np.ndarray,
+    distances: np.ndarray | None = None,
     f: int | None = None,
     *,
+    gram: np.ndarray | None = None,
     k: float = 3.0,
     max_distance: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Distance-only form: boolean accepted mask and each row's distance to the centre."""
-    D = resolve_distances(None, distances=distances)
+    """Distance-only form: boolean accepted mask and each row's distance to the centre.
+    Pass squared ``distances`` or a ``gram`` matrix (more precise for extreme rows)."""
+    if gram is not None and distances is None:
+        G = check_square(gram, "gram")
+        D = None
+    else:
+        D = resolve_distances(None, distances=distances, gram_matrix=gram)
+        G = gram_from_distances(D)
     k = check_positive(k, "k")
     if max_distance is not None:
         max_distance = check_positive(max_distance, "max_distance", allow_zero=True)
-    acc, r, _, _ = _select(gram_from_distances(D), f or None, k, max_distance, None)
+    acc, r, _, _ = _select(G, f or None, k, max_distance, None)
     return acc, r
 
 

@@ -31,14 +31,20 @@ __all__ = [
 ]
 
 
-def krum_scores(distances: np.ndarray, f: int, neighbours: int | None = None) -> np.ndarray:
+def krum_scores(
+    distances: np.ndarray | None,
+    f: int,
+    neighbours: int | None = None,
+    *,
+    gram: np.ndarray | None = None,
+) -> np.ndarray:
     """Krum score of every row: the sum of its squared distances to its ``neighbours``
     nearest other rows (default n − f − 2). Lower is more central. Float64, shape (n,).
 
     Raises :class:`ParameterError` if ``neighbours`` is not in [1, n−1] (or n − f − 2 < 1
     when defaulted), :class:`InputShapeError` for a malformed matrix.
     """
-    D = resolve_distances(None, distances=distances)
+    D = resolve_distances(None, distances=distances, gram_matrix=gram)
     return _scores(D, _neighbours(D.shape[0], check_f(f), neighbours))
 
 
@@ -71,10 +77,15 @@ def _scores(D: np.ndarray, k: int) -> np.ndarray:
 
 
 def krum_select(
-    distances: np.ndarray, f: int, neighbours: int | None = None
+    distances: np.ndarray | None,
+    f: int,
+    neighbours: int | None = None,
+    *,
+    gram: np.ndarray | None = None,
 ) -> tuple[int, np.ndarray]:
-    """Index of the row Krum selects, and all Krum scores (distance-only form)."""
-    D = resolve_distances(None, distances=distances)
+    """Index of the row Krum selects, and all Krum scores (distance-only form: squared
+    ``distances`` or a ``gram`` matrix). Raises like :func:`krum`."""
+    D = resolve_distances(None, distances=distances, gram_matrix=gram)
     f = check_f(f)
     KRUM.check("krum", D.shape[0], f)
     s = _scores(D, _neighbours(D.shape[0], f, neighbours))
@@ -82,10 +93,16 @@ def krum_select(
 
 
 def multi_krum_select(
-    distances: np.ndarray, f: int, m: int | None = None, neighbours: int | None = None
+    distances: np.ndarray | None,
+    f: int,
+    m: int | None = None,
+    neighbours: int | None = None,
+    *,
+    gram: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted indices of the m rows Multi-Krum selects (default m = n − f), and the scores."""
-    D = resolve_distances(None, distances=distances)
+    """Sorted indices of the m rows Multi-Krum selects (default m = n − f), and the scores
+    (distance-only form). Raises like :func:`multi_krum`."""
+    D = resolve_distances(None, distances=distances, gram_matrix=gram)
     f = check_f(f)
     n = D.shape[0]
     KRUM.check("multi_krum", n, f)

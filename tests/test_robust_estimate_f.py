@@ -57,3 +57,20 @@ def test_errors():
         robust.estimate_f(np.zeros((3, 3)), k=0)
     with pytest.raises(ParameterError, match="max_f"):
         robust.estimate_f(np.zeros((3, 3)), max_f=-1)
+
+
+def test_gram_input_equals_distance_input():
+    X = _honest(12, seed=7)
+    X[[0, 5]] += 30
+    D = robust.pairwise_sq_distances(X)
+    G = robust.gram(X)
+    assert robust.estimate_f(gram=G) == robust.estimate_f(D) == 2
+    assert robust.krum_select(None, 2, gram=G)[0] == robust.krum_select(D, 2)[0]
+    np.testing.assert_array_equal(
+        robust.multi_krum_select(None, 2, gram=G)[0], robust.multi_krum_select(D, 2)[0]
+    )
+    np.testing.assert_array_equal(
+        robust.distance_filter_select(gram=G)[0], robust.distance_filter_select(D)[0]
+    )
+    with pytest.raises(InputShapeError, match="either distances= or gram="):
+        robust.estimate_f(D, gram=G)
