@@ -22,15 +22,20 @@ _SORT_CHUNK_BYTES = 1 << 20  # transposed chunk for column sorts (cache-sized)
 
 
 def num_threads() -> int:
-    """Worker threads for column-parallel kernels: ``$FORTIS_NUM_THREADS`` or the CPU count
-    (at most 8). numpy's sort releases the GIL, so threads give real parallelism."""
+    """Worker threads for column-parallel kernels: ``$FORTIS_NUM_THREADS`` or the number of
+    CPUs this process may run on (at most 8). numpy's sort and BLAS release the GIL, so
+    threads give real parallelism."""
     env = os.environ.get("FORTIS_NUM_THREADS")
     if env:
         try:
             return max(1, int(env))
         except ValueError:
             pass
-    return max(1, min(8, os.cpu_count() or 1))
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
 
 
 class RowSet:

@@ -287,6 +287,46 @@ def bulyan_select(D: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(chosen, dtype=np.intp), first_scores
 
 
+def _closest_to_median_mean(t: np.ndarray, f: int, beta: int) -> np.ndarray:
+    """Per row of ``t`` (θ sorted values per coordinate, shape (c, θ)), the mean of the β
+    values closest to the row's median (even θ: mean of the two middle values).
+
+    The β closest values form a window ``[s, s+β)`` of the sorted values with s in
+    [0, θ−β] = [0, 2f]; the window minimising its largest deviation from the median is the
+    set of the β closest values (the first such window, i.e. the smaller values, on ties).
+    Its sum is built from the always-included middle plus partial sums that run from the
+    median outwards, so an extreme value (say 10³⁰) only enters sums that contain it.
+    """
+    c, theta = t.shape
+    span = theta - beta  # = 2f
+    if theta % 2:
+        med = t[:, theta // 2].astype(np.float64)
+    else:
+        med = 0.5 * t[:, theta // 2 - 1].astype(np.float64) + 0.5 * t[:, theta // 2]
+    lo = np.ascontiguousarray(t[:, : span + 1].T)  # sorted positions 0 .. 2f
+    hi = np.ascontiguousarray(t[:, beta - 1 :].T)  # sorted positions β-1 .. θ-1
+    s = np.argmin(np.maximum(med - lo, hi - med), axis=0)  # first min: smaller values
+    cols = np.arange(c)
+    if beta >= span:
+        total = t[:, span:beta].sum(axis=1, dtype=np.float64)  # in every window
+        low = np.zeros((span + 1, c))  # low[s] = Σ sorted[s:span]
+        high = np.zeros((span + 1, c))  # high[s] = Σ sorted[beta:beta+s]
+        run_lo = np.zeros(c)
+        run_hi = np.zeros(c)
+        for j in range(span - 1, -1, -1):
+            run_lo += lo[j]
+            low[j] = run_lo
+        for i in range(span):
+            run_hi += hi[1 + i]
+            high[i + 1] = run_hi
+        total += low[s, cols] + high[s, cols]
+    else:  # n <= 6f: no position is in every window; add each position where it belongs
+        total = np.zeros(c)
+        for j in range(theta):
+            total += np.where((s <= j) & (j < s + beta), t[:, j], 0).astype(np.float64)
+    return total / beta
+
+
 def bulyan_core(
     rs: RowSet, f: int, *, D: np.ndarray | None = None, detailed: bool = False, **_: object
 ) -> RuleOutput:
@@ -297,27 +337,9 @@ def bulyan_core(
     beta = theta - 2 * f
     sel = rs.subset(np.sort(chosen))
     out = np.empty(rs.d, dtype=rs.dtype)
-    offsets = np.arange(theta)
 
     def fn(t: np.ndarray, ch: np.ndarray, a: int, b: int) -> None:
-        # t: (chunk, θ) sorted values. Median of the θ values, then the β values closest
-        # to it, which form a window [s, s+β) of the sorted values, s in [0, 2f].
-        if theta % 2:
-            med = t[:, theta // 2].astype(np.float64)
-        else:
-            med = 0.5 * t[:, theta // 2 - 1].astype(np.float64) + 0.5 * t[:, theta // 2]
-        best_cost = None
-        best_s = np.zeros(t.shape[0], dtype=np.intp)
-        for s in range(theta - beta + 1):
-            cost = np.maximum(med - t[:, s], t[:, s + beta - 1] - med)
-            if best_cost is None:
-                best_cost = cost
-            else:
-                better = cost < best_cost
-                best_cost = np.where(better, cost, best_cost)
-                best_s[better] = s
-        mask = (offsets >= best_s[:, None]) & (offsets < best_s[:, None] + beta)
-        out[a:b] = np.where(mask, t, 0).sum(axis=1, dtype=np.float64) / beta
+        out[a:b] = _closest_to_median_mean(t, f, beta)
 
     sel.sorted_columns_apply(fn, out)
     acc = np.zeros(n, bool)

@@ -58,7 +58,10 @@ def test_multi_krum_trusted_weights():
     np.testing.assert_allclose(robust.multi_krum(X, 1, weights=w), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("n,f,seed", [(3, 0, 0), (7, 1, 1), (11, 2, 2), (15, 3, 3), (16, 3, 4)])
+# n <= 6f uses the direct window sum, larger n the inside-out partial sums
+@pytest.mark.parametrize(
+    "n,f,seed", [(3, 0, 0), (7, 1, 1), (11, 2, 2), (15, 3, 3), (16, 3, 4), (20, 2, 5), (27, 4, 6)]
+)
 def test_bulyan_matches_reference(n, f, seed):
     X = _cloud(n, 17, n_byz=f, seed=seed)
     ref, chosen = ref_bulyan(X, f)
@@ -70,10 +73,11 @@ def test_bulyan_matches_reference(n, f, seed):
 
 def test_bulyan_ties_and_duplicates():
     rng = np.random.default_rng(7)
-    X = rng.integers(-3, 4, size=(11, 40)).astype(np.float64)
-    X[5] = X[4]
-    ref, _ = ref_bulyan(X, 2)
-    np.testing.assert_allclose(robust.bulyan(X, 2), ref, rtol=1e-12)
+    for n in (11, 20):
+        X = rng.integers(-3, 4, size=(n, 40)).astype(np.float64)
+        X[5] = X[4]
+        ref, _ = ref_bulyan(X, 2)
+        np.testing.assert_allclose(robust.bulyan(X, 2), ref, rtol=1e-12)
 
 
 def test_bulyan_bound_message():
