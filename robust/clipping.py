@@ -79,10 +79,25 @@ def centered_clipping_core(
     return RuleOutput(v.astype(rs.dtype), np.ones(rs.n, bool), factors, info)
 
 
+def auto_tau(rs: RowSet, center: np.ndarray) -> float:
+    """Default clipping radius: the median distance of the rows to ``center``.
+
+    With at most f < n/2 Byzantine rows the median distance is at most the largest honest
+    distance, so Byzantine rows cannot inflate it. A zero median (most rows equal the centre)
+    falls back to the smallest positive distance, then to 1.0.
+    """
+    dist = np.sqrt(rs.sq_dist_to(np.asarray(center, dtype=np.float64)))
+    tau = float(np.median(dist))
+    if tau > 0:
+        return tau
+    positive = dist[dist > 0]
+    return float(positive.min()) if positive.size else 1.0
+
+
 def centered_clipping(
     X: np.ndarray,
     center: np.ndarray,
-    tau: float,
+    tau: float | None = None,
     iters: int = 1,
     *,
     weights: np.ndarray | None = None,
@@ -92,8 +107,9 @@ def centered_clipping(
     times, starting at ``v = center`` (uniform ``w_i = 1/n`` unless trusted weights).
 
     Stateless: the caller keeps the centre (typically the previous round's aggregate or
-    momentum) and passes it in. Distances are computed directly in float64. Non-finite rows
-    are removed first. ``f`` is only checked against n >= 2f+1.
+    momentum) and passes it in. ``tau=None`` uses :func:`auto_tau` (the median distance to
+    the centre). Distances are computed directly in float64. Non-finite rows are removed
+    first. ``f`` is only checked against n >= 2f+1.
 
     Returns a length-d vector (dtype of ``X``). Raises :class:`InputShapeError` (bad shape,
     ``center`` of the wrong length or non-finite), :class:`ParameterError` (``tau`` not > 0,
@@ -101,7 +117,7 @@ def centered_clipping(
     """
     p = prepare(X, f, "centered_clipping", MAJORITY)
     c = check_vector(center, p.X.shape[1], "center")
-    tau = check_positive(tau, "tau")
+    tau = auto_tau(p.rows, c) if tau is None else check_positive(tau, "tau")
     iters = check_int(iters, "iters", 1)
     w = check_weights(weights, p.X.shape[0])
     if w is not None and p.removed:

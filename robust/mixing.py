@@ -79,7 +79,7 @@ def bucket_rows(
 
 def bucketing(
     X: np.ndarray,
-    s: int,
+    s: int = 2,
     rng: np.random.Generator | int | None = None,
     *,
     seed: int | None = None,
@@ -90,7 +90,8 @@ def bucketing(
 
     Each Byzantine row contaminates at most one bucket, so at most f of the ⌈n/s⌉ outputs
     are Byzantine; the rule run afterwards must satisfy its bound for ⌈n/s⌉ rows and f.
-    ``rng`` (a Generator or seed) or ``seed`` fixes the shuffle.
+    ``rng`` (a Generator or seed) or ``seed`` fixes the shuffle. The default ``s=2`` is the
+    bucket size of the paper's experiments.
 
     Returns a (⌈n/s⌉, d) array (dtype of ``X``), plus the member indices of each bucket if
     ``return_buckets``. Raises :class:`InputShapeError` (also for non-finite rows),

@@ -157,7 +157,7 @@ _PRE_PARAMS = {
     "nnm": (),
     "bucketing": ("s", "seed", "rng"),
 }
-_PRE_REQUIRED = {"clip": ("max_norm",), "norm_filter": ("max_norm",), "bucketing": ("s",)}
+_PRE_REQUIRED = {"clip": ("max_norm",), "norm_filter": ("max_norm",)}
 
 #: Rules that can run from a distance/Gram matrix alone (no ``X``). For each of them the
 #: aggregate is the (trusted-weighted) mean of the accepted rows, so a secure pipeline can
@@ -232,6 +232,8 @@ def _parse_pre(pre: object) -> list[tuple[str, dict[str, Any]]]:
         missing = [k for k in _PRE_REQUIRED.get(name, ()) if k not in params]
         if missing:
             raise ParameterError(f"pre-aggregator {name!r} needs {', '.join(missing)}")
+        if name == "bucketing":
+            params.setdefault("s", 2)
         stages.append((name, params))
     return stages
 
@@ -475,8 +477,14 @@ def aggregate_detailed(
         if not callable(rule) or isinstance(rule, str)
         else dict(params)
     )
-    if name == "centered_clipping" and ("center" not in rparams or "tau" not in rparams):
-        raise ParameterError("centered_clipping needs center= and tau=")
+    if name == "centered_clipping":
+        if "center" not in rparams:
+            raise ParameterError(
+                "centered_clipping needs center= (the caller's state, e.g. the previous aggregate)"
+            )
+        if rparams.get("tau") is None:
+            assert rs is not None
+            rparams["tau"] = clipping.auto_tau(rs, rparams["center"])
     w_rows = None
     if w_all is not None:
         w_rows = np.zeros(rows_n)

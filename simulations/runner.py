@@ -223,6 +223,7 @@ class Simulation:
 
             self.notes.append(replication_cost(config.clients, r).describe())
         self._round_bytes = 0
+        self._round_idx = 0
 
     # -- one round -------------------------------------------------------------------------
     def _participants(self) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +279,17 @@ class Simulation:
         X[finite] = robust.clip(X[finite], max_norm)
         return X
 
+    def _pre(self) -> list[tuple[str, dict[str, Any]]]:
+        """The configured pre-aggregators; bucketing gets a per-round seed from the run's
+        seed so that runs are reproducible."""
+        out = []
+        for name, params in self.config.pre:
+            params = dict(params)
+            if name == "bucketing" and "seed" not in params and "rng" not in params:
+                params["seed"] = int(self.config.seed * 1_000_003 + self._round_idx)
+            out.append((name, params))
+        return out
+
     def _defence_params(self) -> dict[str, Any]:
         params = dict(self.config.defence_params)
         if self.config.defence == "centered_clipping" and "center" not in params:
@@ -291,7 +303,7 @@ class Simulation:
                 X,
                 self.config.defence,
                 f=self.config.f_for_defence,
-                pre=list(self.config.pre),
+                pre=self._pre(),
                 **self._defence_params(),
             )
 
@@ -305,7 +317,7 @@ class Simulation:
         if c.secure:
             return self._aggregate_secure(X)
         res = robust.aggregate_detailed(
-            X, c.defence, f=c.f_for_defence, pre=list(c.pre), **self._defence_params()
+            X, c.defence, f=c.f_for_defence, pre=self._pre(), **self._defence_params()
         )
         return res.vector, np.asarray(res.accepted, dtype=bool)
 
@@ -381,6 +393,12 @@ class Simulation:
             try:
                 vector, accepted = self._aggregate(X, byz_mask)
             except robust.errors.InsufficientClientsError as exc:
+                if len(ids) == c.clients:
+                    # Not a benign fault: the defence cannot run even with every client present.
+                    raise ConfigError(
+                        f"defence {c.label().split(' / ')[1]!r} cannot run with "
+                        f"{c.clients} clients and f={c.f_for_defence}: {exc}"
+                    ) from exc
                 record.skipped = f"aggregation skipped: {exc}"
             else:
                 if not np.all(np.isfinite(vector)):

@@ -211,7 +211,7 @@ def test_error_paths():
         robust.aggregate(X, "krum", f="many")
     with pytest.raises(ParameterError, match="non-negative"):
         robust.aggregate(X, "krum", f=-1)
-    with pytest.raises(ParameterError, match="center= and tau="):
+    with pytest.raises(ParameterError, match="centered_clipping needs center="):
         robust.aggregate(X, "centered_clipping", f=1)
     with pytest.raises(ParameterError, match="m must be"):
         robust.aggregate(X, "multi_krum", f=1, m=0)
@@ -234,3 +234,18 @@ def test_input_not_mutated_by_any_pipeline():
     for rule in NAMES:
         robust.aggregate(X, rule, f=2, pre=[("clip", {"max_norm": 1.0}), "nnm"], **_params(rule, 9))
     np.testing.assert_array_equal(X, before)
+
+
+def test_defaults_for_bucketing_size_and_centered_clipping_radius():
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(9, 30))
+    res = robust.aggregate_detailed(X, "median", f=2, pre=["bucketing"])
+    assert res.stages[0]["s"] == 2 and len(res.stages[0]["buckets"]) == 5
+    center = np.zeros(30)
+    dist = np.linalg.norm(X, axis=1)
+    auto = robust.aggregate(X, "centered_clipping", f=2, center=center)
+    explicit = robust.aggregate(
+        X, "centered_clipping", f=2, center=center, tau=float(np.median(dist))
+    )
+    np.testing.assert_allclose(auto, explicit)
+    np.testing.assert_allclose(robust.centered_clipping(X, center), explicit)

@@ -110,7 +110,7 @@ def test_matrix_resumes_completed_cells(tmp_path, monkeypatch):
     seen = []
     cells = run_matrix(base, **kw, on_cell=lambda i, n, s, resumed: seen.append(resumed))
     assert len(cells) == 4 and seen == [False] * 4
-    assert (tmp_path / "matrix.md").read_text().count("worst case") == 1
+    assert (tmp_path / "matrix.md").read_text().count("| worst case |") == 1
     assert (tmp_path / "matrix.png").stat().st_size > 0
 
     def boom(*a, **k):
@@ -129,7 +129,7 @@ def test_cli_simulate_writes_report(tmp_path, capsys):
         [
             "simulate",
             "--clients",
-            "8",
+            "10",
             "-f",
             "2",
             "--rounds",
@@ -233,3 +233,21 @@ def test_label_flip_and_backdoor_run_with_dataset_parameters(digits):
     bd = run_simulation(cfg, dataset=digits)
     assert all(r.backdoor_asr is not None for r in bd.history)
     assert bd.final_backdoor_asr > 0.3  # 40% of clients with a 3x3 trigger: the backdoor lands
+
+
+def test_impossible_defence_fails_with_the_bound_named(digits):
+    # bucketing s=2 leaves 5 rows; Krum needs n >= 2f+3 = 7 for f=2.
+    cfg = SimulationConfig(
+        clients=10, byzantine=2, rounds=2, defence="krum", pre=(("bucketing", {}),)
+    )
+    with pytest.raises(ConfigError, match="2f\\+3"):
+        run_simulation(cfg, dataset=digits)
+
+
+def test_bucketing_and_centered_clipping_defaults_are_reproducible(digits):
+    cfg = SimulationConfig(
+        **FAST, attack="alie", defence="centered_clipping", pre=(("bucketing", {}),)
+    )
+    a, b = run_simulation(cfg, dataset=digits), run_simulation(cfg, dataset=digits)
+    assert a.accuracies == b.accuracies
+    assert a.final_accuracy > 0.7
