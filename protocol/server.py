@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -225,6 +226,7 @@ class Server:
         graph_seed: bytes | None = None,
         pki: Mapping[int, bytes] | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_BYTES,
+        unmask_workers: int | None = None,
     ) -> None:
         if not isinstance(config, RoundConfig):
             raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
@@ -239,6 +241,12 @@ class Server:
             raise ValueError("server: hardened mode needs the pki (client id -> Ed25519 key)")
         self._pki = dict(pki) if pki is not None else {}
         self.max_message_size = max_message_size
+        # Mask re-expansion is AES-bound and releases the GIL: use the machine's cores.
+        self.unmask_workers = (
+            max(1, min(os.cpu_count() or 1, 8)) if unmask_workers is None else int(unmask_workers)
+        )
+        if self.unmask_workers < 1:
+            raise ValueError(f"unmask_workers must be >= 1, got {unmask_workers!r}")
         self._population = frozenset(config.population)
         self.stage = ServerStage.COLLECT_KEYS
         self.faults: list[Fault] = []
@@ -674,7 +682,7 @@ class Server:
                 key = sk.agree(kp, self._adverts[i].s_pk, mask_agreement_info(cfg.round_id, i, d))
                 pairwise[(i, d)] = pairwise_seed(key, cfg.round_id)
         acc = cfg.encoder.wrap(self._acc)
-        total = unmask_sum(acc, seeds, pairwise, cfg.bits)
+        total = unmask_sum(acc, seeds, pairwise, cfg.bits, workers=self.unmask_workers)
         total.flags.writeable = False
         aggregate = cfg.encoder.decode(total, len(self.u3))
         self.result = AggregateResult(total, aggregate, self.u3)
