@@ -552,14 +552,13 @@ def run_worker_rules(
             text=True,
             cwd=str(REPO),
         )
+        # ``current`` is the rule in progress (deadline: ``timeout`` after its START); between
+        # rules (worker start-up, loading the peer, building the next input) the worker gets
+        # 120 s from its last message.
         current, started, buf = None, time.monotonic(), ""
-        startup_deadline = time.monotonic() + 120
         try:
             while True:
-                if current is not None:
-                    deadline = started + timeout
-                else:
-                    deadline = startup_deadline
+                deadline = started + (timeout if current is not None else 120.0)
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     proc.kill()
@@ -569,7 +568,10 @@ def run_worker_rules(
                         pending.remove(current)
                     else:
                         for r in pending:
-                            results[r] = {"status": "ERROR", "error": "worker start timed out"}
+                            results[r] = {
+                                "status": "ERROR",
+                                "error": "worker stalled between rules",
+                            }
                         pending = []
                     break
                 ready, _, _ = select.select([proc.stdout], [], [], min(wait, 1.0))
@@ -591,13 +593,14 @@ def run_worker_rules(
                 buf = line.rstrip("\n")
                 if buf.startswith("READY "):
                     version = json.loads(buf[6:])["version"]
+                    started = time.monotonic()
                 elif buf.startswith("START "):
                     current, started = buf[6:], time.monotonic()
                 elif buf.startswith("DONE "):
                     res = json.loads(buf[5:])
                     results[res["rule"]] = res
                     pending.remove(res["rule"])
-                    current = None
+                    current, started = None, time.monotonic()
                     if not pending:
                         proc.wait(timeout=60)
                         break
@@ -817,7 +820,7 @@ def _peer_cell(r: dict[str, Any] | None, fortis: float) -> str:
         t = med(r["times"])
         return f"{_fmt_s(t)} ({t / fortis:.1f}×, k={len(r['times'])})"
     if st == "TIMEOUT":
-        return f"TIMEOUT >{r['timeout']:.0f} s"
+        return f"TIMEOUT >{r['timeout']:g} s"
     return st or "?"
 
 
