@@ -287,6 +287,39 @@ def bulyan_select(D: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(chosen, dtype=np.intp), first_scores
 
 
+def _first_closest_window(t: np.ndarray, med: np.ndarray, beta: int) -> np.ndarray:
+    """Per row of the sorted ``t`` (shape (c, θ)), the start of the first window of β
+    sorted positions minimising ``max(med − t[s], t[s+β−1] − med)``: the same ``s`` as an
+    argmin over all θ − β + 1 windows, found in β vectorised steps.
+
+    Two pointers grow a window from the median, each step taking the side whose next value
+    is closer to ``med`` (the β closest values). Its cost ``r`` is the minimal window cost
+    (every window's cost is at least the largest deviation inside it). The first window of
+    cost ``r`` starts at the first position with ``med − t[s] <= r``: left deviations do
+    not increase towards the median, so that position is found by stepping left over ties.
+    """
+    c, theta = t.shape
+    flat = t.reshape(-1)
+    base = np.arange(c) * theta
+    left = np.full(c, theta // 2 - 1)  # next candidate below the window
+    right = np.full(c, theta // 2)  # next candidate above the window
+    inf = np.full(c, np.inf)
+    for _ in range(beta):
+        dl = np.where(left >= 0, med - flat[base + np.maximum(left, 0)], inf)
+        dr = np.where(right < theta, flat[base + np.minimum(right, theta - 1)] - med, inf)
+        take_left = dl <= dr
+        left -= take_left
+        right += ~take_left
+    s = left + 1
+    r = np.maximum(med - flat[base + s], flat[base + s + beta - 1] - med)
+    while True:  # earlier windows of the same cost (ties in the left deviations)
+        prev = np.maximum(s - 1, 0)
+        move = (s > 0) & (med - flat[base + prev] <= r)
+        if not move.any():
+            return s
+        s = s - move
+
+
 def _closest_to_median_mean(t: np.ndarray, f: int, beta: int) -> np.ndarray:
     """Per row of ``t`` (θ sorted values per coordinate, shape (c, θ)), the mean of the β
     values closest to the row's median (even θ: mean of the two middle values).
@@ -303,11 +336,11 @@ def _closest_to_median_mean(t: np.ndarray, f: int, beta: int) -> np.ndarray:
         med = t[:, theta // 2].astype(np.float64)
     else:
         med = 0.5 * t[:, theta // 2 - 1].astype(np.float64) + 0.5 * t[:, theta // 2]
-    lo = np.ascontiguousarray(t[:, : span + 1].T)  # sorted positions 0 .. 2f
-    hi = np.ascontiguousarray(t[:, beta - 1 :].T)  # sorted positions β-1 .. θ-1
-    s = np.argmin(np.maximum(med - lo, hi - med), axis=0)  # first min: smaller values
     cols = np.arange(c)
     if beta >= span:
+        lo = np.ascontiguousarray(t[:, : span + 1].T)  # sorted positions 0 .. 2f
+        hi = np.ascontiguousarray(t[:, beta - 1 :].T)  # sorted positions β-1 .. θ-1
+        s = np.argmin(np.maximum(med - lo, hi - med), axis=0)  # first min: smaller values
         total = t[:, span:beta].sum(axis=1, dtype=np.float64)  # in every window
         low = np.zeros((span + 1, c))  # low[s] = Σ sorted[s:span]
         high = np.zeros((span + 1, c))  # high[s] = Σ sorted[beta:beta+s]
@@ -320,10 +353,10 @@ def _closest_to_median_mean(t: np.ndarray, f: int, beta: int) -> np.ndarray:
             run_hi += hi[1 + i]
             high[i + 1] = run_hi
         total += low[s, cols] + high[s, cols]
-    else:  # n <= 6f: no position is in every window; add each position where it belongs
-        total = np.zeros(c)
-        for j in range(theta):
-            total += np.where((s <= j) & (j < s + beta), t[:, j], 0).astype(np.float64)
+    else:  # n <= 6f: no position is in every window; gather each row's window and sum it
+        s = _first_closest_window(t, med, beta)
+        window = s[:, None] + np.arange(beta)
+        total = np.take_along_axis(t, window, axis=1).sum(axis=1, dtype=np.float64)
     return total / beta
 
 
