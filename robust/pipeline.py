@@ -267,7 +267,8 @@ def aggregate(
         raise DistanceOnlyError(
             "aggregate needs X; with distances only use aggregate_detailed (accepted set)"
         )
-    res = aggregate_detailed(X, rule, f, pre, **params)
+    # the rule's per-client scores are not returned here: skip their extra passes
+    res = _run(X, rule, f, pre, params, detailed=False)
     assert res.vector is not None
     return res.vector
 
@@ -306,6 +307,31 @@ def aggregate_detailed(
     :class:`InsufficientClientsError` (naming the bound and the stage), :class:`WeightsError`,
     :class:`DistanceOnlyError`, :class:`AggregationError` (a callable rule's bad output).
     """
+    return _run(
+        X,
+        rule,
+        f,
+        pre,
+        dict(params, weights=weights, distances=distances, gram=gram),
+        detailed=True,
+    )
+
+
+def _run(
+    X: np.ndarray | None,
+    rule: str | Callable[..., Any],
+    f: int | str,
+    pre: Sequence[str | tuple[str, Mapping[str, Any]]] | None,
+    params: dict[str, Any],
+    *,
+    detailed: bool,
+) -> AggregationResult:
+    """Body of :func:`aggregate_detailed`; ``detailed=False`` lets a rule skip work that
+    only feeds per-client scores (the result's ``scores`` may then be None)."""
+    params = dict(params)
+    weights = params.pop("weights", None)
+    distances = params.pop("distances", None)
+    gram = params.pop("gram", None)
     # -- the rule -------------------------------------------------------------------------
     if callable(rule) and not isinstance(rule, str):
         fn = rule
@@ -501,7 +527,7 @@ def aggregate_detailed(
         kwargs["n"] = rows_n
     # distance_filter: f only caps the number of rejections; f=0 means "no cap"
     f_rule = None if (spec.f_optional and not auto and f_user == 0) else f_stage
-    out = spec.core(rs, f_rule, detailed=True, **kwargs)
+    out = spec.core(rs, f_rule, detailed=detailed, **kwargs)
 
     vec = out.vector
     if vec is not None:
