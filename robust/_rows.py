@@ -79,14 +79,15 @@ class RowSet:
         """``Σ w_i x_i`` in the input dtype. With ``w`` normalised to sum 1 every partial
         sum is a sub-convex combination, so finite rows cannot overflow."""
         w = np.asarray(w, dtype=self.dtype)
-        if self.idx is None:
-            return w @ self.X
-        out = np.empty(self.d, dtype=self.dtype)
-        c = self._width(_CHUNK_BYTES, self.X.itemsize)
-        for a in range(0, self.d, c):
-            b = min(a + c, self.d)
-            out[a:b] = w @ self.chunk(a, b)
-        return out
+        with single_threaded_blas():  # memory-bound gemv: see finite_rows
+            if self.idx is None:
+                return w @ self.X
+            out = np.empty(self.d, dtype=self.dtype)
+            c = self._width(_CHUNK_BYTES, self.X.itemsize)
+            for a in range(0, self.d, c):
+                b = min(a + c, self.d)
+                out[a:b] = w @ self.chunk(a, b)
+            return out
 
     def weighted_sum_of(self, local: np.ndarray, w: np.ndarray) -> np.ndarray:
         """``Σ_k w_k x_{local_k}`` (``w`` normalised). Rows of a RowSet are finite, so when
@@ -117,8 +118,11 @@ class RowSet:
         single-threaded meanwhile (see :mod:`robust._blas`)."""
         starts = list(range(0, self.d, width))
         workers = min(num_threads(), len(starts))
-        if workers <= 1 or not blas_threads_controllable():
+        if not blas_threads_controllable():
             return [fn(starts, width)]
+        if workers <= 1:  # still single-threaded BLAS: its threading of skinny products
+            with single_threaded_blas():  # is what made the column split necessary
+                return [fn(starts, width)]
         parts = [starts[i::workers] for i in range(workers)]
         with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as ex:
             return list(ex.map(lambda p: fn(p, width), parts))

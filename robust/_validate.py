@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._blas import single_threaded_blas
 from .errors import (
     InputShapeError,
     InsufficientClientsError,
@@ -47,7 +48,9 @@ def finite_rows(X: np.ndarray) -> np.ndarray:
     non-finite entry, or a float overflow of a finite row) are checked exactly.
     """
     ones = np.ones(X.shape[1], dtype=X.dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
+    # a multithreaded BLAS gemv costs ~10 ms of thread start-up on a loaded machine even
+    # when the product itself takes 0.1 ms; it is memory-bound, so one thread loses little
+    with np.errstate(over="ignore", invalid="ignore"), single_threaded_blas():
         sums = X @ ones
     ok = np.isfinite(sums)
     for i in np.flatnonzero(~ok):
