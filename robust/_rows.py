@@ -132,15 +132,17 @@ class RowSet:
         float64 accumulation through BLAS syrk."""
         n, d = self.n, self.d
 
+        avg = np.full(n, 1.0 / n)
+
         def part(starts: list[int], c: int) -> np.ndarray:
             G = np.zeros((n, n), dtype=np.float64)
             buf = np.empty((n, c), dtype=np.float64)
             for a in starts:
                 b = min(a + c, d)
-                ch = self.chunk(a, b)
                 work = buf[:, : b - a]
-                mu = ch.mean(axis=0, dtype=np.float64) if center is None else center[a:b]
-                np.subtract(ch, mu, out=work)
+                work[...] = self.chunk(a, b)  # float64 copy (exact for float32 input)
+                # column mean by a float64 gemv on the copy: cheaper than ch.mean(axis=0)
+                work -= avg @ work if center is None else center[a:b]
                 G += work @ work.T  # numpy dispatches A @ A.T to BLAS syrk
             return G
 
