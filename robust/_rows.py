@@ -154,15 +154,19 @@ class RowSet:
     def sq_dist_to(self, z: np.ndarray) -> np.ndarray:
         """``‖x_i − z‖²`` in float64, computed directly (no cancellation)."""
         z = np.asarray(z, dtype=np.float64)
-        c = self._width(_CHUNK_BYTES)
-        out = np.zeros(self.n, dtype=np.float64)
-        buf = np.empty((self.n, c), dtype=np.float64)
-        for a in range(0, self.d, c):
-            b = min(a + c, self.d)
-            work = buf[:, : b - a]
-            np.subtract(self.chunk(a, b), z[a:b], out=work)
-            out += np.einsum("ij,ij->i", work, work)
-        return out
+
+        def part(starts: list[int], c: int) -> np.ndarray:
+            acc = np.zeros(self.n, dtype=np.float64)
+            buf = np.empty((self.n, c), dtype=np.float64)
+            for a in starts:
+                b = min(a + c, self.d)
+                work = buf[:, : b - a]
+                work[...] = self.chunk(a, b)  # float64 copy, then an exact-input subtract
+                work -= z[a:b]
+                acc += np.einsum("ij,ij->i", work, work)
+            return acc
+
+        return np.sum(self._column_parallel(self._width(_GRAM_CHUNK_BYTES), part), axis=0)
 
     def sq_norms(self) -> np.ndarray:
         return self.sq_dist_to(np.zeros(self.d))
