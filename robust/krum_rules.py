@@ -288,29 +288,26 @@ def bulyan_select(D: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _first_closest_window(t: np.ndarray, med: np.ndarray, beta: int) -> np.ndarray:
-    """Per row of the sorted ``t`` (shape (c, θ)), the start of the first window of β
-    sorted positions minimising ``max(med − t[s], t[s+β−1] − med)``: the same ``s`` as an
-    argmin over all θ − β + 1 windows, found in β vectorised steps.
+    """Per row of the sorted ``t`` (shape (c, θ), θ >= 2β), the start of the first window
+    of β sorted positions minimising ``max(med − t[s], t[s+β−1] − med)``: the same ``s``
+    as an argmin over all θ − β + 1 windows, from 2β middle columns.
 
-    Two pointers grow a window from the median, each step taking the side whose next value
-    is closer to ``med`` (the β closest values). Its cost ``r`` is the minimal window cost
-    (every window's cost is at least the largest deviation inside it). The first window of
-    cost ``r`` starts at the first position with ``med − t[s] <= r``: left deviations do
-    not increase towards the median, so that position is found by stepping left over ties.
+    The β values closest to ``med`` (on equal deviations, the lower value first) are a
+    merge of the left deviations ``A_j = med − t[p−j]`` and the right ones
+    ``B_j = t[p+j−1] − med`` (p = ⌊θ/2⌋, both non-decreasing in j). ``A_j`` is among them
+    iff ``A_j <= B_{β−j+1}``, so the count taken from the left is the number of such j and
+    the window starts at ``p − count``. Its cost ``r`` is the minimal window cost (every
+    window's cost is at least the largest deviation inside it). The first window of cost
+    ``r`` starts at the first position with ``med − t[s] <= r``: left deviations do not
+    increase towards the median, so that position is found by stepping left over ties.
     """
     c, theta = t.shape
+    p = theta // 2
+    left_dev = med[:, None] - t[:, p - beta : p][:, ::-1]  # A_1 .. A_β
+    right_dev = t[:, p : p + beta][:, ::-1] - med[:, None]  # B_β .. B_1
+    s = p - np.count_nonzero(left_dev <= right_dev, axis=1)
     flat = t.reshape(-1)
     base = np.arange(c) * theta
-    left = np.full(c, theta // 2 - 1)  # next candidate below the window
-    right = np.full(c, theta // 2)  # next candidate above the window
-    inf = np.full(c, np.inf)
-    for _ in range(beta):
-        dl = np.where(left >= 0, med - flat[base + np.maximum(left, 0)], inf)
-        dr = np.where(right < theta, flat[base + np.minimum(right, theta - 1)] - med, inf)
-        take_left = dl <= dr
-        left -= take_left
-        right += ~take_left
-    s = left + 1
     r = np.maximum(med - flat[base + s], flat[base + s + beta - 1] - med)
     while True:  # earlier windows of the same cost (ties in the left deviations)
         prev = np.maximum(s - 1, 0)
