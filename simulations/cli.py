@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -205,7 +206,7 @@ def _base_config(args: argparse.Namespace, **overrides: Any):
     lr = args.lr if args.lr is not None else (0.5 if args.training == "dsgd" else 0.1)
     kwargs: dict[str, Any] = dict(
         dataset=args.dataset,
-        data_dir=args.data_dir,
+        data_dir=None if args.data_dir is None else os.path.abspath(args.data_dir),
         alpha=args.alpha,
         gamma=args.gamma,
         model=args.model,
@@ -273,7 +274,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulations.datasets import load_dataset
     from simulations.report import summary_table, write_simulation_report
     from simulations.runner import check_components, run_simulation
-    from simulations.specs import defence_label, parse_defence
+    from simulations.specs import parse_defence
 
     f = args.byzantine if args.byzantine is not None else max(1, round(0.2 * args.clients))
     pre, rule, rule_params = parse_defence(args.defence)
@@ -283,7 +284,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         defence_params={**rule_params, **base.defence_params},
         pre=(*base.pre, *pre),
     )
-    label = defence_label(defended.pre, rule)
+    label = defended.defence_label()
     runs: list[tuple[str, Any]] = []
     if not args.no_baselines:
         runs.append(
@@ -357,9 +358,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
     from simulations.matrix import matrix_configs, run_matrix
     from simulations.report import matrix_markdown
+    from simulations.specs import split_specs
 
     attacks = [a for a in args.attacks.split(",") if a]
-    defences = [d for d in args.defences.split(",") if d]
+    defences = split_specs(args.defences)
     partitions = [p for p in args.partitions.split(",") if p]
     fs = (
         [int(x) for x in args.fs.split(",") if x]

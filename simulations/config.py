@@ -140,8 +140,12 @@ class SimulationConfig:
         blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def defence_label(self) -> str:
+        """``bucketing(s=2)+krum``: the defence with its pre-aggregators and parameters."""
+        from simulations.specs import defence_label
+
+        return defence_label(self.pre, self.defence, self.defence_params)
+
     def label(self) -> str:
-        pre = "+".join(name for name, _ in self.pre)
-        defence = f"{pre}+{self.defence}" if pre else self.defence
         attack = self.attack if self.byzantine else "none"
-        return f"{attack} / {defence}"
+        return f"{attack} / {self.defence_label()}"

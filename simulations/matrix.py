@@ -29,18 +29,22 @@ def matrix_configs(
             for spec in defences:
                 pre, rule, params = parse_defence(spec)
                 for attack in attacks:
+                    # Options given to the whole matrix (--pre, --defence-param) apply to
+                    # every defence; the spec's own pre-aggregators and parameters add to them.
+                    all_pre = (*base.pre, *pre)
+                    all_params = {**base.defence_params, **params}
                     cfg = base.replace(
                         partition=part,
                         byzantine=int(f),
                         attack=attack,
                         defence=rule,
-                        defence_params=params,
-                        pre=pre,
+                        defence_params=all_params,
+                        pre=all_pre,
                     )
                     coords = {
                         "partition": part,
                         "f": int(f),
-                        "defence": defence_label(pre, rule),
+                        "defence": defence_label(all_pre, rule, all_params),
                         "attack": attack,
                     }
                     cells.append((coords, cfg))

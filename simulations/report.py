@@ -37,8 +37,7 @@ def summary_table(results: Sequence[tuple[str, RunResult]]) -> str:
     for name, res in results:
         s = res.summary()
         c = res.config
-        pre = "+".join(p for p, _ in c.pre)
-        defence = f"{pre}+{c.defence}" if pre else c.defence
+        defence = c.defence_label()
         attack = c.attack if c.byzantine else "none (all honest)"
         lines.append(
             f"| {name} | {c.partition} | {attack} | {defence} | {_fmt(s['final_accuracy'])} "

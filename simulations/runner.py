@@ -396,7 +396,7 @@ class Simulation:
                 if len(ids) == c.clients:
                     # Not a benign fault: the defence cannot run even with every client present.
                     raise ConfigError(
-                        f"defence {c.label().split(' / ')[1]!r} cannot run with "
+                        f"defence {c.defence_label()!r} cannot run with "
                         f"{c.clients} clients and f={c.f_for_defence}: {exc}"
                     ) from exc
                 record.skipped = f"aggregation skipped: {exc}"

@@ -57,5 +57,34 @@ def parse_defence(spec: str) -> tuple[tuple[tuple[str, dict[str, Any]], ...], st
     return tuple(components[:-1]), rule, params
 
 
-def defence_label(pre: tuple[tuple[str, dict[str, Any]], ...], rule: str) -> str:
-    return "+".join([*(name for name, _ in pre), rule])
+def _component_label(name: str, params: dict[str, Any]) -> str:
+    if not params:
+        return name
+    return f"{name}(" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"
+
+
+def defence_label(
+    pre: tuple[tuple[str, dict[str, Any]], ...],
+    rule: str,
+    params: dict[str, Any] | None = None,
+) -> str:
+    """``bucketing(s=2)+centered_clipping(tau=1)``: names with their explicit parameters, so
+    defences that differ only in a parameter get different labels."""
+    parts = [_component_label(name, p) for name, p in pre]
+    parts.append(_component_label(rule, params or {}))
+    return "+".join(parts)
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a comma-separated list of specs, keeping ``k=v`` items with the spec before them:
+    ``"centered_clipping:tau=1,iters=3,median"`` -> ``["centered_clipping:tau=1,iters=3",
+    "median"]``."""
+    specs: list[str] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if "=" in item and ":" not in item and "+" not in item and specs:
+            specs[-1] += "," + item
+        else:
+            specs.append(item)
+    return specs

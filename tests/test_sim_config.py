@@ -63,7 +63,7 @@ def test_parse_defence_with_pre_aggregators():
     pre, rule, params = parse_defence("bucketing:s=2+clip:max_norm=5+centered_clipping:tau=1")
     assert pre == (("bucketing", {"s": 2}), ("clip", {"max_norm": 5}))
     assert rule == "centered_clipping" and params == {"tau": 1}
-    assert defence_label(pre, rule) == "bucketing+clip+centered_clipping"
+    assert defence_label(pre, rule) == "bucketing(s=2)+clip(max_norm=5)+centered_clipping"
     with pytest.raises(ConfigError):
         parse_defence("+")
 
@@ -72,3 +72,21 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     p = atomic_write_json(tmp_path / "a" / "x.json", {"v": [1, 2]})
     assert read_json(p) == {"v": [1, 2]}
     assert [f.name for f in p.parent.iterdir()] == ["x.json"]
+
+
+def test_labels_keep_parameters_apart():
+    pre, rule, params = parse_defence("bucketing:s=2+centered_clipping:tau=1")
+    assert defence_label(pre, rule, params) == "bucketing(s=2)+centered_clipping(tau=1)"
+    a = SimulationConfig(defence="centered_clipping", defence_params={"tau": 0.1})
+    b = a.replace(defence_params={"tau": 10})
+    assert a.defence_label() != b.defence_label()
+
+
+def test_split_specs_keeps_multi_parameter_specs_together():
+    from simulations.specs import split_specs
+
+    assert split_specs("centered_clipping:tau=1,iters=3,median,bucketing:s=2+krum") == [
+        "centered_clipping:tau=1,iters=3",
+        "median",
+        "bucketing:s=2+krum",
+    ]

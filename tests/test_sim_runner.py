@@ -149,7 +149,7 @@ def test_cli_simulate_writes_report(tmp_path, capsys):
     assert {r["config"]["partition"] for r in data.values()} == {"iid", "dirichlet"}
     assert (out / "accuracy.png").stat().st_size > 0
     md = (out / "summary.md").read_text()
-    assert "honest rejected" in md and "bucketing+median" in md
+    assert "honest rejected" in md and "bucketing(s=2)+median" in md
 
 
 def test_cli_errors_are_one_line(capsys):
@@ -251,3 +251,45 @@ def test_bucketing_and_centered_clipping_defaults_are_reproducible(digits):
     a, b = run_simulation(cfg, dataset=digits), run_simulation(cfg, dataset=digits)
     assert a.accuracies == b.accuracies
     assert a.final_accuracy > 0.7
+
+
+def test_matrix_applies_global_pre_and_params_and_keeps_variants_apart():
+    from simulations.matrix import matrix_configs
+
+    base = SimulationConfig(pre=(("clip", {"max_norm": 5}),), defence_params={"tau": 2})
+    grid = matrix_configs(
+        base,
+        ["alie"],
+        ["centered_clipping", "centered_clipping:tau=0.5", "bucketing+median"],
+        [4],
+        ["iid"],
+    )
+    cfgs = [cfg for _, cfg in grid]
+    assert cfgs[0].defence_params == {"tau": 2} and cfgs[1].defence_params == {"tau": 0.5}
+    assert all(c.pre[0] == ("clip", {"max_norm": 5}) for c in cfgs)
+    assert cfgs[2].pre[1][0] == "bucketing"
+    labels = [coords["defence"] for coords, _ in grid]
+    assert len(set(labels)) == 3
+
+
+def test_bucketing_runs_are_reproducible_but_shuffle_each_round(digits):
+    cfg = SimulationConfig(**FAST, attack="alie", defence="median", pre=(("bucketing", {"s": 2}),))
+    a, b = run_simulation(cfg, dataset=digits), run_simulation(cfg, dataset=digits)
+    assert a.accuracies == b.accuracies
+    c = run_simulation(cfg.replace(seed=4), dataset=digits)
+    assert c.accuracies != a.accuracies
+
+
+def test_server_side_packages_import_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['sklearn'] = None\n"
+        "import robust, secagg, protocol, dp\n"
+        "assert 'simulations' not in sys.modules\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
