@@ -186,7 +186,7 @@ def fortis_round(
         c0, t0 = pt_(), pc()
         xe = enc.encode(x, rng)
         t1 = pc()
-        y = mask_input(xe, i, self_seeds[i], mask_seeds[i], BITS)
+        y = mask_input(xe, i, self_seeds[i], mask_seeds[i], BITS, workers=workers)
         t2 = pc()
         cpu[i] += pt_() - c0
         parts[i]["encode"] = t1 - t0
@@ -590,7 +590,11 @@ def main(argv: list[str] | None = None) -> int:
         "--primitives-only", action="store_true", help="only the single-primitive timings"
     )
     ap.add_argument(
-        "--workers", type=int, default=1, help="threads for the fortis server's mask re-expansion"
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads for fortis's mask expansion on the client and re-expansion on the server "
+        "(default: the machine's cores, as protocol.Client/Server use)",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")

@@ -53,7 +53,7 @@ import numpy as np
 from secagg import keys as sk
 from secagg import shamir
 from secagg.errors import EncodingOverflowError, SecAggError
-from secagg.masking import mask_input, pairwise_seed
+from secagg.masking import default_workers, mask_input, pairwise_seed
 
 from .config import RoundConfig
 from .errors import SERVER_ID, MessageFormatError, ProtocolError, party_name
@@ -158,10 +158,14 @@ class Client:
         rng: np.random.Generator | None = None,
         signing_key: sk.SigningKeyPair | None = None,
         pki: Mapping[int, bytes] | None = None,
+        mask_workers: int | None = None,
     ) -> None:
         if not isinstance(config, RoundConfig):
             raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
         self.config = config
+        self.mask_workers = default_workers() if mask_workers is None else int(mask_workers)
+        if self.mask_workers < 1:
+            raise ValueError(f"mask_workers must be >= 1, got {mask_workers!r}")
         if client_id not in config.population:
             raise ValueError(f"client_id {client_id!r} is not in the round's population")
         self.id = int(client_id)
@@ -373,7 +377,7 @@ class Client:
             )
             seeds[j] = pairwise_seed(key, cfg.round_id)
         encoded = cfg.encoder.encode(self._update, self._rng)
-        y = mask_input(encoded, self.id, self._b, seeds, cfg.bits)
+        y = mask_input(encoded, self.id, self._b, seeds, cfg.bits, workers=self.mask_workers)
         return [MaskedInput(cfg.round_id, self.id, y)]
 
     def _on_ConsistencyRequest(self, msg: ConsistencyRequest) -> list[Message]:

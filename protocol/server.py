@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -70,7 +69,7 @@ import numpy as np
 from secagg import keys as sk
 from secagg import shamir
 from secagg.errors import SecAggError
-from secagg.masking import pairwise_seed, unmask_sum
+from secagg.masking import default_workers, pairwise_seed, unmask_sum
 
 from .config import RoundConfig
 from .errors import SERVER_ID, MessageFormatError, ProtocolError, party_name
@@ -241,10 +240,7 @@ class Server:
             raise ValueError("server: hardened mode needs the pki (client id -> Ed25519 key)")
         self._pki = dict(pki) if pki is not None else {}
         self.max_message_size = max_message_size
-        # Mask re-expansion is AES-bound and releases the GIL: use the machine's cores.
-        self.unmask_workers = (
-            max(1, min(os.cpu_count() or 1, 8)) if unmask_workers is None else int(unmask_workers)
-        )
+        self.unmask_workers = default_workers() if unmask_workers is None else int(unmask_workers)
         if self.unmask_workers < 1:
             raise ValueError(f"unmask_workers must be >= 1, got {unmask_workers!r}")
         self._population = frozenset(config.population)

@@ -13,6 +13,7 @@ the PRG's security, whatever ``x_i`` is (one-time pad with ``PRG(b_i)``).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,12 @@ def _as_vector(a: np.ndarray, bits: int, name: str) -> np.ndarray:
     if bits < 8 * a.itemsize and a.size and int(a.max()) >> bits:
         raise ValueError(f"{name} has elements >= 2**{bits}; not reduced modulo 2**bits")
     return a
+
+
+def default_workers() -> int:
+    """Threads for mask (re-)expansion: the machine's cores, at most 8. AES-CTR releases the
+    GIL, so on a multi-core host the expansion scales with the threads."""
+    return max(1, min(os.cpu_count() or 1, 8))
 
 
 def _accumulate(
