@@ -324,8 +324,12 @@ def _closest_to_median_mean(t: np.ndarray, f: int, beta: int) -> np.ndarray:
     The β closest values form a window ``[s, s+β)`` of the sorted values with s in
     [0, θ−β] = [0, 2f]; the window minimising its largest deviation from the median is the
     set of the β closest values (the first such window, i.e. the smaller values, on ties).
-    Its sum is built from the always-included middle plus partial sums that run from the
-    median outwards, so an extreme value (say 10³⁰) only enters sums that contain it.
+    (With equal deviations on both sides, that first window can drop a strictly closer
+    value on the right: sorted 8, 8, 10, 12, 12 with β = 2 gives 8, 8. The test reference
+    defines the rule this way.) For β >= 2f the sum is built from the always-included
+    middle plus partial sums that run from the median outwards; for β < 2f the window is
+    found by :func:`_first_closest_window` and summed directly. Either way an extreme value
+    (say 10³⁰) only enters sums that contain it.
     """
     c, theta = t.shape
     span = theta - beta  # = 2f
