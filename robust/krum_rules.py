@@ -303,9 +303,10 @@ def _first_closest_window(t: np.ndarray, med: np.ndarray, beta: int) -> np.ndarr
     """
     c, theta = t.shape
     p = theta // 2
-    left_dev = med[:, None] - t[:, p - beta : p][:, ::-1]  # A_1 .. A_β
-    right_dev = t[:, p : p + beta][:, ::-1] - med[:, None]  # B_β .. B_1
-    s = p - np.count_nonzero(left_dev <= right_dev, axis=1)
+    taken = np.zeros(c, dtype=np.intp)
+    for j in range(1, beta + 1):  # A_j <= B_{β−j+1}
+        taken += (med - t[:, p - j]) <= (t[:, p + beta - j] - med)
+    s = p - taken
     flat = t.reshape(-1)
     base = np.arange(c) * theta
     r = np.maximum(med - flat[base + s], flat[base + s + beta - 1] - med)
@@ -355,9 +356,11 @@ def _closest_to_median_mean(t: np.ndarray, f: int, beta: int) -> np.ndarray:
             high[i + 1] = run_hi
         total += low[s, cols] + high[s, cols]
     else:  # n <= 6f: no position is in every window; gather each row's window and sum it
-        s = _first_closest_window(t, med, beta)
-        window = s[:, None] + np.arange(beta)
-        total = np.take_along_axis(t, window, axis=1).sum(axis=1, dtype=np.float64)
+        first = _first_closest_window(t, med, beta) + np.arange(c) * theta
+        flat = t.reshape(-1)
+        total = flat[first].astype(np.float64)
+        for j in range(1, beta):  # sequential float64 sum of the window, lowest value first
+            total += flat[first + j]
     return total / beta
 
 
