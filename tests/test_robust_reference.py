@@ -5,6 +5,7 @@ references themselves against numpy."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def ref_sqdist(X: np.ndarray) -> np.ndarray:
@@ -87,14 +88,10 @@ def ref_bulyan(X: np.ndarray, f: int) -> np.ndarray:
     for j in range(d):
         col = sorted(S[:, j])
         med = col[theta // 2] if theta % 2 else (col[theta // 2 - 1] + col[theta // 2]) / 2
-        # the beta values closest to the median; among equally good windows the lowest
-        best = None
-        for s in range(theta - beta + 1):
-            cost = max(abs(col[s] - med), abs(col[s + beta - 1] - med))
-            if best is None or cost < best[0]:
-                best = (cost, s)
-        s = best[1]
-        out[j] = sum(col[s : s + beta]) / beta
+        # the beta values closest to the median (El Mhamdi et al. 2018); on equal distance
+        # the smaller value first
+        closest = sorted(col, key=lambda v: (abs(v - med), v))[:beta]
+        out[j] = sum(sorted(closest)) / beta
     return out, sorted(chosen)
 
 
@@ -170,3 +167,28 @@ def test_reference_weiszfeld_is_optimal():
     z = ref_weiszfeld(X)
     g = sum((z - x) / np.linalg.norm(z - x) for x in X)
     assert np.linalg.norm(g) < 1e-6
+
+
+def _closest_mean_reference(col: list[float], beta: int) -> float:
+    col = sorted(col)
+    theta = len(col)
+    med = col[theta // 2] if theta % 2 else (col[theta // 2 - 1] + col[theta // 2]) / 2
+    return sum(sorted(col, key=lambda v: (abs(v - med), v))[:beta]) / beta
+
+
+@pytest.mark.parametrize("f, beta", [(1, 3), (1, 5), (2, 3), (2, 1), (3, 6), (4, 2)])
+def test_bulyan_keeps_the_values_closest_to_the_median_on_ties(f, beta):
+    from robust.krum_rules import _closest_to_median_mean
+
+    # The case that used to fail: deviations tie on both sides of the median.
+    t = np.sort(
+        np.array([[8.0, 8.0, 10.0, 12.0, 12.0, 12.0, 13.0, 14.0, 9.0, 10.0, 7.0][: beta + 2 * f]])
+    )
+    assert _closest_to_median_mean(t, f, beta)[0] == pytest.approx(
+        _closest_mean_reference(list(t[0]), beta)
+    )
+    rng = np.random.default_rng(f * 10 + beta)
+    t = np.sort(rng.integers(0, 5, size=(400, beta + 2 * f)).astype(np.float64), axis=1)
+    got = _closest_to_median_mean(t, f, beta)
+    want = [_closest_mean_reference(list(row), beta) for row in t]
+    np.testing.assert_allclose(got, want)
