@@ -41,11 +41,18 @@ def as_matrix(X: object, name: str = "X") -> np.ndarray:
     return arr
 
 
+#: Rows whose squared L2 norm exceeds this cannot be compared in float64 (their Gram entries
+#: and pairwise distances overflow); like non-finite rows they are Byzantine by construction.
+MAX_SQ_NORM = 1e300
+
+
 def finite_rows(X: np.ndarray) -> np.ndarray:
-    """Boolean mask of the rows of ``X`` whose entries are all finite.
+    """Boolean mask of the rows of ``X`` whose entries are all finite and whose squared norm
+    is at most :data:`MAX_SQ_NORM` (only reachable with float64 input: |x| ~ 1e150).
 
     A BLAS row-sum screens all rows in one pass; only rows whose sum is not finite (a
-    non-finite entry, or a float overflow of a finite row) are checked exactly.
+    non-finite entry, or a float overflow of a finite row) are checked exactly. float64 (and
+    wider) input also gets a squared-norm pass, since a row of 1e200 entries can sum to 0.
     """
     ones = np.ones(X.shape[1], dtype=X.dtype)
     # a multithreaded BLAS gemv costs ~10 ms of thread start-up on a loaded machine even
@@ -55,6 +62,10 @@ def finite_rows(X: np.ndarray) -> np.ndarray:
     ok = np.isfinite(sums)
     for i in np.flatnonzero(~ok):
         ok[i] = bool(np.isfinite(X[i]).all())
+    if X.dtype.itemsize >= 8 and ok.any():
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq = np.einsum("ij,ij->i", X, X)
+        ok &= sq <= MAX_SQ_NORM  # False for inf/nan too
     return ok
 
 

@@ -249,3 +249,25 @@ def test_defaults_for_bucketing_size_and_centered_clipping_radius():
     )
     np.testing.assert_allclose(auto, explicit)
     np.testing.assert_allclose(robust.centered_clipping(X, center), explicit)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "krum",
+        "multi_krum",
+        "bulyan",
+        "geometric_median",
+        "distance_filter",
+        "median",
+        "trimmed_mean",
+    ],
+)
+def test_float64_rows_too_large_to_compare_are_rejected_not_fatal(rule):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(11, 50))
+    X[0] = 1e200
+    X[1, ::2], X[1, 1::2] = 1e180, -1e180  # row sum 0: only the norm screen catches it
+    res = robust.aggregate_detailed(X, rule, f=2)
+    assert np.isfinite(res.vector).all() and np.abs(res.vector).max() < 10
+    assert res.verdicts[0] == res.verdicts[1] == "rejected:non_finite"
