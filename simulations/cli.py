@@ -278,7 +278,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     f = args.byzantine if args.byzantine is not None else max(1, round(0.2 * args.clients))
     pre, rule, rule_params = parse_defence(args.defence)
-    base = _base_config(args, byzantine=f, attack=args.attack)
+    base = _base_config(args, byzantine=f, attack=args.attack, partition=args.partition)
     defended = base.replace(
         defence=rule,
         defence_params={**rule_params, **base.defence_params},

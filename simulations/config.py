@@ -83,6 +83,17 @@ class SimulationConfig:
             raise ConfigError(
                 f"byzantine must be in [0, clients) = [0, {self.clients}), got {self.byzantine}"
             )
+        from simulations.datasets import DATASETS
+        from simulations.models import MODELS
+        from simulations.partition import PARTITIONS
+
+        for name, value, choices in (
+            ("dataset", self.dataset, DATASETS),
+            ("model", self.model, MODELS),
+            ("partition", self.partition, PARTITIONS),
+        ):
+            if value not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
         if self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
         if self.training not in TRAINING_MODES:

@@ -29,6 +29,9 @@ def test_defaults_are_the_documented_main_job():
         ({"replication": 3}, "replication"),
         ({"clip": 0.0}, "clip"),
         ({"defence_f": "sometimes"}, "defence_f"),
+        ({"model": "resnet"}, "model"),
+        ({"dataset": "cifar"}, "dataset"),
+        ({"partition": "weird"}, "partition"),
     ],
 )
 def test_invalid_options_name_the_field(changes, field):

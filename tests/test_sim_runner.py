@@ -125,23 +125,8 @@ def test_matrix_resumes_completed_cells(tmp_path, monkeypatch):
 
 def test_cli_simulate_writes_report(tmp_path, capsys):
     out = tmp_path / "sim"
-    rc = main(
-        [
-            "simulate",
-            "--clients",
-            "10",
-            "-f",
-            "2",
-            "--rounds",
-            "2",
-            "--quiet",
-            "--defence",
-            "bucketing:s=2+median",
-            "--out",
-            str(out),
-        ]
-    )
-    assert rc == 0
+    common = ["simulate", "--clients", "10", "-f", "2", "--quiet", "--out", str(out)]
+    assert main([*common, "--rounds", "2", "--defence", "bucketing:s=2+median"]) == 0
     data = json.loads((out / "results.json").read_text())
     # clean, attack undefended, attack defended; then on the second (non-IID) partition:
     # clean, second attack defended, second attack undefended.
@@ -150,6 +135,13 @@ def test_cli_simulate_writes_report(tmp_path, capsys):
     assert (out / "accuracy.png").stat().st_size > 0
     md = (out / "summary.md").read_text()
     assert "honest rejected" in md and "bucketing(s=2)+median" in md
+
+    assert (
+        main([*common, "--rounds", "1", "--partition", "label_sorted", "--second-attack", "none"])
+        == 0
+    )
+    data = json.loads((out / "results.json").read_text())
+    assert {r["config"]["partition"] for r in data.values()} == {"label_sorted"}
 
 
 def test_cli_errors_are_one_line(capsys):
@@ -204,6 +196,8 @@ def test_secure_mode_drops_a_client_that_cannot_encode(digits):
         (["--pre", "shuffle"], "shuffle"),
         (["--attack", "alie", "--attack-param", "zz=3"], "zz"),
         (["--second-attack", "teleport"], "teleport"),
+        (["--model", "resnet"], "resnet"),
+        (["--partition", "weird"], "weird"),
     ],
 )
 def test_cli_rejects_unknown_names_before_training(args, needle, capsys, monkeypatch):
