@@ -165,7 +165,13 @@ class RoundConfig:
     def min_signatures(self, threshold: int) -> int:
         """Hardened mode: consistency signatures a client needs before it unmasks.
 
-        ``max(t, floor(n/2) + 1)``: a strict majority of the population, so a lying server cannot
-        collect enough signatures for two different survivor sets from honest clients.
+        ``max(t, floor((n + t - 1) / 2) + 1)``. Honest clients sign one survivor set each, while
+        up to c = t - 1 colluding clients (the most the threat model allows) can sign any
+        number of sets. Two different sets that both gather S signatures need at least
+        2S - c distinct signers, so S > (n + c) / 2 makes a split view impossible: a lying
+        server cannot obtain the self-mask share from one half and the mask-key share from
+        the other half for the same client. (A bare majority, n // 2 + 1, is not enough: one
+        colluder signing both sets suffices for odd n.)
         """
-        return max(int(threshold), self.n // 2 + 1)
+        t = int(threshold)
+        return max(t, (self.n + t - 1) // 2 + 1)

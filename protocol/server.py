@@ -370,7 +370,11 @@ class Server:
     def _check_AdvertiseKeys(self, msg: AdvertiseKeys):
         if msg.c_pk == msg.s_pk:
             raise self._error("c_pk and s_pk must differ", msg)
-        for key in (msg.c_pk, msg.s_pk):
+        for field, key in (("c_pk", msg.c_pk), ("s_pk", msg.s_pk)):
+            try:
+                sk.validate_public_key(key)
+            except SecAggError as exc:
+                raise self._error(f"{field} is not a usable X25519 key ({exc})", msg) from None
             if key in self._key_owner:
                 raise self._error(
                     f"public key already advertised by client {self._key_owner[key]}", msg

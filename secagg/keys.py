@@ -113,6 +113,28 @@ def agree(private: KeyPair, peer_public: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
 
 
+_PROBE_KEY: KeyPair | None = None
+
+
+def validate_public_key(public: bytes) -> None:
+    """Check that ``public`` is an X25519 public key that agreement can use.
+
+    A low-order point makes every exchange yield the all-zero secret (for any private key,
+    since X25519 scalars are multiples of the cofactor), so one probe exchange detects it.
+    A server calls this on every advertised key, so that a client advertising such a key is
+    rejected as the one at fault instead of making every honest peer fail later.
+
+    Raises
+    ------
+    KeyAgreementError
+        If the key is malformed or of low order.
+    """
+    global _PROBE_KEY
+    if _PROBE_KEY is None:
+        _PROBE_KEY = KeyPair.generate()
+    agree(_PROBE_KEY, public, b"fortis public-key validation")
+
+
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     """AES-256-GCM encrypt ``plaintext`` authenticating ``aad``; returns nonce(12) || ct || tag(16).
 

@@ -305,3 +305,68 @@ def test_hardened_needs_pki():
         Server(cfg)
     with pytest.raises(ValueError, match="signing_key and pki"):
         Client(cfg, 0, np.zeros(2))
+
+
+def test_hardened_split_view_with_one_colluder_is_refused():
+    """Reviewer's attack: the server shows survivor set A (with victim 0) to clients 0-3 and
+    set B (without it) to clients 4-7; colluder 8 signs both. With a bare-majority signature
+    bound both sets got enough signatures and the victim's input was recovered exactly."""
+    from protocol import Client, ProtocolError, RoundConfig, Server
+    from protocol.messages import ConsistencyRequest, UnmaskRequest, survivors_signing_bytes
+    from secagg import keys as sk
+
+    n, d, rid, server_id = 9, 5, 7, 2**32 - 1
+    pop = tuple(range(n))
+    signing = {i: sk.SigningKeyPair.generate() for i in pop}
+    pki = {i: signing[i].public_bytes() for i in pop}
+    cfg = RoundConfig(round_id=rid, population=pop, dim=d, clip=1.0, hardened=True)
+    srv = Server(cfg, pki=pki)
+    clients = {
+        i: Client(cfg, i, np.full(d, 0.01 * i), signing_key=signing[i], pki=pki) for i in pop
+    }
+    assert cfg.min_signatures(srv.threshold) > (n + srv.threshold - 1) / 2
+    pending = []
+    for i in pop:
+        pending += srv.receive(clients[i].start())
+    nxt = []
+    for m in pending:
+        for r in clients[m.recipient].receive(m):
+            nxt += srv.receive(r)
+    for m in nxt:
+        clients[m.recipient].receive(m)  # masked inputs are sent; the server turns malicious
+    evil, A, B = 8, [0, 1, 2, 3], [4, 5, 6, 7]
+    u_a, u_b = pop, tuple(i for i in pop if i != 0)
+    for group, u3 in ((A, u_a), (B, u_b)):
+        sigs = {
+            i: clients[i].receive(ConsistencyRequest(rid, server_id, i, u3))[0].signature
+            for i in group
+        }
+        sigs[evil] = signing[evil].sign(survivors_signing_bytes(rid, evil, u3))
+        dropped = () if u3 == u_a else (0,)
+        for i in group:
+            with pytest.raises(ProtocolError, match="consistency signatures"):
+                clients[i].receive(UnmaskRequest(rid, server_id, i, u3, dropped, sigs))
+
+
+@pytest.mark.parametrize("field", ["c_pk", "s_pk"])
+def test_low_order_key_is_the_advertisers_fault_and_the_round_goes_on(field):
+    from protocol import Client, RoundConfig, Server, run_parties
+    from protocol.messages import AdvertiseKeys
+
+    n = 6
+    cfg = RoundConfig(round_id=1, population=tuple(range(n)), dim=4, clip=1.0)
+
+    class LowOrderKey(Client):
+        def start(self):
+            m = super().start()
+            zero = bytes(32)
+            c_pk, s_pk = (zero, m.s_pk) if field == "c_pk" else (m.c_pk, zero)
+            return AdvertiseKeys(m.round_id, m.sender, c_pk, s_pk)
+
+    clients = {i: Client(cfg, i, np.full(4, 0.1)) for i in range(1, n)}
+    clients[0] = LowOrderKey(cfg, 0, np.full(4, 0.1))
+    result = run_parties(Server(cfg), clients)
+    assert not result.aborted
+    assert result.survivors == (1, 2, 3, 4, 5)
+    assert [f.sender for f in result.faults] == [0] and field in result.faults[0].reason
+    np.testing.assert_allclose(result.aggregate, np.full(4, 0.5), atol=1e-6)
