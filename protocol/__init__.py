@@ -16,7 +16,7 @@ from .driver import DROPOUT_STAGES, RoundResult, Transcript, run_parties, run_ro
 from .errors import SERVER_ID, MessageFormatError, ProtocolError
 from .events import StageDeadline, StartRound
 from .messages import decode, encode
-from .server import AggregateResult, Fault, Server, ServerStage
+from .server import AggregateResult, Fault, Server, ServerStage, ShareDispute
 
 __all__ = [
     "run_round",
@@ -30,6 +30,7 @@ __all__ = [
     "Server",
     "ServerStage",
     "Fault",
+    "ShareDispute",
     "AggregateResult",
     "ProtocolError",
     "MessageFormatError",

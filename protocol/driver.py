@@ -32,7 +32,7 @@ from .messages import (
     decode,
     encode,
 )
-from .server import Fault, Server, ServerStage
+from .server import Fault, Server, ServerStage, ShareDispute
 
 __all__ = ["run_round", "run_parties", "RoundResult", "Transcript", "DROPOUT_STAGES"]
 
@@ -135,6 +135,10 @@ class RoundResult:
         Whether the server aborted the round, and why (e.g. fewer than ``t`` clients left).
     faults:
         Messages the server rejected (with sender and reason).
+    disputes:
+        Shares that did not fit the others during unmasking (dealer or holder at fault; the
+        server cannot tell which, so neither is excluded). The round still completes when
+        enough consistent shares remain.
     refusals:
         Client id -> the :class:`ProtocolError` text of a request that client refused (for
         example an unmask request listing one client as both survivor and dropped).
@@ -161,6 +165,7 @@ class RoundResult:
     config: RoundConfig
     threshold: int
     mean: bool = field(default=False)
+    disputes: tuple[ShareDispute, ...] = ()
 
 
 def _check_dropouts(
@@ -300,6 +305,7 @@ def run_parties(
         aborted=server.aborted,
         abort_reason=server.abort_reason,
         faults=tuple(server.faults),
+        disputes=tuple(server.disputes),
         refusals=refusals,
         excluded=dict(server.excluded),
         transcript=transcript,

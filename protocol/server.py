@@ -174,6 +174,17 @@ SERVER_TRANSITIONS: dict[bool, dict[ServerStage, dict[type, ServerStage]]] = {
 
 
 @dataclass(frozen=True)
+class ShareDispute:
+    """A share that did not fit the others: dealt wrong by ``owner`` or misreported by
+    ``holder``; the server cannot tell which, so it blames neither."""
+
+    owner: int
+    holder: int
+    what: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Fault:
     """A rejected client message: who sent it (``None`` if unknown), in which stage, what."""
 
@@ -246,6 +257,7 @@ class Server:
         self._population = frozenset(config.population)
         self.stage = ServerStage.COLLECT_KEYS
         self.faults: list[Fault] = []
+        self.disputes: list[ShareDispute] = []
         self.excluded: dict[int, str] = {}
         self.result: AggregateResult | None = None
         self.abort_reason: str | None = None
@@ -613,24 +625,30 @@ class Server:
         return out
 
     def _close_unmask(self) -> list[Message]:
-        # A wrong share is found by leave-one-out when more than t + 1 shares arrived: its holder
-        # is faulted, all its shares are dropped, and reconstruction is retried.
+        # A wrong share is found by leave-one-out when enough extra shares arrived; it is
+        # dropped and reconstruction is retried. Who is to blame is ambiguous: the dealer may
+        # have sealed a wrong share, or the holder may lie about it, and the server cannot tell
+        # which (the share travelled encrypted between them). So the pair is recorded as a
+        # dispute, and neither party is faulted or excluded on this evidence alone.
         while True:
             try:
                 return self._finish()
             except _BadShare as bad:
                 holder = bad.x - 1
-                reason = (
-                    f"server in stage COLLECT_UNMASK rejected UnmaskResponse from "
-                    f"{party_name(holder)}: its share of client {bad.owner}'s {bad.what} does not "
-                    "lie on the polynomial of the other shares"
+                dispute = ShareDispute(
+                    owner=bad.owner,
+                    holder=holder,
+                    what=bad.what,
+                    reason=(
+                        f"{party_name(holder)}'s share of client {bad.owner}'s {bad.what} does "
+                        "not lie on the polynomial of the other shares (dealt wrong by "
+                        f"client {bad.owner}, or misreported by {party_name(holder)})"
+                    ),
                 )
-                self.faults.append(Fault(holder, self.stage.value, "UnmaskResponse", reason))
-                log.warning("%s", reason)
-                self.excluded.setdefault(holder, "sent a wrong share")
-                for table in (self._seed_shares, self._key_shares):
-                    for shares in table.values():
-                        shares.pop(bad.x, None)
+                self.disputes.append(dispute)
+                log.warning("share dispute: %s", dispute.reason)
+                table = self._seed_shares if bad.what == "self-mask seed" else self._key_shares
+                table.get(bad.owner, {}).pop(bad.x, None)
 
     def _reconstruct(self, owner: int, shares: dict[int, int], what: str, public: bytes | None):
         """Reconstruct one secret; with ``public``, check it is the private key of that key."""

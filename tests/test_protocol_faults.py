@@ -373,6 +373,39 @@ def test_wrong_share_is_identified_and_the_round_completes(kind):
     answers[3] = _tamper(answers[3], kind, owner)  # client 3 lies about one share
     to_server(server, answers)
     assert server.stage is ServerStage.DONE, server.abort_reason
-    assert [f.sender for f in server.faults] == [3]
-    assert "does not lie on the polynomial" in server.faults[0].reason
+    # The lie is found and dropped, but the server cannot tell a lying holder from a dealer
+    # that sealed a wrong share, so it records a dispute and excludes nobody.
+    assert server.faults == [] and server.excluded == {}
+    assert [(d.owner, d.holder) for d in server.disputes] == [(owner, 3)]
+    assert "does not lie on the polynomial" in server.disputes[0].reason
     np.testing.assert_array_equal(server.result.encoded_sum, expected_sum(cfg, x, range(8)))
+
+
+def test_a_dealer_sealing_a_wrong_share_does_not_get_the_honest_holder_excluded(monkeypatch):
+    import protocol.client as client_mod
+    from protocol import Client, RoundConfig, Server, run_parties
+    from secagg import shamir
+
+    honest_payload = client_mod.encode_share_payload
+
+    def wrong_share_for_client_1(owner, holder, seed, key):
+        if owner == 0 and holder == 1:
+            seed = shamir.share_to_bytes((shamir.share_from_bytes(seed) + 1) % shamir.PRIME)
+        return honest_payload(owner, holder, seed, key)
+
+    class BadDealer(Client):
+        def _on_ServerKeys(self, msg):
+            monkeypatch.setattr(client_mod, "encode_share_payload", wrong_share_for_client_1)
+            try:
+                return super()._on_ServerKeys(msg)
+            finally:
+                monkeypatch.setattr(client_mod, "encode_share_payload", honest_payload)
+
+    n = 8
+    cfg = RoundConfig(round_id=3, population=tuple(range(n)), dim=4, clip=1.0)
+    clients = {i: (BadDealer if i == 0 else Client)(cfg, i, np.full(4, 0.1)) for i in range(n)}
+    result = run_parties(Server(cfg), clients)
+    assert not result.aborted and result.survivors == tuple(range(n))
+    assert result.faults == () and result.excluded == {}
+    assert [(d.owner, d.holder) for d in result.disputes] == [(0, 1)]
+    np.testing.assert_allclose(result.aggregate, np.full(4, 0.8), atol=1e-6)
