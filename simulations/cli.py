@@ -119,7 +119,9 @@ def _add_common(p: argparse.ArgumentParser, *, matrix: bool) -> None:
         "--clip",
         type=float,
         default=None,
-        help="secure mode: fixed-point range (default: from the data)",
+        help="every client clips its update to this L2 norm before sending (the norm bound C); "
+        "in secure mode also the fixed-point range (default: no clipping; secure mode then "
+        "takes the range from the data). The no-defence baseline rows do not clip.",
     )
     g = p.add_argument_group("output")
     g.add_argument("--seed", type=int, default=0)
@@ -270,6 +272,18 @@ class _RoundBar:
         self.bar.close()
 
 
+def _undefended(cfg: Any) -> Any:
+    """The same run with a plain mean and no client clipping: the no-defence baseline. In
+    secure mode the clip stays, since it is the fixed-point range the protocol needs."""
+    return cfg.replace(
+        defence="mean",
+        defence_params={},
+        pre=(),
+        defence_f=None,
+        clip=cfg.clip if cfg.secure else None,
+    )
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulations.datasets import load_dataset
     from simulations.report import summary_table, write_simulation_report
@@ -290,21 +304,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         runs.append(
             (
                 "clean (no attack, mean)",
-                defended.replace(
-                    byzantine=0,
-                    attack="none",
-                    attack_params={},
-                    defence="mean",
-                    defence_params={},
-                    pre=(),
-                    defence_f=None,
-                ),
+                _undefended(defended).replace(byzantine=0, attack="none", attack_params={}),
             )
         )
         runs.append(
             (
                 f"{args.attack}, no defence (mean)",
-                defended.replace(defence="mean", defence_params={}, pre=(), defence_f=None),
+                _undefended(defended),
             )
         )
     runs.append((f"{args.attack}, {label}", defended))
@@ -323,7 +329,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             runs.append(
                 (
                     f"{args.second_attack}{where}, no defence (mean)",
-                    second.replace(defence="mean", defence_params={}, pre=(), defence_f=None),
+                    _undefended(second),
                 )
             )
     for _, cfg in runs:
@@ -420,8 +426,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from simulations.attacks import AttackConfigError
     from simulations.config import ConfigError
     from simulations.datasets import DatasetError
+    from simulations.training import TrainingError
 
-    return (ConfigError, DatasetError, AttackConfigError, robust.errors.RobustError)
+    return (
+        ConfigError,
+        DatasetError,
+        AttackConfigError,
+        TrainingError,
+        robust.errors.RobustError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

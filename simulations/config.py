@@ -112,6 +112,9 @@ class SimulationConfig:
             raise ConfigError(
                 f"replication r={self.replication} must be >= 1 and divide clients={self.clients}"
             )
+        for name in ("batch_size", "local_epochs", "max_staleness"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.clip is not None and not self.clip > 0:
