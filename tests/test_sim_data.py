@@ -15,12 +15,17 @@ from simulations.datasets import (
     DATASETS,
     MNIST_ENV_VAR,
     DatasetError,
+    default_mnist_dirs,
     load_dataset,
     read_idx,
 )
 from simulations.partition import PARTITIONS, PartitionError, label_histogram, partition
 
-SHARED_MNIST = Path("/work/shared/data/mnist")
+# The same folders the loader tries by default ($FORTIS_MNIST_DIR, then ../shared/data/mnist
+# beside the repository), so the real-data test runs wherever the data is, CI included.
+SHARED_MNIST = next(
+    (d for d in default_mnist_dirs() if d.is_dir()), Path("/work/shared/data/mnist")
+)
 
 
 # ------------------------------------------------------------------------------------------
