@@ -113,60 +113,34 @@ class ServerStage(enum.Enum):
 
 S = ServerStage
 
+
 #: stage -> {event or message type -> next stage}, plain and hardened mode. A client message keeps
 #: the stage; StageDeadline (or "everyone expected has answered") closes it. Every collecting
 #: stage may also end in ABORTED when fewer than t clients remain. Anything not listed is illegal.
+def _collecting(
+    message: type, stage: ServerStage, closes_to: ServerStage
+) -> dict[type, ServerStage]:
+    """A collecting stage: ``message`` and ``Abort`` keep it; ``StageDeadline`` closes it."""
+    return {message: stage, Abort: stage, StageDeadline: closes_to}
+
+
 SERVER_TRANSITIONS: dict[bool, dict[ServerStage, dict[type, ServerStage]]] = {
-    False: {
-        S.COLLECT_KEYS: {
-            AdvertiseKeys: S.COLLECT_KEYS,
-            Abort: S.COLLECT_KEYS,
-            StageDeadline: S.COLLECT_SHARES,
-        },
-        S.COLLECT_SHARES: {
-            ShareKeys: S.COLLECT_SHARES,
-            Abort: S.COLLECT_SHARES,
-            StageDeadline: S.COLLECT_MASKED,
-        },
-        S.COLLECT_MASKED: {
-            MaskedInput: S.COLLECT_MASKED,
-            Abort: S.COLLECT_MASKED,
-            StageDeadline: S.COLLECT_UNMASK,
-        },
-        S.COLLECT_UNMASK: {
-            UnmaskResponse: S.COLLECT_UNMASK,
-            Abort: S.COLLECT_UNMASK,
-            StageDeadline: S.DONE,
-        },
+    False: {  # plain
+        S.COLLECT_KEYS: _collecting(AdvertiseKeys, S.COLLECT_KEYS, S.COLLECT_SHARES),
+        S.COLLECT_SHARES: _collecting(ShareKeys, S.COLLECT_SHARES, S.COLLECT_MASKED),
+        S.COLLECT_MASKED: _collecting(MaskedInput, S.COLLECT_MASKED, S.COLLECT_UNMASK),
+        S.COLLECT_UNMASK: _collecting(UnmaskResponse, S.COLLECT_UNMASK, S.DONE),
         S.DONE: {Abort: S.DONE},  # late aborts are harmless and ignored
         S.ABORTED: {Abort: S.ABORTED},
     },
-    True: {
-        S.COLLECT_KEYS: {
-            AdvertiseKeys: S.COLLECT_KEYS,
-            Abort: S.COLLECT_KEYS,
-            StageDeadline: S.COLLECT_SHARES,
-        },
-        S.COLLECT_SHARES: {
-            ShareKeys: S.COLLECT_SHARES,
-            Abort: S.COLLECT_SHARES,
-            StageDeadline: S.COLLECT_MASKED,
-        },
-        S.COLLECT_MASKED: {
-            MaskedInput: S.COLLECT_MASKED,
-            Abort: S.COLLECT_MASKED,
-            StageDeadline: S.COLLECT_SIGNATURES,
-        },
-        S.COLLECT_SIGNATURES: {
-            ConsistencySignature: S.COLLECT_SIGNATURES,
-            Abort: S.COLLECT_SIGNATURES,
-            StageDeadline: S.COLLECT_UNMASK,
-        },
-        S.COLLECT_UNMASK: {
-            UnmaskResponse: S.COLLECT_UNMASK,
-            Abort: S.COLLECT_UNMASK,
-            StageDeadline: S.DONE,
-        },
+    True: {  # hardened: the consistency round sits between masked input and unmasking
+        S.COLLECT_KEYS: _collecting(AdvertiseKeys, S.COLLECT_KEYS, S.COLLECT_SHARES),
+        S.COLLECT_SHARES: _collecting(ShareKeys, S.COLLECT_SHARES, S.COLLECT_MASKED),
+        S.COLLECT_MASKED: _collecting(MaskedInput, S.COLLECT_MASKED, S.COLLECT_SIGNATURES),
+        S.COLLECT_SIGNATURES: _collecting(
+            ConsistencySignature, S.COLLECT_SIGNATURES, S.COLLECT_UNMASK
+        ),
+        S.COLLECT_UNMASK: _collecting(UnmaskResponse, S.COLLECT_UNMASK, S.DONE),
         S.DONE: {Abort: S.DONE},  # late aborts are harmless and ignored
         S.ABORTED: {Abort: S.ABORTED},
     },

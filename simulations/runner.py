@@ -260,7 +260,7 @@ class Simulation:
             n_clients=len(X),
             round_idx=round_idx,
             rng=self.rng,
-            aggregate=self._defence_callable(int(byz_mask.sum())),
+            aggregate=self._defence_callable(),
             previous_aggregate=self.previous_aggregate,
             knowledge=c.knowledge,
             collusion=c.collusion,
@@ -297,7 +297,7 @@ class Simulation:
             params["center"] = center if center is not None else np.zeros_like(self.params)
         return params
 
-    def _defence_callable(self, f_round: int) -> Callable[[np.ndarray], np.ndarray]:
+    def _defence_callable(self) -> Callable[[np.ndarray], np.ndarray]:
         def aggregate(X: np.ndarray) -> np.ndarray:
             return robust.aggregate(
                 X,
@@ -309,7 +309,7 @@ class Simulation:
 
         return aggregate
 
-    def _aggregate(self, X: np.ndarray, byz_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _aggregate(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (aggregate vector, accepted mask over the rows of X)."""
         c = self.config
         if c.replication > 1:
@@ -391,7 +391,7 @@ class Simulation:
             if c.clip is not None:
                 X = self._clip_finite(X, c.clip)
             try:
-                vector, accepted = self._aggregate(X, byz_mask)
+                vector, accepted = self._aggregate(X)
             except robust.errors.InsufficientClientsError as exc:
                 if len(ids) == c.clients:
                     # Not a benign fault: the defence cannot run even with every client present.

@@ -31,6 +31,7 @@ A zero perturbation (e.g. ``"std"`` on identical rows) also gives ``gamma = 0``.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
@@ -120,11 +121,11 @@ class _GammaSearchAttack(ModelPoisoningAttack):
     def params(self) -> dict[str, Any]:
         return {"perturbation": self.perturbation, "gamma_init": self.gamma_init, "rtol": self.rtol}
 
+    @abc.abstractmethod
     def _constraint(
         self, view: View, a: np.ndarray, b: np.ndarray, c: float
     ) -> tuple[Callable[[float], float], float]:
         """``(lhs, threshold)``: the attack is feasible at ``gamma`` iff ``lhs(gamma) <= threshold``."""
-        raise NotImplementedError
 
     def _craft_vector(self, view: View, ctx: AttackContext, rng: np.random.Generator) -> np.ndarray:
         p = perturbation_vector(view, self.perturbation)
