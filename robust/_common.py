@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
-from ._rows import RowSet
+from ._rows import NonFiniteSeen, RowSet
 from ._validate import as_matrix, check_f, finite_rows, require_n
 from .errors import InputShapeError, InsufficientClientsError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,18 +47,23 @@ class Prepared:
     removed: int
 
 
-def prepare(X: object, f: object, rule: str, bound: Bound) -> Prepared:
+def prepare(X: object, f: object, rule: str, bound: Bound, *, optimistic: bool = False) -> Prepared:
     """Validate ``X`` and ``f``, check the rule's bound on (n, f), drop non-finite rows.
 
     Non-finite rows are Byzantine by definition, so each one removed lowers the f that the
     rule must tolerate among the remaining rows: ``f' = max(f − removed, 0)``. If more rows
     than f are non-finite, the rule still runs (with f' = 0) on the finite rows, provided
     they satisfy its bound for f' = 0.
+
+    ``optimistic=True`` with float32 ``X`` skips the finiteness pass and returns all rows as
+    an ``unchecked`` RowSet; use it through :func:`run_finite`.
     """
     X = as_matrix(X)
     f = check_f(f)
     n = X.shape[0]
     bound.check(rule, n, f)
+    if optimistic and X.dtype == np.float32:
+        return Prepared(X, RowSet(X, None, unchecked=True), np.ones(n, bool), f, 0)
     mask = finite_rows(X)
     removed = int(n - mask.sum())
     if removed == n:
@@ -65,6 +73,33 @@ def prepare(X: object, f: object, rule: str, bound: Bound) -> Prepared:
         bound.check(rule + f" (after removing {removed} non-finite rows)", n - removed, f_eff)
     rows = RowSet(X, np.flatnonzero(mask) if removed else None)
     return Prepared(X, rows, mask, f_eff, removed)
+
+
+def run_finite(
+    X: object,
+    f: object,
+    rule: str,
+    bound: Bound,
+    call: Callable[[Prepared], T],
+    *,
+    optimistic: bool = True,
+) -> T:
+    """``call(prepare(X, f, rule, bound))``, saving the separate finiteness pass when the
+    rule's kernels check as they go.
+
+    With ``optimistic`` (and float32 ``X``), ``call`` first runs on all rows, unchecked;
+    the fused kernels (column ranking, float32 Gram) raise :class:`NonFiniteSeen` on the
+    first non-finite value, and ``call`` then runs again on the finite rows. A Byzantine
+    NaN row therefore costs a second pass, never a wrong result. ``call`` must do nothing
+    irreversible before its kernels have run.
+    """
+    p = prepare(X, f, rule, bound, optimistic=optimistic)
+    if not p.rows.unchecked:
+        return call(p)
+    try:
+        return call(p)
+    except NonFiniteSeen:
+        return call(prepare(p.X, f, rule, bound))
 
 
 def require_all_finite(X: np.ndarray, who: str) -> None:

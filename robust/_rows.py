@@ -9,16 +9,19 @@ written to.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import _ranking
 from ._blas import blas_threads_controllable, single_threaded_blas
 
 _CHUNK_BYTES = 16 << 20  # gather buffers
 _GRAM_CHUNK_BYTES = 1 << 20  # per-thread float64 Gram work buffer (cache-sized)
+_GRAM32_CHUNK_BYTES = 1 << 20  # per-thread float32 Gram work buffer (cache-sized)
 _SORT_CHUNK_BYTES = 1 << 20  # transposed chunk for column sorts (cache-sized)
+_RANK_CHUNK_COLS = 8192  # columns per call of the compiled ranking kernel
 
 
 def num_threads() -> int:
@@ -38,13 +41,26 @@ def num_threads() -> int:
     return max(1, min(8, cpus))
 
 
+class NonFiniteSeen(Exception):
+    """A kernel met a non-finite value in a row set marked ``unchecked`` (internal: the
+    public rules catch it and rerun after removing non-finite rows)."""
+
+
 class RowSet:
-    """Rows ``X[idx]`` (all rows when ``idx`` is None) of a validated float matrix."""
+    """Rows ``X[idx]`` (all rows when ``idx`` is None) of a validated float matrix.
 
-    __slots__ = ("X", "idx", "n", "d", "dtype")
+    ``unchecked`` marks rows not yet screened for non-finite values: the fused kernels
+    (column ranking, float32 Gram) then check as they go and raise :class:`NonFiniteSeen`
+    instead of returning a meaningless result.
+    """
 
-    def __init__(self, X: np.ndarray, idx: np.ndarray | None = None) -> None:
+    __slots__ = ("X", "idx", "n", "d", "dtype", "unchecked")
+
+    def __init__(
+        self, X: np.ndarray, idx: np.ndarray | None = None, *, unchecked: bool = False
+    ) -> None:
         self.X = X
+        self.unchecked = unchecked
         if idx is not None and len(idx) == X.shape[0]:
             idx = None
         self.idx = None if idx is None else np.asarray(idx, dtype=np.intp)
@@ -66,7 +82,7 @@ class RowSet:
         """Rows ``local`` (indices into this set)."""
         local = np.asarray(local, dtype=np.intp)
         base = local if self.idx is None else self.idx[local]
-        return RowSet(self.X, base)
+        return RowSet(self.X, base, unchecked=self.unchecked)
 
     def materialize(self) -> np.ndarray:
         return self.X if self.idx is None else self.X[self.idx]
@@ -127,9 +143,53 @@ class RowSet:
         with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as ex:
             return list(ex.map(lambda p: fn(p, width), parts))
 
-    def gram(self, center: np.ndarray | None) -> np.ndarray:
-        """Float64 Gram of the rows minus ``center`` (column mean when None), chunked
-        float64 accumulation through BLAS syrk."""
+    def gram(self, center: np.ndarray | None, *, fast: bool = False) -> np.ndarray:
+        """Float64 Gram of the rows minus ``center`` (column mean when None).
+
+        Exact path (default, and always for float64 rows): float64 copies of cache-sized
+        column chunks through BLAS syrk; products of float32 input are exact.
+
+        ``fast=True`` with float32 rows: each chunk is centred in float32 and multiplied in
+        float32, and the chunk Grams are added in float64, about twice as fast. Each entry
+        then carries a relative error of order 1e-7·√chunk of the centred rows' scale
+        (measured ≤ 1e-6 of the largest centred squared norm); callers keep the centre
+        near the rows (:func:`robust.distances.auto_gram`). If the result is not finite,
+        raises :class:`NonFiniteSeen` for an ``unchecked`` set, and otherwise (finite rows
+        whose float32 products overflow) recomputes on the exact path.
+        """
+        if fast and self.dtype == np.float32:
+            G = self._gram_float32(center)
+            if np.isfinite(G).all():
+                return G
+            if self.unchecked:
+                raise NonFiniteSeen
+        elif self.unchecked:
+            raise NonFiniteSeen  # only the float32 path checks as it goes
+        return self._gram_float64(center)
+
+    def _gram_float32(self, center: np.ndarray | None) -> np.ndarray:
+        n, d = self.n, self.d
+        avg = np.full(n, 1.0 / n, dtype=np.float32)
+
+        def part(starts: list[int], c: int) -> np.ndarray:
+            G = np.zeros((n, n), dtype=np.float64)
+            buf = np.empty((n, c), dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):
+                for a in starts:
+                    b = min(a + c, d)
+                    work = buf[:, : b - a]
+                    ch = self.chunk(a, b)
+                    mid = avg @ ch if center is None else center[a:b].astype(np.float32)
+                    np.subtract(ch, mid, out=work)
+                    G += work @ work.T  # float32 syrk, accumulated in float64
+            return G
+
+        G = np.sum(self._column_parallel(self._width(_GRAM32_CHUNK_BYTES, 4), part), axis=0)
+        G += G.T
+        G *= 0.5
+        return G
+
+    def _gram_float64(self, center: np.ndarray | None) -> np.ndarray:
         n, d = self.n, self.d
 
         avg = np.full(n, 1.0 / n)
@@ -171,24 +231,84 @@ class RowSet:
     def sq_norms(self) -> np.ndarray:
         return self.sq_dist_to(np.zeros(self.d))
 
-    def sorted_columns_apply(
-        self, fn: Callable[[np.ndarray, np.ndarray, int, int], object], out: np.ndarray
+    def ranked_columns_apply(
+        self,
+        ranks: Sequence[int],
+        fn: Callable[[np.ndarray, np.ndarray | None, int, int], object],
+        *,
+        sum_ranks: range | None = None,
     ) -> list[object]:
-        """For each column chunk, sort a transposed (chunk, n) copy along its rows and call
-        ``fn(sorted_T, original_chunk, a, b)``; ``fn`` writes ``out[a:b]`` and may return
-        a per-chunk partial result, collected in chunk order. Runs on worker threads
-        (numpy's SIMD sort releases the GIL)."""
+        """Column order statistics, chunk by chunk.
+
+        For each column chunk ``a:b`` calls ``fn(R, s, a, b)``: ``R[q, j]`` is the
+        ``ranks[q]``-th smallest (0-based) value of column ``a + j`` over the rows, and
+        ``s[j]`` is the float64 sum of the values of ranks ``sum_ranks`` (a contiguous
+        range; ``s`` is None when not asked for). ``R`` and ``s`` are scratch buffers
+        reused for the next chunk: ``fn`` must copy what it keeps. Returns ``fn``'s results
+        in chunk order. Runs on worker threads; the backend (compiled comparator network or
+        numpy sort, identical results) is chosen by :func:`robust._ranking.backend`.
+        Rows must be finite.
+        """
+        ranks = np.asarray(ranks, dtype=np.int64)
+        if ranks.ndim != 1 or (ranks.size and (ranks.min() < 0 or ranks.max() >= self.n)):
+            raise ValueError(f"ranks must lie in [0, {self.n}), got {ranks.tolist()}")
+        if sum_ranks is not None and (
+            sum_ranks.step != 1 or sum_ranks.start < 0 or sum_ranks.stop > self.n
+        ):
+            raise ValueError(f"sum_ranks must be a contiguous range in [0, {self.n}]")
+        use_network = _ranking.backend(self.n) == "network" and self.X.flags.c_contiguous
+        if use_network:
+            return self._ranked_network(ranks, fn, sum_ranks)
+        return self._ranked_sort(ranks, fn, sum_ranks)
+
+    def _ranked_network(self, ranks, fn, sum_ranks) -> list[object]:
+        n, d = self.n, self.d
+        summed = () if sum_ranks is None else tuple(sum_ranks)
+        pairs = _ranking.network(n, tuple(int(r) for r in ranks), summed)
+        sum_arr = np.asarray(summed, dtype=np.int64)
+        rows = np.arange(n, dtype=np.int64) if self.idx is None else self.idx.astype(np.int64)
+        c = int(min(d, _RANK_CHUNK_COLS))
+        starts = list(range(0, d, c))
+        workers = min(num_threads(), len(starts))
+
+        def work(mine: list[int]) -> list[tuple[int, object]]:
+            R = np.empty((len(ranks), c), dtype=self.dtype)
+            s = np.empty(c if summed else 1, dtype=np.float64)
+            done = []
+            for a in mine:
+                b = min(a + c, d)
+                ok = _ranking.rank_chunk_network(self.X, rows, a, b, pairs, ranks, sum_arr, R, s)
+                if not ok and self.unchecked:
+                    raise NonFiniteSeen
+                w = b - a
+                done.append((a, fn(R[:, :w], s[:w] if summed else None, a, b)))
+            return done
+
+        if workers <= 1:
+            parts = [work(starts)]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as ex:
+                parts = list(ex.map(work, [starts[i::workers] for i in range(workers)]))
+        return [r for _, r in sorted((p for part in parts for p in part), key=lambda t: t[0])]
+
+    def _ranked_sort(self, ranks, fn, sum_ranks) -> list[object]:
         n, d = self.n, self.d
         c = self._width(_SORT_CHUNK_BYTES, 4)
         starts = list(range(0, d, c))
 
         def work(a: int) -> object:
             b = min(a + c, d)
-            ch = self.chunk(a, b)
             t = np.empty((b - a, n), dtype=self.dtype)
-            t[...] = ch.T
+            t[...] = self.chunk(a, b).T
             t.sort(axis=1)
-            return fn(t, ch, a, b)
+            # sorted, a column's extremes are non-finite iff any value is (NaN sorts last)
+            if self.unchecked and not np.isfinite(t[:, [0, n - 1]]).all():
+                raise NonFiniteSeen
+            R = t.T[ranks]
+            s = None
+            if sum_ranks is not None:
+                s = t[:, sum_ranks.start : sum_ranks.stop].sum(axis=1, dtype=np.float64)
+            return fn(R, s, a, b)
 
         workers = min(num_threads(), len(starts))
         if workers <= 1:

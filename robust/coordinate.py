@@ -1,9 +1,11 @@
 """Mean and the coordinate-wise rules: median and trimmed mean.
 
 Coordinate-wise rules need coordinates: they cannot run from distances (they are in
-:data:`robust.COORDINATE_RULES`). Column statistics are computed on transposed,
-cache-sized column chunks sorted with numpy's SIMD sort on worker threads; the caller's
-array is never modified and no full-size temporary is made.
+:data:`robust.COORDINATE_RULES`). Column order statistics come from
+:meth:`robust._rows.RowSet.ranked_columns_apply`, chunk by chunk on worker threads: a
+compiled comparator network vectorised across columns when it is built, numpy's SIMD sort
+otherwise (same results; see :mod:`robust._ranking`). The caller's array is never modified
+and no full-size temporary is made.
 
 **What "accepted" means for a coordinate-wise rule.** Every coordinate of the output is a
 function of all finite rows, so every finite row is *accepted* (only non-finite rows are
@@ -16,21 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import ANY, MAJORITY, prepare
+from ._common import ANY, MAJORITY, prepare, run_finite
 from ._rows import RowSet
 from ._validate import check_weights
 from .errors import WeightsError
 from .result import RuleOutput
 
 __all__ = ["mean", "median", "trimmed_mean"]
-
-
-def _trim_scores(t: np.ndarray, ch: np.ndarray, f: int) -> np.ndarray:
-    m = t.shape[1]
-    lo = t[:, f]
-    hi = t[:, m - 1 - f]
-    inside = (ch >= lo) & (ch <= hi)
-    return inside.sum(axis=1)
 
 
 def mean_core(
@@ -56,14 +50,31 @@ def mean_core(
     return RuleOutput(vec, np.ones(rs.n, bool), None, {"score_kind": None})
 
 
-def _sorted_stat(rs: RowSet, f: int, detailed: bool, stat) -> RuleOutput:
+def _ranked_stat(
+    rs: RowSet,
+    f: int,
+    detailed: bool,
+    ranks: list[int],
+    stat,
+    sum_ranks: range | None = None,
+) -> RuleOutput:
+    """Run ``stat(R, s)`` over the column chunks of ``rs`` (see
+    :meth:`RowSet.ranked_columns_apply`); ``R``'s first rows are ``ranks``. In detailed
+    mode the ranks f and m−1−f are appended to score each row by the fraction of
+    coordinates inside the f-trimmed range."""
+    m = rs.n
     out = np.empty(rs.d, dtype=rs.dtype)
+    asked = list(ranks) + ([f, m - 1 - f] if detailed else [])
 
-    def fn(t: np.ndarray, ch: np.ndarray, a: int, b: int):
-        out[a:b] = stat(t)
-        return _trim_scores(t, ch, f) if detailed else None
+    def fn(R: np.ndarray, s: np.ndarray | None, a: int, b: int):
+        out[a:b] = stat(R, s)
+        if not detailed:
+            return None
+        lo, hi = R[len(ranks)], R[len(ranks) + 1]
+        ch = rs.chunk(a, b)
+        return ((ch >= lo) & (ch <= hi)).sum(axis=1)
 
-    parts = rs.sorted_columns_apply(fn, out)
+    parts = rs.ranked_columns_apply(asked, fn, sum_ranks=sum_ranks)
     scores = None
     info: dict[str, object] = {}
     if detailed:
@@ -76,23 +87,19 @@ def _sorted_stat(rs: RowSet, f: int, detailed: bool, stat) -> RuleOutput:
 
 def median_core(rs: RowSet, f: int, *, detailed: bool = False, **_: object) -> RuleOutput:
     m = rs.n
+    if m % 2:
+        return _ranked_stat(rs, f, detailed, [m // 2], lambda R, s: R[0])
 
-    def stat(t: np.ndarray) -> np.ndarray:
-        if m % 2:
-            return t[:, m // 2]
-        return 0.5 * t[:, m // 2 - 1].astype(np.float64) + 0.5 * t[:, m // 2]
+    def stat(R: np.ndarray, s: object) -> np.ndarray:
+        return 0.5 * R[0].astype(np.float64) + 0.5 * R[1]
 
-    return _sorted_stat(rs, f, detailed, stat)
+    return _ranked_stat(rs, f, detailed, [m // 2 - 1, m // 2], stat)
 
 
 def trimmed_mean_core(rs: RowSet, f: int, *, detailed: bool = False, **_: object) -> RuleOutput:
     m = rs.n
     keep = m - 2 * f
-
-    def stat(t: np.ndarray) -> np.ndarray:
-        return t[:, f : m - f].sum(axis=1, dtype=np.float64) / keep
-
-    return _sorted_stat(rs, f, detailed, stat)
+    return _ranked_stat(rs, f, detailed, [], lambda R, s: s / keep, sum_ranks=range(f, m - f))
 
 
 def mean(X: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -126,8 +133,7 @@ def median(X: np.ndarray, *, f: int = 0) -> np.ndarray:
     Returns a length-d vector with the dtype of ``X``.
     Raises :class:`InputShapeError`, :class:`InsufficientClientsError`.
     """
-    p = prepare(X, f, "median", MAJORITY)
-    return median_core(p.rows, p.f).vector
+    return run_finite(X, f, "median", MAJORITY, lambda p: median_core(p.rows, p.f).vector)
 
 
 def trimmed_mean(X: np.ndarray, f: int) -> np.ndarray:
@@ -142,5 +148,6 @@ def trimmed_mean(X: np.ndarray, f: int) -> np.ndarray:
     Raises :class:`InputShapeError`, :class:`ParameterError` (bad f),
     :class:`InsufficientClientsError` (needs n >= 2f+1).
     """
-    p = prepare(X, f, "trimmed_mean", MAJORITY)
-    return trimmed_mean_core(p.rows, p.f).vector
+    return run_finite(
+        X, f, "trimmed_mean", MAJORITY, lambda p: trimmed_mean_core(p.rows, p.f).vector
+    )

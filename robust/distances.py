@@ -42,6 +42,8 @@ __all__ = [
 
 #: Recentre when the median squared norm of centred rows exceeds this × typical distance.
 _RECENTRE_RATIO = 1e6
+#: The same for the float32-product Gram (``fast=True``), whose entries are ~1e-6 precise.
+_RECENTRE_RATIO_FAST = 10.0
 _MAX_RECENTRES = 3
 
 
@@ -119,20 +121,26 @@ def gram(X: np.ndarray, center: str | np.ndarray | int = "auto") -> np.ndarray:
     return rs.gram(check_vector(center, d, "center"))
 
 
-def auto_gram(rs: RowSet) -> np.ndarray:
+def auto_gram(rs: RowSet, *, fast: bool = False) -> np.ndarray:
     """Mean-centred float64 Gram of ``rs``, recentred on the most central row while the
-    mean is far from most rows (see the module docstring). Internal entry point."""
-    G = rs.gram(None)
+    mean is far from most rows (see the module docstring). Internal entry point.
+
+    ``fast=True`` uses float32 products for float32 rows (see
+    :meth:`robust._rows.RowSet.gram`) and recentres as soon as the median squared norm of
+    the centred rows exceeds :data:`_RECENTRE_RATIO_FAST` times the typical distance, which
+    bounds the relative error of the typical distances to about 1e-5."""
+    ratio = _RECENTRE_RATIO_FAST if fast and rs.dtype == np.float32 else _RECENTRE_RATIO
+    G = rs.gram(None, fast=fast)
     for _ in range(_MAX_RECENTRES):
         if rs.n < 3:
             break
         D = distances_from_gram(G)
         row_med = row_lower_medians(D)
         typical = float(row_med.min())
-        if not float(np.median(np.diag(G))) > _RECENTRE_RATIO * typical:
+        if not float(np.median(np.diag(G))) > ratio * typical:
             break
         r = int(np.argmin(row_med))
-        G = rs.gram(np.asarray(rs.row(r), dtype=np.float64))
+        G = rs.gram(np.asarray(rs.row(r), dtype=np.float64), fast=fast)
     return G
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import BULYAN, KRUM, prepare
+from ._common import BULYAN, KRUM, Prepared, run_finite
 from ._rows import RowSet
 from ._validate import check_f, check_int, check_weights
 from .distances import auto_gram, distances_from_gram, resolve_distances
@@ -115,7 +115,7 @@ def _distances_for(rs: RowSet | None, D: np.ndarray | None) -> np.ndarray:
     if D is not None:
         return D
     assert rs is not None
-    return distances_from_gram(auto_gram(rs))
+    return distances_from_gram(auto_gram(rs, fast=True))
 
 
 def krum_core(
@@ -201,11 +201,14 @@ def krum(
     """
     if X is None:
         raise DistanceOnlyError("krum needs X to return a vector; use krum_select(distances, f)")
-    p = prepare(X, f, "krum", KRUM)
-    D = _given_distances(p, distances, gram)
-    if neighbours is not None:
-        check_int(neighbours, "neighbours", 1, max(p.X.shape[0] - 1, 1))
-    return krum_core(p.rows, p.f, D=D, neighbours=neighbours).vector
+
+    def call(p: Prepared) -> np.ndarray:
+        D = _given_distances(p, distances, gram)
+        if neighbours is not None:
+            check_int(neighbours, "neighbours", 1, max(p.X.shape[0] - 1, 1))
+        return krum_core(p.rows, p.f, D=D, neighbours=neighbours).vector
+
+    return run_finite(X, f, "krum", KRUM, call, optimistic=distances is None and gram is None)
 
 
 def multi_krum(
@@ -233,17 +236,21 @@ def multi_krum(
         raise DistanceOnlyError(
             "multi_krum needs X to return a vector; use multi_krum_select(distances, f)"
         )
-    p = prepare(X, f, "multi_krum", KRUM)
-    n = p.X.shape[0]
-    if m is not None:
-        check_int(m, "m", 1, n)
-    if neighbours is not None:
-        check_int(neighbours, "neighbours", 1, max(n - 1, 1))
-    w = check_weights(weights, n)
-    if w is not None and p.removed:
-        w = w[p.finite]
-    D = _given_distances(p, distances, gram)
-    return multi_krum_core(p.rows, p.f, D=D, m=m, neighbours=neighbours, weights=w).vector
+
+    def call(p: Prepared) -> np.ndarray:
+        n = p.X.shape[0]
+        if m is not None:
+            check_int(m, "m", 1, n)
+        if neighbours is not None:
+            check_int(neighbours, "neighbours", 1, max(n - 1, 1))
+        w = check_weights(weights, n)
+        if w is not None and p.removed:
+            w = w[p.finite]
+        D = _given_distances(p, distances, gram)
+        return multi_krum_core(p.rows, p.f, D=D, m=m, neighbours=neighbours, weights=w).vector
+
+    optimistic = distances is None and gram is None
+    return run_finite(X, f, "multi_krum", KRUM, call, optimistic=optimistic)
 
 
 def _given_distances(p, distances, gram) -> np.ndarray | None:
@@ -287,56 +294,57 @@ def bulyan_select(D: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(chosen, dtype=np.intp), first_scores
 
 
-def _first_closest_window(t: np.ndarray, med: np.ndarray, beta: int) -> np.ndarray:
-    """Per row of the sorted ``t`` (shape (c, θ), θ >= 2β), the start of the window of the
-    β values closest to ``med`` (on equal deviations, the lower value first), from 2β middle
-    columns.
+def _first_closest_window(R: np.ndarray, med: np.ndarray, beta: int) -> np.ndarray:
+    """Per column of the rank-major ``R`` (shape (θ, c): row q holds the q-th smallest
+    value, θ >= 2β), the start of the window of the β values closest to ``med`` (on equal
+    deviations, the lower value first), from 2β middle ranks.
 
-    The β closest values are a merge of the left deviations ``A_j = med − t[p−j]`` and the
-    right ones ``B_j = t[p+j−1] − med`` (p = ⌊θ/2⌋, both non-decreasing in j). ``A_j`` is
+    The β closest values are a merge of the left deviations ``A_j = med − R[p−j]`` and the
+    right ones ``B_j = R[p+j−1] − med`` (p = ⌊θ/2⌋, both non-decreasing in j). ``A_j`` is
     among them iff ``A_j <= B_{β−j+1}``, so the count taken from the left is the number of
     such j and the window starts at ``p − count``.
     """
-    c, theta = t.shape
+    theta, c = R.shape
     p = theta // 2
     taken = np.zeros(c, dtype=np.intp)
     for j in range(1, beta + 1):  # A_j <= B_{β−j+1}
-        taken += (med - t[:, p - j]) <= (t[:, p + beta - j] - med)
+        taken += (med - R[p - j]) <= (R[p + beta - j] - med)
     return p - taken
 
 
-def _closest_to_median_mean(t: np.ndarray, f: int, beta: int) -> np.ndarray:
-    """Per row of ``t`` (θ sorted values per coordinate, shape (c, θ)), the mean of the β
-    values closest to the row's median (even θ: mean of the two middle values).
+def _closest_to_median_mean(R: np.ndarray, f: int, beta: int) -> np.ndarray:
+    """Per column of the rank-major ``R`` (shape (θ, c): row q holds the q-th smallest of
+    the θ values of each coordinate), the mean of the β values closest to the column's
+    median (even θ: mean of the two middle values).
 
-    The β closest values form a window ``[s, s+β)`` of the sorted values with s in
+    The β closest values form a window ``[s, s+β)`` of the ranks with s in
     [0, θ−β] = [0, 2f]; on equal deviations the smaller value is taken first (sorted
     8, 8, 10, 12, 12 with β = 2 gives 8, 10). For β >= 2f the sum is built from the always-included
     middle plus partial sums that run from the median outwards; for β < 2f the window is
     found by :func:`_first_closest_window` and summed directly. Either way an extreme value
     (say 10³⁰) only enters sums that contain it.
     """
-    c, theta = t.shape
+    theta, c = R.shape
     span = theta - beta  # = 2f
     if theta % 2:
-        med = t[:, theta // 2].astype(np.float64)
+        med = R[theta // 2].astype(np.float64)
     else:
-        med = 0.5 * t[:, theta // 2 - 1].astype(np.float64) + 0.5 * t[:, theta // 2]
+        med = 0.5 * R[theta // 2 - 1].astype(np.float64) + 0.5 * R[theta // 2]
     cols = np.arange(c)
     if beta >= span:
-        lo = np.ascontiguousarray(t[:, : span + 1].T)  # sorted positions 0 .. 2f
-        hi = np.ascontiguousarray(t[:, beta - 1 :].T)  # sorted positions β-1 .. θ-1
+        lo = R[: span + 1]  # ranks 0 .. 2f
+        hi = R[beta - 1 :]  # ranks β-1 .. θ-1
         cost = np.maximum(med - lo, hi - med)
         s = np.argmin(cost, axis=0)  # the first window of minimal largest deviation r ...
         # ... may drop a value strictly closer than r on the right when deviations tie on
         # both sides. Every value with deviation < r must be inside: the window must reach
         # past the last such value b-1, so it starts at >= b - β (still a minimal window).
         r = cost[s, cols]
-        b = ((t - med[:, None]) < r[:, None]).sum(axis=1)
+        b = ((R - med) < r).sum(axis=0)
         s = np.maximum(s, b - beta)
-        total = t[:, span:beta].sum(axis=1, dtype=np.float64)  # in every window
-        low = np.zeros((span + 1, c))  # low[s] = Σ sorted[s:span]
-        high = np.zeros((span + 1, c))  # high[s] = Σ sorted[beta:beta+s]
+        total = R[span:beta].sum(axis=0, dtype=np.float64)  # in every window
+        low = np.zeros((span + 1, c))  # low[s] = Σ ranks s .. span-1
+        high = np.zeros((span + 1, c))  # high[s] = Σ ranks beta .. beta+s-1
         run_lo = np.zeros(c)
         run_hi = np.zeros(c)
         for j in range(span - 1, -1, -1):
@@ -346,12 +354,11 @@ def _closest_to_median_mean(t: np.ndarray, f: int, beta: int) -> np.ndarray:
             run_hi += hi[1 + i]
             high[i + 1] = run_hi
         total += low[s, cols] + high[s, cols]
-    else:  # n <= 6f: no position is in every window; gather each row's window and sum it
-        first = _first_closest_window(t, med, beta) + np.arange(c) * theta
-        flat = t.reshape(-1)
-        total = flat[first].astype(np.float64)
+    else:  # n <= 6f: no rank is in every window; gather each column's window and sum it
+        first = _first_closest_window(R, med, beta)
+        total = R[first, cols].astype(np.float64)
         for j in range(1, beta):  # sequential float64 sum of the window, lowest value first
-            total += flat[first + j]
+            total += R[first + j, cols]
     return total / beta
 
 
@@ -366,10 +373,10 @@ def bulyan_core(
     sel = rs.subset(np.sort(chosen))
     out = np.empty(rs.d, dtype=rs.dtype)
 
-    def fn(t: np.ndarray, ch: np.ndarray, a: int, b: int) -> None:
-        out[a:b] = _closest_to_median_mean(t, f, beta)
+    def fn(R: np.ndarray, s: object, a: int, b: int) -> None:
+        out[a:b] = _closest_to_median_mean(R, f, beta)
 
-    sel.sorted_columns_apply(fn, out)
+    sel.ranked_columns_apply(range(theta), fn)
     acc = np.zeros(n, bool)
     acc[chosen] = True
     return RuleOutput(
@@ -403,6 +410,9 @@ def bulyan(
     Raises :class:`InputShapeError`, :class:`ParameterError`,
     :class:`InsufficientClientsError` (e.g. ``"bulyan needs n >= 4f+3 = 11, got n=9 (f=2)"``).
     """
-    p = prepare(X, f, "bulyan", BULYAN)
-    D = _given_distances(p, distances, gram)
-    return bulyan_core(p.rows, p.f, D=D).vector
+
+    def call(p: Prepared) -> np.ndarray:
+        return bulyan_core(p.rows, p.f, D=_given_distances(p, distances, gram)).vector
+
+    optimistic = distances is None and gram is None
+    return run_finite(X, f, "bulyan", BULYAN, call, optimistic=optimistic)

@@ -31,7 +31,7 @@ def nnm_matrix(D: np.ndarray, f: int) -> np.ndarray:
 
 def nnm_rows(rs: RowSet, f: int, D: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     if D is None:
-        D = distances_from_gram(auto_gram(rs))
+        D = distances_from_gram(auto_gram(rs, fast=True))
     S = nnm_matrix(D, f)
     return rs.mix(S), S
 

@@ -70,6 +70,7 @@ class _Spec:
     bound: Bound
     params: tuple[str, ...]
     uses_distances: bool = False
+    fast_gram: bool = False  # float32 rows: float32-product Gram (see RowSet.gram)
     weighted: bool = False
     f_optional: bool = False  # distance_filter: f caps rejections only
 
@@ -80,16 +81,24 @@ _SPECS: dict[str, _Spec] = {
         _Spec("mean", coordinate.mean_core, ANY, (), weighted=True),
         _Spec("median", coordinate.median_core, MAJORITY, ()),
         _Spec("trimmed_mean", coordinate.trimmed_mean_core, MAJORITY, ()),
-        _Spec("krum", krum_rules.krum_core, KRUM, ("neighbours",), uses_distances=True),
+        _Spec(
+            "krum",
+            krum_rules.krum_core,
+            KRUM,
+            ("neighbours",),
+            uses_distances=True,
+            fast_gram=True,
+        ),
         _Spec(
             "multi_krum",
             krum_rules.multi_krum_core,
             KRUM,
             ("m", "neighbours"),
             uses_distances=True,
+            fast_gram=True,
             weighted=True,
         ),
-        _Spec("bulyan", krum_rules.bulyan_core, BULYAN, (), uses_distances=True),
+        _Spec("bulyan", krum_rules.bulyan_core, BULYAN, (), uses_distances=True, fast_gram=True),
         _Spec(
             "geometric_median",
             geomed.geometric_median_core,
@@ -517,7 +526,7 @@ def _run(
         np.add.at(w_rows, owner[owner >= 0], w_all[owner >= 0])
     if spec.uses_distances and D is None:
         assert rs is not None
-        D = distances_from_gram(auto_gram(rs))
+        D = distances_from_gram(auto_gram(rs, fast=spec.fast_gram))
     kwargs: dict[str, Any] = dict(rparams)
     if spec.uses_distances:
         kwargs["D"] = D

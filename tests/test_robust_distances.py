@@ -122,3 +122,43 @@ def test_parallel_gram_equals_serial_gram(monkeypatch):
     monkeypatch.setenv("FORTIS_NUM_THREADS", "1")
     G_ser = robust.gram(X, center="mean")
     np.testing.assert_allclose(G_par, G_ser, rtol=1e-12, atol=1e-12 * np.abs(G_ser).max())
+
+
+def _fast_distances(X, unchecked=False):
+    from robust._rows import RowSet
+    from robust.distances import auto_gram
+
+    return robust.distances_from_gram(auto_gram(RowSet(X, unchecked=unchecked), fast=True))
+
+
+def test_fast_float32_gram_is_precise_on_near_duplicates():
+    # the rules' float32-product Gram (Krum, Multi-Krum, Bulyan, NNM): the case where the
+    # naive form is useless (test above) stays within 1e-5 of the exact distances
+    X = _near_duplicates()
+    exact = _exact(X)
+    off = ~np.eye(len(X), dtype=bool)
+    fast = _fast_distances(X)
+    err = np.abs(fast[off] - exact[off]) / exact[off]
+    assert err.max() < 1e-5
+    assert (np.diag(fast) == 0).all() and (fast >= 0).all()
+
+
+def test_fast_gram_recentres_on_a_far_outlier():
+    X = _near_duplicates(n=7, d=20_000, seed=1)
+    X[0] = 1e15  # far, but its float32 products do not overflow
+    exact = _exact(X)
+    honest = np.ix_(range(1, 7), range(1, 7))
+    off = ~np.eye(6, dtype=bool)
+    fast = _fast_distances(X)
+    rel = np.abs(fast[honest][off] - exact[honest][off]) / exact[honest][off]
+    assert rel.max() < 1e-5
+    np.testing.assert_allclose(fast[0, 1:], exact[0, 1:], rtol=1e-5)
+
+
+def test_fast_gram_detects_non_finite_rows_of_an_unchecked_set():
+    from robust._rows import NonFiniteSeen
+
+    X = _near_duplicates(n=5, d=1000, seed=2)
+    X[3, 17] = np.nan
+    with pytest.raises(NonFiniteSeen):
+        _fast_distances(X, unchecked=True)

@@ -184,11 +184,12 @@ def test_bulyan_keeps_the_values_closest_to_the_median_on_ties(f, beta):
     t = np.sort(
         np.array([[8.0, 8.0, 10.0, 12.0, 12.0, 12.0, 13.0, 14.0, 9.0, 10.0, 7.0][: beta + 2 * f]])
     )
-    assert _closest_to_median_mean(t, f, beta)[0] == pytest.approx(
+    # _closest_to_median_mean takes rank-major input: row q = q-th smallest per column
+    assert _closest_to_median_mean(t.T, f, beta)[0] == pytest.approx(
         _closest_mean_reference(list(t[0]), beta)
     )
     rng = np.random.default_rng(f * 10 + beta)
     t = np.sort(rng.integers(0, 5, size=(400, beta + 2 * f)).astype(np.float64), axis=1)
-    got = _closest_to_median_mean(t, f, beta)
+    got = _closest_to_median_mean(t.T, f, beta)
     want = [_closest_mean_reference(list(row), beta) for row in t]
     np.testing.assert_allclose(got, want)

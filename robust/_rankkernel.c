@@ -1,0 +1,285 @@
+/*
+ * Column order statistics by a comparator network, vectorised across columns (internal).
+ *
+ * rank_columns(X, itemsize, ld, rows, a, c, pairs, ranks, out, out_ld, sum_wires, sums)
+ *
+ * For each column j in [a, a + c) of the row-major matrix X (row stride ld elements),
+ * the values X[rows[0], j], ..., X[rows[n-1], j] are put through the comparator network
+ * `pairs` (int32 pairs (i, k) with i < k: wire i receives the minimum, wire k the
+ * maximum). Then, for each q, the value on wire ranks[q] is written to
+ * out[q * out_ld + (j - a)], and if sum_wires is not empty, the float64 sum of the values
+ * on those wires (added in the order given) is written to sums[j - a]. When `pairs` is a
+ * sorting network (or one pruned to the requested wires), wire r carries the r-th
+ * smallest value of the column. Returns True if every value read was finite (the results
+ * are meaningless otherwise).
+ *
+ * The network runs on blocks of W adjacent columns at once: a comparator is one vector
+ * min and one vector max per block, with no branches, so its cost does not depend on the
+ * data. Columns are first copied from X into a tile laid out block by block (each block is
+ * n rows of W contiguous values, small enough for L1), then every block is sorted, then
+ * the requested ranks are copied out.
+ *
+ * Values must be finite for the ranks to mean anything (NaN compares false); the return
+ * value says whether they were, so callers may skip a separate finiteness pass.
+ * Every index and length is checked against the buffers before any work; the GIL is
+ * released while the network runs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define FORTIS_X86 1
+#endif
+
+#define VECS 4            /* vectors of 32 bytes per row of a block */
+#define TILE_BYTES 2048   /* per row of a tile: 512 float32 or 256 float64 columns */
+
+typedef float vf32 __attribute__((vector_size(32)));
+typedef int32_t vi32 __attribute__((vector_size(32)));
+typedef double vf64 __attribute__((vector_size(32)));
+typedef int64_t vi64 __attribute__((vector_size(32)));
+
+/* Comparator outputs: lo = x < y ? x : y and hi = x < y ? y : x, so that (lo, hi) is always
+ * a permutation of (x, y) (even for +0/-0). Portable form with masks; on x86-64 with AVX2
+ * the same through vminps/vmaxps (max with swapped operands gives x < y ? y : x). */
+#define MASK_LO(VT, VI, x, y) ((VT)(((VI)((x) < (y)) & (VI)(x)) | (~(VI)((x) < (y)) & (VI)(y))))
+#define MASK_HI(VT, VI, x, y) ((VT)(((VI)((x) < (y)) & (VI)(y)) | (~(VI)((x) < (y)) & (VI)(x))))
+#define AVX_LO_PS(VT, VI, x, y) ((VT)_mm256_min_ps((__m256)(x), (__m256)(y)))
+#define AVX_HI_PS(VT, VI, x, y) ((VT)_mm256_max_ps((__m256)(y), (__m256)(x)))
+#define AVX_LO_PD(VT, VI, x, y) ((VT)_mm256_min_pd((__m256d)(x), (__m256d)(y)))
+#define AVX_HI_PD(VT, VI, x, y) ((VT)_mm256_max_pd((__m256d)(y), (__m256d)(x)))
+
+#define DEFINE_RANK(NAME, T, VT, VI, ATTR, LO, HI)                                          \
+    ATTR static int NAME(const T *X, int64_t ld, const int64_t *rows, int64_t n,  \
+                                   int64_t a, int64_t c, const int32_t *pairs, int64_t np,  \
+                                   const int64_t *ranks, int64_t nr, T *out, int64_t out_ld, \
+                                   const int64_t *sw, int64_t ns, double *sums, VT *tile)   \
+    {                                                                                       \
+        const int64_t lanes = (int64_t)(sizeof(VT) / sizeof(T));                            \
+        const int64_t W = VECS * lanes;                                                     \
+        const int64_t TW = TILE_BYTES / (int64_t)sizeof(T);                                 \
+        VT zero_if_finite = {0};                                                            \
+        for (int64_t t0 = 0; t0 < c; t0 += TW) {                                            \
+            const int64_t tw = c - t0 < TW ? c - t0 : TW;                                   \
+            const int64_t nb = (tw + W - 1) / W;                                            \
+            for (int64_t r = 0; r < n; r++) {                                               \
+                const T *src = X + rows[r] * ld + a + t0;                                   \
+                for (int64_t b = 0; b < nb; b++) {                                          \
+                    T *dst = (T *)(tile + (b * n + r) * VECS);                              \
+                    const int64_t w = tw - b * W < W ? tw - b * W : W;                      \
+                    memcpy(dst, src + b * W, (size_t)w * sizeof(T));                        \
+                    for (int64_t k = w; k < W; k++) dst[k] = 0;                             \
+                }                                                                           \
+            }                                                                               \
+            for (int64_t v = 0; v < nb * n * VECS; v++) /* x*0 is NaN iff x is inf/NaN */   \
+                zero_if_finite += tile[v] * 0;                                              \
+            for (int64_t b = 0; b < nb; b++) {                                              \
+                VT *blk = tile + b * n * VECS;                                              \
+                for (int64_t q = 0; q < np; q++) {                                          \
+                    VT *p = blk + (int64_t)pairs[2 * q] * VECS;                             \
+                    VT *s = blk + (int64_t)pairs[2 * q + 1] * VECS;                         \
+                    for (int v = 0; v < VECS; v++) {                                        \
+                        VT x = p[v], y = s[v];                                              \
+                        p[v] = LO(VT, VI, x, y);                                            \
+                        s[v] = HI(VT, VI, x, y);                                            \
+                    }                                                                       \
+                }                                                                           \
+            }                                                                               \
+            for (int64_t q = 0; q < nr; q++) {                                              \
+                T *dst = out + q * out_ld + t0;                                             \
+                for (int64_t b = 0; b < nb; b++) {                                          \
+                    const int64_t w = tw - b * W < W ? tw - b * W : W;                      \
+                    memcpy(dst + b * W, tile + (b * n + ranks[q]) * VECS,                   \
+                           (size_t)w * sizeof(T));                                          \
+                }                                                                           \
+            }                                                                               \
+            for (int64_t b = 0; ns > 0 && b < nb; b++) {                                    \
+                double acc[VECS * 32 / sizeof(T)];                                          \
+                for (int64_t k = 0; k < W; k++) acc[k] = 0.0;                               \
+                for (int64_t q = 0; q < ns; q++) {                                          \
+                    const T *src = (const T *)(tile + (b * n + sw[q]) * VECS);              \
+                    for (int64_t k = 0; k < W; k++) acc[k] += (double)src[k];               \
+                }                                                                           \
+                const int64_t w = tw - b * W < W ? tw - b * W : W;                          \
+                memcpy(sums + t0 + b * W, acc, (size_t)w * sizeof(double));                 \
+            }                                                                               \
+        }                                                                                   \
+        for (int64_t k = 0; k < lanes; k++)                                                 \
+            if (zero_if_finite[k] != 0) return 0; /* NaN != 0 */                            \
+        return 1;                                                                           \
+    }
+
+DEFINE_RANK(rank_f32_generic, float, vf32, vi32, , MASK_LO, MASK_HI)
+DEFINE_RANK(rank_f64_generic, double, vf64, vi64, , MASK_LO, MASK_HI)
+#ifdef FORTIS_X86
+#define AVX2_ATTR __attribute__((target("avx2")))
+DEFINE_RANK(rank_f32_avx2, float, vf32, vi32, AVX2_ATTR, AVX_LO_PS, AVX_HI_PS)
+DEFINE_RANK(rank_f64_avx2, double, vf64, vi64, AVX2_ATTR, AVX_LO_PD, AVX_HI_PD)
+#endif
+
+static int
+have_avx2(void)
+{
+#ifdef FORTIS_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+static int
+get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name)
+{
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) != 0) {
+        PyErr_Format(PyExc_TypeError, "rank_columns: %s must be a C-contiguous%s buffer",
+                     name, writable ? " writable" : "");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+rank_columns(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *ox, *orows, *opairs, *oranks, *oout, *osw, *osums;
+    Py_ssize_t itemsize, ld, a, c, out_ld;
+    if (!PyArg_ParseTuple(args, "OnnOnnOOOnOO", &ox, &itemsize, &ld, &orows, &a, &c, &opairs,
+                          &oranks, &oout, &out_ld, &osw, &osums))
+        return NULL;
+    if (itemsize != 4 && itemsize != 8) {
+        PyErr_SetString(PyExc_ValueError, "rank_columns: itemsize must be 4 or 8");
+        return NULL;
+    }
+    Py_buffer bx, brows, bpairs, branks, bout, bsw, bsums;
+    int got = 0;
+    PyObject *result = NULL;
+    void *tile = NULL;
+    if (get_buffer(ox, &bx, 0, "X") < 0) goto done;
+    got = 1;
+    if (get_buffer(orows, &brows, 0, "rows") < 0) goto done;
+    got = 2;
+    if (get_buffer(opairs, &bpairs, 0, "pairs") < 0) goto done;
+    got = 3;
+    if (get_buffer(oranks, &branks, 0, "ranks") < 0) goto done;
+    got = 4;
+    if (get_buffer(oout, &bout, 1, "out") < 0) goto done;
+    got = 5;
+    if (get_buffer(osw, &bsw, 0, "sum_wires") < 0) goto done;
+    got = 6;
+    if (get_buffer(osums, &bsums, 1, "sums") < 0) goto done;
+    got = 7;
+
+    const int64_t n = (int64_t)(brows.len / 8);
+    const int64_t np = (int64_t)(bpairs.len / 8);
+    const int64_t nr = (int64_t)(branks.len / 8);
+    const int64_t nx = (int64_t)(bx.len / itemsize);
+    const int64_t nout = (int64_t)(bout.len / itemsize);
+    const int64_t *rows = (const int64_t *)brows.buf;
+    const int32_t *pairs = (const int32_t *)bpairs.buf;
+    const int64_t *ranks = (const int64_t *)branks.buf;
+    const int64_t ns = (int64_t)(bsw.len / 8);
+    const int64_t *sw = (const int64_t *)bsw.buf;
+    if (n < 1 || ld < 1 || a < 0 || c < 1 || a + c > ld || out_ld < c) {
+        PyErr_SetString(PyExc_ValueError, "rank_columns: bad shape arguments");
+        goto done;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        if (rows[r] < 0 || (rows[r] + 1) * ld > nx) {
+            PyErr_SetString(PyExc_IndexError, "rank_columns: row index out of range");
+            goto done;
+        }
+    }
+    for (int64_t q = 0; q < 2 * np; q++) {
+        if (pairs[q] < 0 || pairs[q] >= n) {
+            PyErr_SetString(PyExc_IndexError, "rank_columns: network wire out of range");
+            goto done;
+        }
+    }
+    for (int64_t q = 0; q < nr; q++) {
+        if (ranks[q] < 0 || ranks[q] >= n) {
+            PyErr_SetString(PyExc_IndexError, "rank_columns: rank out of range");
+            goto done;
+        }
+    }
+    for (int64_t q = 0; q < ns; q++) {
+        if (sw[q] < 0 || sw[q] >= n) {
+            PyErr_SetString(PyExc_IndexError, "rank_columns: summed wire out of range");
+            goto done;
+        }
+    }
+    if (ns > 0 && bsums.len < c * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_IndexError, "rank_columns: sums is too small");
+        goto done;
+    }
+    if (nr > 0 && (nr - 1) * out_ld + c > nout) {
+        PyErr_SetString(PyExc_IndexError, "rank_columns: out is too small");
+        goto done;
+    }
+    const size_t tile_bytes = (size_t)n * (TILE_BYTES + VECS * 32);
+    tile = aligned_alloc(32, (tile_bytes + 31) / 32 * 32);
+    if (tile == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const int avx2 = have_avx2();
+    int finite;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef FORTIS_X86
+    if (avx2 && itemsize == 4)
+        finite = rank_f32_avx2((const float *)bx.buf, ld, rows, n, a, c, pairs, np, ranks, nr,
+                      (float *)bout.buf, out_ld, sw, ns, (double *)bsums.buf, (vf32 *)tile);
+    else if (avx2)
+        finite = rank_f64_avx2((const double *)bx.buf, ld, rows, n, a, c, pairs, np, ranks, nr,
+                      (double *)bout.buf, out_ld, sw, ns, (double *)bsums.buf, (vf64 *)tile);
+    else
+#endif
+    if (itemsize == 4)
+        finite = rank_f32_generic((const float *)bx.buf, ld, rows, n, a, c, pairs, np, ranks, nr,
+                         (float *)bout.buf, out_ld, sw, ns, (double *)bsums.buf, (vf32 *)tile);
+    else
+        finite = rank_f64_generic((const double *)bx.buf, ld, rows, n, a, c, pairs, np, ranks, nr,
+                         (double *)bout.buf, out_ld, sw, ns, (double *)bsums.buf, (vf64 *)tile);
+    Py_END_ALLOW_THREADS
+    result = PyBool_FromLong(finite);
+done:
+    free(tile);
+    if (got >= 7) PyBuffer_Release(&bsums);
+    if (got >= 6) PyBuffer_Release(&bsw);
+    if (got >= 5) PyBuffer_Release(&bout);
+    if (got >= 4) PyBuffer_Release(&branks);
+    if (got >= 3) PyBuffer_Release(&bpairs);
+    if (got >= 2) PyBuffer_Release(&brows);
+    if (got >= 1) PyBuffer_Release(&bx);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"rank_columns", rank_columns, METH_VARARGS,
+     "rank_columns(X, itemsize, ld, rows, a, c, pairs, ranks, out, out_ld, sum_wires, sums): "
+     "see the C "
+     "source; called only through robust._ranking."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_rankkernel",
+    "Comparator-network column ranking (internal; see robust._ranking).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__rankkernel(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,273 @@
+"""Column order statistics: the pruned sorting networks, the compiled kernel, the numpy
+fallback, and the fused finiteness check that lets the public rules skip a pass over X."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import numpy as np
+import pytest
+
+import robust
+from robust import _ranking
+from robust._rows import NonFiniteSeen, RowSet
+
+needs_kernel = pytest.mark.skipif(
+    not _ranking.kernel_available(), reason="robust._rankkernel was not built here"
+)
+
+
+def _apply_network(pairs: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Reference application of a comparator network to the rows of ``cols`` (n, m)."""
+    v = cols.copy()
+    for i, j in pairs:
+        lo = np.minimum(v[i], v[j])
+        hi = np.maximum(v[i], v[j])
+        v[i], v[j] = lo, hi
+    return v
+
+
+def test_kernel_is_built_where_required():
+    # .ci/run sets this: CI must exercise the compiled path, not silently fall back
+    if os.environ.get("FORTIS_REQUIRE_RANK_KERNEL") == "1":
+        assert _ranking.kernel_available()
+
+
+@pytest.mark.parametrize("n", range(1, 13))
+def test_batcher_network_sorts_every_zero_one_input(n):
+    # 0-1 principle: a comparator network sorts every input iff it sorts every 0/1 input
+    pairs = np.asarray(_ranking.batcher_pairs(n), dtype=int).reshape(-1, 2)
+    assert (pairs[:, 0] < pairs[:, 1]).all() if len(pairs) else True
+    cols = np.array(list(itertools.product([0, 1], repeat=n)), dtype=float).T
+    out = _apply_network(pairs, cols)
+    np.testing.assert_array_equal(out, np.sort(cols, axis=0))
+
+
+@pytest.mark.parametrize("n", [13, 31, 64, 100, 129, 256])
+def test_batcher_network_sorts_random_input(n):
+    rng = np.random.default_rng(n)
+    cols = rng.integers(0, 5, size=(n, 200)).astype(float)  # many ties
+    pairs = np.asarray(_ranking.batcher_pairs(n)).reshape(-1, 2)
+    np.testing.assert_array_equal(_apply_network(pairs, cols), np.sort(cols, axis=0))
+
+
+def test_pruning_keeps_requested_outputs_and_drops_comparators():
+    rng = np.random.default_rng(0)
+    for n in [2, 3, 7, 10, 33, 64, 100, 131]:
+        cols = rng.standard_normal((n, 300))
+        cols[:, :100] = np.round(cols[:, :100])  # ties
+        ref = np.sort(cols, axis=0)
+        full = len(_ranking.batcher_pairs(n))
+        for _ in range(6):
+            exact = tuple(sorted(set(rng.integers(0, n, size=rng.integers(0, 4)).tolist())))
+            lo = int(rng.integers(0, n))
+            hi = int(rng.integers(lo, n + 1))
+            summed = tuple(range(lo, hi))
+            pairs = _ranking.network(n, exact, summed)
+            assert len(pairs) <= full
+            out = _apply_network(pairs, cols)
+            for r in exact:
+                np.testing.assert_array_equal(out[r], ref[r])
+            np.testing.assert_allclose(out[lo:hi].sum(0), ref[lo:hi].sum(0), rtol=1e-12, atol=1e-9)
+    # the median of 100 rows needs ~19% fewer comparators than a full sort; a full-range
+    # sum (the mean) needs none
+    assert len(_ranking.network(100, (49, 50), ())) < 0.85 * len(_ranking.batcher_pairs(100))
+    assert len(_ranking.network(100, (), tuple(range(100)))) == 0
+
+
+def _both_backends(rs: RowSet, ranks, sum_ranks, monkeypatch):
+    outs = {}
+    for backend in ("sort", "network"):
+        monkeypatch.setenv("FORTIS_RANK_BACKEND", backend)
+        R = np.full((len(ranks), rs.d), np.nan)
+        S = np.full(rs.d, np.nan)
+
+        def fn(Rc, s, a, b, R=R, S=S):
+            R[:, a:b] = Rc
+            if s is not None:
+                S[a:b] = s
+            return a
+
+        starts = rs.ranked_columns_apply(ranks, fn, sum_ranks=sum_ranks)
+        assert starts == sorted(starts)  # results come back in chunk order
+        outs[backend] = (R, S)
+    return outs
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, d", [(2, 1), (3, 33), (10, 1000), (57, 8195), (100, 20_001)])
+def test_kernel_matches_numpy_sort(dtype, n, d, monkeypatch):
+    rng = np.random.default_rng(n * d)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    X[:, : d // 3] = np.round(X[:, : d // 3])  # ties and duplicates
+    X[0, :5] = -0.0
+    X[-1, 5:9] = np.finfo(dtype).max / 2  # huge but finite
+    ranks = sorted({0, n // 2, (n - 1) // 2, n - 1})
+    f = (n - 1) // 4
+    outs = _both_backends(RowSet(X), ranks, range(f, n - f), monkeypatch)
+    ref = np.sort(X, axis=0)
+    for backend, (R, S) in outs.items():
+        np.testing.assert_array_equal(R, ref[ranks], err_msg=backend)
+        mid = ref[f : n - f].astype(np.float64)
+        err = np.abs(S - mid.sum(0))
+        assert (err <= 1e-13 * np.abs(mid).sum(0)).all(), backend
+
+
+@needs_kernel
+def test_kernel_on_a_subset_of_rows(monkeypatch):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((40, 3000)).astype(np.float32)
+    X[7] = np.nan  # a row outside the subset is never read
+    idx = np.array([0, 3, 4, 10, 11, 12, 20, 33, 39])
+    outs = _both_backends(RowSet(X, idx), list(range(9)), None, monkeypatch)
+    ref = np.sort(X[idx], axis=0)
+    for R, _ in outs.values():
+        np.testing.assert_array_equal(R, ref)
+
+
+@needs_kernel
+def test_kernel_reports_non_finite_values_anywhere():
+    rows = np.arange(6, dtype=np.int64)
+    pairs = _ranking.network(6, (2, 3), ())
+    ranks = np.array([2, 3], dtype=np.int64)
+    none = np.empty(0, dtype=np.int64)
+    one = np.zeros(1)
+    for dtype in (np.float32, np.float64):
+        for bad in (np.nan, np.inf, -np.inf):
+            for col in (0, 511, 512, 1200, 1302):  # first, tile edge, last partial block
+                X = np.ones((6, 1303), dtype=dtype)
+                X[4, col] = bad
+                out = np.empty((2, 1303), dtype=dtype)
+                ok = _ranking.rank_chunk_network(X, rows, 0, 1303, pairs, ranks, none, out, one)
+                assert ok is False
+        X = np.full((6, 1303), np.finfo(dtype).max, dtype=dtype)
+        out = np.empty((2, 1303), dtype=dtype)
+        assert _ranking.rank_chunk_network(X, rows, 0, 1303, pairs, ranks, none, out, one)
+
+
+@needs_kernel
+def test_kernel_rejects_bad_arguments_without_touching_memory():
+    from robust import _rankkernel as k
+
+    X = np.zeros((4, 10), dtype=np.float32)
+    rows = np.arange(4, dtype=np.int64)
+    pairs = _ranking.network(4, (1,), ())
+    ranks = np.array([1], dtype=np.int64)
+    none = np.empty(0, dtype=np.int64)
+    out = np.zeros((1, 10), dtype=np.float32)
+    sums = np.zeros(10)
+    ok = (X, 4, 10, rows, 0, 10, pairs, ranks, out, 10, none, sums)
+    assert k.rank_columns(*ok) is True
+
+    def call(**change):
+        args = list(ok)
+        names = ["X", "itemsize", "ld", "rows", "a", "c", "pairs", "ranks", "out", "out_ld"]
+        names += ["sum_wires", "sums"]
+        for key, v in change.items():
+            args[names.index(key)] = v
+        return k.rank_columns(*args)
+
+    with pytest.raises(IndexError, match="row index"):
+        call(rows=np.array([0, 1, 2, 4], dtype=np.int64))
+    with pytest.raises(IndexError, match="wire"):
+        call(pairs=np.array([[0, 9]], dtype=np.int32))
+    with pytest.raises(IndexError, match="rank"):
+        call(ranks=np.array([4], dtype=np.int64))
+    with pytest.raises(IndexError, match="summed wire"):
+        call(sum_wires=np.array([-1], dtype=np.int64))
+    with pytest.raises(IndexError, match="sums"):
+        call(sum_wires=np.array([1], dtype=np.int64), sums=np.zeros(3))
+    with pytest.raises(IndexError, match="out"):
+        call(out=np.zeros(4, dtype=np.float32), out_ld=5, c=5, a=5)
+    with pytest.raises(ValueError, match="shape"):
+        call(a=5, c=6)  # past the row end
+    with pytest.raises(ValueError, match="itemsize"):
+        call(itemsize=2)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        call(X=np.zeros((10, 4), dtype=np.float32).T)
+    with pytest.raises(TypeError, match="writable"):
+        ro = np.zeros((1, 10), dtype=np.float32)
+        ro.setflags(write=False)
+        call(out=ro)
+
+
+def test_backend_choice_and_override(monkeypatch):
+    monkeypatch.delenv("FORTIS_RANK_BACKEND", raising=False)
+    expected = "network" if _ranking.kernel_available() else "sort"
+    assert _ranking.backend(100) == expected
+    assert _ranking.backend(_ranking.MAX_NETWORK_ROWS + 1) == "sort"
+    assert _ranking.backend(1) == "sort"
+    monkeypatch.setenv("FORTIS_RANK_BACKEND", "sort")
+    assert _ranking.backend(100) == "sort"
+    monkeypatch.setenv("FORTIS_RANK_BACKEND", "quick")
+    with pytest.raises(RuntimeError, match="FORTIS_RANK_BACKEND"):
+        _ranking.backend(100)
+
+
+@pytest.mark.parametrize("backend", ["sort", "network"])
+def test_unchecked_row_set_raises_on_non_finite(backend, monkeypatch):
+    if backend == "network" and not _ranking.kernel_available():
+        pytest.skip("robust._rankkernel was not built here")
+    monkeypatch.setenv("FORTIS_RANK_BACKEND", backend)
+    X = np.random.default_rng(1).standard_normal((9, 5000)).astype(np.float32)
+    X[3, 4321] = np.inf
+    with pytest.raises(NonFiniteSeen):
+        RowSet(X, unchecked=True).ranked_columns_apply([4], lambda R, s, a, b: None)
+    # a checked set does not look (the rules never hand it non-finite rows)
+    RowSet(X).ranked_columns_apply([4], lambda R, s, a, b: None)
+
+
+@pytest.mark.parametrize("backend", ["sort", "network"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_rules_skip_the_finiteness_pass_but_never_return_garbage(backend, bad, monkeypatch):
+    if backend == "network" and not _ranking.kernel_available():
+        pytest.skip("robust._rankkernel was not built here")
+    monkeypatch.setenv("FORTIS_RANK_BACKEND", backend)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((15, 4000)).astype(np.float32)
+    X[[2, 9], 1234] = bad
+    clean = np.delete(X, [2, 9], axis=0)
+    f = 3
+    cases = [
+        (robust.median(X, f=f), robust.median(clean, f=1)),
+        (robust.trimmed_mean(X, f), robust.trimmed_mean(clean, f - 2)),
+        (robust.krum(X, f), robust.krum(clean, f - 2)),
+        (robust.multi_krum(X, f), robust.multi_krum(clean, f - 2)),
+        (robust.bulyan(X, f), robust.bulyan(clean, f - 2)),
+    ]
+    for got, want in cases:
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_huge_finite_float32_rows_fall_back_to_the_exact_gram():
+    # float32 products of 1e37 overflow; the rows are finite and must be compared exactly
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((11, 3000)).astype(np.float32)
+    X[0] = 1e37
+    got = robust.krum(X, 2)
+    want = robust.krum(X.astype(np.float64), 2)
+    np.testing.assert_array_equal(got, want.astype(np.float32))
+    assert not np.allclose(got, 1e37)
+
+
+@needs_kernel
+def test_median_and_trimmed_mean_backends_agree_on_adversarial_input(monkeypatch):
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((31, 9000)).astype(np.float32)
+    X[:7] = 1e30  # Byzantine rows at the extreme
+    X[7:10] = X[10]  # duplicates
+    got = {}
+    for backend in ("sort", "network"):
+        monkeypatch.setenv("FORTIS_RANK_BACKEND", backend)
+        got[backend] = (
+            robust.median(X, f=7),
+            robust.trimmed_mean(X, 7),
+            robust.bulyan(X, 7),
+            robust.aggregate_detailed(X, "median", f=7).scores,
+        )
+    for a, b in zip(got["sort"], got["network"]):
+        np.testing.assert_allclose(a, b, rtol=1e-6)  # float64 sums in different orders
+    assert np.abs(got["network"][1]).max() < 10  # the 1e30 rows were trimmed
