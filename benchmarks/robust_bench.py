@@ -671,6 +671,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "cpu": _cpu_model(),
         "fortis_threads": _fortis_threads(),
+        "rank_backend": _rank_backend(),
         "robust_version": _robust_version(),
         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default (one per core)"),
         "title": args.title,
@@ -893,7 +894,7 @@ def markdown(result: dict[str, Any], head: list[str], body: list[list[str]]) -> 
         f"- fortis: commit {m['robust_version']}.",
         f"- Machine: {m['cpus']} CPUs ({m['cpu']}), Python {m['python']}, numpy {m['numpy']}; "
         f"fortis column kernels on {m['fortis_threads']} threads; OpenBLAS threads: "
-        f"{m['openblas_threads']}.",
+        f"{m['openblas_threads']}; column order statistics: {m.get('rank_backend', 'sort')}.",
         f"- Peers: {versions}"
         + (f" (not installed: {', '.join(m['peers_missing'])})" if m["peers_missing"] else "")
         + f"; each in a worker subprocess with RLIMIT_AS = {m['mem_limit_gib']:g} GiB and a "
@@ -973,6 +974,14 @@ def _robust_version() -> str:
     if not head:
         return "unknown"
     return head + (" + uncommitted changes in robust/" if dirty else "")
+
+
+def _rank_backend() -> str:
+    from robust import _ranking
+
+    if _ranking.backend(100) == "network":
+        return "compiled comparator network (robust._rankkernel)"
+    return "numpy sort" + ("" if _ranking.kernel_available() else " (kernel not built)")
 
 
 def _fortis_threads() -> int:

@@ -8,6 +8,14 @@ result carries the selected index set in ``accepted`` (``vector`` is then ``None
 
 Exact ties between scores are broken by the sum of squared distances to all rows, then
 towards the lower row index.
+
+**Distances computed here** (no ``distances=``/``gram=`` given) come from the rows centred on
+their mean (recentred on the most central row when a far outlier drags the mean away). For
+float32 rows the inner products are taken in float32 over cache-sized column chunks and
+summed in float64: twice as fast as float64 products, and the distances stay within about
+1e-5 (relative) of the exact ones even for near-duplicate rows at d = 10⁶, where the naive
+``‖x‖² + ‖y‖² − 2x·y`` on raw float32 rows is off by orders of magnitude. Exact distances:
+:func:`robust.pairwise_sq_distances`, passed as ``distances=``.
 """
 
 from __future__ import annotations
