@@ -1,8 +1,8 @@
 """Build of the optional compiled kernel; all other metadata is in pyproject.toml.
 
-``robust._rankkernel`` (column order statistics by a vectorised comparator network) is
-optional: if no C compiler is available the build goes on without it and robust falls back
-to numpy's sort (same results, slower).
+``robust._kernels`` (column order statistics by a vectorised comparator network, and
+float64 squared distances in one pass) is optional: if no C compiler is available the build
+goes on without it and robust falls back to numpy (same results, slower).
 """
 
 import sys
@@ -14,8 +14,8 @@ compile_args = [] if sys.platform == "win32" else ["-O3", "-std=c11"]
 setup(
     ext_modules=[
         Extension(
-            "robust._rankkernel",
-            sources=["robust/_rankkernel.c"],
+            "robust._kernels",
+            sources=["robust/_kernels.c"],
             extra_compile_args=compile_args,
             optional=True,
         )

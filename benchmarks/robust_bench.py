@@ -977,11 +977,11 @@ def _robust_version() -> str:
 
 
 def _rank_backend() -> str:
-    from robust import _ranking
+    from robust import _native, _ranking
 
     if _ranking.backend(100) == "network":
-        return "compiled comparator network (robust._rankkernel)"
-    return "numpy sort" + ("" if _ranking.kernel_available() else " (kernel not built)")
+        return "compiled comparator network (robust._kernels)"
+    return "numpy sort" + ("" if _native.available() else " (robust._kernels not built)")
 
 
 def _fortis_threads() -> int:

@@ -6,60 +6,41 @@ column chunk, the values of chosen ranks. Two backends produce those values, wit
 identical results:
 
 ``network``
-    The compiled kernel ``robust._rankkernel`` (built from ``robust/_rankkernel.c`` at
-    install; optional). The rows go through a Batcher odd–even merge sorting network,
+    The compiled kernel ``rank_columns`` (see :mod:`robust._native`). The rows go through a Batcher odd–even merge sorting network,
     vectorised across adjacent columns (a comparator is one vector min and one vector
     max, with no data-dependent branches). The network is pruned to the outputs asked for
     (:func:`network`), so a median of 100 rows costs 897 comparators instead of the 1104
     of a full sort, and a trimmed sum 935. Used for 2 ≤ n ≤ :data:`MAX_NETWORK_ROWS`.
 ``sort``
     numpy's SIMD sort of transposed, cache-sized column chunks. Used when the kernel is
-    not built, for larger n, and when ``FORTIS_RANK_BACKEND=sort`` is set.
+    not built, for larger n, and when ``FORTIS_KERNELS=numpy`` is set.
 
 Both require finite input (the rules remove non-finite rows first).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 import numpy as np
 
-try:  # optional compiled kernel
-    from . import _rankkernel as _kernel
-except ImportError:  # pragma: no cover - exercised on installs without a C compiler
-    _kernel = None
+from . import _native
 
 #: Above this many rows the network's O(n log² n) comparators lose to numpy's sort.
 MAX_NETWORK_ROWS = 256
 
-__all__ = ["backend", "kernel_available", "network", "batcher_pairs", "MAX_NETWORK_ROWS"]
-
-
-def kernel_available() -> bool:
-    """Whether the compiled network kernel was built and imported."""
-    return _kernel is not None
+__all__ = ["backend", "network", "batcher_pairs", "MAX_NETWORK_ROWS"]
 
 
 def backend(n: int) -> str:
     """The backend used for ``n`` rows: ``"network"`` or ``"sort"`` (see module docstring).
-    ``FORTIS_RANK_BACKEND`` = ``sort`` or ``network`` overrides the choice; asking for
-    ``network`` without the compiled kernel raises RuntimeError."""
-    forced = os.environ.get("FORTIS_RANK_BACKEND", "").strip().lower()
-    if forced == "sort":
+    ``FORTIS_KERNELS=numpy`` forces ``sort``; ``FORTIS_KERNELS=compiled`` forces the
+    network for every n >= 2 (see :func:`robust._native.mode`)."""
+    mode = _native.mode()
+    if n < 2 or mode == "numpy" or not _native.available():
         return "sort"
-    if forced == "network":
-        if _kernel is None:
-            raise RuntimeError(
-                "FORTIS_RANK_BACKEND=network but robust._rankkernel was not built "
-                "(reinstall fortis with a C compiler available)"
-            )
-        return "network" if n >= 2 else "sort"
-    if forced:
-        raise RuntimeError(f"FORTIS_RANK_BACKEND must be 'sort' or 'network', got {forced!r}")
-    return "network" if _kernel is not None and 2 <= n <= MAX_NETWORK_ROWS else "sort"
+    return "network" if mode == "compiled" or n <= MAX_NETWORK_ROWS else "sort"
 
 
 def batcher_pairs(n: int) -> list[tuple[int, int]]:
@@ -139,7 +120,7 @@ def rank_chunk_network(
     ``X[rows]`` and ``sums[:b-a]`` with the float64 sum over ``sum_ranks`` (compiled
     kernel; arguments are validated by the caller and bounds-checked by the kernel).
     Returns whether every value read was finite (the outputs are meaningless otherwise)."""
-    assert _kernel is not None
-    return _kernel.rank_columns(
+    assert _native.kernels is not None
+    return _native.kernels.rank_columns(
         X, X.itemsize, X.shape[1], rows, a, b - a, pairs, ranks, out, out.shape[1], sum_ranks, sums
     )

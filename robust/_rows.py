@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import _ranking
+from . import _native, _ranking
 from ._blas import blas_threads_controllable, single_threaded_blas
 
 _CHUNK_BYTES = 16 << 20  # gather buffers
@@ -22,6 +22,7 @@ _GRAM_CHUNK_BYTES = 1 << 20  # per-thread float64 Gram work buffer (cache-sized)
 _GRAM32_CHUNK_BYTES = 1 << 20  # per-thread float32 Gram work buffer (cache-sized)
 _SORT_CHUNK_BYTES = 1 << 20  # transposed chunk for column sorts (cache-sized)
 _RANK_CHUNK_COLS = 8192  # columns per call of the compiled ranking kernel
+_SQDIST_MIN_COLS = 1 << 16  # columns per worker thread of the squared-distance kernel
 
 
 def num_threads() -> int:
@@ -211,9 +212,14 @@ class RowSet:
         G *= 0.5
         return G
 
-    def sq_dist_to(self, z: np.ndarray) -> np.ndarray:
-        """``‖x_i − z‖²`` in float64, computed directly (no cancellation)."""
-        z = np.asarray(z, dtype=np.float64)
+    def sq_dist_to(self, z: np.ndarray | None) -> np.ndarray:
+        """``‖x_i − z‖²`` (``z`` None: the origin) in float64, computed directly (no
+        cancellation): each difference and the sum are float64. Uses the compiled
+        ``sq_dists`` kernel when enabled (see :mod:`robust._native`), numpy otherwise;
+        the two agree to float64 rounding."""
+        zz = None if z is None else np.ascontiguousarray(z, dtype=np.float64)
+        if _native.enabled() and self.X.flags.c_contiguous:
+            return self._sq_dist_native(zz)
 
         def part(starts: list[int], c: int) -> np.ndarray:
             acc = np.zeros(self.n, dtype=np.float64)
@@ -222,14 +228,35 @@ class RowSet:
                 b = min(a + c, self.d)
                 work = buf[:, : b - a]
                 work[...] = self.chunk(a, b)  # float64 copy, then an exact-input subtract
-                work -= z[a:b]
+                if zz is not None:
+                    work -= zz[a:b]
                 acc += np.einsum("ij,ij->i", work, work)
             return acc
 
         return np.sum(self._column_parallel(self._width(_GRAM_CHUNK_BYTES), part), axis=0)
 
+    def _sq_dist_native(self, z: np.ndarray | None) -> np.ndarray:
+        n, d = self.n, self.d
+        rows = np.arange(n, dtype=np.int64) if self.idx is None else self.idx.astype(np.int64)
+        workers = max(1, min(num_threads(), d // _SQDIST_MIN_COLS))
+        bounds = np.linspace(0, d, workers + 1).astype(np.int64)
+        empty = np.empty(0, dtype=np.float64)
+
+        def part(i: int) -> np.ndarray:
+            a, b = int(bounds[i]), int(bounds[i + 1])
+            out = np.zeros(n, dtype=np.float64)
+            if b > a:
+                zc = empty if z is None else z[a:b]
+                _native.kernels.sq_dists(self.X, self.X.itemsize, d, rows, a, b - a, zc, out)
+            return out
+
+        if workers == 1:
+            return part(0)
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            return np.sum(list(ex.map(part, range(workers))), axis=0)
+
     def sq_norms(self) -> np.ndarray:
-        return self.sq_dist_to(np.zeros(self.d))
+        return self.sq_dist_to(None)
 
     def ranked_columns_apply(
         self,

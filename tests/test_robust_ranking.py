@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 import robust
-from robust import _ranking
+from robust import _native, _ranking
 from robust._rows import NonFiniteSeen, RowSet
 
+MODE = {"sort": "numpy", "network": "compiled"}
 needs_kernel = pytest.mark.skipif(
-    not _ranking.kernel_available(), reason="robust._rankkernel was not built here"
+    not _native.available(), reason="robust._kernels was not built here"
 )
 
 
@@ -28,10 +29,10 @@ def _apply_network(pairs: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return v
 
 
-def test_kernel_is_built_where_required():
+def test_kernels_are_built_where_required():
     # .ci/run sets this: CI must exercise the compiled path, not silently fall back
-    if os.environ.get("FORTIS_REQUIRE_RANK_KERNEL") == "1":
-        assert _ranking.kernel_available()
+    if os.environ.get("FORTIS_REQUIRE_KERNELS") == "1":
+        assert _native.available()
 
 
 @pytest.mark.parametrize("n", range(1, 13))
@@ -79,7 +80,7 @@ def test_pruning_keeps_requested_outputs_and_drops_comparators():
 def _both_backends(rs: RowSet, ranks, sum_ranks, monkeypatch):
     outs = {}
     for backend in ("sort", "network"):
-        monkeypatch.setenv("FORTIS_RANK_BACKEND", backend)
+        monkeypatch.setenv("FORTIS_KERNELS", MODE[backend])
         R = np.full((len(ranks), rs.d), np.nan)
         S = np.full(rs.d, np.nan)
 
@@ -149,7 +150,7 @@ def test_kernel_reports_non_finite_values_anywhere():
 
 @needs_kernel
 def test_kernel_rejects_bad_arguments_without_touching_memory():
-    from robust import _rankkernel as k
+    k = _native.kernels
 
     X = np.zeros((4, 10), dtype=np.float32)
     rows = np.arange(4, dtype=np.int64)
@@ -194,23 +195,30 @@ def test_kernel_rejects_bad_arguments_without_touching_memory():
 
 
 def test_backend_choice_and_override(monkeypatch):
-    monkeypatch.delenv("FORTIS_RANK_BACKEND", raising=False)
-    expected = "network" if _ranking.kernel_available() else "sort"
+    monkeypatch.delenv("FORTIS_KERNELS", raising=False)
+    expected = "network" if _native.available() else "sort"
     assert _ranking.backend(100) == expected
     assert _ranking.backend(_ranking.MAX_NETWORK_ROWS + 1) == "sort"
     assert _ranking.backend(1) == "sort"
-    monkeypatch.setenv("FORTIS_RANK_BACKEND", "sort")
+    monkeypatch.setenv("FORTIS_KERNELS", "numpy")
     assert _ranking.backend(100) == "sort"
-    monkeypatch.setenv("FORTIS_RANK_BACKEND", "quick")
-    with pytest.raises(RuntimeError, match="FORTIS_RANK_BACKEND"):
+    assert not _native.enabled()
+    monkeypatch.setenv("FORTIS_KERNELS", "quick")
+    with pytest.raises(RuntimeError, match="FORTIS_KERNELS"):
         _ranking.backend(100)
+    monkeypatch.setenv("FORTIS_KERNELS", "compiled")
+    if _native.available():
+        assert _ranking.backend(_ranking.MAX_NETWORK_ROWS + 1) == "network"
+    else:
+        with pytest.raises(RuntimeError, match="not built"):
+            _ranking.backend(100)
 
 
 @pytest.mark.parametrize("backend", ["sort", "network"])
 def test_unchecked_row_set_raises_on_non_finite(backend, monkeypatch):
-    if backend == "network" and not _ranking.kernel_available():
-        pytest.skip("robust._rankkernel was not built here")
-    monkeypatch.setenv("FORTIS_RANK_BACKEND", backend)
+    if backend == "network" and not _native.available():
+        pytest.skip("robust._kernels was not built here")
+    monkeypatch.setenv("FORTIS_KERNELS", MODE[backend])
     X = np.random.default_rng(1).standard_normal((9, 5000)).astype(np.float32)
     X[3, 4321] = np.inf
     with pytest.raises(NonFiniteSeen):
@@ -222,9 +230,9 @@ def test_unchecked_row_set_raises_on_non_finite(backend, monkeypatch):
 @pytest.mark.parametrize("backend", ["sort", "network"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_rules_skip_the_finiteness_pass_but_never_return_garbage(backend, bad, monkeypatch):
-    if backend == "network" and not _ranking.kernel_available():
-        pytest.skip("robust._rankkernel was not built here")
-    monkeypatch.setenv("FORTIS_RANK_BACKEND", backend)
+    if backend == "network" and not _native.available():
+        pytest.skip("robust._kernels was not built here")
+    monkeypatch.setenv("FORTIS_KERNELS", MODE[backend])
     rng = np.random.default_rng(2)
     X = rng.standard_normal((15, 4000)).astype(np.float32)
     X[[2, 9], 1234] = bad
@@ -261,7 +269,7 @@ def test_median_and_trimmed_mean_backends_agree_on_adversarial_input(monkeypatch
     X[7:10] = X[10]  # duplicates
     got = {}
     for backend in ("sort", "network"):
-        monkeypatch.setenv("FORTIS_RANK_BACKEND", backend)
+        monkeypatch.setenv("FORTIS_KERNELS", MODE[backend])
         got[backend] = (
             robust.median(X, f=7),
             robust.trimmed_mean(X, 7),
@@ -271,3 +279,46 @@ def test_median_and_trimmed_mean_backends_agree_on_adversarial_input(monkeypatch
     for a, b in zip(got["sort"], got["network"]):
         np.testing.assert_allclose(a, b, rtol=1e-6)  # float64 sums in different orders
     assert np.abs(got["network"][1]).max() < 10  # the 1e30 rows were trimmed
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 7, 8, 9, 1000, 200_003])
+def test_squared_distance_kernel_matches_numpy(dtype, d, monkeypatch):
+    rng = np.random.default_rng(d)
+    X = rng.standard_normal((13, d)).astype(dtype) * 1e3
+    X[4] = X[5]  # distance exactly 0 to z = X[5]
+    z = X[5].astype(np.float64)
+    idx = np.array([0, 4, 5, 12])
+    want = ((X.astype(np.float64) - z) ** 2).sum(axis=1)
+    got = {}
+    for mode in ("numpy", "compiled"):
+        monkeypatch.setenv("FORTIS_KERNELS", mode)
+        got[mode] = (RowSet(X).sq_dist_to(z), RowSet(X, idx).sq_dist_to(z), RowSet(X).sq_norms())
+        np.testing.assert_allclose(got[mode][0], want, rtol=1e-13)
+        np.testing.assert_allclose(got[mode][1], want[idx], rtol=1e-13)
+        assert got[mode][0][4] == 0.0
+        norms = (X.astype(np.float64) ** 2).sum(axis=1)
+        np.testing.assert_allclose(got[mode][2], norms, rtol=1e-13)
+
+
+@needs_kernel
+def test_squared_distance_kernel_rejects_bad_arguments():
+    k = _native.kernels
+    X = np.zeros((3, 10), dtype=np.float32)
+    rows = np.arange(3, dtype=np.int64)
+    out = np.zeros(3)
+    k.sq_dists(X, 4, 10, rows, 0, 10, np.zeros(10), out)
+    with pytest.raises(IndexError, match="row index"):
+        k.sq_dists(X, 4, 10, np.array([3], dtype=np.int64), 0, 10, np.zeros(10), out)
+    with pytest.raises(IndexError, match="z is too short"):
+        k.sq_dists(X, 4, 10, rows, 0, 10, np.zeros(9), out)
+    with pytest.raises(IndexError, match="out is too small"):
+        k.sq_dists(X, 4, 10, rows, 0, 10, np.zeros(10), np.zeros(2))
+    with pytest.raises(ValueError, match="shape"):
+        k.sq_dists(X, 4, 10, rows, 4, 7, np.zeros(7), out)
+    # NaN and inf propagate as in numpy: the caller decides what a non-finite row means
+    X[1, 3] = np.nan
+    X[2, 9] = np.inf
+    k.sq_dists(X, 4, 10, rows, 0, 10, np.empty(0), out)
+    assert out[0] == 0 and np.isnan(out[1]) and out[2] == np.inf

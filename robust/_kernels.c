@@ -1,5 +1,7 @@
 /*
- * Column order statistics by a comparator network, vectorised across columns (internal).
+ * Compiled kernels of robust (internal, optional: robust._native falls back to numpy).
+ *
+ * 1. Column order statistics by a comparator network, vectorised across columns.
  *
  * rank_columns(X, itemsize, ld, rows, a, c, pairs, ranks, out, out_ld, sum_wires, sums)
  *
@@ -136,6 +138,54 @@ have_avx2(void)
 #endif
 }
 
+/*
+ * 2. Squared distances of rows to a point, accumulated in float64.
+ *
+ * sq_dists(X, itemsize, ld, rows, a, c, z, out): out[r] = sum over j in [a, a + c) of
+ * (X[rows[r], j] - z[j - a])^2, with the difference and the sum in float64 (z is a float64
+ * buffer of c values, or empty for the origin). One streaming pass over each row.
+ */
+#define DEFINE_SQDIST(NAME, T, ATTR)                                                        \
+    ATTR static void NAME(const T *X, int64_t ld, const int64_t *rows, int64_t n,           \
+                          int64_t a, int64_t c, const double *z, double *out)               \
+    {                                                                                       \
+        for (int64_t r = 0; r < n; r++) {                                                   \
+            const T *x = X + rows[r] * ld + a;                                              \
+            double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                       \
+            int64_t j = 0;                                                                  \
+            if (z) {                                                                        \
+                for (; j + 8 <= c; j += 8)                                                  \
+                    for (int k = 0; k < 8; k++) {                                           \
+                        double d = (double)x[j + k] - z[j + k];                             \
+                        acc[k] += d * d;                                                    \
+                    }                                                                       \
+                for (; j < c; j++) {                                                        \
+                    double d = (double)x[j] - z[j];                                         \
+                    acc[j & 7] += d * d;                                                    \
+                }                                                                           \
+            } else {                                                                        \
+                for (; j + 8 <= c; j += 8)                                                  \
+                    for (int k = 0; k < 8; k++) {                                           \
+                        double d = (double)x[j + k];                                        \
+                        acc[k] += d * d;                                                    \
+                    }                                                                       \
+                for (; j < c; j++) {                                                        \
+                    double d = (double)x[j];                                                \
+                    acc[j & 7] += d * d;                                                    \
+                }                                                                           \
+            }                                                                               \
+            out[r] = ((acc[0] + acc[4]) + (acc[1] + acc[5])) +                              \
+                     ((acc[2] + acc[6]) + (acc[3] + acc[7]));                               \
+        }                                                                                   \
+    }
+
+DEFINE_SQDIST(sqdist_f32_generic, float, )
+DEFINE_SQDIST(sqdist_f64_generic, double, )
+#ifdef FORTIS_X86
+DEFINE_SQDIST(sqdist_f32_avx2, float, AVX2_ATTR)
+DEFINE_SQDIST(sqdist_f64_avx2, double, AVX2_ATTR)
+#endif
+
 static int
 get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name)
 {
@@ -264,22 +314,94 @@ done:
     return result;
 }
 
+static PyObject *
+sq_dists(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *ox, *orows, *oz, *oout;
+    Py_ssize_t itemsize, ld, a, c;
+    if (!PyArg_ParseTuple(args, "OnnOnnOO", &ox, &itemsize, &ld, &orows, &a, &c, &oz, &oout))
+        return NULL;
+    if (itemsize != 4 && itemsize != 8) {
+        PyErr_SetString(PyExc_ValueError, "sq_dists: itemsize must be 4 or 8");
+        return NULL;
+    }
+    Py_buffer bx, brows, bz, bout;
+    int got = 0;
+    PyObject *result = NULL;
+    if (get_buffer(ox, &bx, 0, "X") < 0) goto done;
+    got = 1;
+    if (get_buffer(orows, &brows, 0, "rows") < 0) goto done;
+    got = 2;
+    if (get_buffer(oz, &bz, 0, "z") < 0) goto done;
+    got = 3;
+    if (get_buffer(oout, &bout, 1, "out") < 0) goto done;
+    got = 4;
+    const int64_t n = (int64_t)(brows.len / 8);
+    const int64_t nx = (int64_t)(bx.len / itemsize);
+    const int64_t *rows = (const int64_t *)brows.buf;
+    if (n < 1 || ld < 1 || a < 0 || c < 1 || a + c > ld) {
+        PyErr_SetString(PyExc_ValueError, "sq_dists: bad shape arguments");
+        goto done;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        if (rows[r] < 0 || (rows[r] + 1) * ld > nx) {
+            PyErr_SetString(PyExc_IndexError, "sq_dists: row index out of range");
+            goto done;
+        }
+    }
+    if (bz.len != 0 && bz.len < c * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_IndexError, "sq_dists: z is too short");
+        goto done;
+    }
+    if (bout.len < n * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_IndexError, "sq_dists: out is too small");
+        goto done;
+    }
+    const double *z = bz.len ? (const double *)bz.buf : NULL;
+    const int avx2 = have_avx2();
+    Py_BEGIN_ALLOW_THREADS
+#ifdef FORTIS_X86
+    if (avx2 && itemsize == 4)
+        sqdist_f32_avx2((const float *)bx.buf, ld, rows, n, a, c, z, (double *)bout.buf);
+    else if (avx2)
+        sqdist_f64_avx2((const double *)bx.buf, ld, rows, n, a, c, z, (double *)bout.buf);
+    else
+#endif
+    if (itemsize == 4)
+        sqdist_f32_generic((const float *)bx.buf, ld, rows, n, a, c, z, (double *)bout.buf);
+    else
+        sqdist_f64_generic((const double *)bx.buf, ld, rows, n, a, c, z, (double *)bout.buf);
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    if (got >= 4) PyBuffer_Release(&bout);
+    if (got >= 3) PyBuffer_Release(&bz);
+    if (got >= 2) PyBuffer_Release(&brows);
+    if (got >= 1) PyBuffer_Release(&bx);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"rank_columns", rank_columns, METH_VARARGS,
      "rank_columns(X, itemsize, ld, rows, a, c, pairs, ranks, out, out_ld, sum_wires, sums): "
      "see the C "
      "source; called only through robust._ranking."},
+    {"sq_dists", sq_dists, METH_VARARGS,
+     "sq_dists(X, itemsize, ld, rows, a, c, z, out): see the C source; called only through "
+     "robust._rows."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_rankkernel",
-    "Comparator-network column ranking (internal; see robust._ranking).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_kernels",
+    "Compiled kernels of robust (internal; see robust._native).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
-PyInit__rankkernel(void)
+PyInit__kernels(void)
 {
     return PyModule_Create(&module);
 }
