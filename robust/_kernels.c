@@ -3,7 +3,8 @@
  *
  * 1. Column order statistics by a comparator network, vectorised across columns.
  *
- * rank_columns(X, itemsize, ld, rows, a, c, pairs, ranks, out, out_ld, sum_wires, sums)
+ * rank_columns(X, itemsize, ld, rows, a, c, pairs, ranks, out, out_ld, sum_wires, sums[,
+ *              scratch])
  *
  * For each column j in [a, a + c) of the row-major matrix X (row stride ld elements),
  * the values X[rows[0], j], ..., X[rows[n-1], j] are put through the comparator network
@@ -55,7 +56,26 @@ typedef int64_t vi64 __attribute__((vector_size(32)));
 #define AVX_LO_PD(VT, VI, x, y) ((VT)_mm256_min_pd((__m256d)(x), (__m256d)(y)))
 #define AVX_HI_PD(VT, VI, x, y) ((VT)_mm256_max_pd((__m256d)(y), (__m256d)(x)))
 
-#define DEFINE_RANK(NAME, T, VT, VI, ATTR, LO, HI)                                          \
+/* acc (float64 vectors) += the VECS vectors at src, lane by lane */
+typedef float vf32x4 __attribute__((vector_size(16)));
+static inline void
+add_f32(vf64 *acc, const vf32 *src)
+{
+    for (int v = 0; v < VECS; v++) {
+        vf32x4 lo, hi;
+        memcpy(&lo, &src[v], 16);
+        memcpy(&hi, (const char *)&src[v] + 16, 16);
+        acc[2 * v] += __builtin_convertvector(lo, vf64);
+        acc[2 * v + 1] += __builtin_convertvector(hi, vf64);
+    }
+}
+static inline void
+add_f64(vf64 *acc, const vf64 *src)
+{
+    for (int v = 0; v < VECS; v++) acc[v] += src[v];
+}
+
+#define DEFINE_RANK(NAME, T, VT, VI, ATTR, LO, HI, ADD)                                     \
     ATTR static int NAME(const T *X, int64_t ld, const int64_t *rows, int64_t n,  \
                                    int64_t a, int64_t c, const int32_t *pairs, int64_t np,  \
                                    const int64_t *ranks, int64_t nr, T *out, int64_t out_ld, \
@@ -64,7 +84,8 @@ typedef int64_t vi64 __attribute__((vector_size(32)));
         const int64_t lanes = (int64_t)(sizeof(VT) / sizeof(T));                            \
         const int64_t W = VECS * lanes;                                                     \
         const int64_t TW = TILE_BYTES / (int64_t)sizeof(T);                                 \
-        VT zero_if_finite = {0};                                                            \
+        VT zero_if_finite[VECS];                                                            \
+        for (int v = 0; v < VECS; v++) zero_if_finite[v] = (VT){0};                         \
         for (int64_t t0 = 0; t0 < c; t0 += TW) {                                            \
             const int64_t tw = c - t0 < TW ? c - t0 : TW;                                   \
             const int64_t nb = (tw + W - 1) / W;                                            \
@@ -73,12 +94,24 @@ typedef int64_t vi64 __attribute__((vector_size(32)));
                 for (int64_t b = 0; b < nb; b++) {                                          \
                     T *dst = (T *)(tile + (b * n + r) * VECS);                              \
                     const int64_t w = tw - b * W < W ? tw - b * W : W;                      \
-                    memcpy(dst, src + b * W, (size_t)w * sizeof(T));                        \
-                    for (int64_t k = w; k < W; k++) dst[k] = 0;                             \
+                    if (w == W) /* constant size: inlined as vector moves */                \
+                        memcpy(dst, src + b * W, VECS * 32);                                \
+                    else {                                                                  \
+                        memcpy(dst, src + b * W, (size_t)w * sizeof(T));                    \
+                        for (int64_t k = w; k < W; k++) dst[k] = 0;                         \
+                    }                                                                       \
                 }                                                                           \
             }                                                                               \
-            for (int64_t v = 0; v < nb * n * VECS; v++) /* x*0 is NaN iff x is inf/NaN */   \
-                zero_if_finite += tile[v] * 0;                                              \
+            if (t0 + TW < c) { /* fetch the next tile while the network runs on this one */ \
+                const int64_t nw = c - t0 - TW < TW ? c - t0 - TW : TW;                      \
+                for (int64_t r = 0; r < n; r++) {                                           \
+                    const char *nx = (const char *)(X + rows[r] * ld + a + t0 + TW);        \
+                    for (int64_t o = 0; o < nw * (int64_t)sizeof(T); o += 64)               \
+                        __builtin_prefetch(nx + o, 0, 2);                                   \
+                }                                                                           \
+            }                                                                               \
+            for (int64_t i = 0; i < nb * n; i++) /* x*0 is NaN iff x is inf/NaN */          \
+                for (int v = 0; v < VECS; v++) zero_if_finite[v] += tile[i * VECS + v] * 0;  \
             for (int64_t b = 0; b < nb; b++) {                                              \
                 VT *blk = tile + b * n * VECS;                                              \
                 for (int64_t q = 0; q < np; q++) {                                          \
@@ -95,32 +128,37 @@ typedef int64_t vi64 __attribute__((vector_size(32)));
                 T *dst = out + q * out_ld + t0;                                             \
                 for (int64_t b = 0; b < nb; b++) {                                          \
                     const int64_t w = tw - b * W < W ? tw - b * W : W;                      \
-                    memcpy(dst + b * W, tile + (b * n + ranks[q]) * VECS,                   \
-                           (size_t)w * sizeof(T));                                          \
+                    if (w == W)                                                             \
+                        memcpy(dst + b * W, tile + (b * n + ranks[q]) * VECS, VECS * 32);   \
+                    else                                                                    \
+                        memcpy(dst + b * W, tile + (b * n + ranks[q]) * VECS,               \
+                               (size_t)w * sizeof(T));                                      \
                 }                                                                           \
             }                                                                               \
             for (int64_t b = 0; ns > 0 && b < nb; b++) {                                    \
-                double acc[VECS * 32 / sizeof(T)];                                          \
-                for (int64_t k = 0; k < W; k++) acc[k] = 0.0;                               \
-                for (int64_t q = 0; q < ns; q++) {                                          \
-                    const T *src = (const T *)(tile + (b * n + sw[q]) * VECS);              \
-                    for (int64_t k = 0; k < W; k++) acc[k] += (double)src[k];               \
-                }                                                                           \
+                vf64 acc[VECS * 32 / sizeof(T) / 4];                                        \
+                for (size_t k = 0; k < sizeof(acc) / sizeof(acc[0]); k++) acc[k] = (vf64){0}; \
+                for (int64_t q = 0; q < ns; q++)                                            \
+                    ADD(acc, tile + (b * n + sw[q]) * VECS);                                \
                 const int64_t w = tw - b * W < W ? tw - b * W : W;                          \
-                memcpy(sums + t0 + b * W, acc, (size_t)w * sizeof(double));                 \
+                if (w == W)                                                                 \
+                    memcpy(sums + t0 + b * W, acc, sizeof(acc));                            \
+                else                                                                        \
+                    memcpy(sums + t0 + b * W, acc, (size_t)w * sizeof(double));             \
             }                                                                               \
         }                                                                                   \
-        for (int64_t k = 0; k < lanes; k++)                                                 \
-            if (zero_if_finite[k] != 0) return 0; /* NaN != 0 */                            \
+        for (int v = 0; v < VECS; v++)                                                      \
+            for (int64_t k = 0; k < lanes; k++)                                             \
+                if (zero_if_finite[v][k] != 0) return 0; /* NaN != 0 */                     \
         return 1;                                                                           \
     }
 
-DEFINE_RANK(rank_f32_generic, float, vf32, vi32, , MASK_LO, MASK_HI)
-DEFINE_RANK(rank_f64_generic, double, vf64, vi64, , MASK_LO, MASK_HI)
+DEFINE_RANK(rank_f32_generic, float, vf32, vi32, , MASK_LO, MASK_HI, add_f32)
+DEFINE_RANK(rank_f64_generic, double, vf64, vi64, , MASK_LO, MASK_HI, add_f64)
 #ifdef FORTIS_X86
 #define AVX2_ATTR __attribute__((target("avx2")))
-DEFINE_RANK(rank_f32_avx2, float, vf32, vi32, AVX2_ATTR, AVX_LO_PS, AVX_HI_PS)
-DEFINE_RANK(rank_f64_avx2, double, vf64, vi64, AVX2_ATTR, AVX_LO_PD, AVX_HI_PD)
+DEFINE_RANK(rank_f32_avx2, float, vf32, vi32, AVX2_ATTR, AVX_LO_PS, AVX_HI_PS, add_f32)
+DEFINE_RANK(rank_f64_avx2, double, vf64, vi64, AVX2_ATTR, AVX_LO_PD, AVX_HI_PD, add_f64)
 #endif
 
 static int
@@ -186,6 +224,25 @@ DEFINE_SQDIST(sqdist_f32_avx2, float, AVX2_ATTR)
 DEFINE_SQDIST(sqdist_f64_avx2, double, AVX2_ATTR)
 #endif
 
+static size_t
+scratch_bytes(int64_t n)
+{
+    return (size_t)n * (TILE_BYTES + VECS * 32);
+}
+
+static PyObject *
+rank_scratch_bytes(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "rank_scratch_bytes: n must be >= 1");
+        return NULL;
+    }
+    return PyLong_FromSize_t(scratch_bytes(n) + 32);
+}
+
 static int
 get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name)
 {
@@ -202,19 +259,19 @@ static PyObject *
 rank_columns(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *ox, *orows, *opairs, *oranks, *oout, *osw, *osums;
+    PyObject *ox, *orows, *opairs, *oranks, *oout, *osw, *osums, *oscratch = NULL;
     Py_ssize_t itemsize, ld, a, c, out_ld;
-    if (!PyArg_ParseTuple(args, "OnnOnnOOOnOO", &ox, &itemsize, &ld, &orows, &a, &c, &opairs,
-                          &oranks, &oout, &out_ld, &osw, &osums))
+    if (!PyArg_ParseTuple(args, "OnnOnnOOOnOO|O", &ox, &itemsize, &ld, &orows, &a, &c, &opairs,
+                          &oranks, &oout, &out_ld, &osw, &osums, &oscratch))
         return NULL;
     if (itemsize != 4 && itemsize != 8) {
         PyErr_SetString(PyExc_ValueError, "rank_columns: itemsize must be 4 or 8");
         return NULL;
     }
-    Py_buffer bx, brows, bpairs, branks, bout, bsw, bsums;
-    int got = 0;
+    Py_buffer bx, brows, bpairs, branks, bout, bsw, bsums, bscratch;
+    int got = 0, got_scratch = 0;
     PyObject *result = NULL;
-    void *tile = NULL;
+    void *tile = NULL, *owned = NULL;
     if (get_buffer(ox, &bx, 0, "X") < 0) goto done;
     got = 1;
     if (get_buffer(orows, &brows, 0, "rows") < 0) goto done;
@@ -276,11 +333,24 @@ rank_columns(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_IndexError, "rank_columns: out is too small");
         goto done;
     }
-    const size_t tile_bytes = (size_t)n * (TILE_BYTES + VECS * 32);
-    tile = aligned_alloc(32, (tile_bytes + 31) / 32 * 32);
-    if (tile == NULL) {
-        PyErr_NoMemory();
-        goto done;
+    const size_t tile_bytes = scratch_bytes(n);
+    if (oscratch != NULL && oscratch != Py_None) {
+        /* a caller-owned buffer reused across calls: no allocation (and no fresh pages for
+         * the OS to zero) per call */
+        if (get_buffer(oscratch, &bscratch, 1, "scratch") < 0) goto done;
+        got_scratch = 1;
+        if ((size_t)bscratch.len < tile_bytes + 32) {
+            PyErr_SetString(PyExc_IndexError, "rank_columns: scratch is too small");
+            goto done;
+        }
+        tile = (void *)(((uintptr_t)bscratch.buf + 31) & ~(uintptr_t)31);
+    } else {
+        owned = aligned_alloc(32, (tile_bytes + 31) / 32 * 32);
+        if (owned == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        tile = owned;
     }
     const int avx2 = have_avx2();
     int finite;
@@ -303,7 +373,8 @@ rank_columns(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     result = PyBool_FromLong(finite);
 done:
-    free(tile);
+    free(owned);
+    if (got_scratch) PyBuffer_Release(&bscratch);
     if (got >= 7) PyBuffer_Release(&bsums);
     if (got >= 6) PyBuffer_Release(&bsw);
     if (got >= 5) PyBuffer_Release(&bout);
@@ -388,6 +459,8 @@ static PyMethodDef methods[] = {
      "rank_columns(X, itemsize, ld, rows, a, c, pairs, ranks, out, out_ld, sum_wires, sums): "
      "see the C "
      "source; called only through robust._ranking."},
+    {"rank_scratch_bytes", rank_scratch_bytes, METH_O,
+     "rank_scratch_bytes(n): bytes of the optional scratch buffer of rank_columns for n rows."},
     {"sq_dists", sq_dists, METH_VARARGS,
      "sq_dists(X, itemsize, ld, rows, a, c, z, out): see the C source; called only through "
      "robust._rows."},

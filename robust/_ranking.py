@@ -115,12 +115,33 @@ def rank_chunk_network(
     sum_ranks: np.ndarray,
     out: np.ndarray,
     sums: np.ndarray,
+    scratch: np.ndarray | None = None,
 ) -> bool:
     """Fill ``out[q, :b-a]`` with the ``ranks[q]``-th smallest of columns ``a:b`` of
     ``X[rows]`` and ``sums[:b-a]`` with the float64 sum over ``sum_ranks`` (compiled
     kernel; arguments are validated by the caller and bounds-checked by the kernel).
+    ``scratch`` (from :func:`scratch_for`) is reused instead of a per-call allocation.
     Returns whether every value read was finite (the outputs are meaningless otherwise)."""
     assert _native.kernels is not None
     return _native.kernels.rank_columns(
-        X, X.itemsize, X.shape[1], rows, a, b - a, pairs, ranks, out, out.shape[1], sum_ranks, sums
+        X,
+        X.itemsize,
+        X.shape[1],
+        rows,
+        a,
+        b - a,
+        pairs,
+        ranks,
+        out,
+        out.shape[1],
+        sum_ranks,
+        sums,
+        scratch,
     )
+
+
+def scratch_for(n: int) -> np.ndarray:
+    """A work buffer for :func:`rank_chunk_network` on ``n`` rows, to reuse across calls
+    of one thread."""
+    assert _native.kernels is not None
+    return np.empty(_native.kernels.rank_scratch_bytes(n), dtype=np.uint8)

@@ -301,10 +301,13 @@ class RowSet:
         def work(mine: list[int]) -> list[tuple[int, object]]:
             R = np.empty((len(ranks), c), dtype=self.dtype)
             s = np.empty(c if summed else 1, dtype=np.float64)
+            scratch = _ranking.scratch_for(n)
             done = []
             for a in mine:
                 b = min(a + c, d)
-                ok = _ranking.rank_chunk_network(self.X, rows, a, b, pairs, ranks, sum_arr, R, s)
+                ok = _ranking.rank_chunk_network(
+                    self.X, rows, a, b, pairs, ranks, sum_arr, R, s, scratch
+                )
                 if not ok and self.unchecked:
                     raise NonFiniteSeen
                 w = b - a
