@@ -545,17 +545,23 @@ def run_worker_rules(
         job = dict(job_base, peer=peer, rules=pending)
         job_path = tmp / f"job_{peer}.json"
         job_path.write_text(json.dumps(job))
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(job_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=str(REPO),
-        )
+        # stderr goes to a file: a chatty worker must never block on a full pipe
+        err_path = tmp / f"stderr_{peer}.txt"
+        with open(err_path, "wb") as err_fh:
+            proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--worker", str(job_path)],
+                stdout=subprocess.PIPE,
+                stderr=err_fh,
+                cwd=str(REPO),
+            )
         # ``current`` is the rule in progress (deadline: ``timeout`` after its START); between
         # rules (worker start-up, loading the peer, building the next input) the worker gets
-        # 120 s from its last message.
+        # 120 s from its last message. stdout is read from the raw descriptor and split into
+        # lines here: a buffered reader could hold a second line (say ``START``) that
+        # select() then never reports.
         current, started, buf = None, time.monotonic(), ""
+        lines: list[str] = []
+        partial = b""
         try:
             while True:
                 deadline = started + (timeout if current is not None else 120.0)
@@ -574,13 +580,22 @@ def run_worker_rules(
                             }
                         pending = []
                     break
-                ready, _, _ = select.select([proc.stdout], [], [], min(wait, 1.0))
-                if not ready:
-                    continue
-                line = proc.stdout.readline()
-                if line == "":  # worker exited
+                if lines:
+                    line = lines.pop(0)
+                else:
+                    ready, _, _ = select.select([proc.stdout], [], [], min(wait, 1.0))
+                    if not ready:
+                        continue
+                    chunk = os.read(proc.stdout.fileno(), 1 << 16)
+                    if chunk:
+                        partial += chunk
+                        *complete, partial = partial.split(b"\n")
+                        lines.extend(c.decode() for c in complete)
+                        continue
+                    line = None  # end of file: the worker exited
+                if line is None:
                     rc = proc.wait()
-                    err = (proc.stderr.read() or "").strip().splitlines()[-3:]
+                    err = err_path.read_text(errors="replace").strip().splitlines()[-3:]
                     crash = {"status": "CRASH", "error": f"worker exit {rc}: {' | '.join(err)}"}
                     if current is not None:
                         results[current] = crash
@@ -590,7 +605,7 @@ def run_worker_rules(
                             results[r] = dict(crash)
                         pending = []
                     break
-                buf = line.rstrip("\n")
+                buf = line.rstrip("\r")
                 if buf.startswith("READY "):
                     version = json.loads(buf[6:])["version"]
                     started = time.monotonic()
