@@ -224,6 +224,47 @@ DEFINE_SQDIST(sqdist_f32_avx2, float, AVX2_ATTR)
 DEFINE_SQDIST(sqdist_f64_avx2, double, AVX2_ATTR)
 #endif
 
+/*
+ * 3. Centred float32 copy of a column chunk (for the float32-product Gram).
+ *
+ * center_rows(X, ld, rows, a, c, z, out, out_ld): out[r * out_ld + j] =
+ * float(X[rows[r], a + j] - m[j]) for the float32 matrix X, where m is z (float64, c values)
+ * or, if z is empty, the column mean over the rows (computed in float64). Columns are
+ * processed in tiles small enough for the rows of a tile to stay in cache, so X is read
+ * from memory once.
+ */
+#define CENTER_TILE 1024
+#define DEFINE_CENTER(NAME, ATTR)                                                           \
+    ATTR static void NAME(const float *X, int64_t ld, const int64_t *rows, int64_t n,       \
+                          int64_t a, int64_t c, const double *z, float *out, int64_t out_ld) \
+    {                                                                                       \
+        double m[CENTER_TILE];                                                              \
+        for (int64_t t0 = 0; t0 < c; t0 += CENTER_TILE) {                                   \
+            const int64_t tw = c - t0 < CENTER_TILE ? c - t0 : CENTER_TILE;                 \
+            if (z) {                                                                        \
+                for (int64_t j = 0; j < tw; j++) m[j] = z[t0 + j];                          \
+            } else {                                                                        \
+                for (int64_t j = 0; j < tw; j++) m[j] = 0.0;                                \
+                for (int64_t r = 0; r < n; r++) {                                           \
+                    const float *x = X + rows[r] * ld + a + t0;                             \
+                    for (int64_t j = 0; j < tw; j++) m[j] += (double)x[j];                  \
+                }                                                                           \
+                const double inv = 1.0 / (double)n;                                         \
+                for (int64_t j = 0; j < tw; j++) m[j] *= inv;                               \
+            }                                                                               \
+            for (int64_t r = 0; r < n; r++) {                                               \
+                const float *x = X + rows[r] * ld + a + t0;                                 \
+                float *o = out + r * out_ld + t0;                                           \
+                for (int64_t j = 0; j < tw; j++) o[j] = (float)((double)x[j] - m[j]);       \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+DEFINE_CENTER(center_generic, )
+#ifdef FORTIS_X86
+DEFINE_CENTER(center_avx2, AVX2_ATTR)
+#endif
+
 static size_t
 scratch_bytes(int64_t n)
 {
@@ -454,6 +495,66 @@ done:
     return result;
 }
 
+static PyObject *
+center_rows(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *ox, *orows, *oz, *oout;
+    Py_ssize_t ld, a, c, out_ld;
+    if (!PyArg_ParseTuple(args, "OnOnnOOn", &ox, &ld, &orows, &a, &c, &oz, &oout, &out_ld))
+        return NULL;
+    Py_buffer bx, brows, bz, bout;
+    int got = 0;
+    PyObject *result = NULL;
+    if (get_buffer(ox, &bx, 0, "X") < 0) goto done;
+    got = 1;
+    if (get_buffer(orows, &brows, 0, "rows") < 0) goto done;
+    got = 2;
+    if (get_buffer(oz, &bz, 0, "z") < 0) goto done;
+    got = 3;
+    if (get_buffer(oout, &bout, 1, "out") < 0) goto done;
+    got = 4;
+    const int64_t n = (int64_t)(brows.len / 8);
+    const int64_t nx = (int64_t)(bx.len / 4);
+    const int64_t *rows = (const int64_t *)brows.buf;
+    if (n < 1 || ld < 1 || a < 0 || c < 1 || a + c > ld || out_ld < c) {
+        PyErr_SetString(PyExc_ValueError, "center_rows: bad shape arguments");
+        goto done;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        if (rows[r] < 0 || (rows[r] + 1) * ld > nx) {
+            PyErr_SetString(PyExc_IndexError, "center_rows: row index out of range");
+            goto done;
+        }
+    }
+    if (bz.len != 0 && bz.len < c * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_IndexError, "center_rows: z is too short");
+        goto done;
+    }
+    if (bout.len < ((n - 1) * out_ld + c) * (Py_ssize_t)sizeof(float)) {
+        PyErr_SetString(PyExc_IndexError, "center_rows: out is too small");
+        goto done;
+    }
+    const double *z = bz.len ? (const double *)bz.buf : NULL;
+    const int avx2 = have_avx2();
+    Py_BEGIN_ALLOW_THREADS
+#ifdef FORTIS_X86
+    if (avx2)
+        center_avx2((const float *)bx.buf, ld, rows, n, a, c, z, (float *)bout.buf, out_ld);
+    else
+#endif
+        center_generic((const float *)bx.buf, ld, rows, n, a, c, z, (float *)bout.buf, out_ld);
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    if (got >= 4) PyBuffer_Release(&bout);
+    if (got >= 3) PyBuffer_Release(&bz);
+    if (got >= 2) PyBuffer_Release(&brows);
+    if (got >= 1) PyBuffer_Release(&bx);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"rank_columns", rank_columns, METH_VARARGS,
      "rank_columns(X, itemsize, ld, rows, a, c, pairs, ranks, out, out_ld, sum_wires, sums): "
@@ -461,6 +562,8 @@ static PyMethodDef methods[] = {
      "source; called only through robust._ranking."},
     {"rank_scratch_bytes", rank_scratch_bytes, METH_O,
      "rank_scratch_bytes(n): bytes of the optional scratch buffer of rank_columns for n rows."},
+    {"center_rows", center_rows, METH_VARARGS,
+     "center_rows(X, ld, rows, a, c, z, out, out_ld): see the C source; float32 X only."},
     {"sq_dists", sq_dists, METH_VARARGS,
      "sq_dists(X, itemsize, ld, rows, a, c, z, out): see the C source; called only through "
      "robust._rows."},

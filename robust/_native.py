@@ -7,7 +7,9 @@ available. It provides two kernels, each with a numpy fallback that gives the sa
   (:mod:`robust._ranking`), for median, trimmed mean and Bulyan;
 * ``sq_dists``: squared distances of rows to a point in one float64 streaming pass
   (:meth:`robust._rows.RowSet.sq_dist_to`), for clipping, centered clipping, RFA and the
-  norm filter.
+  norm filter;
+* ``center_rows``: a float32 column chunk centred on its float64 column mean in one pass,
+  feeding the float32-product Gram of Krum, Multi-Krum, Bulyan and NNM.
 
 ``FORTIS_KERNELS=numpy`` turns them off; ``FORTIS_KERNELS=compiled`` requires them (and
 uses the network for any number of rows).

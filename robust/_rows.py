@@ -172,6 +172,11 @@ class RowSet:
         n, d = self.n, self.d
         avg = np.full(n, 1.0 / n, dtype=np.float32)
 
+        native = _native.enabled() and self.X.flags.c_contiguous
+        rows = np.arange(n, dtype=np.int64) if self.idx is None else self.idx.astype(np.int64)
+        z = None if center is None else np.ascontiguousarray(center, dtype=np.float64)
+        empty = np.empty(0, dtype=np.float64)
+
         def part(starts: list[int], c: int) -> np.ndarray:
             G = np.zeros((n, n), dtype=np.float64)
             buf = np.empty((n, c), dtype=np.float32)
@@ -179,9 +184,13 @@ class RowSet:
                 for a in starts:
                     b = min(a + c, d)
                     work = buf[:, : b - a]
-                    ch = self.chunk(a, b)
-                    mid = avg @ ch if center is None else center[a:b].astype(np.float32)
-                    np.subtract(ch, mid, out=work)
+                    if native:  # one pass: float64 column mean, centred float32 copy
+                        zc = empty if z is None else z[a:b]
+                        _native.kernels.center_rows(self.X, d, rows, a, b - a, zc, buf, c)
+                    else:
+                        ch = self.chunk(a, b)
+                        work[...] = ch
+                        work -= avg @ work if z is None else z[a:b].astype(np.float32)
                     G += work @ work.T  # float32 syrk, accumulated in float64
             return G
 

@@ -322,3 +322,44 @@ def test_squared_distance_kernel_rejects_bad_arguments():
     X[2, 9] = np.inf
     k.sq_dists(X, 4, 10, rows, 0, 10, np.empty(0), out)
     assert out[0] == 0 and np.isnan(out[1]) and out[2] == np.inf
+
+
+@needs_kernel
+def test_centring_kernel_matches_numpy_fast_gram(monkeypatch):
+    from robust._rows import RowSet
+
+    rng = np.random.default_rng(6)
+    X = (rng.standard_normal(70_001) + 1e-3 * rng.standard_normal((9, 70_001))).astype(np.float32)
+    idx = np.array([0, 2, 3, 5, 8])
+    z = X[3].astype(np.float64)
+    got = {}
+    for mode in ("numpy", "compiled"):
+        monkeypatch.setenv("FORTIS_KERNELS", mode)
+        got[mode] = [
+            RowSet(X).gram(None, fast=True),
+            RowSet(X, idx).gram(None, fast=True),
+            RowSet(X).gram(z, fast=True),
+        ]
+    exact = [RowSet(X).gram(None), RowSet(X, idx).gram(None), RowSet(X).gram(z)]
+    for a, b, e in zip(got["numpy"], got["compiled"], exact):
+        scale = np.abs(np.diag(e)).max()
+        # the kernel centres in float64 before rounding: at least as close to exact
+        assert np.abs(b - e).max() <= 1e-5 * scale
+        assert np.abs(a - e).max() <= 1e-5 * scale
+
+
+@needs_kernel
+def test_centring_kernel_rejects_bad_arguments():
+    k = _native.kernels
+    X = np.zeros((3, 10), dtype=np.float32)
+    rows = np.arange(3, dtype=np.int64)
+    out = np.zeros((3, 10), dtype=np.float32)
+    k.center_rows(X, 10, rows, 0, 10, np.empty(0), out, 10)
+    with pytest.raises(IndexError, match="row index"):
+        k.center_rows(X, 10, np.array([5], dtype=np.int64), 0, 10, np.empty(0), out, 10)
+    with pytest.raises(IndexError, match="out is too small"):
+        k.center_rows(X, 10, rows, 0, 10, np.empty(0), np.zeros(20, np.float32), 10)
+    with pytest.raises(IndexError, match="z is too short"):
+        k.center_rows(X, 10, rows, 0, 10, np.zeros(3), out, 10)
+    with pytest.raises(ValueError, match="shape"):
+        k.center_rows(X, 10, rows, 8, 5, np.empty(0), out, 10)
