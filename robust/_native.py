@@ -1,7 +1,8 @@
 """The optional compiled kernels of robust (internal).
 
 ``robust._kernels`` is built from ``robust/_kernels.c`` at install when a C compiler is
-available. It provides two kernels, each with a numpy fallback that gives the same results:
+available. It provides three kernels, each with a numpy fallback that gives the same results
+(up to float rounding):
 
 * ``rank_columns``: column order statistics by a vectorised sorting network
   (:mod:`robust._ranking`), for median, trimmed mean and Bulyan;
