@@ -23,6 +23,7 @@ _GRAM32_CHUNK_BYTES = 1 << 20  # per-thread float32 Gram work buffer (cache-size
 _SORT_CHUNK_BYTES = 1 << 20  # transposed chunk for column sorts (cache-sized)
 _RANK_CHUNK_COLS = 8192  # columns per call of the compiled ranking kernel
 _SQDIST_MIN_COLS = 1 << 16  # columns per worker thread of the squared-distance kernel
+_SCALE_MIN_VALUES = 1 << 18  # values per worker thread of a row scaling
 
 
 def num_threads() -> int:
@@ -115,6 +116,26 @@ class RowSet:
             full[local] = w
             return self.weighted_sum(full)
         return self.subset(local).weighted_sum(w)
+
+    def scaled(self, factors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``factors[i] · x_i`` for every row, in the input dtype, into ``out`` (a new
+        array when None; may be ``X`` itself when the set is all of ``X``). Row by row on
+        worker threads: each row is one contiguous scalar multiply."""
+        f = np.asarray(factors, dtype=self.dtype)
+        if out is None:
+            out = np.empty((self.n, self.d), dtype=self.dtype)
+        workers = max(1, min(num_threads(), self.n, (self.n * self.d) // _SCALE_MIN_VALUES))
+
+        def part(i0: int) -> None:
+            for i in range(i0, self.n, workers):
+                np.multiply(self.row(i), f[i], out=out[i])
+
+        if workers == 1:
+            part(0)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as ex:
+                list(ex.map(part, range(workers)))
+        return out
 
     def mix(self, S: np.ndarray) -> np.ndarray:
         """``S @ rows`` for a small (k, n) mixing matrix, in the input dtype."""

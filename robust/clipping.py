@@ -7,6 +7,7 @@ import numpy as np
 from ._common import MAJORITY, prepare, require_all_finite
 from ._rows import RowSet
 from ._validate import as_matrix, check_int, check_positive, check_vector, check_weights
+from .errors import InputShapeError
 from .result import RuleOutput
 
 __all__ = ["clip", "centered_clipping", "clip_factors", "norm_filter"]
@@ -19,25 +20,41 @@ def clip_factors(sq_norms: np.ndarray, max_norm: float) -> np.ndarray:
         return np.where(norms > max_norm, max_norm / np.where(norms > 0, norms, 1.0), 1.0)
 
 
-def clip_rows(rs: RowSet, max_norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Clipped copy of the rows, the factors, and the original norms (float64)."""
+def clip_rows(
+    rs: RowSet, max_norm: float, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clipped copy of the rows (into ``out`` if given), the factors, and the original
+    norms (float64)."""
     sq = rs.sq_norms()
     factors = clip_factors(sq, max_norm)
-    Y = rs.materialize() * factors.astype(rs.dtype)[:, None]
-    return Y, factors, np.sqrt(sq)
+    return rs.scaled(factors, out), factors, np.sqrt(sq)
 
 
-def clip(X: np.ndarray, max_norm: float) -> np.ndarray:
+def clip(X: np.ndarray, max_norm: float, *, out: np.ndarray | None = None) -> np.ndarray:
     """Scale every row with L2 norm above ``max_norm`` down to norm ``max_norm``.
 
-    Norms are computed in float64. Returns a new array (dtype of ``X``); ``X`` is not
-    modified. Raises :class:`InputShapeError` (including non-finite rows: drop them first,
-    as :func:`robust.aggregate` does), :class:`ParameterError` (``max_norm`` not > 0).
+    Norms are computed in float64. Returns a new array (dtype of ``X``) and leaves ``X``
+    unmodified, unless ``out`` is given: a C-contiguous array of the same shape and dtype
+    to write into (it may be ``X`` itself, for an explicit in-place clip), which saves
+    allocating n×d values per call in a server loop.
+    Raises :class:`InputShapeError` (including non-finite rows: drop them first, as
+    :func:`robust.aggregate` does, and a bad ``out``), :class:`ParameterError`
+    (``max_norm`` not > 0).
     """
     X = as_matrix(X)
     max_norm = check_positive(max_norm, "max_norm")
+    if out is not None and (
+        not isinstance(out, np.ndarray)
+        or out.shape != X.shape
+        or out.dtype != X.dtype
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
+    ):
+        raise InputShapeError(
+            f"clip: out must be a writable C-contiguous {X.dtype} array of shape {X.shape}"
+        )
     require_all_finite(X, "clip")
-    return clip_rows(RowSet(X), max_norm)[0]
+    return clip_rows(RowSet(X), max_norm, out)[0]
 
 
 def norm_filter(X: np.ndarray, max_norm: float) -> np.ndarray:

@@ -139,3 +139,24 @@ def test_fortran_and_strided_inputs():
     X = _rng(9).standard_normal((7, 30))
     np.testing.assert_allclose(robust.median(np.asfortranarray(X)), ref_median(X))
     np.testing.assert_allclose(robust.trimmed_mean(X[:, ::2], 2), ref_trimmed_mean(X[:, ::2], 2))
+
+
+def test_clip_into_out_and_in_place():
+    rng = np.random.default_rng(11)
+    X = (rng.standard_normal((7, 300)) * np.arange(1, 8)[:, None]).astype(np.float32)
+    want = robust.clip(X, 20.0)
+    norms = np.linalg.norm(X.astype(np.float64), axis=1)
+    assert np.allclose(np.linalg.norm(want.astype(np.float64), axis=1), np.minimum(norms, 20.0))
+    out = np.full_like(X, np.nan)
+    assert robust.clip(X, 20.0, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    Y = X.copy()
+    robust.clip(Y, 20.0, out=Y)  # explicit in-place
+    np.testing.assert_array_equal(Y, want)
+    for bad in (
+        np.empty((7, 299), np.float32),
+        np.empty((7, 300)),
+        np.empty((300, 7), np.float32).T,
+    ):
+        with pytest.raises(robust.InputShapeError, match="out must be"):
+            robust.clip(X, 20.0, out=bad)
