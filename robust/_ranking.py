@@ -27,8 +27,10 @@ import numpy as np
 
 from . import _native
 
-#: Above this many rows the network's O(n log² n) comparators lose to numpy's sort.
-MAX_NETWORK_ROWS = 256
+#: Above this many rows numpy's sort is used. Measured on 2 cores (median and trimmed mean,
+#: float32): the network is 2.5× faster than the sort at n = 100, 2.2× at 512 and still 1.5×
+#: at 2048, where its O(n log² n) comparators start to catch up with the sort's O(n log n).
+MAX_NETWORK_ROWS = 2048
 
 __all__ = ["backend", "network", "batcher_pairs", "MAX_NETWORK_ROWS"]
 

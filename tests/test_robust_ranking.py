@@ -98,7 +98,9 @@ def _both_backends(rs: RowSet, ranks, sum_ranks, monkeypatch):
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n, d", [(2, 1), (3, 33), (10, 1000), (57, 8195), (100, 20_001)])
+@pytest.mark.parametrize(
+    "n, d", [(2, 1), (3, 33), (10, 1000), (57, 8195), (100, 20_001), (700, 300)]
+)
 def test_kernel_matches_numpy_sort(dtype, n, d, monkeypatch):
     rng = np.random.default_rng(n * d)
     X = rng.standard_normal((n, d)).astype(dtype)
