@@ -95,17 +95,22 @@ class RowSet:
     # -- kernels --------------------------------------------------------------------------
     def weighted_sum(self, w: np.ndarray) -> np.ndarray:
         """``Σ w_i x_i`` in the input dtype. With ``w`` normalised to sum 1 every partial
-        sum is a sub-convex combination, so finite rows cannot overflow."""
+        sum is a sub-convex combination, so finite rows cannot overflow. Memory-bound: the
+        columns are split between worker threads, each running a single-threaded gemv."""
         w = np.asarray(w, dtype=self.dtype)
-        with single_threaded_blas():  # memory-bound gemv: see finite_rows
-            if self.idx is None:
-                return w @ self.X
-            out = np.empty(self.d, dtype=self.dtype)
-            c = self._width(_CHUNK_BYTES, self.X.itemsize)
-            for a in range(0, self.d, c):
+        out = np.empty(self.d, dtype=self.dtype)
+        if self.idx is None:  # one contiguous column range per worker, no gather
+            width = max(_SQDIST_MIN_COLS, -(-self.d // num_threads()))
+        else:
+            width = self._width(_CHUNK_BYTES, self.X.itemsize)
+
+        def part(starts: list[int], c: int) -> None:
+            for a in starts:
                 b = min(a + c, self.d)
-                out[a:b] = w @ self.chunk(a, b)
-            return out
+                np.matmul(w, self.chunk(a, b), out=out[a:b])
+
+        self._column_parallel(width, part)
+        return out
 
     def weighted_sum_of(self, local: np.ndarray, w: np.ndarray) -> np.ndarray:
         """``Σ_k w_k x_{local_k}`` (``w`` normalised). Rows of a RowSet are finite, so when
