@@ -2,8 +2,12 @@
 
 Rules drop non-finite rows before running. Copying the surviving rows of a (100, 10⁶)
 matrix costs 400 MB and ~0.1 s, so instead every heavy kernel here works column chunk by
-column chunk and gathers only the selected rows of each chunk. The caller's array is never
-written to.
+column chunk and gathers only the selected rows of each chunk, on worker threads. The
+caller's array is never written to (except by ``scaled`` into an ``out`` the caller names).
+
+Where robust's compiled kernels are enabled (:mod:`robust._native`), column ranking,
+squared distances and the centring of the float32 Gram run in C; each has a numpy path
+here that gives the same results.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ _GRAM_CHUNK_BYTES = 1 << 20  # per-thread float64 Gram work buffer (cache-sized)
 _GRAM32_CHUNK_BYTES = 1 << 20  # per-thread float32 Gram work buffer (cache-sized)
 _SORT_CHUNK_BYTES = 1 << 20  # transposed chunk for column sorts (cache-sized)
 _RANK_CHUNK_COLS = 8192  # columns per call of the compiled ranking kernel
-_SQDIST_MIN_COLS = 1 << 16  # columns per worker thread of the squared-distance kernel
+_SQDIST_MIN_COLS = 1 << 16  # min columns per worker of streaming kernels (distances, sums)
 _SCALE_MIN_VALUES = 1 << 18  # values per worker thread of a row scaling
 
 
