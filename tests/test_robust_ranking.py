@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 import robust
 from robust import _native, _ranking
@@ -365,3 +367,53 @@ def test_centring_kernel_rejects_bad_arguments():
         k.center_rows(X, 10, rows, 0, 10, np.zeros(3), out, 10)
     with pytest.raises(ValueError, match="shape"):
         k.center_rows(X, 10, rows, 8, 5, np.empty(0), out, 10)
+
+
+@needs_kernel
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    d=st.integers(1, 120),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    data=st.data(),
+)
+def test_kernel_fuzz_never_crashes_and_is_right_when_it_answers(n, d, dtype, data):
+    """Random (often invalid) arguments: the kernel either raises a typed error or returns,
+    and when it returns with a full sorting network its ranks equal np.sort's."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    X = rng.integers(-3, 4, size=(n, d)).astype(dtype)
+    valid = data.draw(st.booleans())  # half the cases in range, to check the answers
+    hi = 0 if valid else 1  # invalid cases widen every range by one on each side
+    m = data.draw(st.integers(1, n + 2 * hi)) if not valid else data.draw(st.integers(1, n))
+    rows = np.asarray(
+        data.draw(st.lists(st.integers(-hi, n - 1 + hi), min_size=m, max_size=m)), np.int64
+    )
+    a = data.draw(st.integers(-hi, d - 1))
+    c = data.draw(st.integers(1 - hi, d - max(a, 0) + hi))
+    ranks = np.asarray(data.draw(st.lists(st.integers(-hi, m - 1 + hi), max_size=4)), np.int64)
+    pairs = _ranking.network(m, tuple(range(m)), ())
+    if not valid and data.draw(st.booleans()):  # sometimes a corrupted network
+        pairs = np.asarray(
+            data.draw(st.lists(st.tuples(st.integers(-1, m), st.integers(-1, m)), max_size=5)),
+            np.int32,
+        ).reshape(-1, 2)
+    out = np.zeros((max(len(ranks), 1), max(c, 1)), dtype=dtype)
+    sums = np.zeros(max(c, 1))
+    sum_wires = np.asarray(data.draw(st.lists(st.integers(-hi, m - 1 + hi), max_size=3)), np.int64)
+    try:
+        ok = _native.kernels.rank_columns(
+            X, X.itemsize, d, rows, a, c, pairs, ranks, out, out.shape[1], sum_wires, sums
+        )
+    except (ValueError, IndexError, TypeError):
+        assert not valid, "valid arguments were rejected"
+        event("rejected")
+        return
+    event("answered")
+    assert ok is True
+    full = len(pairs) == len(_ranking.network(m, tuple(range(m)), ()))
+    if full and np.array_equal(pairs, _ranking.network(m, tuple(range(m)), ())):
+        ref = np.sort(X[rows, a : a + c], axis=0)
+        for q, r in enumerate(ranks):
+            np.testing.assert_array_equal(out[q, :c], ref[r])
+        if len(sum_wires):
+            np.testing.assert_allclose(sums[:c], ref[sum_wires].sum(0), rtol=1e-12, atol=1e-12)
