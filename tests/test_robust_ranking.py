@@ -417,3 +417,41 @@ def test_kernel_fuzz_never_crashes_and_is_right_when_it_answers(n, d, dtype, dat
             np.testing.assert_array_equal(out[q, :c], ref[r])
         if len(sum_wires):
             np.testing.assert_allclose(sums[:c], ref[sum_wires].sum(0), rtol=1e-12, atol=1e-12)
+
+
+@needs_kernel
+@settings(max_examples=120, deadline=None)
+@given(n=st.integers(1, 12), d=st.integers(1, 90), data=st.data())
+def test_distance_and_centring_kernels_fuzz(n, d, data):
+    """As above for ``sq_dists`` and ``center_rows``: typed errors for bad arguments, exact
+    answers (against float64 numpy) for good ones."""
+    valid = data.draw(st.booleans())
+    hi = 0 if valid else 1
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    m = data.draw(st.integers(1, n))
+    rows = np.asarray(
+        data.draw(st.lists(st.integers(-hi, n - 1 + hi), min_size=m, max_size=m)), np.int64
+    )
+    a = data.draw(st.integers(-hi, d - 1))
+    c = data.draw(st.integers(1 - hi, d - max(a, 0) + hi))
+    zlen = data.draw(st.sampled_from([0, max(c, 0), max(c - hi, 0)]))
+    z = rng.standard_normal(zlen)
+    k = _native.kernels
+    out = np.zeros(m)
+    try:
+        k.sq_dists(X, 4, d, rows, a, c, z, out)
+    except (ValueError, IndexError, TypeError):
+        assert not valid or 0 < zlen < c
+    else:
+        ref = X[rows, a : a + c].astype(np.float64) - (z[:c] if zlen else 0.0)
+        np.testing.assert_allclose(out, (ref**2).sum(1), rtol=1e-12, atol=1e-12)
+    cen = np.zeros((m, max(c, 1)), dtype=np.float32)
+    try:
+        k.center_rows(X, d, rows, a, c, z, cen, cen.shape[1])
+    except (ValueError, IndexError, TypeError):
+        assert not valid or 0 < zlen < c
+    else:
+        blk = X[rows, a : a + c].astype(np.float64)
+        mid = z[:c] if zlen else blk.mean(axis=0)
+        np.testing.assert_allclose(cen[:, :c], (blk - mid).astype(np.float32), rtol=1e-6, atol=1e-6)
