@@ -284,13 +284,70 @@ rank_scratch_bytes(PyObject *self, PyObject *arg)
     return PyLong_FromSize_t(scratch_bytes(n) + 32);
 }
 
-static int
-get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name)
+/* The buffers one call acquires, released together whatever the exit path. */
+typedef struct {
+    const char *fn; /* the Python-level function, for error messages */
+    Py_buffer views[8];
+    int count;
+} Buffers;
+
+static Py_buffer *
+acquire(Buffers *b, PyObject *obj, int writable, const char *name)
 {
+    Py_buffer *view = &b->views[b->count];
     int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) != 0) {
-        PyErr_Format(PyExc_TypeError, "rank_columns: %s must be a C-contiguous%s buffer",
-                     name, writable ? " writable" : "");
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a C-contiguous%s buffer", b->fn, name,
+                     writable ? " writable" : "");
+        return NULL;
+    }
+    b->count++;
+    return view;
+}
+
+static void
+release_all(Buffers *b)
+{
+    while (b->count > 0) PyBuffer_Release(&b->views[--b->count]);
+}
+
+/* Columns [a, a + c) of the rows `rows` of X (row stride ld, nx elements in all) exist. */
+static int
+check_block(const char *fn, int64_t nx, const int64_t *rows, int64_t n, Py_ssize_t ld,
+            Py_ssize_t a, Py_ssize_t c)
+{
+    if (n < 1 || ld < 1 || a < 0 || c < 1 || a + c > ld) {
+        PyErr_Format(PyExc_ValueError, "%s: bad shape arguments", fn);
+        return -1;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        if (rows[r] < 0 || (rows[r] + 1) * ld > nx) {
+            PyErr_Format(PyExc_IndexError, "%s: row index out of range", fn);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Every index of v lies in [0, n). */
+static int
+check_indices(const char *fn, const char *what, const int64_t *v, int64_t count, int64_t n)
+{
+    for (int64_t q = 0; q < count; q++) {
+        if (v[q] < 0 || v[q] >= n) {
+            PyErr_Format(PyExc_IndexError, "%s: %s out of range", fn, what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* z is empty (the origin, or the column mean) or holds at least c float64 values. */
+static int
+check_center(const char *fn, const Py_buffer *z, Py_ssize_t c)
+{
+    if (z->len != 0 && z->len < c * (Py_ssize_t)sizeof(double)) {
+        PyErr_Format(PyExc_IndexError, "%s: z is too short", fn);
         return -1;
     }
     return 0;
@@ -309,44 +366,28 @@ rank_columns(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "rank_columns: itemsize must be 4 or 8");
         return NULL;
     }
-    Py_buffer bx, brows, bpairs, branks, bout, bsw, bsums, bscratch;
-    int got = 0, got_scratch = 0;
+    Buffers b = {.fn = "rank_columns", .count = 0};
     PyObject *result = NULL;
     void *tile = NULL, *owned = NULL;
-    if (get_buffer(ox, &bx, 0, "X") < 0) goto done;
-    got = 1;
-    if (get_buffer(orows, &brows, 0, "rows") < 0) goto done;
-    got = 2;
-    if (get_buffer(opairs, &bpairs, 0, "pairs") < 0) goto done;
-    got = 3;
-    if (get_buffer(oranks, &branks, 0, "ranks") < 0) goto done;
-    got = 4;
-    if (get_buffer(oout, &bout, 1, "out") < 0) goto done;
-    got = 5;
-    if (get_buffer(osw, &bsw, 0, "sum_wires") < 0) goto done;
-    got = 6;
-    if (get_buffer(osums, &bsums, 1, "sums") < 0) goto done;
-    got = 7;
+    Py_buffer *bx, *brows, *bpairs, *branks, *bout, *bsw, *bsums, *bscratch;
+    if (!(bx = acquire(&b, ox, 0, "X")) || !(brows = acquire(&b, orows, 0, "rows")) ||
+        !(bpairs = acquire(&b, opairs, 0, "pairs")) || !(branks = acquire(&b, oranks, 0, "ranks")) ||
+        !(bout = acquire(&b, oout, 1, "out")) || !(bsw = acquire(&b, osw, 0, "sum_wires")) ||
+        !(bsums = acquire(&b, osums, 1, "sums")))
+        goto done;
 
-    const int64_t n = (int64_t)(brows.len / 8);
-    const int64_t np = (int64_t)(bpairs.len / 8);
-    const int64_t nr = (int64_t)(branks.len / 8);
-    const int64_t nx = (int64_t)(bx.len / itemsize);
-    const int64_t nout = (int64_t)(bout.len / itemsize);
-    const int64_t *rows = (const int64_t *)brows.buf;
-    const int32_t *pairs = (const int32_t *)bpairs.buf;
-    const int64_t *ranks = (const int64_t *)branks.buf;
-    const int64_t ns = (int64_t)(bsw.len / 8);
-    const int64_t *sw = (const int64_t *)bsw.buf;
-    if (n < 1 || ld < 1 || a < 0 || c < 1 || a + c > ld || out_ld < c) {
+    const int64_t n = (int64_t)(brows->len / 8);
+    const int64_t np = (int64_t)(bpairs->len / 8);
+    const int64_t nr = (int64_t)(branks->len / 8);
+    const int64_t ns = (int64_t)(bsw->len / 8);
+    const int64_t *rows = (const int64_t *)brows->buf;
+    const int32_t *pairs = (const int32_t *)bpairs->buf;
+    const int64_t *ranks = (const int64_t *)branks->buf;
+    const int64_t *sw = (const int64_t *)bsw->buf;
+    if (check_block(b.fn, (int64_t)(bx->len / itemsize), rows, n, ld, a, c) < 0) goto done;
+    if (out_ld < c) {
         PyErr_SetString(PyExc_ValueError, "rank_columns: bad shape arguments");
         goto done;
-    }
-    for (int64_t r = 0; r < n; r++) {
-        if (rows[r] < 0 || (rows[r] + 1) * ld > nx) {
-            PyErr_SetString(PyExc_IndexError, "rank_columns: row index out of range");
-            goto done;
-        }
     }
     for (int64_t q = 0; q < 2 * np; q++) {
         if (pairs[q] < 0 || pairs[q] >= n) {
@@ -354,23 +395,13 @@ rank_columns(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    for (int64_t q = 0; q < nr; q++) {
-        if (ranks[q] < 0 || ranks[q] >= n) {
-            PyErr_SetString(PyExc_IndexError, "rank_columns: rank out of range");
-            goto done;
-        }
-    }
-    for (int64_t q = 0; q < ns; q++) {
-        if (sw[q] < 0 || sw[q] >= n) {
-            PyErr_SetString(PyExc_IndexError, "rank_columns: summed wire out of range");
-            goto done;
-        }
-    }
-    if (ns > 0 && bsums.len < c * (Py_ssize_t)sizeof(double)) {
+    if (check_indices(b.fn, "rank", ranks, nr, n) < 0) goto done;
+    if (check_indices(b.fn, "summed wire", sw, ns, n) < 0) goto done;
+    if (ns > 0 && bsums->len < c * (Py_ssize_t)sizeof(double)) {
         PyErr_SetString(PyExc_IndexError, "rank_columns: sums is too small");
         goto done;
     }
-    if (nr > 0 && (nr - 1) * out_ld + c > nout) {
+    if (nr > 0 && (nr - 1) * out_ld + c > (int64_t)(bout->len / itemsize)) {
         PyErr_SetString(PyExc_IndexError, "rank_columns: out is too small");
         goto done;
     }
@@ -378,13 +409,12 @@ rank_columns(PyObject *self, PyObject *args)
     if (oscratch != NULL && oscratch != Py_None) {
         /* a caller-owned buffer reused across calls: no allocation (and no fresh pages for
          * the OS to zero) per call */
-        if (get_buffer(oscratch, &bscratch, 1, "scratch") < 0) goto done;
-        got_scratch = 1;
-        if ((size_t)bscratch.len < tile_bytes + 32) {
+        if (!(bscratch = acquire(&b, oscratch, 1, "scratch"))) goto done;
+        if ((size_t)bscratch->len < tile_bytes + 32) {
             PyErr_SetString(PyExc_IndexError, "rank_columns: scratch is too small");
             goto done;
         }
-        tile = (void *)(((uintptr_t)bscratch.buf + 31) & ~(uintptr_t)31);
+        tile = (void *)(((uintptr_t)bscratch->buf + 31) & ~(uintptr_t)31);
     } else {
         owned = aligned_alloc(32, (tile_bytes + 31) / 32 * 32);
         if (owned == NULL) {
@@ -394,35 +424,29 @@ rank_columns(PyObject *self, PyObject *args)
         tile = owned;
     }
     const int avx2 = have_avx2();
+    double *sums = (double *)bsums->buf;
     int finite;
     Py_BEGIN_ALLOW_THREADS
 #ifdef FORTIS_X86
     if (avx2 && itemsize == 4)
-        finite = rank_f32_avx2((const float *)bx.buf, ld, rows, n, a, c, pairs, np, ranks, nr,
-                      (float *)bout.buf, out_ld, sw, ns, (double *)bsums.buf, (vf32 *)tile);
+        finite = rank_f32_avx2((const float *)bx->buf, ld, rows, n, a, c, pairs, np, ranks, nr,
+                               (float *)bout->buf, out_ld, sw, ns, sums, (vf32 *)tile);
     else if (avx2)
-        finite = rank_f64_avx2((const double *)bx.buf, ld, rows, n, a, c, pairs, np, ranks, nr,
-                      (double *)bout.buf, out_ld, sw, ns, (double *)bsums.buf, (vf64 *)tile);
+        finite = rank_f64_avx2((const double *)bx->buf, ld, rows, n, a, c, pairs, np, ranks, nr,
+                               (double *)bout->buf, out_ld, sw, ns, sums, (vf64 *)tile);
     else
 #endif
     if (itemsize == 4)
-        finite = rank_f32_generic((const float *)bx.buf, ld, rows, n, a, c, pairs, np, ranks, nr,
-                         (float *)bout.buf, out_ld, sw, ns, (double *)bsums.buf, (vf32 *)tile);
+        finite = rank_f32_generic((const float *)bx->buf, ld, rows, n, a, c, pairs, np, ranks,
+                                  nr, (float *)bout->buf, out_ld, sw, ns, sums, (vf32 *)tile);
     else
-        finite = rank_f64_generic((const double *)bx.buf, ld, rows, n, a, c, pairs, np, ranks, nr,
-                         (double *)bout.buf, out_ld, sw, ns, (double *)bsums.buf, (vf64 *)tile);
+        finite = rank_f64_generic((const double *)bx->buf, ld, rows, n, a, c, pairs, np, ranks,
+                                  nr, (double *)bout->buf, out_ld, sw, ns, sums, (vf64 *)tile);
     Py_END_ALLOW_THREADS
     result = PyBool_FromLong(finite);
 done:
     free(owned);
-    if (got_scratch) PyBuffer_Release(&bscratch);
-    if (got >= 7) PyBuffer_Release(&bsums);
-    if (got >= 6) PyBuffer_Release(&bsw);
-    if (got >= 5) PyBuffer_Release(&bout);
-    if (got >= 4) PyBuffer_Release(&branks);
-    if (got >= 3) PyBuffer_Release(&bpairs);
-    if (got >= 2) PyBuffer_Release(&brows);
-    if (got >= 1) PyBuffer_Release(&bx);
+    release_all(&b);
     return result;
 }
 
@@ -438,60 +462,40 @@ sq_dists(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "sq_dists: itemsize must be 4 or 8");
         return NULL;
     }
-    Py_buffer bx, brows, bz, bout;
-    int got = 0;
+    Buffers b = {.fn = "sq_dists", .count = 0};
     PyObject *result = NULL;
-    if (get_buffer(ox, &bx, 0, "X") < 0) goto done;
-    got = 1;
-    if (get_buffer(orows, &brows, 0, "rows") < 0) goto done;
-    got = 2;
-    if (get_buffer(oz, &bz, 0, "z") < 0) goto done;
-    got = 3;
-    if (get_buffer(oout, &bout, 1, "out") < 0) goto done;
-    got = 4;
-    const int64_t n = (int64_t)(brows.len / 8);
-    const int64_t nx = (int64_t)(bx.len / itemsize);
-    const int64_t *rows = (const int64_t *)brows.buf;
-    if (n < 1 || ld < 1 || a < 0 || c < 1 || a + c > ld) {
-        PyErr_SetString(PyExc_ValueError, "sq_dists: bad shape arguments");
+    Py_buffer *bx, *brows, *bz, *bout;
+    if (!(bx = acquire(&b, ox, 0, "X")) || !(brows = acquire(&b, orows, 0, "rows")) ||
+        !(bz = acquire(&b, oz, 0, "z")) || !(bout = acquire(&b, oout, 1, "out")))
         goto done;
-    }
-    for (int64_t r = 0; r < n; r++) {
-        if (rows[r] < 0 || (rows[r] + 1) * ld > nx) {
-            PyErr_SetString(PyExc_IndexError, "sq_dists: row index out of range");
-            goto done;
-        }
-    }
-    if (bz.len != 0 && bz.len < c * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_IndexError, "sq_dists: z is too short");
-        goto done;
-    }
-    if (bout.len < n * (Py_ssize_t)sizeof(double)) {
+    const int64_t n = (int64_t)(brows->len / 8);
+    const int64_t *rows = (const int64_t *)brows->buf;
+    if (check_block(b.fn, (int64_t)(bx->len / itemsize), rows, n, ld, a, c) < 0) goto done;
+    if (check_center(b.fn, bz, c) < 0) goto done;
+    if (bout->len < n * (Py_ssize_t)sizeof(double)) {
         PyErr_SetString(PyExc_IndexError, "sq_dists: out is too small");
         goto done;
     }
-    const double *z = bz.len ? (const double *)bz.buf : NULL;
+    const double *z = bz->len ? (const double *)bz->buf : NULL;
+    double *out = (double *)bout->buf;
     const int avx2 = have_avx2();
     Py_BEGIN_ALLOW_THREADS
 #ifdef FORTIS_X86
     if (avx2 && itemsize == 4)
-        sqdist_f32_avx2((const float *)bx.buf, ld, rows, n, a, c, z, (double *)bout.buf);
+        sqdist_f32_avx2((const float *)bx->buf, ld, rows, n, a, c, z, out);
     else if (avx2)
-        sqdist_f64_avx2((const double *)bx.buf, ld, rows, n, a, c, z, (double *)bout.buf);
+        sqdist_f64_avx2((const double *)bx->buf, ld, rows, n, a, c, z, out);
     else
 #endif
     if (itemsize == 4)
-        sqdist_f32_generic((const float *)bx.buf, ld, rows, n, a, c, z, (double *)bout.buf);
+        sqdist_f32_generic((const float *)bx->buf, ld, rows, n, a, c, z, out);
     else
-        sqdist_f64_generic((const double *)bx.buf, ld, rows, n, a, c, z, (double *)bout.buf);
+        sqdist_f64_generic((const double *)bx->buf, ld, rows, n, a, c, z, out);
     Py_END_ALLOW_THREADS
     Py_INCREF(Py_None);
     result = Py_None;
 done:
-    if (got >= 4) PyBuffer_Release(&bout);
-    if (got >= 3) PyBuffer_Release(&bz);
-    if (got >= 2) PyBuffer_Release(&brows);
-    if (got >= 1) PyBuffer_Release(&bx);
+    release_all(&b);
     return result;
 }
 
@@ -503,55 +507,39 @@ center_rows(PyObject *self, PyObject *args)
     Py_ssize_t ld, a, c, out_ld;
     if (!PyArg_ParseTuple(args, "OnOnnOOn", &ox, &ld, &orows, &a, &c, &oz, &oout, &out_ld))
         return NULL;
-    Py_buffer bx, brows, bz, bout;
-    int got = 0;
+    Buffers b = {.fn = "center_rows", .count = 0};
     PyObject *result = NULL;
-    if (get_buffer(ox, &bx, 0, "X") < 0) goto done;
-    got = 1;
-    if (get_buffer(orows, &brows, 0, "rows") < 0) goto done;
-    got = 2;
-    if (get_buffer(oz, &bz, 0, "z") < 0) goto done;
-    got = 3;
-    if (get_buffer(oout, &bout, 1, "out") < 0) goto done;
-    got = 4;
-    const int64_t n = (int64_t)(brows.len / 8);
-    const int64_t nx = (int64_t)(bx.len / 4);
-    const int64_t *rows = (const int64_t *)brows.buf;
-    if (n < 1 || ld < 1 || a < 0 || c < 1 || a + c > ld || out_ld < c) {
+    Py_buffer *bx, *brows, *bz, *bout;
+    if (!(bx = acquire(&b, ox, 0, "X")) || !(brows = acquire(&b, orows, 0, "rows")) ||
+        !(bz = acquire(&b, oz, 0, "z")) || !(bout = acquire(&b, oout, 1, "out")))
+        goto done;
+    const int64_t n = (int64_t)(brows->len / 8);
+    const int64_t *rows = (const int64_t *)brows->buf;
+    if (check_block(b.fn, (int64_t)(bx->len / 4), rows, n, ld, a, c) < 0) goto done;
+    if (out_ld < c) {
         PyErr_SetString(PyExc_ValueError, "center_rows: bad shape arguments");
         goto done;
     }
-    for (int64_t r = 0; r < n; r++) {
-        if (rows[r] < 0 || (rows[r] + 1) * ld > nx) {
-            PyErr_SetString(PyExc_IndexError, "center_rows: row index out of range");
-            goto done;
-        }
-    }
-    if (bz.len != 0 && bz.len < c * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_IndexError, "center_rows: z is too short");
-        goto done;
-    }
-    if (bout.len < ((n - 1) * out_ld + c) * (Py_ssize_t)sizeof(float)) {
+    if (check_center(b.fn, bz, c) < 0) goto done;
+    if (bout->len < ((n - 1) * out_ld + c) * (Py_ssize_t)sizeof(float)) {
         PyErr_SetString(PyExc_IndexError, "center_rows: out is too small");
         goto done;
     }
-    const double *z = bz.len ? (const double *)bz.buf : NULL;
+    const double *z = bz->len ? (const double *)bz->buf : NULL;
+    float *out = (float *)bout->buf;
     const int avx2 = have_avx2();
     Py_BEGIN_ALLOW_THREADS
 #ifdef FORTIS_X86
     if (avx2)
-        center_avx2((const float *)bx.buf, ld, rows, n, a, c, z, (float *)bout.buf, out_ld);
+        center_avx2((const float *)bx->buf, ld, rows, n, a, c, z, out, out_ld);
     else
 #endif
-        center_generic((const float *)bx.buf, ld, rows, n, a, c, z, (float *)bout.buf, out_ld);
+        center_generic((const float *)bx->buf, ld, rows, n, a, c, z, out, out_ld);
     Py_END_ALLOW_THREADS
     Py_INCREF(Py_None);
     result = Py_None;
 done:
-    if (got >= 4) PyBuffer_Release(&bout);
-    if (got >= 3) PyBuffer_Release(&bz);
-    if (got >= 2) PyBuffer_Release(&brows);
-    if (got >= 1) PyBuffer_Release(&bx);
+    release_all(&b);
     return result;
 }
 
