@@ -126,6 +126,16 @@ def _distances_for(rs: RowSet | None, D: np.ndarray | None) -> np.ndarray:
     return distances_from_gram(auto_gram(rs, fast=True))
 
 
+def _scored(
+    rs: RowSet | None, D: np.ndarray | None, f: int, neighbours: int | None
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Distances, the neighbour count and the Krum scores shared by Krum and Multi-Krum."""
+    D = _distances_for(rs, D)
+    n = D.shape[0]
+    k = min(neighbours, n - 1) if neighbours is not None else _neighbours(n, f, None)
+    return D, k, _scores(D, max(k, 1) if n > 1 else 1)
+
+
 def krum_core(
     rs: RowSet | None,
     f: int,
@@ -135,10 +145,8 @@ def krum_core(
     detailed: bool = False,
     **_: object,
 ) -> RuleOutput:
-    D = _distances_for(rs, D)
+    D, k, s = _scored(rs, D, f, neighbours)
     n = D.shape[0]
-    k = min(neighbours, n - 1) if neighbours is not None else _neighbours(n, f, None)
-    s = _scores(D, max(k, 1) if n > 1 else 1)
     i = int(_order(D, s)[0])
     acc = np.zeros(n, bool)
     acc[i] = True
@@ -162,10 +170,8 @@ def multi_krum_core(
     detailed: bool = False,
     **_: object,
 ) -> RuleOutput:
-    D = _distances_for(rs, D)
+    D, k, s = _scored(rs, D, f, neighbours)
     n = D.shape[0]
-    k = min(neighbours, n - 1) if neighbours is not None else _neighbours(n, f, None)
-    s = _scores(D, max(k, 1) if n > 1 else 1)
     m_eff = n - f if m is None else min(int(m), n)
     sel = np.sort(_order(D, s)[:m_eff])
     acc = np.zeros(n, bool)
