@@ -65,6 +65,7 @@ from .base import (
     AttackInputError,
     DataPoisoningAttack,
     ModelPoisoningAttack,
+    PerViewAttack,
 )
 from .data_poisoning import BackdoorAttack, LabelFlipAttack, apply_trigger, attack_success_rate
 from .faults import DropoutFault, FaultConfigError, StragglerFault
@@ -102,6 +103,7 @@ __all__ = [
     "MinMaxAttack",
     "MinSumAttack",
     "ModelPoisoningAttack",
+    "PerViewAttack",
     "NaNAttack",
     "NoAttack",
     "ScalingAttack",

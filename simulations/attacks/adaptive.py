@@ -272,6 +272,3 @@ class AdaptiveAttack(ModelPoisoningAttack):
                 lo, f_lo, x1, f1 = x1, f1, x2, f2
                 x2 = lo + _GOLDEN * (hi - lo)
                 f2 = evaluate(x2)
-
-    def _craft_vector(self, view: View, ctx: AttackContext, rng: np.random.Generator) -> np.ndarray:
-        raise NotImplementedError  # pragma: no cover - craft() is overridden

@@ -47,6 +47,7 @@ __all__ = [
     "AttackInputError",
     "DataPoisoningAttack",
     "ModelPoisoningAttack",
+    "PerViewAttack",
     "View",
     "check_choice",
     "check_int",
@@ -302,10 +303,9 @@ class View:
 class ModelPoisoningAttack(abc.ABC):
     """An attack that replaces the Byzantine clients' updates with crafted rows.
 
-    Subclasses implement :meth:`_craft_vector` (one crafted vector from one view); the base
-    class validates the context, builds the views the ``knowledge`` and ``collusion`` switches
-    call for, and assembles the ``(f, d)`` output. After each :meth:`craft`, ``last_info``
-    holds what the attack chose (e.g. ``z``, ``gamma``) for reports.
+    Subclasses implement :meth:`craft`; most derive from :class:`PerViewAttack`, which
+    builds the rows from one crafted vector per view. After each :meth:`craft`,
+    ``last_info`` holds what the attack chose (e.g. ``z``, ``gamma``) for reports.
 
     Class attributes:
         name: registry name.
@@ -321,8 +321,46 @@ class ModelPoisoningAttack(abc.ABC):
     def __init__(self) -> None:
         self.last_info: dict[str, Any] = {}
 
+    @abc.abstractmethod
     def craft(self, ctx: AttackContext) -> np.ndarray:
         """Return the ``(f, d)`` rows the Byzantine clients send this round.
+
+        The rows have the dtype of the context's update arrays. The context is not modified.
+
+        Raises:
+            AttackInputError: a context field is malformed (the message names it), ``f == 0``,
+                or an omniscient attacker is given no honest updates.
+        """
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({params})"
+
+    def params(self) -> dict[str, Any]:
+        """The constructor parameters of this instance (for reports and re-creation)."""
+        return {}
+
+    def default_strength(self, param: str, ctx: AttackContext) -> float:
+        """The value of the tunable ``param`` this instance would use on ``ctx``."""
+        if param not in self.tunable:
+            raise AttackConfigError(
+                f"attack {self.name!r}: {param!r} is not a tunable parameter; "
+                f"tunable: {list(self.tunable)}"
+            )
+        return float(getattr(self, param))
+
+
+class PerViewAttack(ModelPoisoningAttack):
+    """A model-poisoning attack built from one crafted vector per view.
+
+    Subclasses implement :meth:`_craft_vector` (one crafted vector from one view); this
+    class validates the context, builds the views the ``knowledge`` and ``collusion``
+    switches call for, and assembles the ``(f, d)`` output.
+    """
+
+    def craft(self, ctx: AttackContext) -> np.ndarray:
+        """Return the ``(f, d)`` rows the Byzantine clients send this round (see
+        :meth:`ModelPoisoningAttack.craft`).
 
         The rows have the dtype of the context's update arrays. The context is not modified.
 
@@ -353,23 +391,6 @@ class ModelPoisoningAttack(abc.ABC):
     @abc.abstractmethod
     def _craft_vector(self, view: View, ctx: AttackContext, rng: np.random.Generator) -> np.ndarray:
         """One crafted ``(d,)`` vector (any float dtype) from one view; sets ``last_info``."""
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
-        return f"{type(self).__name__}({params})"
-
-    def params(self) -> dict[str, Any]:
-        """The constructor parameters of this instance (for reports and re-creation)."""
-        return {}
-
-    def default_strength(self, param: str, ctx: AttackContext) -> float:
-        """The value of the tunable ``param`` this instance would use on ``ctx``."""
-        if param not in self.tunable:
-            raise AttackConfigError(
-                f"attack {self.name!r}: {param!r} is not a tunable parameter; "
-                f"tunable: {list(self.tunable)}"
-            )
-        return float(getattr(self, param))
 
 
 class DataPoisoningAttack(abc.ABC):

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import AttackContext, ModelPoisoningAttack, View, check_choice, check_real
+from .base import AttackContext, PerViewAttack, View, check_choice, check_real
 
 __all__ = [
     "PERTURBATIONS",
@@ -107,7 +107,7 @@ def gamma_search(
     return lo
 
 
-class _GammaSearchAttack(ModelPoisoningAttack):
+class _GammaSearchAttack(PerViewAttack):
     _aggregate_name: str
 
     def __init__(

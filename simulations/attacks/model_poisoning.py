@@ -18,7 +18,7 @@ import numpy as np
 from .base import (
     AttackContext,
     AttackInputError,
-    ModelPoisoningAttack,
+    PerViewAttack,
     View,
     check_choice,
     check_int,
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-class NoAttack(ModelPoisoningAttack):
+class NoAttack(PerViewAttack):
     """No attack: the Byzantine clients send the updates they computed honestly.
 
     Works for ``f = 0`` too (returns an empty ``(0, d)`` array).
@@ -57,7 +57,7 @@ class NoAttack(ModelPoisoningAttack):
         return view.mean  # pragma: no cover - craft() never calls it
 
 
-class _MeanMultipleAttack(ModelPoisoningAttack):
+class _MeanMultipleAttack(PerViewAttack):
     """``coefficient * mean(view)``: shared by sign flip, scaling and IPM."""
 
     _param: ClassVar[str]
@@ -128,7 +128,7 @@ class IPMAttack(_MeanMultipleAttack):
         return -self.eps
 
 
-class GaussianAttack(ModelPoisoningAttack):
+class GaussianAttack(PerViewAttack):
     """Gaussian noise: send ``N(0, sigma^2 I)`` rows (zero-centred, independent of the updates).
 
     ``sigma`` fixes the noise scale in absolute units. When it is ``None`` (default) the scale
@@ -213,7 +213,7 @@ def alie_z_max(n: int, f: int, rule: str = "algorithm") -> float:
     return float(NormalDist().inv_cdf(level))
 
 
-class ALIEAttack(ModelPoisoningAttack):
+class ALIEAttack(PerViewAttack):
     """A Little Is Enough (Baruch, Baruch & Goldberg, NeurIPS 2019).
 
     Send ``mean - z * std`` coordinate-wise. ``z`` defaults to :func:`alie_z_max` of the round's
@@ -252,7 +252,7 @@ class ALIEAttack(ModelPoisoningAttack):
         return view.mean - z * view.std
 
 
-class MimicAttack(ModelPoisoningAttack):
+class MimicAttack(PerViewAttack):
     """Mimic (Karimireddy, He & Jaggi, ICLR 2022, "Byzantine-robust learning on heterogeneous
     datasets via bucketing").
 
@@ -333,7 +333,7 @@ class MimicAttack(ModelPoisoningAttack):
         return view.updates[idx]
 
 
-class _NonFiniteAttack(ModelPoisoningAttack):
+class _NonFiniteAttack(PerViewAttack):
     """Rows with non-finite values: a crash fault, or a probe of the defence's input checks.
 
     ``fraction`` of the coordinates (at least one, chosen at random) are set to the non-finite
