@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from protocol_helpers import to_server
 
 from protocol import (
     SERVER_ID,
@@ -42,13 +43,6 @@ def make_round(n=N, d=D, seed=0, **server_kw):
     server = Server(cfg, graph_seed=rng.bytes(32), **server_kw)
     clients = [Client(cfg, i, x[i], rng=np.random.default_rng([seed, i])) for i in range(n)]
     return cfg, server, clients, x
-
-
-def to_server(server, msgs):
-    out = []
-    for m in msgs:
-        out += server.receive(m)
-    return out
 
 
 def to_clients(clients, msgs):

@@ -13,6 +13,7 @@ import secrets
 
 import numpy as np
 import pytest
+from protocol_helpers import to_server
 from scipy import stats
 
 from protocol import Client, ClientStage, ProtocolError, RoundConfig, Server
@@ -53,13 +54,6 @@ def make_round(n, d=4, *, x=None, hardened=False, bits=32, clip=1.0, seed=0):
         for i in range(n)
     ]
     return cfg, server, clients, x
-
-
-def to_server(server, msgs):
-    out = []
-    for m in msgs:
-        out += server.receive(m)
-    return out
 
 
 def to_clients(clients, msgs, skip=()):
