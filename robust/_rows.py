@@ -81,6 +81,10 @@ class RowSet:
             return self.X[:, a:b]
         return self.X[self.idx, a:b]
 
+    def row_indices(self) -> np.ndarray:
+        """Indices into ``X`` of the rows of this set (int64, as the compiled kernels take)."""
+        return np.arange(self.n, dtype=np.int64) if self.idx is None else self.idx.astype(np.int64)
+
     def row(self, i: int) -> np.ndarray:
         return self.X[i if self.idx is None else self.idx[i]]
 
@@ -203,7 +207,7 @@ class RowSet:
         avg = np.full(n, 1.0 / n, dtype=np.float32)
 
         native = _native.enabled() and self.X.flags.c_contiguous
-        rows = np.arange(n, dtype=np.int64) if self.idx is None else self.idx.astype(np.int64)
+        rows = self.row_indices()
         z = None if center is None else np.ascontiguousarray(center, dtype=np.float64)
         empty = np.empty(0, dtype=np.float64)
 
@@ -276,7 +280,7 @@ class RowSet:
 
     def _sq_dist_native(self, z: np.ndarray | None) -> np.ndarray:
         n, d = self.n, self.d
-        rows = np.arange(n, dtype=np.int64) if self.idx is None else self.idx.astype(np.int64)
+        rows = self.row_indices()
         workers = max(1, min(num_threads(), d // _SQDIST_MIN_COLS))
         bounds = np.linspace(0, d, workers + 1).astype(np.int64)
         empty = np.empty(0, dtype=np.float64)
@@ -332,7 +336,7 @@ class RowSet:
         summed = () if sum_ranks is None else tuple(sum_ranks)
         pairs = _ranking.network(n, tuple(int(r) for r in ranks), summed)
         sum_arr = np.asarray(summed, dtype=np.int64)
-        rows = np.arange(n, dtype=np.int64) if self.idx is None else self.idx.astype(np.int64)
+        rows = self.row_indices()
         c = int(min(d, _RANK_CHUNK_COLS))
         starts = list(range(0, d, c))
         workers = min(num_threads(), len(starts))
