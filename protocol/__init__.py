@@ -15,6 +15,7 @@ from .config import RoundConfig
 from .driver import DROPOUT_STAGES, RoundResult, Transcript, run_parties, run_round
 from .errors import SERVER_ID, MessageFormatError, ProtocolError
 from .events import StageDeadline, StartRound
+from .ledger import RoundLedger, RoundReplayError
 from .messages import decode, encode
 from .server import AggregateResult, Fault, Server, ServerStage, ShareDispute
 
@@ -25,6 +26,8 @@ __all__ = [
     "Transcript",
     "DROPOUT_STAGES",
     "RoundConfig",
+    "RoundLedger",
+    "RoundReplayError",
     "Client",
     "ClientStage",
     "Server",

@@ -58,12 +58,14 @@ from secagg.masking import default_workers, mask_input, pairwise_seed
 from .config import RoundConfig
 from .errors import SERVER_ID, MessageFormatError, ProtocolError, party_name
 from .events import StartRound
+from .ledger import RoundLedger
 from .messages import (
     Abort,
     AdvertiseKeys,
     ConsistencyRequest,
     ConsistencySignature,
     ForwardShares,
+    KeyEntry,
     MaskedInput,
     Message,
     ServerKeys,
@@ -71,9 +73,14 @@ from .messages import (
     UnmaskRequest,
     UnmaskResponse,
     advertise_signing_bytes,
+    decode_partner_record,
     decode_share_payload,
     encode_share_payload,
+    graph_seed_from_adverts,
+    input_digest,
     mask_agreement_info,
+    partners_signing_bytes,
+    round_context,
     share_aad,
     share_agreement_info,
     survivors_signing_bytes,
@@ -140,11 +147,17 @@ class Client:
     signing_key, pki:
         Hardened mode: this client's Ed25519 key pair and the map client id -> Ed25519 public key
         used to verify the other clients' advertisements and consistency signatures.
+    round_ledger:
+        The client's record of the last round id it joined per federation
+        (:class:`protocol.ledger.RoundLedger`). Required in hardened mode; :meth:`start` refuses
+        a round id that is not above the last one, so a server cannot replay signatures of an
+        abandoned round into a new round with the same id. Optional in plain mode (checked
+        when given).
 
     Raises
     ------
     ValueError
-        Bad ``client_id``, ``update`` shape, or missing hardened-mode keys.
+        Bad ``client_id``, ``update`` shape, or missing hardened-mode keys or ledger.
     secagg.errors.EncodingOverflowError
         If ``update`` has a non-finite value or a value above ``config.clip``.
     """
@@ -159,6 +172,7 @@ class Client:
         signing_key: sk.SigningKeyPair | None = None,
         pki: Mapping[int, bytes] | None = None,
         mask_workers: int | None = None,
+        round_ledger: RoundLedger | None = None,
     ) -> None:
         if not isinstance(config, RoundConfig):
             raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
@@ -189,6 +203,17 @@ class Client:
                 raise ValueError(f"{self.role}: hardened mode needs signing_key and pki")
             if pki.get(self.id) != signing_key.public_bytes():
                 raise ValueError(f"{self.role}: pki[{self.id}] is not this client's signing key")
+            if round_ledger is None:
+                raise ValueError(
+                    f"{self.role}: hardened mode needs a round_ledger (RoundLedger(path) to "
+                    "persist the last round id across restarts, RoundLedger.in_memory() for "
+                    "one process)"
+                )
+        if round_ledger is not None and not isinstance(round_ledger, RoundLedger):
+            raise TypeError(
+                f"round_ledger must be a RoundLedger, got {type(round_ledger).__name__}"
+            )
+        self._ledger = round_ledger
         self._signing_key = signing_key
         self._pki = dict(pki) if pki is not None else {}
         self.stage = ClientStage.NEW
@@ -205,6 +230,9 @@ class Client:
         self._share_keys: dict[int, bytes] = {}  # id -> AES key for sealed shares
         self._own_shares: tuple[int, int] = (0, 0)  # own share of (b, s_sk)
         self._inbox: dict[int, bytes] = {}  # sender -> sealed shares (U2 neighbours)
+        self._partners: frozenset[int] = frozenset()  # who we masked with (= inbox senders)
+        self._input_digest = b""
+        self._context = b""  # round_context(config digest, graph seed), set at ServerKeys
         self._signed_survivors: tuple[int, ...] | None = None
 
     # -- public API ---------------------------------------------------------------------------
@@ -274,6 +302,8 @@ class Client:
     # -- handlers (one per table entry) ---------------------------------------------------------
 
     def _on_StartRound(self, event: StartRound) -> list[Message]:
+        if self._ledger is not None:
+            self._ledger.advance(self.config.federation, self.config.round_id, role=self.role)
         self._c = sk.KeyPair.generate()
         self._s = sk.KeyPair.generate()
         self._b = secrets.token_bytes(32)
@@ -281,7 +311,7 @@ class Client:
         sig = b""
         if self.config.hardened:
             sig = self._signing_key.sign(
-                advertise_signing_bytes(self.config.round_id, self.id, c_pk, s_pk)
+                advertise_signing_bytes(self.config.digest, self.id, c_pk, s_pk)
             )
         return [AdvertiseKeys(self.config.round_id, self.id, c_pk, s_pk, sig)]
 
@@ -297,6 +327,13 @@ class Client:
 
         if msg.graph_kind != cfg.graph:
             raise bad(f"graph kind {msg.graph_kind!r} differs from the round's {cfg.graph!r}")
+        entries = self._check_key_entries(msg, bad)
+        if cfg.hardened:
+            # The graph seed is a hash of every accepted advertisement, so the server cannot
+            # choose the ring order; the client recomputes the seed and the pruning itself.
+            seed = graph_seed_from_adverts(cfg.digest, entries.values())
+            if msg.graph_seed != seed:
+                raise bad("graph seed is not the hash of the advertisements (server-chosen seed)")
         try:
             graph = cfg.masking_graph(msg.graph_seed)
         except SecAggError as exc:
@@ -305,35 +342,27 @@ class Client:
             raise bad(f"threshold {msg.threshold} differs from the graph's {graph.threshold}")
         if msg.degree != graph.max_degree():
             raise bad(f"degree {msg.degree} differs from the graph's {graph.max_degree()}")
-        nbrs = graph.neighbours[self.id]
         t = graph.threshold
-        own = {self._c.public_bytes(), self._s.public_bytes()}
-        seen: set[bytes] = set(own)
-        for e in msg.keys:
-            if e.client_id not in nbrs:
-                raise bad(f"keys of client {e.client_id}, which is not a neighbour of ours")
-            if e.c_pk in seen or e.s_pk in seen or e.c_pk == e.s_pk:
-                raise bad(f"public key of client {e.client_id} repeats another advertised key")
-            seen.update((e.c_pk, e.s_pk))
-            if cfg.hardened:
-                vk = self._pki.get(e.client_id)
-                if vk is None:
-                    raise bad(f"client {e.client_id} has no identity key in the PKI")
-                data = advertise_signing_bytes(cfg.round_id, e.client_id, e.c_pk, e.s_pk)
-                try:
-                    sk.verify_signature(vk, e.signature, data)
-                except SecAggError:
-                    raise bad(
-                        f"advertisement of client {e.client_id} has an invalid signature"
-                    ) from None
-        if len(msg.keys) + 1 < t:
+        nbrs = graph.neighbours[self.id]
+        if cfg.hardened:
+            u1 = graph.core(entries, t)
+            if self.id not in u1:
+                raise bad(f"this client has fewer than t={t} live neighbours among the advertisers")
+            peers = {j: entries[j] for j in sorted((nbrs & u1) - {self.id})}
+        else:
+            strangers = sorted(set(entries) - nbrs)
+            if strangers:
+                raise bad(f"keys of clients {strangers[:10]}, which are not neighbours of ours")
+            peers = entries
+        if len(peers) < t:
             raise bad(
-                f"only {len(msg.keys)} neighbours advertised keys; with this client that is "
-                f"{len(msg.keys) + 1} share holders, below the threshold t={t}"
+                f"only {len(peers)} neighbours advertised keys; a client needs t={t} partners "
+                "so that at least one honest partner's mask hides its input"
             )
         self._threshold = t
         self._neighbours = nbrs
-        self._peers = {e.client_id: (e.c_pk, e.s_pk) for e in msg.keys}
+        self._context = round_context(cfg.digest, msg.graph_seed)
+        self._peers = {j: (e.c_pk, e.s_pk) for j, e in peers.items()}
         holders = sorted(self._peers) + [self.id]
         xs = [h + 1 for h in holders]
         b_shares = shamir.split(self._b, t, xs)
@@ -352,6 +381,51 @@ class Client:
             sealed[j] = sk.seal(key, payload, share_aad(cfg.round_id, self.id, j))
         return [ShareKeys(cfg.round_id, self.id, sealed)]
 
+    def _check_key_entries(self, msg: ServerKeys, bad) -> dict[int, KeyEntry]:
+        """Keys forwarded by the server: in the population, distinct, validly signed (hardened).
+
+        Hardened mode: the list is every accepted advertisement and must contain ours unaltered.
+        Plain mode: the neighbours' advertisements only. Returns id -> entry without our own.
+        """
+        cfg = self.config
+        own_keys = (self._c.public_bytes(), self._s.public_bytes())
+        seen: set[bytes] = set()
+        others: dict[int, KeyEntry] = {}
+        own_listed = False
+        for e in msg.keys:
+            if e.client_id == self.id:
+                if not cfg.hardened or (e.c_pk, e.s_pk) != own_keys:
+                    raise bad("our own advertisement is listed altered or in plain mode")
+                own_listed = True
+                continue
+            if e.client_id not in cfg.population:
+                raise bad(f"keys of client {e.client_id}, which is not in the population")
+            if (
+                e.c_pk in seen
+                or e.s_pk in seen
+                or e.c_pk == e.s_pk
+                or {e.c_pk, e.s_pk} & set(own_keys)
+            ):
+                raise bad(f"public key of client {e.client_id} repeats another advertised key")
+            seen.update((e.c_pk, e.s_pk))
+            if cfg.hardened:
+                vk = self._pki.get(e.client_id)
+                if vk is None:
+                    raise bad(f"client {e.client_id} has no identity key in the PKI")
+                data = advertise_signing_bytes(cfg.digest, e.client_id, e.c_pk, e.s_pk)
+                try:
+                    sk.verify_signature(vk, e.signature, data)
+                except SecAggError:
+                    raise bad(
+                        f"advertisement of client {e.client_id} has an invalid signature"
+                    ) from None
+            others[e.client_id] = e
+        if cfg.hardened and not own_listed:
+            raise bad("our own advertisement is missing from the advertisements")
+        if cfg.hardened:
+            others[self.id] = KeyEntry(self.id, *own_keys)
+        return others
+
     def _on_ForwardShares(self, msg: ForwardShares) -> list[Message]:
         cfg = self.config
         senders = [i for i, _ in msg.shares]
@@ -362,14 +436,16 @@ class Client:
                 msg,
                 msg.sender,
             )
-        if len(senders) + 1 < self._threshold:
+        if len(senders) < self._threshold:
             raise self._error(
-                f"only {len(senders)} neighbours shared keys (U2); with this client that is "
-                f"below the threshold t={self._threshold}",
+                f"only {len(senders)} partners' shares arrived (U2), below the threshold "
+                f"t={self._threshold}: with fewer than t partners, t-1 colluders could be all "
+                "of them",
                 msg,
                 msg.sender,
             )
         self._inbox = dict(msg.shares)
+        self._partners = frozenset(senders)
         seeds = {}
         for j in senders:
             key = sk.agree(
@@ -378,20 +454,31 @@ class Client:
             seeds[j] = pairwise_seed(key, cfg.round_id)
         encoded = cfg.encoder.encode(self._update, self._rng)
         y = mask_input(encoded, self.id, self._b, seeds, cfg.bits, workers=self.mask_workers)
-        return [MaskedInput(cfg.round_id, self.id, y)]
+        sig = b""
+        if cfg.hardened:
+            # Bind the partner set to this input: the server must show it to every holder of
+            # our self-mask share, and they check that t of these partners are still in the sum.
+            self._input_digest = input_digest(y)
+            sig = self._signing_key.sign(
+                partners_signing_bytes(self._context, self.id, senders, self._input_digest)
+            )
+        return [MaskedInput(cfg.round_id, self.id, y, tuple(senders), sig)]
 
     def _on_ConsistencyRequest(self, msg: ConsistencyRequest) -> list[Message]:
         survivors = msg.survivors
         self._check_survivor_claims(msg, survivors)
         self._signed_survivors = survivors
-        sig = self._signing_key.sign(
-            survivors_signing_bytes(self.config.round_id, self.id, survivors)
-        )
+        sig = self._signing_key.sign(survivors_signing_bytes(self._context, self.id, survivors))
         return [ConsistencySignature(self.config.round_id, self.id, sig)]
 
     def _check_survivor_claims(self, msg: Message, survivors: tuple[int, ...]) -> None:
         """Checks shared by the consistency and unmask requests on the survivor list U3."""
         surv = set(survivors)
+        outsiders = sorted(surv - set(self.config.population))
+        if outsiders:
+            raise self._error(
+                f"survivors {outsiders[:10]} are not in the round's population", msg, msg.sender
+            )
         if self.id not in surv:
             raise self._error(
                 "this client sent its masked input but is not listed as a survivor",
@@ -409,6 +496,14 @@ class Client:
         if unknown:
             raise self._error(
                 f"neighbours {unknown[:10]} listed as survivors never shared keys with us",
+                msg,
+                msg.sender,
+            )
+        live = len(self._partners & surv)
+        if live < self._threshold:
+            raise self._error(
+                f"only {live} of this client's partners are survivors, below t="
+                f"{self._threshold}: revealing its self-mask seed could expose its input",
                 msg,
                 msg.sender,
             )
@@ -432,6 +527,9 @@ class Client:
                 "would learn the shares of its mask key (refused)"
             )
         self._check_survivor_claims(msg, msg.survivors)
+        outsiders = sorted(dropped - set(cfg.population))
+        if outsiders:
+            raise bad(f"dropped clients {outsiders[:10]} are not in the round's population")
         unknown = sorted((dropped & self._neighbours) - set(self._inbox))
         if unknown:
             raise bad(f"neighbours {unknown[:10]} listed as dropped never shared keys with us")
@@ -444,25 +542,10 @@ class Client:
                     "the survivor set differs from the one this client signed in the "
                     "consistency check (the server is lying about who dropped)"
                 )
-            need = cfg.min_signatures(self._threshold)
-            valid = 0
-            for signer, sig in msg.signatures:
-                if signer not in surv:
-                    raise bad(f"consistency signature from client {signer}, not a survivor")
-                vk = self._pki.get(signer)
-                if vk is None:
-                    raise bad(f"client {signer} has no identity key in the PKI")
-                try:
-                    sk.verify_signature(
-                        vk, sig, survivors_signing_bytes(cfg.round_id, signer, msg.survivors)
-                    )
-                except SecAggError:
-                    raise bad(f"consistency signature of client {signer} does not verify") from None
-                valid += 1
-            if valid < need:
-                raise bad(f"only {valid} consistency signatures, {need} needed")
-        elif msg.signatures:
-            raise bad("consistency signatures in a round that is not hardened")
+            self._check_signatures(msg, surv, bad)
+            self._check_partner_records(msg, surv, bad)
+        elif msg.signatures or msg.partner_records:
+            raise bad("consistency signatures or partner records in a round that is not hardened")
         seed_shares: dict[int, bytes] = {}
         key_shares: dict[int, bytes] = {}
         if self.id in surv:
@@ -478,6 +561,65 @@ class Client:
         # Once answered, the stage becomes DONE: a second request (e.g. with the lists swapped)
         # is illegal, so the never-both invariant holds across requests too.
         return [UnmaskResponse(cfg.round_id, self.id, seed_shares, key_shares)]
+
+    def _check_signatures(self, msg: UnmaskRequest, surv: set[int], bad) -> None:
+        """Hardened: enough valid consistency signatures over exactly this survivor set."""
+        need = self.config.min_signatures(self._threshold)
+        valid = 0
+        for signer, sig in msg.signatures:
+            if signer not in surv:
+                raise bad(f"consistency signature from client {signer}, not a survivor")
+            vk = self._pki.get(signer)
+            if vk is None:
+                raise bad(f"client {signer} has no identity key in the PKI")
+            try:
+                sk.verify_signature(
+                    vk, sig, survivors_signing_bytes(self._context, signer, msg.survivors)
+                )
+            except SecAggError:
+                raise bad(f"consistency signature of client {signer} does not verify") from None
+            valid += 1
+        if valid < need:
+            raise bad(f"only {valid} consistency signatures, {need} needed")
+
+    def _check_partner_records(self, msg: UnmaskRequest, surv: set[int], bad) -> None:
+        """Hardened: release survivor i's self-mask share only if i's signed partner set keeps
+        at least t partners in the sum (so an honest partner's mask still hides x_i once b_i is
+        known), and i masked with us as we masked with it."""
+        t = self._threshold
+        want = (self._partners & surv) | {self.id}
+        records = dict(msg.partner_records)
+        if set(records) != want:
+            missing, extra = sorted(want - set(records)), sorted(set(records) - want)
+            raise bad(
+                f"partner records must cover exactly the survivors whose self-mask shares we "
+                f"hold; missing {missing[:10]}, unexpected {extra[:10]}"
+            )
+        for owner, blob in records.items():
+            try:
+                partners, digest, sig = decode_partner_record(blob)
+            except MessageFormatError as exc:
+                raise bad(f"partner record of client {owner}: {exc.detail}") from None
+            data = partners_signing_bytes(self._context, owner, partners, digest)
+            try:
+                sk.verify_signature(self._pki[owner], sig, data)
+            except (SecAggError, KeyError):
+                raise bad(f"partner record of client {owner} is not signed by it") from None
+            if owner == self.id:
+                if set(partners) != self._partners or digest != self._input_digest:
+                    raise bad("our own partner record is not the one we signed")
+                continue
+            if self.id not in partners:
+                raise bad(
+                    f"client {owner} did not mask with this client although we masked with it "
+                    "(the server forwarded shares one way only)"
+                )
+            live = len(set(partners) & surv)
+            if live < t:
+                raise bad(
+                    f"only {live} of client {owner}'s partners are survivors, below t={t}: "
+                    f"releasing its self-mask share could expose its input (refused)"
+                )
 
     def _open(self, owner: int, sealed: bytes) -> tuple[bytes, bytes] | None:
         """Decrypt ``owner``'s sealed shares for us; ``None`` (and a warning) if they are bad."""

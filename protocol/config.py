@@ -8,7 +8,9 @@ switch graphs in the middle of a round without the clients noticing.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import struct
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -76,6 +78,12 @@ class RoundConfig:
         al. 2017, section 6). Needs a PKI (client id -> Ed25519 public key) on every party.
     dropout_rate, corrupt_rate:
         Inputs of the SecAgg+ degree/threshold rule (ignored for the complete graph).
+        ``corrupt_rate`` also sets how many colluding clients the hardened-mode signature bound
+        must withstand (:meth:`max_colluders`).
+    federation:
+        Name of the server (or federation) running the round, at most 64 bytes of UTF-8. It is
+        part of :attr:`digest`, so signatures never carry over between federations, and clients
+        keep their last round id per federation (:class:`protocol.ledger.RoundLedger`).
 
     Raises
     ------
@@ -97,6 +105,7 @@ class RoundConfig:
     hardened: bool = False
     dropout_rate: float = 0.1
     corrupt_rate: float = 0.1
+    federation: str = "fortis"
 
     def __post_init__(self) -> None:
         if isinstance(self.round_id, bool) or not isinstance(self.round_id, (int, np.integer)):
@@ -134,6 +143,15 @@ class RoundConfig:
             raise ValueError(f"clip must be positive, got {self.clip}")
         if not isinstance(self.hardened, bool):
             raise ValueError(f"hardened must be a bool, got {self.hardened!r}")
+        if not isinstance(self.federation, str) or not 0 < len(self.federation.encode()) <= 64:
+            raise ValueError(
+                f"federation must be a non-empty str of <= 64 bytes, got {self.federation!r}"
+            )
+        for name in ("dropout_rate", "corrupt_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.floating)) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+            object.__setattr__(self, name, float(value))
         _ = self.encoder  # headroom check now, not in the middle of a round
 
     @cached_property
@@ -162,16 +180,52 @@ class RoundConfig:
             float(self.corrupt_rate),
         )
 
+    @cached_property
+    def digest(self) -> bytes:
+        """SHA-256 of every field in a canonical encoding (with the resolved fixed-point
+        precision): what hardened-mode signatures bind, so a signature made for one round
+        configuration never verifies for another, even with the same round id."""
+        enc = self.encoder
+        h = hashlib.sha256(b"fortis/round-config/v1")
+        h.update(struct.pack(">QQI", self.round_id, self.dim, self.n))
+        h.update(np.asarray(self.population, dtype=">u4").tobytes())
+        h.update(struct.pack(">dBB", float(self.clip), enc.bits, enc.frac_bits))
+        for text in (self.graph, self.federation):
+            raw = text.encode()
+            h.update(struct.pack(">I", len(raw)) + raw)
+        for opt in (self.threshold, self.degree):
+            h.update(struct.pack(">q", -1 if opt is None else int(opt)))
+        h.update(struct.pack(">?dd", self.hardened, self.dropout_rate, self.corrupt_rate))
+        return h.digest()
+
+    @cached_property
+    def round_threshold(self) -> int:
+        """The Shamir threshold ``t`` of the round's graph (it does not depend on the graph
+        seed: the SecAgg+ rule fixes degree and threshold from ``n`` and the rates)."""
+        return self.masking_graph(bytes(32)).threshold
+
+    def max_colluders(self, threshold: int) -> int:
+        """How many clients may collude with the server, for the hardened-mode bounds.
+
+        ``t - 1`` for the complete graph (the Shamir threshold's own bound); for SecAgg+ the
+        larger of ``t - 1`` and ``floor(corrupt_rate * n)``, the number the graph's security
+        statement assumes (at n = 1000 and corrupt_rate = 0.1 that is 100, far above t - 1).
+        """
+        t = int(threshold)
+        if self.graph == "complete":
+            return t - 1
+        return max(t - 1, math.floor(self.corrupt_rate * self.n + 1e-12))
+
     def min_signatures(self, threshold: int) -> int:
         """Hardened mode: consistency signatures a client needs before it unmasks.
 
-        ``max(t, floor((n + t - 1) / 2) + 1)``. Honest clients sign one survivor set each, while
-        up to c = t - 1 colluding clients (the most the threat model allows) can sign any
-        number of sets. Two different sets that both gather S signatures need at least
-        2S - c distinct signers, so S > (n + c) / 2 makes a split view impossible: a lying
-        server cannot obtain the self-mask share from one half and the mask-key share from
-        the other half for the same client. (A bare majority, n // 2 + 1, is not enough: one
-        colluder signing both sets suffices for odd n.)
+        ``max(t, floor((n + c) / 2) + 1)`` with ``c`` = :meth:`max_colluders`. Honest clients
+        sign one survivor set each, while c colluding clients can sign any number of sets. Two
+        different sets that both gather S signatures need at least 2S - c distinct signers, so
+        S > (n + c) / 2 makes a split view impossible: a lying server cannot obtain the
+        self-mask share from one half and the mask-key share from the other half for the same
+        client. (A bare majority, n // 2 + 1, is not enough: one colluder signing both sets
+        suffices for odd n.)
         """
         t = int(threshold)
-        return max(t, (self.n + t - 1) // 2 + 1)
+        return max(t, (self.n + self.max_colluders(t)) // 2 + 1)

@@ -22,6 +22,7 @@ from secagg.keys import SigningKeyPair
 from .client import Client
 from .config import GRAPH_KINDS, RoundConfig
 from .errors import SERVER_ID, ProtocolError
+from .ledger import RoundLedger
 from .messages import (
     Abort,
     ConsistencyRequest,
@@ -143,7 +144,10 @@ class RoundResult:
         Client id -> the :class:`ProtocolError` text of a request that client refused (for
         example an unmask request listing one client as both survivor and dropped).
     excluded:
-        Client id -> why the server dropped it (a fault, its own abort, too few share holders).
+        Client id -> why the server dropped it (a fault, its own abort, too few neighbours).
+    pruned:
+        Client id -> why its masked input, although received, is left out of the sum (fewer
+        than ``t`` of its partners sent theirs; its mask key is then unmasked like a dropout's).
     transcript:
         Bytes and seconds per party (:class:`Transcript`).
     config:
@@ -166,6 +170,7 @@ class RoundResult:
     threshold: int
     mean: bool = field(default=False)
     disputes: tuple[ShareDispute, ...] = ()
+    pruned: dict[int, str] = field(default_factory=dict)
 
 
 def _check_dropouts(
@@ -308,6 +313,7 @@ def run_parties(
         disputes=tuple(server.disputes),
         refusals=refusals,
         excluded=dict(server.excluded),
+        pruned=dict(server.pruned),
         transcript=transcript,
         config=config,
         threshold=server.threshold,
@@ -410,8 +416,8 @@ def run_round(
         Ed25519-signed key advertisements and the consistency check on the survivor set
         (Bonawitz et al. 2017, section 6); a fresh PKI is made for the clients.
     seed:
-        Makes the stochastic rounding and the masking graph reproducible (so the aggregate is
-        deterministic). Keys, masks and Shamir coefficients always come from the OS CSPRNG.
+        Makes the stochastic rounding and (plain mode) the masking graph reproducible (so the
+        aggregate is deterministic); hardened mode derives the graph from the advertised keys. Keys, masks and Shamir coefficients always come from the OS CSPRNG.
     round_id:
         Round number bound into every message and key derivation.
     dropout_rate, corrupt_rate:
@@ -476,7 +482,7 @@ def run_round(
         signing = {i: SigningKeyPair.generate() for i in range(n)}
         pki = {i: k.public_bytes() for i, k in signing.items()}
     _check_dropouts(dropouts, config.population, hardened)
-    server = Server(config, graph_seed=graph_seed, pki=pki)
+    server = Server(config, graph_seed=None if hardened else graph_seed, pki=pki)
     clients = {
         i: Client(
             config,
@@ -485,6 +491,7 @@ def run_round(
             rng=client_rngs[i],
             signing_key=signing[i] if signing else None,
             pki=pki,
+            round_ledger=RoundLedger.in_memory() if hardened else None,
         )
         for i in range(n)
     }

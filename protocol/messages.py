@@ -12,10 +12,11 @@ Messages of a round, in order (Bonawitz et al. 2017, with the SecAgg+ graph of B
     server -> client  ServerKeys             graph kind/seed/threshold/degree + neighbours' keys
     client -> server  ShareKeys              AES-GCM sealed Shamir shares, one per neighbour
     server -> client  ForwardShares          the sealed shares addressed to this client
-    client -> server  MaskedInput            y_i = x_i + PRG(b_i) +- PRG(s_ij)  (uint array)
+    client -> server  MaskedInput            y_i = x_i + PRG(b_i) +- PRG(s_ij), partners, [sig]
     server -> client  ConsistencyRequest     hardened mode: the survivor set U3 to sign
-    client -> server  ConsistencySignature   hardened mode: Ed25519 signature over (round, U3)
-    server -> client  UnmaskRequest          survivors U3, dropped U2 \\ U3, [>= t signatures]
+    client -> server  ConsistencySignature   hardened mode: Ed25519 signature over (context, U3)
+    server -> client  UnmaskRequest          survivors U3, dropped U2 \\ U3, [signatures and
+                                             the survivors' signed partner sets]
     client -> server  UnmaskResponse         b-shares of survivors, s_sk-shares of dropped
     either            Abort                  reason
 
@@ -39,6 +40,7 @@ header parsed).
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -73,8 +75,16 @@ __all__ = [
     "MESSAGE_TYPES",
     "encode",
     "decode",
+    "Header",
+    "peek_header",
     "advertise_signing_bytes",
+    "graph_seed_from_adverts",
+    "round_context",
     "survivors_signing_bytes",
+    "input_digest",
+    "partners_signing_bytes",
+    "encode_partner_record",
+    "decode_partner_record",
     "encode_share_payload",
     "decode_share_payload",
     "mask_agreement_info",
@@ -95,6 +105,8 @@ MAX_PARTIES = 1 << 20
 MAX_BLOB_BYTES = 1 << 16
 #: Upper bound on an abort reason or graph-kind string.
 MAX_TEXT_BYTES = 4096
+#: Upper bound on one encoded partner record (partner ids, input digest, signature).
+MAX_PARTNER_RECORD_BYTES = 4 + 4 * MAX_PARTIES + 32 + 4 + 64
 
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -114,12 +126,20 @@ class _FieldError(Exception):
 
 
 class _Reader:
-    __slots__ = ("data", "pos", "end")
+    __slots__ = ("data", "pos", "end", "max_count")
 
-    def __init__(self, data: memoryview, pos: int, end: int) -> None:
+    def __init__(self, data: memoryview, pos: int, end: int, max_count: int = MAX_PARTIES) -> None:
         self.data = data
         self.pos = pos
         self.end = end
+        self.max_count = max_count
+
+    def count(self) -> int:
+        """Read a u32 element count and check it against the reader's limit before any work."""
+        n = self.u32()
+        if n > self.max_count:
+            raise _FieldError(f"declared count {n} above the limit {self.max_count}")
+        return n
 
     def take(self, n: int) -> memoryview:
         if n < 0 or self.pos + n > self.end:
@@ -256,9 +276,7 @@ class _Ids:
         out.append(np.asarray(value, dtype=">u4").tobytes())
 
     def read(self, r: _Reader) -> tuple[int, ...]:
-        n = r.u32()
-        if n > MAX_PARTIES:
-            raise _FieldError(f"declared count {n} above the limit {MAX_PARTIES}")
+        n = r.count()
         ids = np.frombuffer(r.take(4 * n), dtype=">u4").tolist()
         _check_increasing(ids)
         if ids and ids[-1] >= SERVER_ID:
@@ -296,9 +314,7 @@ class _Blobs:
             out.append(blob)
 
     def read(self, r: _Reader) -> tuple[tuple[int, bytes], ...]:
-        n = r.u32()
-        if n > MAX_PARTIES:
-            raise _FieldError(f"declared count {n} above the limit {MAX_PARTIES}")
+        n = r.count()
         pairs = []
         for _ in range(n):
             ident, length = r.u32(), r.u32()
@@ -350,9 +366,7 @@ class _KeyRecords:
             out.append(e.signature)
 
     def read(self, r: _Reader) -> tuple[KeyEntry, ...]:
-        n = r.u32()
-        if n > MAX_PARTIES:
-            raise _FieldError(f"declared count {n} above the limit {MAX_PARTIES}")
+        n = r.count()
         out = []
         for _ in range(n):
             ident = r.u32()
@@ -570,13 +584,25 @@ class ForwardShares(Message):
 
 @dataclass(frozen=True, eq=False)
 class MaskedInput(Message):
-    """Stage 3, client -> server: the masked, quantised update y_i (uint32 or uint64, 1-D)."""
+    """Stage 3, client -> server: the masked, quantised update y_i (uint32 or uint64, 1-D).
+
+    ``partners`` is the set of clients the sender masked with (those whose shares reached it).
+    In hardened mode ``signature`` is an Ed25519 signature over :func:`partners_signing_bytes`
+    (round context, sender, partners, SHA-256 of ``masked``), so the server cannot later show a
+    share holder a different partner set; otherwise it is empty.
+    """
 
     masked: np.ndarray
+    partners: tuple[int, ...] = ()
+    signature: bytes = b""
 
     TAG: ClassVar[int] = 5
     ORIGIN: ClassVar[str] = "client"
-    FIELDS: ClassVar = (("masked", _Array((np.uint32, np.uint64), ndim=1)),)
+    FIELDS: ClassVar = (
+        ("masked", _Array((np.uint32, np.uint64), ndim=1)),
+        ("partners", _Ids()),
+        ("signature", _Bytes(allowed=(0, SIGNATURE_BYTES))),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -606,14 +632,19 @@ class ConsistencySignature(Message):
 class UnmaskRequest(Message):
     """Stage 4, server -> one client: who is in the sum (U3) and who dropped (U2 minus U3).
 
-    In hardened mode ``signatures`` carries at least ``threshold`` consistency signatures over
-    ``survivors`` (signer id -> signature); otherwise it is empty.
+    In hardened mode ``signatures`` carries at least :meth:`RoundConfig.min_signatures`
+    consistency signatures over ``survivors`` (signer id -> signature), and
+    ``partner_records[i]`` is survivor i's signed partner set (:func:`encode_partner_record`)
+    for every survivor whose self-mask share the recipient is asked for (itself included): a
+    holder releases that share only if at least ``t`` of i's partners are survivors. Both are
+    empty otherwise.
     """
 
     recipient: int
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
     signatures: tuple[tuple[int, bytes], ...] = ()
+    partner_records: tuple[tuple[int, bytes], ...] = ()
 
     TAG: ClassVar[int] = 8
     ORIGIN: ClassVar[str] = "server"
@@ -622,6 +653,7 @@ class UnmaskRequest(Message):
         ("survivors", _Ids()),
         ("dropped", _Ids()),
         ("signatures", _Blobs(max_blob=SIGNATURE_BYTES)),
+        ("partner_records", _Blobs(max_blob=MAX_PARTNER_RECORD_BYTES)),
     )
 
 
@@ -686,23 +718,36 @@ def encode(msg: Message) -> bytes:
     return header + payload
 
 
-def decode(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
-    """Parse bytes produced by :func:`encode`.
+@dataclass(frozen=True)
+class Header:
+    """The fixed-size header of an encoded message, parsed without touching the body."""
+
+    type: type[Message]
+    round_id: int
+    sender: int
+    body_length: int
+
+    @property
+    def size(self) -> int:
+        """Total encoded size the header declares (header plus body)."""
+        return HEADER_BYTES + self.body_length
+
+
+def peek_header(data: bytes | bytearray | memoryview) -> Header:
+    """Parse and check only the header of an encoded message: O(1), allocates nothing.
+
+    Lets a receiver reject a message by its sender, type, round or declared size before any of
+    its body is parsed.
 
     Raises
     ------
     MessageFormatError
-        For any deviation from the format: size above ``max_size`` (field ``"message"``), bad
-        ``"magic"``, ``"version"`` or ``"type"``, a ``"body_length"`` that disagrees with the data,
-        truncation or an invalid value in a named field, or ``"trailing bytes"``.
+        Truncated ``"header"``, bad ``"magic"``, ``"version"`` or ``"type"``, or a
+        ``"body_length"`` that disagrees with the data.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"decode expects bytes, got {type(data).__name__}")
+        raise TypeError(f"expected bytes, got {type(data).__name__}")
     view = memoryview(data).cast("B")
-    if len(view) > max_size:
-        raise MessageFormatError(
-            f"message of {len(view)} bytes exceeds max_size={max_size}", field="message"
-        )
     if len(view) < HEADER_BYTES:
         raise MessageFormatError(
             f"truncated header: {len(view)} bytes, need {HEADER_BYTES}", field="header"
@@ -719,15 +764,46 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message
     cls = MESSAGE_TYPES.get(tag)
     if cls is None:
         raise MessageFormatError(f"unknown message type tag {tag}", field="type", sender=sender)
-    name = cls.__name__
     if body_len != len(view) - HEADER_BYTES:
         raise MessageFormatError(
             f"header declares {body_len} body bytes, message carries {len(view) - HEADER_BYTES}",
             field="body_length",
             sender=sender,
-            event=name,
+            event=cls.__name__,
         )
-    reader = _Reader(view, HEADER_BYTES, len(view))
+    return Header(cls, round_id, sender, body_len)
+
+
+def decode(
+    data: bytes,
+    *,
+    max_size: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_count: int = MAX_PARTIES,
+) -> Message:
+    """Parse bytes produced by :func:`encode`.
+
+    ``max_count`` caps every id list and id map in the body (a receiver passes the population
+    size), checked before the entries are read.
+
+    Raises
+    ------
+    MessageFormatError
+        For any deviation from the format: size above ``max_size`` (field ``"message"``), bad
+        ``"magic"``, ``"version"`` or ``"type"``, a ``"body_length"`` that disagrees with the data,
+        truncation, a count above ``max_count`` or an invalid value in a named field, or
+        ``"trailing bytes"``.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode expects bytes, got {type(data).__name__}")
+    view = memoryview(data).cast("B")
+    if len(view) > max_size:
+        raise MessageFormatError(
+            f"message of {len(view)} bytes exceeds max_size={max_size}", field="message"
+        )
+    header = peek_header(view)
+    cls, sender = header.type, header.sender
+    name = cls.__name__
+    reader = _Reader(view, HEADER_BYTES, len(view), min(int(max_count), MAX_PARTIES))
     values: dict[str, Any] = {}
     for fname, kind in cls.FIELDS:
         try:
@@ -741,7 +817,7 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message
             sender=sender,
             event=name,
         )
-    return cls(round_id=round_id, sender=sender, **values)
+    return cls(round_id=header.round_id, sender=sender, **values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -749,21 +825,108 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message
 # ---------------------------------------------------------------------------------------------
 
 
-def advertise_signing_bytes(round_id: int, client_id: int, c_pk: bytes, s_pk: bytes) -> bytes:
-    """The bytes a client signs in hardened mode to vouch for its advertised keys."""
-    return b"fortis/advertise/v1" + _U64.pack(round_id) + _U32.pack(client_id) + c_pk + s_pk
+def advertise_signing_bytes(context: bytes, client_id: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    """The bytes a client signs in hardened mode to vouch for its advertised keys.
+
+    ``context`` is :attr:`RoundConfig.digest`: the signature covers the whole round
+    configuration (round id, population, graph parameters...), not only the round id.
+    """
+    return b"fortis/advertise/v2" + _digest32(context) + _U32.pack(client_id) + c_pk + s_pk
 
 
-def survivors_signing_bytes(round_id: int, signer: int, survivors: Iterable[int]) -> bytes:
-    """The bytes a client signs in the consistency check: (round, signer, sorted U3)."""
+def graph_seed_from_adverts(context: bytes, adverts: Iterable[KeyEntry]) -> bytes:
+    """The masking-graph seed of a hardened round: SHA-256 of the config digest and every
+    accepted advertisement ``(id, c_pk, s_pk)`` in id order.
+
+    Every client recomputes it from the advertisements the server forwards, so the server cannot
+    pick the SecAgg+ ring order; it can only choose which advertisements to drop, each drop
+    costing it that client.
+    """
+    h = hashlib.sha256(b"fortis/graph-seed/v1" + _digest32(context))
+    for e in sorted(adverts, key=lambda e: e.client_id):
+        h.update(_U32.pack(e.client_id) + e.c_pk + e.s_pk)
+    return h.digest()
+
+
+def round_context(config_digest: bytes, graph_seed: bytes) -> bytes:
+    """What every later signature of a round covers: the config digest and the graph seed."""
+    return hashlib.sha256(
+        b"fortis/round-context/v1" + _digest32(config_digest) + _digest32(graph_seed)
+    ).digest()
+
+
+def survivors_signing_bytes(context: bytes, signer: int, survivors: Iterable[int]) -> bytes:
+    """The bytes a client signs in the consistency check: (round context, signer, sorted U3)."""
     ids = sorted(survivors)
     return (
-        b"fortis/consistency/v1"
-        + _U64.pack(round_id)
+        b"fortis/consistency/v2"
+        + _digest32(context)
         + _U32.pack(signer)
         + _U32.pack(len(ids))
         + np.asarray(ids, dtype=">u4").tobytes()
     )
+
+
+def input_digest(masked: np.ndarray) -> bytes:
+    """SHA-256 of a masked input's little-endian bytes (what a partner signature binds)."""
+    arr = np.ascontiguousarray(masked, dtype=np.asarray(masked).dtype.newbyteorder("<"))
+    return hashlib.sha256(memoryview(arr).cast("B")).digest()
+
+
+def partners_signing_bytes(
+    context: bytes, signer: int, partners: Iterable[int], digest: bytes
+) -> bytes:
+    """The bytes a client signs with its masked input: (context, signer, partners, digest)."""
+    ids = sorted(partners)
+    return (
+        b"fortis/partners/v1"
+        + _digest32(context)
+        + _U32.pack(signer)
+        + _digest32(digest)
+        + _U32.pack(len(ids))
+        + np.asarray(ids, dtype=">u4").tobytes()
+    )
+
+
+def encode_partner_record(partners: Iterable[int], digest: bytes, signature: bytes) -> bytes:
+    """One survivor's partner set as forwarded in :class:`UnmaskRequest`: ids, input digest,
+    signature."""
+    ids = sorted(partners)
+    return (
+        _U32.pack(len(ids))
+        + np.asarray(ids, dtype=">u4").tobytes()
+        + _digest32(digest)
+        + _U32.pack(len(signature))
+        + signature
+    )
+
+
+def decode_partner_record(data: bytes) -> tuple[tuple[int, ...], bytes, bytes]:
+    """Inverse of :func:`encode_partner_record`: ``(partners, digest, signature)``.
+
+    Raises :class:`MessageFormatError` (field ``"partner record"``) if it is malformed.
+    """
+    r = _Reader(memoryview(data).cast("B"), 0, len(data))
+    try:
+        n = r.count()
+        ids = np.frombuffer(r.take(4 * n), dtype=">u4").tolist()
+        _check_increasing(ids)
+        digest = bytes(r.take(32))
+        siglen = r.u32()
+        if siglen not in (0, SIGNATURE_BYTES):
+            raise _FieldError(f"signature length {siglen}, not 0 or {SIGNATURE_BYTES}")
+        signature = bytes(r.take(siglen))
+    except _FieldError as exc:
+        raise MessageFormatError(str(exc), field="partner record") from None
+    if r.pos != r.end:
+        raise MessageFormatError("trailing bytes", field="partner record")
+    return tuple(ids), digest, signature
+
+
+def _digest32(value: bytes) -> bytes:
+    if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
+        raise ValueError("contexts, seeds and digests must be 32 bytes")
+    return bytes(value)
 
 
 _PAYLOAD = struct.Struct(">4sBII")

@@ -69,13 +69,17 @@ import numpy as np
 from secagg import keys as sk
 from secagg import shamir
 from secagg.errors import SecAggError
-from secagg.masking import default_workers, pairwise_seed, unmask_sum
+from secagg.graphs import k_core
+from secagg.masking import default_workers, pairwise_seed, sum_masked, unmask_sum
 
 from .config import RoundConfig
 from .errors import SERVER_ID, MessageFormatError, ProtocolError, party_name
 from .events import StageDeadline
 from .messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    HEADER_BYTES,
+    MAX_TEXT_BYTES,
+    SIGNATURE_BYTES,
     Abort,
     AdvertiseKeys,
     ConsistencyRequest,
@@ -90,13 +94,23 @@ from .messages import (
     UnmaskResponse,
     advertise_signing_bytes,
     decode,
+    encode_partner_record,
+    encode_share_payload,
+    graph_seed_from_adverts,
+    input_digest,
     mask_agreement_info,
+    partners_signing_bytes,
+    peek_header,
+    round_context,
     survivors_signing_bytes,
 )
 
 __all__ = ["Server", "ServerStage", "SERVER_TRANSITIONS", "Fault", "AggregateResult"]
 
 log = logging.getLogger("fortis.protocol.server")
+
+#: Faults listed per sender in :attr:`Server.faults`; later ones are only counted.
+MAX_FAULTS_LISTED = 16
 
 
 class ServerStage(enum.Enum):
@@ -189,7 +203,8 @@ class Server:
     config:
         The round's public parameters.
     graph_seed:
-        32-byte seed of the masking graph (ring order of SecAgg+); default: fresh random bytes.
+        Plain mode: 32-byte seed of the masking graph (ring order of SecAgg+); default: fresh
+        random bytes. Hardened mode derives it from the advertisements (passing one raises).
     pki:
         Hardened mode: client id -> Ed25519 public key, to reject forged advertisements and
         consistency signatures early.
@@ -216,23 +231,44 @@ class Server:
             raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
         self.config = config
         self.role = "server"
-        self.graph_seed = secrets.token_bytes(32) if graph_seed is None else bytes(graph_seed)
-        if len(self.graph_seed) != 32:
-            raise ValueError(f"graph_seed must be 32 bytes, got {len(self.graph_seed)}")
-        self.graph = config.masking_graph(self.graph_seed)
-        self.threshold = self.graph.threshold
-        if config.hardened and pki is None:
-            raise ValueError("server: hardened mode needs the pki (client id -> Ed25519 key)")
+        if config.hardened and graph_seed is not None:
+            raise ValueError(
+                "server: hardened mode derives the graph seed from the advertisements (so the "
+                "server cannot choose it); do not pass graph_seed"
+            )
+        self.threshold = config.round_threshold
+        self.graph_seed: bytes | None = None
+        self.graph = None
+        self.context = b""
+        if not config.hardened:
+            self._set_graph(secrets.token_bytes(32) if graph_seed is None else bytes(graph_seed))
+        if config.hardened:
+            if pki is None:
+                raise ValueError("server: hardened mode needs the pki (client id -> Ed25519 key)")
+            need = config.min_signatures(self.threshold)
+            if need > config.n:
+                raise ValueError(
+                    f"server: hardened mode needs {need} consistency signatures but the round "
+                    f"has {config.n} clients (lower corrupt_rate or use the complete graph)"
+                )
         self._pki = dict(pki) if pki is not None else {}
         self.max_message_size = max_message_size
         self.unmask_workers = default_workers() if unmask_workers is None else int(unmask_workers)
         if self.unmask_workers < 1:
             raise ValueError(f"unmask_workers must be >= 1, got {unmask_workers!r}")
         self._population = frozenset(config.population)
+        self._size_limits = self._message_size_limits()
         self.stage = ServerStage.COLLECT_KEYS
         self.faults: list[Fault] = []
+        #: Faults not listed in :attr:`faults` because the sender already had
+        #: :data:`MAX_FAULTS_LISTED` there (sender -> count): a flood costs no memory.
+        self.suppressed_faults: dict[int | None, int] = {}
+        self._fault_count: dict[int | None, int] = {}
         self.disputes: list[ShareDispute] = []
         self.excluded: dict[int, str] = {}
+        #: Clients whose masked input arrived but is left out of the sum because fewer than
+        #: ``t`` of their partners survived (id -> reason); treated as dropped for unmasking.
+        self.pruned: dict[int, str] = {}
         self.result: AggregateResult | None = None
         self.abort_reason: str | None = None
         # per-stage state
@@ -247,10 +283,45 @@ class Server:
         self.u2: tuple[int, ...] = ()
         self.u3: tuple[int, ...] = ()
         self.dropped_before_input: tuple[int, ...] = ()
-        self._acc = np.zeros(config.dim, dtype=config.encoder.dtype)
+        # masked inputs are kept per client until the sum is final, so a client can still be
+        # left out of it (pruned) without touching the others
+        self._masked: dict[int, np.ndarray] = {}
+        self._partner_records: dict[int, bytes] = {}  # client -> encoded signed partner set
+        self._partners: dict[int, frozenset[int]] = {}
         self._signatures: dict[int, bytes] = {}
         self._seed_shares: dict[int, dict[int, int]] = {}
         self._key_shares: dict[int, dict[int, int]] = {}
+
+    def _set_graph(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise ValueError(f"graph_seed must be 32 bytes, got {len(seed)}")
+        self.graph_seed = seed
+        self.graph = self.config.masking_graph(seed)
+        self.context = round_context(self.config.digest, seed)
+
+    def _message_size_limits(self) -> dict[type, int]:
+        """Largest legal encoding of each client message type in this round (header included)."""
+        cfg, n = self.config, self.config.n
+        blob = 8  # u32 id + u32 length of one map entry
+        share = len(
+            encode_share_payload(0, 0, bytes(shamir.SHARE_BYTES), bytes(shamir.SHARE_BYTES))
+        )
+        sealed = sk.sealed_size(share)
+        limits = {
+            AdvertiseKeys: 3 * 4 + 2 * 32 + SIGNATURE_BYTES,
+            ShareKeys: 4 + n * (blob + sealed),
+            MaskedInput: 2
+            + 8
+            + cfg.dim * np.dtype(cfg.encoder.dtype).itemsize
+            + 4
+            + 4 * n
+            + 4
+            + SIGNATURE_BYTES,
+            ConsistencySignature: 4 + SIGNATURE_BYTES,
+            UnmaskResponse: 2 * (4 + n * (blob + shamir.SHARE_BYTES)),
+            Abort: 4 + 4 + MAX_TEXT_BYTES,
+        }
+        return {k: HEADER_BYTES + v for k, v in limits.items()}
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -292,23 +363,64 @@ class Server:
         """Decode and tolerantly process one message.
 
         ``peer`` is the id the transport authenticated (e.g. from the TLS client certificate);
-        a message whose header claims another sender is a fault of ``peer``.
+        a message whose header claims another sender is a fault of ``peer``. The header alone
+        is checked first -- sender, exclusion, round, type allowed in this stage, and the
+        type's size limit for this round -- so a message that fails those costs no parsing
+        of its body; id lists and maps in the body are capped at the population size.
         """
+        if len(data) > self.max_message_size:
+            exc = MessageFormatError(
+                f"message of {len(data)} bytes exceeds max_size={self.max_message_size}",
+                field="message",
+                role=self.role,
+                stage=self.stage.value,
+            )
+            return self._record_fault(exc, peer)
         try:
-            msg = decode(data, max_size=self.max_message_size)
+            header = peek_header(data)
         except MessageFormatError as exc:
             exc.role, exc.stage = self.role, self.stage.value
             return self._record_fault(exc, peer if peer is not None else exc.sender)
-        if peer is not None and msg.sender != peer:
+        sender = header.sender if peer is None else peer
+        problem = self._precheck(header, peer)
+        if problem is not None:
             exc = ProtocolError(
-                f"header claims sender {party_name(msg.sender)} on {party_name(peer)}'s channel",
+                problem,
                 role=self.role,
-                sender=peer,
+                sender=sender,
                 stage=self.stage.value,
-                event=type(msg).__name__,
+                event=header.type.__name__,
             )
-            return self._record_fault(exc, peer)
+            return self._record_fault(exc, sender if sender in self._population else None)
+        try:
+            msg = decode(data, max_size=self.max_message_size, max_count=self.config.n)
+        except MessageFormatError as exc:
+            exc.role, exc.stage = self.role, self.stage.value
+            return self._record_fault(exc, sender)
         return self.receive(msg)
+
+    def _precheck(self, header, peer: int | None) -> str | None:
+        """Why a message must be rejected on its header alone (``None``: parse it)."""
+        if peer is not None and header.sender != peer:
+            return (
+                f"header claims sender {party_name(header.sender)} on {party_name(peer)}'s channel"
+            )
+        if header.sender not in self._population:
+            return "sender is not in the round's population"
+        if header.round_id != self.config.round_id:
+            return f"message is for round {header.round_id}, this is round {self.config.round_id}"
+        if header.type is Abort and self.done:
+            return None
+        if header.sender in self.excluded:
+            return f"sender was excluded earlier ({self.excluded[header.sender]})"
+        table = SERVER_TRANSITIONS[self.config.hardened][self.stage]
+        if header.type not in table:
+            allowed = ", ".join(t.__name__ for t in table if t is not StageDeadline)
+            return f"not allowed in this stage (expects {allowed or 'nothing'})"
+        limit = min(self._size_limits.get(header.type, 0), self.max_message_size)
+        if header.size > limit:
+            return f"{header.size} bytes, above the {limit}-byte limit for this message type"
+        return None
 
     def deadline(self) -> list[Message]:
         """The current stage's time is up: close it with whoever answered (no-op when done)."""
@@ -369,7 +481,7 @@ class Server:
             vk = self._pki.get(msg.sender)
             if vk is None:
                 raise self._error("no identity key for this client in the PKI", msg)
-            data = advertise_signing_bytes(self.config.round_id, msg.sender, msg.c_pk, msg.s_pk)
+            data = advertise_signing_bytes(self.config.digest, msg.sender, msg.c_pk, msg.s_pk)
             try:
                 sk.verify_signature(vk, msg.signature, data)
             except SecAggError:
@@ -408,14 +520,34 @@ class Server:
             )
         if cfg.bits < 8 * y.itemsize and y.size and int(y.max()) >> cfg.bits:
             raise self._error(f"masked input has elements >= 2**{cfg.bits}", msg)
+        forwarded = self._forwarded.get(msg.sender, frozenset())
+        if set(msg.partners) != forwarded:
+            raise self._error(
+                f"partner set differs from the {len(forwarded)} clients whose shares were "
+                "forwarded to it",
+                msg,
+            )
+        record = b""
+        if cfg.hardened:
+            digest = input_digest(y)
+            data = partners_signing_bytes(self.context, msg.sender, msg.partners, digest)
+            try:
+                sk.verify_signature(self._pki[msg.sender], msg.signature, data)
+            except (SecAggError, KeyError):
+                raise self._error("partner-set signature does not verify", msg) from None
+            record = encode_partner_record(msg.partners, digest, msg.signature)
+        elif msg.signature:
+            raise self._error("signature present in a round that is not hardened", msg)
 
         def commit() -> None:
-            np.add(self._acc, y, out=self._acc)
+            self._masked[msg.sender] = y
+            self._partners[msg.sender] = frozenset(msg.partners)
+            self._partner_records[msg.sender] = record
 
         return commit
 
     def _check_ConsistencySignature(self, msg: ConsistencySignature):
-        data = survivors_signing_bytes(self.config.round_id, msg.sender, self.u3)
+        data = survivors_signing_bytes(self.context, msg.sender, self.u3)
         try:
             sk.verify_signature(self._pki[msg.sender], msg.signature, data)
         except (SecAggError, KeyError):
@@ -456,9 +588,13 @@ class Server:
     # -- faults, exclusion and stage closing ----------------------------------------------------
 
     def _record_fault(self, exc: ProtocolError, sender: int | None) -> list[Message]:
-        fault = Fault(sender, self.stage.value, exc.event, str(exc))
-        self.faults.append(fault)
-        log.warning("%s", exc)
+        count = self._fault_count.get(sender, 0) + 1
+        self._fault_count[sender] = count
+        if count <= MAX_FAULTS_LISTED:
+            self.faults.append(Fault(sender, self.stage.value, exc.event, str(exc)))
+            log.warning("%s", exc)
+        else:
+            self.suppressed_faults[sender] = self.suppressed_faults.get(sender, 0) + 1
         if sender is not None and sender in self._population and sender not in self.excluded:
             self._exclude(sender, f"fault in {self.stage.value}: {exc.detail}")
             return self._maybe_close()
@@ -501,18 +637,14 @@ class Server:
         return [Abort(rid, SERVER_ID, c, reason) for c in notify]
 
     def _prune(self, alive: set[int], what: str) -> set[int]:
-        """Drop clients with fewer than t live share holders (neighbours + self), to a fixpoint."""
+        """Keep the clients with at least t live neighbours (the graph's t-core of ``alive``);
+        exclude the others. A client needs t partners, so that t-1 colluders cannot be all of
+        them."""
         t = self.threshold
-        alive = set(alive)
-        changed = True
-        while changed:
-            changed = False
-            for i in sorted(alive):
-                if len(self.graph.neighbours[i] & alive) + 1 < t:
-                    alive.discard(i)
-                    self._exclude(i, f"fewer than t={t} live share holders after {what}")
-                    changed = True
-        return alive
+        kept = self.graph.core(alive, t)
+        for i in sorted(set(alive) - kept):
+            self._exclude(i, f"fewer than t={t} live neighbours after {what}")
+        return kept
 
     def _require(self, count: int, what: str) -> None:
         if count < self.threshold:
@@ -522,30 +654,35 @@ class Server:
             )
 
     def _close_keys(self) -> list[Message]:
-        u1 = self._prune(set(self._adverts) - set(self.excluded), "key advertisement")
+        cfg = self.config
+        a1 = set(self._adverts) - set(self.excluded)
+        entries = {
+            j: KeyEntry(j, self._adverts[j].c_pk, self._adverts[j].s_pk, self._adverts[j].signature)
+            for j in sorted(a1)
+        }
+        if cfg.hardened:
+            # Nobody chooses the ring order: it hashes every accepted advertisement, and every
+            # client gets them all to check it.
+            self._set_graph(graph_seed_from_adverts(cfg.digest, entries.values()))
+        u1 = self._prune(a1, "key advertisement")
         self._require(len(u1), "advertised keys")
         self.u1 = tuple(sorted(u1))
         out: list[Message] = []
-        rid = self.config.round_id
+        rid = cfg.round_id
         for i in self.u1:
             nbrs = self.graph.neighbours[i] & u1
             self._keys_sent[i] = frozenset(nbrs)
-            entries = [
-                KeyEntry(
-                    j, self._adverts[j].c_pk, self._adverts[j].s_pk, self._adverts[j].signature
-                )
-                for j in sorted(nbrs)
-            ]
+            listed = entries.values() if cfg.hardened else [entries[j] for j in sorted(nbrs)]
             out.append(
                 ServerKeys(
                     rid,
                     SERVER_ID,
                     i,
-                    self.config.graph,
+                    cfg.graph,
                     self.graph_seed,
                     self.threshold,
                     self.graph.max_degree(),
-                    entries,
+                    listed,
                 )
             )
         self._enter(S.COLLECT_SHARES, u1)
@@ -566,11 +703,19 @@ class Server:
         return out
 
     def _close_masked(self) -> list[Message]:
-        # Every accepted masked input is in the accumulator, even if its sender faulted later.
-        u3 = set(self._received)
+        # Every accepted masked input counts, even if its sender faulted later. A client stays
+        # in the sum only with at least t partners in it (t-core of the partner graph): once its
+        # self-mask seed is revealed, an honest partner's mask must still hide its input.
+        received = set(self._masked)
+        t = self.threshold
+        u3 = k_core(self._partners, received, t)
+        for i in sorted(received - u3):
+            live = len(self._partners[i] & u3)
+            self.pruned[i] = f"only {live} of its partners sent masked inputs, t={t} needed"
+            log.info("client %d left out of the sum: %s", i, self.pruned[i])
         self.u3 = tuple(sorted(u3))
         self.dropped_before_input = tuple(sorted(set(self.u2) - u3))
-        self._require(len(u3), "sent masked inputs")
+        self._require(len(u3), "sent masked inputs with enough live partners")
         rid = self.config.round_id
         ask = u3 - set(self.excluded)
         if self.config.hardened:
@@ -591,10 +736,15 @@ class Server:
             raise _RoundAbort(f"only {len(signers)} consistency signatures over U3, {need} needed")
         sigs = {i: self._signatures[i] for i in signers}
         rid = self.config.round_id
-        out = [
-            UnmaskRequest(rid, SERVER_ID, i, self.u3, self.dropped_before_input, sigs)
-            for i in sorted(signers)
-        ]
+        u3 = set(self.u3)
+        out = []
+        for i in sorted(signers):
+            # the signed partner sets of the survivors whose self-mask shares i holds
+            owners = (self._forwarded.get(i, frozenset()) & u3) | {i}
+            records = {o: self._partner_records[o] for o in owners}
+            out.append(
+                UnmaskRequest(rid, SERVER_ID, i, self.u3, self.dropped_before_input, sigs, records)
+            )
         self._enter(S.COLLECT_UNMASK, signers)
         return out
 
@@ -664,7 +814,8 @@ class Server:
         survivors = set(self.u3)
         pairwise: dict[tuple[int, int], bytes] = {}
         for d in self.dropped_before_input:
-            partners = sorted(self.graph.neighbours[d] & survivors)
+            # the survivors that masked with d (d in their signed partner set)
+            partners = sorted(i for i in survivors if d in self._partners[i])
             if not partners:
                 continue
             s_pk = self._adverts[d].s_pk
@@ -673,13 +824,31 @@ class Server:
             for i in partners:
                 key = sk.agree(kp, self._adverts[i].s_pk, mask_agreement_info(cfg.round_id, i, d))
                 pairwise[(i, d)] = pairwise_seed(key, cfg.round_id)
-        acc = cfg.encoder.wrap(self._acc)
+        acc = sum_masked((self._masked[i] for i in self.u3), cfg.bits)
         total = unmask_sum(acc, seeds, pairwise, cfg.bits, workers=self.unmask_workers)
+        self._check_sum_range(total)
         total.flags.writeable = False
         aggregate = cfg.encoder.decode(total, len(self.u3))
         self.result = AggregateResult(total, aggregate, self.u3)
         self.stage = ServerStage.DONE
         return []
+
+    def _check_sum_range(self, total: np.ndarray) -> None:
+        """A sum of |U3| honest encodings lies in ``[-|U3| * max_int, |U3| * max_int]``; a value
+        outside means an input outside ``[-clip, clip]`` or masks that did not cancel (bad
+        shares, keys altered in transit). The round then fails: it is never applied."""
+        enc = self.config.encoder
+        bound = len(self.u3) * enc.max_int
+        signed = enc.to_signed(total)
+        over = np.flatnonzero(np.abs(signed) > bound)
+        if over.size:
+            j = int(over[0])
+            raise _RoundAbort(
+                f"the unmasked sum is out of range at {over.size} coordinate(s), first "
+                f"[{j}] = {int(signed[j]) / enc.scale:.6g} outside +-{len(self.u3)} x clip="
+                f"{self.config.clip}: some input was outside [-clip, clip] or masks did not "
+                "cancel; the round failed and its sum is not released"
+            )
 
 
 class _BadShare(Exception):

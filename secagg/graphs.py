@@ -50,12 +50,13 @@ import hashlib
 import hmac
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .errors import GraphError
 
 __all__ = [
+    "k_core",
     "MaskingGraph",
     "complete_graph",
     "secaggplus_graph",
@@ -128,10 +129,46 @@ class MaskingGraph:
                     queue.append(v)
         return len(seen) == len(alive)
 
+    def core(self, alive: Iterable[int], min_neighbours: int) -> set[int]:
+        """The largest subset of ``alive`` in which every member has at least
+        ``min_neighbours`` neighbours inside the subset (the k-core of the induced graph)."""
+        return k_core(self.neighbours, alive, min_neighbours)
+
     def recoverable(self, i: int, survivors: Iterable[int]) -> bool:
         """Whether at least ``threshold`` of ``i``'s neighbours are among ``survivors``."""
         alive = set(survivors)
         return sum(1 for j in self._get(i) if j in alive) >= self.threshold
+
+
+def k_core(
+    adjacency: Mapping[int, Iterable[int]], alive: Iterable[int], min_neighbours: int
+) -> set[int]:
+    """The largest subset S of ``alive`` where every member has ``>= min_neighbours``
+    neighbours (by ``adjacency``) inside S.
+
+    It is unique (the union of two such subsets is one), so every party that runs this on the
+    same inputs gets the same set, whatever order it removes members in. Members missing from
+    ``adjacency`` have no neighbours.
+    """
+    members = set(alive)
+    degree = {i: len(set(adjacency.get(i, ())) & members) for i in members}
+    counted_by: dict[int, list[int]] = {i: [] for i in members}  # j -> members counting j
+    for i in members:
+        for j in set(adjacency.get(i, ())) & members:
+            counted_by[j].append(i)
+    queue = deque(i for i in members if degree[i] < min_neighbours)
+    removed: set[int] = set()
+    while queue:
+        i = queue.popleft()
+        if i in removed:
+            continue
+        removed.add(i)
+        for j in counted_by[i]:
+            if j not in removed:
+                degree[j] -= 1
+                if degree[j] < min_neighbours:
+                    queue.append(j)
+    return members - removed
 
 
 def _check_ids(ids: Sequence[int]) -> list[int]:

@@ -136,7 +136,7 @@ def test_unknown_sender_is_logged_but_nobody_is_excluded():
 
 
 def test_malformed_bytes_from_a_peer_count_as_its_fault():
-    cfg, server, clients, x = make_round(n=10, max_message_size=10_000)
+    cfg, server, clients, x = make_round(n=12, max_message_size=10_000)
     keys = to_server(server, [c.start() for c in clients])
     fwd = to_server(server, to_clients(clients, keys))
     masked = to_clients(clients, fwd)
@@ -154,16 +154,16 @@ def test_malformed_bytes_from_a_peer_count_as_its_fault():
     assert "client 0" in reasons[4] and "client 4's channel" in reasons[4]
     assert None in reasons
     assert set(server.excluded) == {1, 2, 3, 4}
-    for i in (0, 5, 6, 7, 8, 9):
+    for i in (0, 5, 6, 7, 8, 9, 10, 11):
         out += server.receive_bytes(datas[i], peer=i)
     # 1..4 are dropouts at the masked-input stage: their masks are removed via s_sk recovery
-    assert server.u3 == (0, 5, 6, 7, 8, 9)
+    assert server.u3 == (0, 5, 6, 7, 8, 9, 10, 11)
     finish(server, clients, out)
     assert_round_ok_without(server, clients, cfg, x, {1, 2, 3, 4})
 
 
 def test_bad_masked_input_is_a_fault_and_its_masks_are_removed():
-    cfg, server, clients, x = make_round()
+    cfg, server, clients, x = make_round(n=8)  # t = 5: six clients left keep five partners
     keys = to_server(server, [c.start() for c in clients])
     fwd = to_server(server, to_clients(clients, keys))
     masked = to_clients(clients, fwd)
@@ -268,7 +268,7 @@ def test_client_rejects_server_keys_from_a_lying_server():
     few = ServerKeys(
         k.round_id, k.sender, 1, k.graph_kind, k.graph_seed, k.threshold, k.degree, k1.keys[:1]
     )
-    with pytest.raises(ProtocolError, match="below the threshold"):
+    with pytest.raises(ProtocolError, match="needs t=4 partners"):
         clients[1].receive(few)
     k3 = next(m for m in keys if m.recipient == 3)
     mine = (clients[3]._c.public_bytes(), clients[3]._s.public_bytes())

@@ -126,7 +126,7 @@ def test_truncated_message_names_field_and_sender():
     assert info.value.field == "body_length"
     assert info.value.sender == 12 and "client 12" in str(info.value)
     # a consistent header over a truncated body: the array field reports the truncation
-    body = data[HEADER_BYTES:-3]
+    body = data[HEADER_BYTES : -(3 + 4 + 4)]  # into the array: partners and signature go too
     hdr = _patch(data[:HEADER_BYTES], HEADER_BYTES - 4, struct.pack(">I", len(body)))
     with pytest.raises(MessageFormatError) as info:
         decode(hdr + body)

@@ -16,7 +16,7 @@ import pytest
 from protocol_helpers import to_server
 from scipy import stats
 
-from protocol import Client, ClientStage, ProtocolError, RoundConfig, Server
+from protocol import Client, ClientStage, ProtocolError, RoundConfig, RoundLedger, Server
 from protocol.messages import (
     AdvertiseKeys,
     ConsistencyRequest,
@@ -41,7 +41,8 @@ def make_round(n, d=4, *, x=None, hardened=False, bits=32, clip=1.0, seed=0):
     )
     signing = {i: sk.SigningKeyPair.generate() for i in range(n)} if hardened else {}
     pki = {i: k.public_bytes() for i, k in signing.items()} if hardened else None
-    server = Server(cfg, graph_seed=rng.bytes(32), pki=pki)
+    seed_bytes = rng.bytes(32)
+    server = Server(cfg, graph_seed=None if hardened else seed_bytes, pki=pki)
     clients = [
         Client(
             cfg,
@@ -50,6 +51,7 @@ def make_round(n, d=4, *, x=None, hardened=False, bits=32, clip=1.0, seed=0):
             rng=np.random.default_rng([seed, i]),
             signing_key=signing.get(i),
             pki=pki,
+            round_ledger=RoundLedger.in_memory() if hardened else None,
         )
         for i in range(n)
     ]
@@ -299,6 +301,9 @@ def test_hardened_needs_pki():
         Server(cfg)
     with pytest.raises(ValueError, match="signing_key and pki"):
         Client(cfg, 0, np.zeros(2))
+    key = sk.SigningKeyPair.generate()
+    with pytest.raises(ValueError, match="round_ledger"):
+        Client(cfg, 0, np.zeros(2), signing_key=key, pki={0: key.public_bytes()})
 
 
 def test_hardened_split_view_with_one_colluder_is_refused():
@@ -316,7 +321,15 @@ def test_hardened_split_view_with_one_colluder_is_refused():
     cfg = RoundConfig(round_id=rid, population=pop, dim=d, clip=1.0, hardened=True)
     srv = Server(cfg, pki=pki)
     clients = {
-        i: Client(cfg, i, np.full(d, 0.01 * i), signing_key=signing[i], pki=pki) for i in pop
+        i: Client(
+            cfg,
+            i,
+            np.full(d, 0.01 * i),
+            signing_key=signing[i],
+            pki=pki,
+            round_ledger=RoundLedger.in_memory(),
+        )
+        for i in pop
     }
     assert cfg.min_signatures(srv.threshold) > (n + srv.threshold - 1) / 2
     pending = []
@@ -335,7 +348,7 @@ def test_hardened_split_view_with_one_colluder_is_refused():
             i: clients[i].receive(ConsistencyRequest(rid, server_id, i, u3))[0].signature
             for i in group
         }
-        sigs[evil] = signing[evil].sign(survivors_signing_bytes(rid, evil, u3))
+        sigs[evil] = signing[evil].sign(survivors_signing_bytes(srv.context, evil, u3))
         dropped = () if u3 == u_a else (0,)
         for i in group:
             with pytest.raises(ProtocolError, match="consistency signatures"):
