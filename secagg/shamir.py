@@ -35,7 +35,11 @@ __all__ = [
     "SHARE_BYTES",
     "MAX_SECRET_BYTES",
     "split",
+    "split_with_coefficients",
     "reconstruct",
+    "decode",
+    "Decoded",
+    "max_errors",
     "share_to_bytes",
     "share_from_bytes",
     "lagrange_at_zero",
@@ -78,6 +82,17 @@ def split(secret: bytes, threshold: int, xs: Sequence[int]) -> dict[int, int]:
         If ``threshold`` is not in ``[1, len(xs)]``, points repeat or are not in ``[1, PRIME)``,
         or the secret is longer than 32 bytes.
     """
+    return split_with_coefficients(secret, threshold, xs)[0]
+
+
+def split_with_coefficients(
+    secret: bytes, threshold: int, xs: Sequence[int]
+) -> tuple[dict[int, int], list[int]]:
+    """Like :func:`split`, but also return the polynomial ``[c_0 = secret, c_1, ..., c_{t-1}]``.
+
+    For a dealer that must commit to its polynomial (Feldman VSS, :mod:`secagg.vss`). The
+    coefficients are as secret as the secret itself. Raises ``ShamirError`` like :func:`split`.
+    """
     if not isinstance(secret, (bytes, bytearray, memoryview)):
         raise ShamirError(f"secret must be bytes, got {type(secret).__name__}")
     if len(secret) > MAX_SECRET_BYTES:
@@ -91,7 +106,8 @@ def split(secret: bytes, threshold: int, xs: Sequence[int]) -> dict[int, int]:
     # coefficients c_0 = secret, c_1..c_{t-1} uniform in the field
     coeffs = [mpz(int.from_bytes(bytes(secret), "big"))]
     coeffs += [mpz(secrets.randbelow(PRIME)) for _ in range(threshold - 1)]
-    return {x: int(_horner(coeffs, mpz(x))) for x in points}
+    shares = {x: int(_horner(coeffs, mpz(x))) for x in points}
+    return shares, [int(c) for c in coeffs]
 
 
 def _horner(coeffs: Sequence[mpz], x: mpz) -> mpz:
@@ -331,6 +347,20 @@ def reconstruct(
         fit in ``length`` bytes (wrong shares or wrong threshold).
     """
     threshold = _check_threshold(threshold)
+    points, ys = _sorted_shares(shares, threshold, length, limit=None if check else threshold)
+    pset = _CACHE.get(points)
+    if len(points) > threshold and _dot(pset.check_vector(threshold), ys) != 0:
+        raise ShamirError(
+            f"inconsistent shares: the {len(points)} shares (x={points[0]}..{points[-1]}) do not "
+            f"lie on one polynomial of degree < threshold={threshold}"
+        )
+    return _secret_bytes(_dot(pset.lam0, ys), length)
+
+
+def _sorted_shares(
+    shares: Mapping[int, int], threshold: int, length: int, limit: int | None
+) -> tuple[tuple[int, ...], list[mpz]]:
+    """Validated points (sorted, at most ``limit`` of them) and their share values."""
     if not isinstance(shares, Mapping):
         raise ShamirError(f"shares must be a mapping x -> share, got {type(shares).__name__}")
     if len(shares) < threshold:
@@ -341,24 +371,159 @@ def reconstruct(
     for x, y in items:
         if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < PRIME:
             raise ShamirError(f"share at x={x} is not a field element")
-    if not check:
-        items = items[:threshold]
+    if limit is not None:
+        items = items[:limit]
     points = tuple(x for x, _ in items)
     if len(set(points)) != len(points):  # e.g. 1 and np.int64(1) as two keys
         raise ShamirError("evaluation points must be distinct")
-    ys = [mpz(y) for _, y in items]
-    pset = _CACHE.get(points)
-    if len(items) > threshold and _dot(pset.check_vector(threshold), ys) != 0:
-        raise ShamirError(
-            f"inconsistent shares: the {len(items)} shares (x={points[0]}..{points[-1]}) do not "
-            f"lie on one polynomial of degree < threshold={threshold}"
-        )
-    secret = _dot(pset.lam0, ys)
+    return points, [mpz(y) for _, y in items]
+
+
+def _secret_bytes(secret: mpz, length: int) -> bytes:
     if secret.bit_length() > 8 * length:
         raise ShamirError(
             f"reconstructed value does not fit in {length} bytes: wrong or corrupted shares"
         )
     return int(secret).to_bytes(length, "big")
+
+
+class Decoded(NamedTuple):
+    """Result of :func:`decode`: the secret and the evaluation points whose shares were wrong."""
+
+    secret: bytes
+    wrong: frozenset[int]
+
+
+def max_errors(n_shares: int, threshold: int) -> int:
+    """How many wrong shares among ``n_shares`` :func:`decode` corrects: ``(n - t) // 2``.
+
+    This is the unique-decoding radius of the Reed-Solomon code formed by Shamir shares (minimum
+    distance ``n - t + 1``); no decoder can do better without extra information.
+    """
+    return max((n_shares - threshold) // 2, 0)
+
+
+def decode(shares: Mapping[int, int], threshold: int, length: int = 32) -> Decoded:
+    """Error-correcting reconstruction: the secret and the set of wrong shares.
+
+    Given ``m >= threshold`` shares ``{x: y}`` of a polynomial ``f`` of degree ``< threshold``,
+    of which at most ``e = (m - threshold) // 2`` are wrong (any values, chosen by an adversary
+    or not), returns ``f(0)`` as ``length`` big-endian bytes and exactly the points ``x`` with
+    ``y != f(x)``. Uses Gao's algorithm (interpolation, then a partial extended Euclid on
+    ``prod (X - x)`` and the interpolant, then one polynomial division): O(m^2) field
+    operations. When all shares are consistent (checked first, O(m) with the cached point set)
+    it costs the same as :func:`reconstruct`.
+
+    With more than ``e`` wrong shares it raises, unless the received shares happen to lie within
+    distance ``e`` of *another* polynomial of degree ``< threshold``; that needs at least
+    ``m - threshold + 1 - e`` wrong shares that fit such a polynomial, and is unavoidable for any
+    decoder. Where the dealer committed to ``f`` (:mod:`secagg.vss`), check the result or the
+    flagged shares against the commitments.
+
+    With exactly ``threshold`` shares nothing can be checked: this is :func:`reconstruct`.
+
+    Raises
+    ------
+    ShamirError
+        Fewer than ``threshold`` shares; malformed points or values; more wrong shares than can
+        be corrected (the message gives ``e``, ``m`` and ``threshold``); or a secret that does
+        not fit in ``length`` bytes.
+    """
+    threshold = _check_threshold(threshold)
+    xs, ys = _sorted_shares(shares, threshold, length, limit=None)
+    pset = _CACHE.get(xs)
+    m = len(xs)
+    if m == threshold or _dot(pset.check_vector(threshold), ys) == 0:
+        return Decoded(_secret_bytes(_dot(pset.lam0, ys), length), frozenset())
+    e = max_errors(m, threshold)
+    f = _gao(xs, ys, pset.weights, threshold) if e else None
+    wrong = (
+        frozenset()
+        if f is None
+        else frozenset(x for x, y in zip(xs, ys) if _horner(f, mpz(x)) != y)
+    )
+    if f is None or len(wrong) > e:
+        raise ShamirError(
+            f"too many wrong shares to correct: at most e={e} of m={m} shares at "
+            f"threshold={threshold} can be corrected (e = (m - threshold) // 2)"
+        )
+    return Decoded(_secret_bytes(f[0] if f else mpz(0), length), wrong)
+
+
+# Polynomials over GF(PRIME) as lists of mpz, lowest degree first, without trailing zeros
+# (the zero polynomial is []).
+
+
+def _trim(a: list[mpz]) -> list[mpz]:
+    while a and a[-1] == 0:
+        a.pop()
+    return a
+
+
+def _poly_sub_mul(a: list[mpz], b: list[mpz], c: list[mpz]) -> list[mpz]:
+    """``a - b * c``."""
+    out = a + [mpz(0)] * max(len(b) + len(c) - 1 - len(a), 0)
+    for i, bi in enumerate(b):
+        if bi:
+            for j, cj in enumerate(c):
+                out[i + j] = (out[i + j] - bi * cj) % _P
+    return _trim(out)
+
+
+def _poly_divmod(a: list[mpz], b: list[mpz]) -> tuple[list[mpz], list[mpz]]:
+    """Quotient and remainder of ``a / b`` (``b`` nonzero)."""
+    rem = list(a)
+    db = len(b) - 1
+    if len(rem) <= db:
+        return [], rem
+    inv_lead = gmpy2.invert(b[-1], _P)
+    quo = [mpz(0)] * (len(rem) - db)
+    for i in range(len(rem) - 1, db - 1, -1):
+        coef = rem[i] * inv_lead % _P
+        quo[i - db] = coef
+        if coef:
+            for j in range(db + 1):
+                rem[i - db + j] = (rem[i - db + j] - coef * b[j]) % _P
+    return _trim(quo), _trim(rem[:db])
+
+
+def _gao(
+    xs: tuple[int, ...], ys: list[mpz], weights: list[mpz], threshold: int
+) -> list[mpz] | None:
+    """Gao's decoder (2003): the polynomial of degree < ``threshold`` within distance
+    ``(m - threshold) // 2`` of the received word, or None if there is none."""
+    m = len(xs)
+    # g0 = prod (X - x_i)
+    g0 = [mpz(1)]
+    for x in xs:
+        nxt = [mpz(0)] * (len(g0) + 1)
+        for i, c in enumerate(g0):
+            nxt[i] = (nxt[i] - c * x) % _P
+            nxt[i + 1] = (nxt[i + 1] + c) % _P
+        g0 = nxt
+    # g1 = interpolant of degree < m: sum_i y_i w_i g0 / (X - x_i) (barycentric form)
+    acc = [mpz(0)] * m
+    for x, y, w in zip(xs, ys, weights):
+        scale = y * w % _P
+        if not scale:
+            continue
+        carry = mpz(0)  # synthetic division of g0 by (X - x), high degree first
+        for i in range(m, 0, -1):
+            carry = (g0[i] + carry * x) % _P
+            acc[i - 1] += scale * carry
+    g1 = _trim([c % _P for c in acc])
+    # partial extended Euclid: r_i = u_i g0 + v_i g1 until deg r_i < (m + threshold) / 2
+    r0, r1 = g0, g1
+    v0: list[mpz] = []
+    v1 = [mpz(1)]
+    while 2 * (len(r1) - 1) >= m + threshold:
+        quo, rem = _poly_divmod(r0, r1)
+        r0, r1 = r1, rem
+        v0, v1 = v1, _poly_sub_mul(v0, quo, v1)
+    f, rem = _poly_divmod(r1, v1)
+    if rem or len(f) > threshold:
+        return None
+    return f
 
 
 def consistent_polynomial(

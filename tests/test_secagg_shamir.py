@@ -213,3 +213,115 @@ def test_single_bad_share_among_many_detected_after_derivation():
         with pytest.raises(ShamirError, match="inconsistent"):
             reconstruct(tampered, t)
     assert shamir.cache_info().derived >= 1
+
+
+# -- error-correcting reconstruction (shamir.decode) -------------------------------------------
+
+
+def _corrupt(shares, points, rng_values):
+    """Copy of ``shares`` with the value at each of ``points`` changed (never to itself)."""
+    out = dict(shares)
+    for x, v in zip(points, rng_values):
+        out[x] = (shares[x] + 1 + v % (PRIME - 1)) % PRIME
+    return out
+
+
+def test_split_with_coefficients_matches_polynomial():
+    secret = secrets.token_bytes(32)
+    shares, coeffs = shamir.split_with_coefficients(secret, 4, [1, 5, 9, 200])
+    assert len(coeffs) == 4 and coeffs[0] == int.from_bytes(secret, "big")
+    assert all(shamir.evaluate(coeffs, x) == y for x, y in shares.items())
+    assert reconstruct(shares, 4) == secret
+    with pytest.raises(ShamirError, match="exceeds"):
+        shamir.split_with_coefficients(secret, 5, [1, 2])
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), data=st.data())
+def test_property_decode_finds_exactly_the_wrong_points(n, data):
+    t = data.draw(st.integers(1, n))
+    xs = data.draw(st.lists(st.integers(1, 2**32), min_size=n, max_size=n, unique=True))
+    secret = secrets.token_bytes(32)
+    shares = split(secret, t, xs)
+    e = shamir.max_errors(n, t)
+    bad = data.draw(st.lists(st.sampled_from(xs), max_size=e, unique=True)) if e else []
+    values = data.draw(st.lists(st.integers(0, PRIME), min_size=len(bad), max_size=len(bad)))
+    got = shamir.decode(_corrupt(shares, bad, values), t)
+    assert got == shamir.Decoded(secret, frozenset(bad))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 40), data=st.data())
+def test_property_decode_refuses_beyond_the_radius(n, data):
+    t = data.draw(st.integers(1, n - 1))
+    e = shamir.max_errors(n, t)
+    n_bad = data.draw(st.integers(e + 1, min(n, e + 3)))
+    xs = data.draw(st.lists(st.integers(1, 2**32), min_size=n, max_size=n, unique=True))
+    shares = split(secrets.token_bytes(32), t, xs)
+    bad = data.draw(st.permutations(xs))[:n_bad]
+    # random wrong values land within distance e of another polynomial of degree < t only if
+    # some of them hit values fixed by the others: probability < 4**n / PRIME < 2**-170
+    tampered = _corrupt(shares, bad, [secrets.randbelow(PRIME) for _ in bad])
+    with pytest.raises(ShamirError, match=f"too many wrong shares.*e={e} of m={n}"):
+        shamir.decode(tampered, t)
+
+
+def test_decode_at_the_bench_sizes():
+    for m, t in ((70, 51), (30, 11)):
+        secret = secrets.token_bytes(32)
+        shares = split(secret, t, range(1, m + 1))
+        e = shamir.max_errors(m, t)
+        assert e == 9
+        bad = list(range(1, 2 * e + 1, 2))
+        tampered = _corrupt(shares, bad, range(e))
+        assert shamir.decode(tampered, t) == (secret, frozenset(bad))
+        with pytest.raises(ShamirError, match="too many"):
+            shamir.decode(_corrupt(shares, bad + [m], range(e + 1)), t)
+
+
+def test_decode_without_redundancy_or_errors_is_reconstruct():
+    secret = secrets.token_bytes(32)
+    shares = split(secret, 3, [1, 2, 3, 4])
+    assert shamir.decode(shares, 3) == (secret, frozenset())
+    exact = {x: shares[x] for x in (1, 2, 3)}
+    assert shamir.decode(exact, 3) == (secret, frozenset())
+    # one extra share detects one wrong share but cannot tell which (e = 0)
+    with pytest.raises(ShamirError, match="e=0 of m=4"):
+        shamir.decode(_corrupt(shares, [2], [0]), 3)
+    with pytest.raises(ShamirError, match="threshold=3.*got 2"):
+        shamir.decode({1: shares[1], 2: shares[2]}, 3)
+    with pytest.raises(ShamirError, match="field element"):
+        shamir.decode({1: shares[1], 2: shares[2], 3: PRIME}, 3)
+    with pytest.raises(ShamirError, match="mapping"):
+        shamir.decode([(1, 2)], 1)
+
+
+def test_decode_short_secret_and_length():
+    shares = split(b"abc", 2, range(1, 8))
+    tampered = _corrupt(shares, [4, 6], [5, 7])
+    assert shamir.decode(tampered, 2, length=3) == (b"abc", frozenset({4, 6}))
+    with pytest.raises(ShamirError, match="fit"):
+        shamir.decode(tampered, 2, length=2)
+
+
+def test_decode_past_the_radius_can_return_another_polynomial():
+    """The documented limit: with m - t even, e + 1 colluding wrong shares that follow another
+    polynomial f' agreeing with f at t - 1 of the other points make the word closer to f'; any
+    decoder returns f'. (Commitments expose it: see the VSS tests.)"""
+    m, t = 9, 3
+    e = shamir.max_errors(m, t)  # 3
+    xs = list(range(1, m + 1))
+    coeffs = [secrets.randbelow(PRIME) for _ in range(t)]
+    shares = {x: shamir.evaluate(coeffs, x) for x in xs}
+    agree_at = xs[: t - 1]  # f' = f + c * (X - 1)(X - 2): agrees with f at x = 1, 2
+    c = secrets.randbelow(PRIME - 1) + 1
+    other = [(coeffs[0] + 2 * c) % PRIME, (coeffs[1] - 3 * c) % PRIME, (coeffs[2] + c) % PRIME]
+    assert all(shamir.evaluate(other, x) == shares[x] for x in agree_at)
+    liars = xs[t - 1 : t - 1 + e + 1]
+    tampered = dict(shares)
+    for x in liars:
+        tampered[x] = shamir.evaluate(other, x)
+    got = shamir.decode(tampered, t)
+    assert int.from_bytes(got.secret, "big") == other[0]
+    assert got.wrong == frozenset(xs) - set(agree_at) - set(liars)
+    assert len(got.wrong) == e
