@@ -5,6 +5,8 @@
 * :mod:`secagg.keys` -- X25519+HKDF key agreement, AES-GCM sealing, Ed25519 signatures.
 * :mod:`secagg.shamir` -- Shamir t-of-n sharing over GF(2**256 + 297) with cached Lagrange
   coefficients.
+* :mod:`secagg.vss` -- Feldman verifiable secret sharing and Diffie-Hellman in a 2048-bit
+  Schnorr group whose order is the Shamir field's prime.
 * :mod:`secagg.graphs` -- complete and SecAgg+ masking graphs with their threshold rules.
 * :mod:`secagg.masking` -- pairwise/self masking and unmasking.
 * :mod:`secagg.errors` -- the typed errors.
@@ -14,6 +16,8 @@ from .encoding import FixedPointEncoder
 from .errors import (
     EncodingOverflowError,
     GraphError,
+    GroupElementError,
+    GroupParameterError,
     KeyAgreementError,
     SecAggError,
     ShamirError,
@@ -24,7 +28,19 @@ from .graphs import MaskingGraph, complete_graph, secaggplus_graph, secaggplus_p
 from .keys import KeyPair, SigningKeyPair, agree, open_sealed, seal, verify_signature
 from .masking import mask_input, pairwise_seed, unmask_sum
 from .prg import MaskExpander
-from .shamir import PRIME, reconstruct, share_from_bytes, share_to_bytes, split
+from .shamir import PRIME, Decoded, decode, reconstruct, share_from_bytes, share_to_bytes, split
+from .vss import (
+    Commitments,
+    DHKeyPair,
+    VerifiableSharing,
+    deal,
+    dh_agree,
+    find_bad_shares,
+    get_group,
+    validate_dh_public_key,
+    verify_share,
+    verify_shares,
+)
 
 __all__ = [
     "FixedPointEncoder",
@@ -40,6 +56,18 @@ __all__ = [
     "reconstruct",
     "share_to_bytes",
     "share_from_bytes",
+    "decode",
+    "Decoded",
+    "get_group",
+    "Commitments",
+    "VerifiableSharing",
+    "deal",
+    "verify_share",
+    "verify_shares",
+    "find_bad_shares",
+    "DHKeyPair",
+    "dh_agree",
+    "validate_dh_public_key",
     "MaskingGraph",
     "complete_graph",
     "secaggplus_graph",
@@ -54,4 +82,6 @@ __all__ = [
     "SignatureError",
     "GraphError",
     "KeyAgreementError",
+    "GroupElementError",
+    "GroupParameterError",
 ]

@@ -15,6 +15,8 @@ __all__ = [
     "SignatureError",
     "GraphError",
     "KeyAgreementError",
+    "GroupElementError",
+    "GroupParameterError",
 ]
 
 
@@ -47,3 +49,13 @@ class GraphError(SecAggError, ValueError):
 
 class KeyAgreementError(SecAggError, ValueError):
     """X25519 key agreement failed: malformed or low-order peer public key."""
+
+
+class GroupElementError(SecAggError, ValueError):
+    """A received group element (Feldman commitment, Diffie-Hellman public key) is malformed:
+    wrong encoded length, out of ``[1, p)``, or outside the subgroup of order ``q``."""
+
+
+class GroupParameterError(SecAggError):
+    """The Schnorr-group parameters fail their check (sizes, primality, generator order), or no
+    parameters exist for the requested size."""
