@@ -261,6 +261,8 @@ class _RoundBar:
 
     def __call__(self, _round: int, rec: dict[str, Any]) -> None:
         post = {}
+        if rec.get("diverged"):
+            post["DIVERGED"] = rec["diverged"]
         if rec.get("accuracy") is not None:
             post["acc"] = f"{100 * rec['accuracy']:.1f}%"
         post["rej honest"] = rec["honest_rejected"]
@@ -285,9 +287,14 @@ def _undefended(cfg: Any) -> Any:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run the rows of ``fortis simulate`` and write the report.
+
+    Every row is checked before any trains (configuration errors raise). A row that diverges
+    or fails is reported and the next row runs; returns 1 if any row failed, else 0.
+    """
     from simulations.datasets import load_dataset
     from simulations.report import summary_table, write_simulation_report
-    from simulations.runner import check_components, run_simulation
+    from simulations.runner import check_components, preflight, run_simulation
     from simulations.specs import parse_defence
 
     f = args.byzantine if args.byzantine is not None else max(1, round(0.2 * args.clients))
@@ -335,6 +342,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for _, cfg in runs:
         check_components(cfg)
     dataset = load_dataset(defended.dataset, defended.data_dir, seed=defended.seed)
+    for _, cfg in runs:
+        preflight(cfg, dataset)
     if not args.quiet:
         print(
             f"fortis simulate: {dataset.name} ({len(dataset.x_train)} train / "
@@ -348,32 +357,63 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for i, (name, cfg) in enumerate(runs):
         bar = _RoundBar(cfg.rounds, f"[{i + 1}/{len(runs)}] {name}", args.quiet)
         try:
-            results.append((name, run_simulation(cfg, dataset=dataset, progress=bar)))
+            result = run_simulation(cfg, dataset=dataset, progress=bar)
         finally:
             bar.close()
+        results.append((name, result))
+        if result.status != "completed":
+            # Shown even with --quiet: it explains the report's marked row.
+            print(f"[{i + 1}/{len(runs)}] {name}: {result.describe_status()}", file=sys.stderr)
     paths = write_simulation_report(results, args.out)
     print(summary_table(results))
     print(
         f"\nwrote {paths['json']}, {paths['md']}, {paths['png']} ({time.perf_counter() - t0:.1f}s)"
     )
+    failed = [name for name, res in results if res.status == "failed"]
+    if failed:
+        print(
+            f"{len(failed)} of {len(results)} runs failed ({', '.join(failed)}); "
+            f"the tracebacks are in {paths['json']}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
+def _int_list(text: str, option: str) -> list[int]:
+    from simulations.config import ConfigError
+
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} must be comma-separated integers, got {text!r}") from None
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
+    """Run the ``fortis matrix`` grid and write its report.
+
+    Configuration errors raise before any cell trains. A diverging or failing cell is marked
+    and the grid goes on; returns 1 if any cell failed, else 0.
+    """
     from tqdm.auto import tqdm
 
+    from simulations.config import ConfigError
     from simulations.matrix import matrix_configs, run_matrix
     from simulations.report import matrix_markdown
     from simulations.specs import split_specs
 
-    attacks = [a for a in args.attacks.split(",") if a]
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     defences = split_specs(args.defences)
-    partitions = [p for p in args.partitions.split(",") if p]
-    fs = (
-        [int(x) for x in args.fs.split(",") if x]
-        if args.fs
-        else [max(1, round(0.2 * args.clients))]
-    )
+    partitions = [p.strip() for p in args.partitions.split(",") if p.strip()]
+    fs = _int_list(args.fs, "--f") if args.fs else [max(1, round(0.2 * args.clients))]
+    for option, values in (
+        ("--attacks", attacks),
+        ("--defences", defences),
+        ("--partitions", partitions),
+        ("--f", fs),
+    ):
+        if not values:
+            raise ConfigError(f"{option} must name at least one value")
     base = _base_config(args, byzantine=fs[0], attack=attacks[0], partition=partitions[0])
     total = len(matrix_configs(base, attacks, defences, fs, partitions))
     outer = tqdm(
@@ -397,11 +437,22 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             inner["bar"].close()
             inner["bar"] = None
         tag = "resumed" if resumed else "done"
-        outer.set_postfix_str(
-            f"{summary['defence']} vs {summary['attack']} (f={summary['f']}): "
-            f"{100 * summary['final_accuracy']:.1f}% [{tag}]"
+        where = f"{summary['defence']} vs {summary['attack']} (f={summary['f']})"
+        acc = summary["final_accuracy"]
+        shown = (
+            "failed"
+            if summary["status"] == "failed"
+            else "–"
+            if acc is None
+            else f"{100 * acc:.1f}%"
         )
+        outer.set_postfix_str(f"{where}: {shown} [{tag}]")
         outer.update(1)
+        if summary["status"] != "completed":
+            outer.write(
+                f"{where}, partition {summary['partition']}: {summary['reason']}",
+                file=sys.stderr,
+            )
 
     cells = run_matrix(
         base,
@@ -417,24 +468,23 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     print(matrix_markdown(cells))
     out = Path(args.out)
     print(f"wrote {out / 'matrix.json'}, {out / 'matrix.md'}, {out / 'matrix.png'}")
+    failed = sum(c["status"] == "failed" for c in cells)
+    if failed:
+        print(
+            f"{failed} of {len(cells)} cells failed (reasons above and in matrix.md); "
+            "they are not stored and rerun next time",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's options or data: reported in one line, no traceback."""
     import robust.errors
-    from simulations.attacks import AttackConfigError
-    from simulations.config import ConfigError
-    from simulations.datasets import DatasetError
-    from simulations.training import TrainingError
+    from simulations.runner import CONFIG_ERRORS
 
-    return (
-        ConfigError,
-        DatasetError,
-        AttackConfigError,
-        TrainingError,
-        robust.errors.RobustError,
-    )
+    return (*CONFIG_ERRORS, robust.errors.RobustError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

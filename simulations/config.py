@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,8 +107,24 @@ class SimulationConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name} must be a probability in [0, 1), got {value}")
-        if self.lr <= 0 or self.server_lr <= 0:
-            raise ConfigError("lr and server_lr must be positive")
+        for name in ("lr", "server_lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ConfigError(
+                f"alpha (Dirichlet concentration) must be a finite number > 0, got {self.alpha}"
+            )
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ConfigError(
+                f"gamma (label_sorted IID fraction) must be in [0, 1], got {self.gamma}"
+            )
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.mu) and self.mu >= 0):
+            raise ConfigError(
+                f"mu (FedProx proximal weight) must be a finite number >= 0, got {self.mu}"
+            )
         if self.replication < 1 or self.clients % self.replication:
             raise ConfigError(
                 f"replication r={self.replication} must be >= 1 and divide clients={self.clients}"

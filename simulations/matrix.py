@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from simulations.config import SimulationConfig
+from simulations.config import ConfigError, SimulationConfig
 from simulations.datasets import Dataset, load_dataset
 from simulations.io import atomic_write_json, atomic_write_text, read_json
 from simulations.report import matrix_markdown, plot_matrix
-from simulations.runner import RunResult, check_components, run_simulation
+from simulations.runner import RunResult, check_components, preflight, run_simulation
 from simulations.specs import defence_label, parse_defence
 
 
@@ -64,17 +64,33 @@ def run_matrix(
 ) -> list[dict[str, Any]]:
     """Run every cell not already stored under ``out_dir/cells`` and write the report.
 
-    A cell is stored atomically when it completes, keyed by the hash of its full config, so an
-    interrupted matrix resumes where it stopped and a changed option recomputes only what it
-    affects. Returns one summary dict per cell.
+    Every cell's configuration is checked first (:func:`~simulations.runner.preflight`), so a
+    configuration error raises one of :data:`~simulations.runner.CONFIG_ERRORS` before any
+    training. After that no cell can stop the grid: a cell whose model diverges is a result
+    (stored, scored at chance, marked in the report), and a cell that fails for another reason
+    is recorded as failed, with its reason, and not stored, so that a later run retries it.
+
+    A completed or diverged cell is stored atomically, keyed by the hash of its full config, so
+    an interrupted matrix resumes where it stopped and a changed option recomputes only what it
+    affects. Returns one summary dict per cell (coordinates, ``final_accuracy``, ``status``,
+    ``reason``, ...).
     """
     out = Path(out_dir)
-    cell_dir = out / "cells"
-    cell_dir.mkdir(parents=True, exist_ok=True)
     grid = matrix_configs(base, attacks, defences, fs, partitions)
+    if not grid:
+        raise ConfigError(
+            "matrix: the grid is empty; give at least one attack, defence, f and partition"
+        )
     for _, cfg in grid:
         check_components(cfg)
     datasets: dict[tuple[str, str | None, int], Dataset] = {}
+    for _, cfg in grid:
+        key = (cfg.dataset, cfg.data_dir, cfg.seed)
+        if key not in datasets:
+            datasets[key] = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
+        preflight(cfg, datasets[key])
+    cell_dir = out / "cells"
+    cell_dir.mkdir(parents=True, exist_ok=True)
     summaries: list[dict[str, Any]] = []
     for index, (coords, cfg) in enumerate(grid):
         path = cell_dir / f"{cfg.key()}.json"
@@ -82,11 +98,10 @@ def run_matrix(
         if resumed:
             result = RunResult.from_dict(read_json(path))
         else:
-            key = (cfg.dataset, cfg.data_dir, cfg.seed)
-            if key not in datasets:
-                datasets[key] = load_dataset(cfg.dataset, cfg.data_dir, seed=cfg.seed)
-            result = run_simulation(cfg, dataset=datasets[key], progress=on_round)
-            atomic_write_json(path, result.to_dict())
+            dataset = datasets[(cfg.dataset, cfg.data_dir, cfg.seed)]
+            result = run_simulation(cfg, dataset=dataset, progress=on_round)
+            if result.status != "failed":
+                atomic_write_json(path, result.to_dict())
         summary = {**coords, **result.summary(), "cell": path.name}
         summaries.append(summary)
         if on_cell is not None:

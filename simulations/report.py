@@ -27,23 +27,35 @@ def _pyplot():
     return plt
 
 
+def status_cell(res: RunResult) -> str:
+    """The run's status in a few words: ``ok``, ``diverged r7 (parameters)``, ``failed r3``
+    (rounds counted from 1; the full reason is in the report's notes)."""
+    if res.failure is not None:
+        where = "setup" if res.failure.round is None else f"r{res.failure.round + 1}"
+        return f"**failed** {where}"
+    if res.divergence is not None:
+        return f"**diverged** r{res.divergence.round + 1} ({res.divergence.kind})"
+    return "ok"
+
+
 def summary_table(results: Sequence[tuple[str, RunResult]]) -> str:
-    """A Markdown table with one row per run."""
+    """A Markdown table with one row per run; a diverged run's final accuracy is chance."""
     lines = [
         "| run | split | attack | defence | final acc | best acc | honest rejected / round "
-        "| Byzantine rejected / round | backdoor ASR | time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Byzantine rejected / round | backdoor ASR | status | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, res in results:
         s = res.summary()
         c = res.config
         defence = c.defence_label()
         attack = c.attack if c.byzantine else "none (all honest)"
+        final = _fmt(s["final_accuracy"]) + (" (chance)" if res.divergence is not None else "")
         lines.append(
-            f"| {name} | {c.partition} | {attack} | {defence} | {_fmt(s['final_accuracy'])} "
+            f"| {name} | {c.partition} | {attack} | {defence} | {final} "
             f"| {_fmt(s['best_accuracy'])} | {s['honest_rejected_per_round']:.2f} "
             f"| {s['byzantine_rejected_per_round']:.2f} | {_fmt(s['backdoor_asr'])} "
-            f"| {s['seconds']:.1f}s |"
+            f"| {status_cell(res)} | {s['seconds']:.1f}s |"
         )
     return "\n".join(lines)
 
@@ -69,7 +81,23 @@ def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathL
         style = "-" if attacked and not undefended else ("--" if attacked else ":")
         rounds = [r.round + 1 for r in res.history if r.accuracy is not None]
         accs = [100 * r.accuracy for r in res.history if r.accuracy is not None]
-        ax.plot(rounds, accs, linestyle=style, color=colour, marker="o", markersize=3, label=name)
+        label = name
+        if res.status != "completed":
+            label += f" [{status_cell(res).replace('*', '')}]"
+        ax.plot(rounds, accs, linestyle=style, color=colour, marker="o", markersize=3, label=label)
+        if res.divergence is not None and accs:
+            # The divergence round, scored at chance: a cross where the line stops.
+            ax.plot(rounds[-1], accs[-1], marker="X", markersize=11, color=colour, zorder=5)
+            ax.annotate(
+                f"diverged ({res.divergence.kind})",
+                (rounds[-1], accs[-1]),
+                textcoords="offset points",
+                xytext=(6, 6),
+                fontsize=7,
+                color=colour,
+            )
+        elif res.failure is not None and accs:
+            ax.plot(rounds[-1], accs[-1], marker="s", markersize=8, color="black", zorder=5)
         if attacked and not undefended:
             ax2.plot(
                 [r.round + 1 for r in res.history],
@@ -84,7 +112,7 @@ def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathL
     ax.set_title(
         f"{cfg.dataset}, {cfg.clients} clients ({cfg.byzantine} Byzantine), "
         f"{partitions} split, {cfg.model}, {cfg.training}\n"
-        "solid: defended   dashed: no defence   dotted: no attack",
+        "solid: defended   dashed: no defence   dotted: no attack   X: diverged (chance)",
         fontsize=10,
     )
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -129,7 +157,11 @@ def write_simulation_report(
         summary_table(results),
         "",
         "*honest rejected / round*: honest clients the defence excluded, averaged over rounds "
-        "(unfair exclusions). ![accuracy](accuracy.png)",
+        "(unfair exclusions). *diverged*: the model became non-finite in that round (the "
+        "kind says where it first showed: loss, honest_updates, aggregate or parameters); the "
+        "run is scored at chance accuracy from then on and its remaining rounds are not run. "
+        "*failed*: an unexpected error ended that run only; the reason is below and the "
+        "traceback in results.json. ![accuracy](accuracy.png)",
         "",
     ]
     notes = [(name, note) for name, res in results for note in res.notes]
@@ -145,19 +177,42 @@ def matrix_tables(cells: Sequence[dict[str, Any]]) -> dict[tuple[str, int], dict
     grids: dict[tuple[str, int], dict[str, Any]] = {}
     for cell in cells:
         key = (cell["partition"], int(cell["f"]))
-        g = grids.setdefault(key, {"attacks": [], "defences": [], "acc": {}})
+        g = grids.setdefault(key, {"attacks": [], "defences": [], "acc": {}, "status": {}})
         if cell["attack"] not in g["attacks"]:
             g["attacks"].append(cell["attack"])
         if cell["defence"] not in g["defences"]:
             g["defences"].append(cell["defence"])
-        g["acc"][(cell["defence"], cell["attack"])] = cell["final_accuracy"]
+        status = cell.get("status", "completed")
+        g["status"][(cell["defence"], cell["attack"])] = status
+        # A failed cell has no accuracy: it is left out of the grid and the worst case.
+        if status != "failed":
+            g["acc"][(cell["defence"], cell["attack"])] = cell["final_accuracy"]
     return grids
 
 
+def _cell_text(g: dict[str, Any], key: tuple[str, str], cells_by_key: dict) -> str:
+    status = g["status"].get(key)
+    if status == "failed":
+        return "**failed**"
+    text = _fmt(g["acc"].get(key))
+    if status == "diverged":
+        cell = cells_by_key[key]
+        text += f" (diverged r{int(cell['diverged_round']) + 1})"
+    return text
+
+
 def matrix_markdown(cells: Sequence[dict[str, Any]]) -> str:
+    """One attack × defence table per (partition, f), with a worst-case column, then the
+    reasons of every diverged and failed cell. A diverged cell scores chance accuracy and
+    counts in the worst case; a failed cell has no accuracy and does not."""
     parts = []
     for (part, f), g in matrix_tables(cells).items():
         attacks = g["attacks"]
+        by_key = {
+            (c["defence"], c["attack"]): c
+            for c in cells
+            if c["partition"] == part and int(c["f"]) == f
+        }
         parts.append(f"### partition {part}, f = {f}\n")
         parts.append("| defence | " + " | ".join(attacks) + " | worst case |")
         parts.append("|---|" + "---|" * (len(attacks) + 1))
@@ -165,8 +220,16 @@ def matrix_markdown(cells: Sequence[dict[str, Any]]) -> str:
             accs = [g["acc"].get((d, a)) for a in attacks]
             present = [a for a in accs if a is not None]
             worst = min(present) if present else None
+            texts = [_cell_text(g, (d, a), by_key) for a in attacks]
+            parts.append(f"| {d} | " + " | ".join(texts) + f" | **{_fmt(worst)}** |")
+        parts.append("")
+    marked = [c for c in cells if c.get("status", "completed") != "completed"]
+    if marked:
+        parts.append("Diverged cells are scored at chance accuracy; failed cells have none.\n")
+        for c in marked:
             parts.append(
-                f"| {d} | " + " | ".join(_fmt(a) for a in accs) + f" | **{_fmt(worst)}** |"
+                f"- {c['defence']} vs {c['attack']} (partition {c['partition']}, f = {c['f']}): "
+                f"{c['reason']}"
             )
         parts.append("")
     return "\n".join(parts)
@@ -200,8 +263,14 @@ def plot_matrix(cells: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -
         ax.axvline(len(attacks) - 0.5, color="black", linewidth=2)
         for i in range(M.shape[0]):
             for j in range(M.shape[1]):
-                if np.isfinite(M[i, j]):
-                    ax.text(j, i, f"{M[i, j]:.0f}", ha="center", va="center", fontsize=8)
+                status = g["status"].get((defences[i], attacks[j])) if j < len(attacks) else None
+                if status == "failed":
+                    ax.text(j, i, "failed", ha="center", va="center", fontsize=7)
+                elif np.isfinite(M[i, j]):
+                    text = f"{M[i, j]:.0f}" + ("\ndiverged" if status == "diverged" else "")
+                    ax.text(
+                        j, i, text, ha="center", va="center", fontsize=8 if "\n" not in text else 6
+                    )
         ax.set_title(f"test accuracy (%) — partition {part}, f = {f}")
         fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()

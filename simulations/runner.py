@@ -7,11 +7,29 @@ or through the secure-aggregation protocol with ``secure=True``) and applies the
 
 Per round the runner records test accuracy and loss, the clients accepted and rejected, and in
 particular the honest clients wrongly rejected: an unfair exclusion users need to see.
+
+A run never dies of what it measures
+------------------------------------
+An attack that destroys the model is an outcome, not a crash. The runner checks every round,
+in the order the values appear, for the first place a model's divergence shows (see
+:data:`DIVERGENCE_KINDS`): a non-finite training loss or honest update (local training from
+the current model blew up), a non-finite aggregate, non-finite parameters after applying a
+finite aggregate (float32 overflow), and a non-finite test loss (the parameters are finite but
+the logits overflow). The first one found marks the run *diverged* (:class:`Divergence`: the
+round, the kind, the reason), the round is recorded at chance accuracy (``1 / num_classes``)
+and the remaining rounds are not run.
+
+Any other exception raised while a run trains is recorded as a *failure*
+(:class:`Failure`, with the traceback) and ends that run only, unless ``raise_errors=True``.
+Configuration errors are raised before any training: :func:`preflight` checks a config against
+its dataset (names, partition, trainer options, and one dry run of the defence on random rows
+with every client present).
 """
 
 from __future__ import annotations
 
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,13 +38,54 @@ from typing import Any
 import numpy as np
 
 import robust
-from simulations.attacks import AttackContext, is_data_poisoning, make_attack
+from simulations.attacks import AttackConfigError, AttackContext, is_data_poisoning, make_attack
 from simulations.config import ConfigError, SimulationConfig
-from simulations.datasets import Dataset, load_dataset
-from simulations.partition import partition
-from simulations.training import LocalTrainer
+from simulations.datasets import Dataset, DatasetError, load_dataset
+from simulations.partition import PartitionError, partition
+from simulations.training import LocalTrainer, TrainingError
 
 ProgressCallback = Callable[[int, dict[str, Any]], None]
+
+#: Where a divergence can first show, in the order a round produces the values.
+#: ``"loss"`` covers the clients' training loss (start of a round) and the test loss (end).
+DIVERGENCE_KINDS: tuple[str, ...] = ("loss", "honest_updates", "aggregate", "parameters")
+
+#: Errors that mean the user's configuration (options or data) cannot run. They are raised
+#: before any training; the CLI reports them in one line.
+CONFIG_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    DatasetError,
+    AttackConfigError,
+    TrainingError,
+    PartitionError,
+)
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where a run's model diverged: the round (from 0), one of :data:`DIVERGENCE_KINDS`, and
+    a one-line reason naming the values (and clients) that were non-finite."""
+
+    round: int
+    kind: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"diverged in round {self.round + 1} ({self.kind}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An unexpected error that ended one run: the round it happened in (``None`` while the
+    run was being set up), ``"Type: message"``, and the formatted traceback."""
+
+    round: int | None
+    error: str
+    traceback: str = ""
+
+    def describe(self) -> str:
+        where = "during setup" if self.round is None else f"in round {self.round + 1}"
+        return f"failed {where}: {self.error}"
 
 
 @dataclass
@@ -44,17 +103,43 @@ class RoundRecord:
     aggregate_norm: float = 0.0
     seconds: float = 0.0
     bytes_sent: int = 0
+    diverged: str | None = None
 
 
 @dataclass
 class RunResult:
-    """What one run produced. ``history`` has one record per round."""
+    """What one run produced.
+
+    ``history`` has one record per round that ran: all ``config.rounds`` of them for a
+    completed run, fewer when the run diverged (its last record is the divergence round, at
+    chance accuracy) or failed. ``status`` tells which.
+    """
 
     config: SimulationConfig
     history: list[RoundRecord] = field(default_factory=list)
     byzantine_ids: list[int] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    divergence: Divergence | None = None
+    failure: Failure | None = None
+    chance_accuracy: float | None = None
+
+    @property
+    def status(self) -> str:
+        """``"failed"``, ``"diverged"`` or ``"completed"``."""
+        if self.failure is not None:
+            return "failed"
+        if self.divergence is not None:
+            return "diverged"
+        return "completed"
+
+    def describe_status(self) -> str:
+        """One line: ``completed``, ``diverged in round 7 (parameters): ...`` or ``failed ...``."""
+        if self.failure is not None:
+            return self.failure.describe()
+        if self.divergence is not None:
+            return self.divergence.describe()
+        return "completed"
 
     @property
     def accuracies(self) -> list[float]:
@@ -62,12 +147,16 @@ class RunResult:
 
     @property
     def final_accuracy(self) -> float:
+        """The last measured accuracy; chance for a diverged run, NaN for a failed one."""
+        if self.failure is not None:
+            return float("nan")
         accs = self.accuracies
         return accs[-1] if accs else float("nan")
 
     @property
     def best_accuracy(self) -> float:
-        accs = self.accuracies
+        """The best accuracy measured (a divergence round's chance score is not a measurement)."""
+        accs = [r.accuracy for r in self.history if r.accuracy is not None and not r.diverged]
         return max(accs) if accs else float("nan")
 
     @property
@@ -82,16 +171,21 @@ class RunResult:
         return values[-1] if values else None
 
     def summary(self) -> dict[str, Any]:
+        """The run in one flat dict (strict JSON: a value that is not a number is ``None``)."""
         return {
             "label": self.config.label(),
-            "final_accuracy": self.final_accuracy,
-            "best_accuracy": self.best_accuracy,
+            "final_accuracy": _number_or_none(self.final_accuracy),
+            "best_accuracy": _number_or_none(self.best_accuracy),
             "honest_rejected_per_round": self.honest_rejected_per_round,
             "byzantine_rejected_per_round": float(
                 np.mean([r.byzantine_rejected for r in self.history]) if self.history else 0.0
             ),
             "backdoor_asr": self.final_backdoor_asr,
             "seconds": self.seconds,
+            "rounds_run": len(self.history),
+            "status": self.status,
+            "diverged_round": None if self.divergence is None else self.divergence.round,
+            "reason": None if self.status == "completed" else self.describe_status(),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,16 +195,25 @@ class RunResult:
             "byzantine_ids": self.byzantine_ids,
             "history": [vars(r) for r in self.history],
             "notes": self.notes,
+            "divergence": None if self.divergence is None else vars(self.divergence),
+            "failure": None if self.failure is None else vars(self.failure),
+            "chance_accuracy": self.chance_accuracy,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunResult:
+        """Inverse of :meth:`to_dict`; also reads results written before divergence and
+        failures were recorded."""
+        divergence, failure = d.get("divergence"), d.get("failure")
         return cls(
             config=SimulationConfig.from_dict(d["config"]),
             history=[RoundRecord(**r) for r in d["history"]],
             byzantine_ids=list(d["byzantine_ids"]),
             seconds=float(d["summary"]["seconds"]),
             notes=list(d.get("notes", [])),
+            divergence=None if divergence is None else Divergence(**divergence),
+            failure=None if failure is None else Failure(**failure),
+            chance_accuracy=d.get("chance_accuracy"),
         )
 
 
@@ -158,6 +261,79 @@ def check_components(config: SimulationConfig) -> None:
                 f"{', '.join(sorted(robust.PRE_AGGREGATORS))}"
             )
     _check_secure_supported(config)
+    _dry_run_defence(config)
+
+
+def _dry_run_defence(config: SimulationConfig) -> None:
+    """Run the configured defence once on random rows, one per client, so that a rule that
+    cannot run with these clients and f, or an invalid rule parameter, is a
+    :class:`ConfigError` before training rather than an error in round 1."""
+    if config.replication > 1 or config.secure:
+        return  # majority vote / the protocol's mean: nothing configurable to check
+    dim = 8
+    X = np.random.default_rng(0).normal(size=(config.clients, dim)).astype(np.float32)
+    params = dict(config.defence_params)
+    if config.defence == "centered_clipping" and "center" not in params:
+        params["center"] = np.zeros(dim, dtype=np.float32)
+    pre = [
+        (name, {**p, "seed": 0} if name == "bucketing" and not {"seed", "rng"} & set(p) else p)
+        for name, p in config.pre
+    ]
+    try:
+        robust.aggregate(X, config.defence, f=config.f_for_defence, pre=pre, **params)
+    except robust.errors.InsufficientClientsError as exc:
+        raise ConfigError(
+            f"defence {config.defence_label()!r} cannot run with {config.clients} clients and "
+            f"f={config.f_for_defence}: {exc}"
+        ) from exc
+    except robust.errors.RobustError as exc:
+        raise ConfigError(f"defence {config.defence_label()!r}: {exc}") from exc
+
+
+def _client_shards(config: SimulationConfig, dataset: Dataset) -> list[np.ndarray]:
+    """Index arrays of the ``clients // replication`` data shards; :class:`ConfigError` when
+    the split is impossible for this dataset (e.g. more clients than samples)."""
+    try:
+        return partition(
+            dataset.y_train,
+            config.clients // config.replication,
+            config.partition,
+            alpha=config.alpha,
+            gamma=config.gamma,
+            seed=config.seed,
+        )
+    except PartitionError as exc:
+        raise ConfigError(f"{exc} (dataset {dataset.name!r}, {config.clients} clients)") from exc
+
+
+def _trainer(config: SimulationConfig, dataset: Dataset) -> LocalTrainer:
+    return LocalTrainer(
+        config.model,
+        dataset.input_shape,
+        dataset.num_classes,
+        mode=config.training,
+        lr=config.lr,
+        local_epochs=config.local_epochs,
+        batch_size=config.batch_size,
+        mu=config.mu,
+        momentum=config.momentum,
+        seed=config.seed,
+    )
+
+
+def preflight(config: SimulationConfig, dataset: Dataset) -> None:
+    """Check that ``config`` can run on ``dataset`` without training anything.
+
+    Checks the component names and parameters, one dry run of the defence
+    (:func:`check_components`), the attack with the dataset's class count, the data split and
+    the trainer's options. Raises one of :data:`CONFIG_ERRORS` naming the option at fault; a
+    config that passes fails later only for reasons that are not its own (reported as a
+    :class:`Failure` by :func:`run_simulation`) or diverges (a measured outcome).
+    """
+    check_components(config)
+    make_attack(config.attack, **attack_kwargs(config, dataset.num_classes))
+    _client_shards(config, dataset)
+    _trainer(config, dataset)
 
 
 class Simulation:
@@ -174,15 +350,7 @@ class Simulation:
         ds = self.dataset
         rng = np.random.default_rng(config.seed)
         r = config.replication
-        n_shards = config.clients // r
-        self.shards = partition(
-            ds.y_train,
-            n_shards,
-            config.partition,
-            alpha=config.alpha,
-            gamma=config.gamma,
-            seed=config.seed,
-        )
+        self.shards = _client_shards(config, ds)
         # Client i trains shard i // r (replicas of a shard are consecutive ids).
         self.client_shard = [i // r for i in range(config.clients)]
         self.byzantine_ids = sorted(
@@ -200,24 +368,16 @@ class Simulation:
             if self.data_poisoning and self.is_byzantine[i]:
                 x, y = self.attack.poison(x, y, poison_rng)
             self.client_data.append((x, y))
-        self.trainer = LocalTrainer(
-            config.model,
-            ds.input_shape,
-            ds.num_classes,
-            mode=config.training,
-            lr=config.lr,
-            local_epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            mu=config.mu,
-            momentum=config.momentum,
-            seed=config.seed,
-        )
+        self.trainer = _trainer(config, ds)
         self.params = self.trainer.initial_params()
         self.rng = np.random.default_rng([config.seed, 2])
         self.previous_aggregate: np.ndarray | None = None
         self.param_history: deque[np.ndarray] = deque(maxlen=config.max_staleness + 1)
         self.notes: list[str] = []
-        self.diverged = False
+        #: Set by the first round whose values are non-finite; no round runs after it.
+        self.divergence: Divergence | None = None
+        #: What a destroyed model scores: a uniform guess over the classes.
+        self.chance_accuracy = 1.0 / ds.num_classes
         if r > 1:
             from simulations.replication import replication_cost
 
@@ -238,16 +398,22 @@ class Simulation:
             staleness[late] = self.rng.integers(1, c.max_staleness + 1, size=int(late.sum()))
         return np.flatnonzero(active), staleness
 
-    def _honest_updates(self, ids: np.ndarray, staleness: np.ndarray, round_idx: int) -> np.ndarray:
+    def _honest_updates(
+        self, ids: np.ndarray, staleness: np.ndarray, round_idx: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every participant's locally trained update (rows of ``ids``) and its mean training
+        loss. A data-poisoning Byzantine client trains on its poisoned data here."""
         rows = []
-        for i in ids:
+        losses = np.empty(len(ids), dtype=np.float64)
+        for row, i in enumerate(ids):
             k = min(int(staleness[i]), len(self.param_history) - 1)
             start = self.param_history[-1 - k]
             x, y = self.client_data[i]
             # Replicas of one shard share the RNG key, so honest replicas are bit-identical.
             key = self.client_shard[i] if self.config.replication > 1 else int(i)
             rows.append(self.trainer.compute_update(int(i), start, x, y, round_idx, rng_key=key))
-        return np.stack(rows).astype(np.float32, copy=False)
+            losses[row] = self.trainer.last_train_loss
+        return np.stack(rows).astype(np.float32, copy=False), losses
 
     def _craft(self, X: np.ndarray, byz_mask: np.ndarray, round_idx: int) -> np.ndarray:
         c = self.config
@@ -363,7 +529,56 @@ class Simulation:
         vector = robust.aggregate(majority, "mean")
         return vector, np.asarray(accepted, dtype=bool)
 
+    def _diverge(self, record: RoundRecord, kind: str, reason: str) -> None:
+        """Mark the run diverged in ``record``'s round: chance accuracy, no loss, no more rounds."""
+        self.divergence = Divergence(round=record.round, kind=kind, reason=reason)
+        record.diverged = kind
+        record.accuracy = self.chance_accuracy
+        record.loss = None
+        record.backdoor_asr = None
+        self.notes.append(self.divergence.describe())
+
+    def _check_training(
+        self,
+        record: RoundRecord,
+        ids: np.ndarray,
+        byz_mask: np.ndarray,
+        X: np.ndarray,
+        losses: np.ndarray,
+    ) -> bool:
+        """Divergence in local training: a non-finite loss or update from a client that
+        trained honestly (every client under model poisoning, whose Byzantine rows are
+        crafted only afterwards; the honest ones under data poisoning). True if diverged."""
+        trained = ~byz_mask if self.data_poisoning else np.ones(len(ids), dtype=bool)
+        bad = trained & ~np.isfinite(losses)
+        if bad.any():
+            self._diverge(
+                record,
+                "loss",
+                f"training loss {losses[bad][0]} of client(s) {_ids(ids[bad])} from the "
+                "current global model",
+            )
+            return True
+        bad = trained & ~np.isfinite(X).all(axis=1)
+        if bad.any():
+            self._diverge(
+                record,
+                "honest_updates",
+                f"honestly trained update(s) of client(s) {_ids(ids[bad])} are non-finite",
+            )
+            return True
+        return False
+
     def step(self, round_idx: int) -> RoundRecord:
+        """Run round ``round_idx`` and return its record.
+
+        Never raises for a diverging model (see the module docstring): the record then has
+        ``diverged`` set and :attr:`divergence` says where. Raises :class:`RuntimeError` if
+        called after the run diverged, :class:`ConfigError` if the defence cannot run even
+        with every client present, and whatever an unexpected failure raises.
+        """
+        if self.divergence is not None:
+            raise RuntimeError(f"the run already {self.divergence.describe()}")
         c = self.config
         t0 = time.perf_counter()
         self.param_history.append(self.params.copy())
@@ -381,12 +596,13 @@ class Simulation:
             honest_rejected=0,
             byzantine_rejected=0,
         )
-        if self.diverged:
-            record.skipped = "model diverged (a non-finite aggregate was applied earlier)"
-        elif len(ids) < 2:
+        if len(ids) < 2:
             record.skipped = f"only {len(ids)} client(s) participated"
         else:
-            X = self._honest_updates(ids, staleness, round_idx)
+            X, losses = self._honest_updates(ids, staleness, round_idx)
+            if self._check_training(record, ids, byz_mask, X, losses):
+                record.seconds = time.perf_counter() - t0
+                return record
             X = self._craft(X, byz_mask, round_idx)
             if c.clip is not None:
                 X = self._clip_finite(X, c.clip)
@@ -401,22 +617,39 @@ class Simulation:
                     ) from exc
                 record.skipped = f"aggregation skipped: {exc}"
             else:
-                if not np.all(np.isfinite(vector)):
-                    # Only an undefended rule lets this happen: the model is destroyed, which is
-                    # the measured outcome of the run, not a crash.
-                    self.diverged = True
-                    self.notes.append(
-                        f"round {round_idx}: {c.defence!r} produced a non-finite aggregate; "
-                        "the model diverged"
-                    )
-                self.params = self.params + np.float32(c.server_lr) * vector.astype(np.float32)
-                self.previous_aggregate = vector
                 record.accepted = int(accepted.sum())
                 record.honest_rejected = int((~accepted & ~byz_mask).sum())
                 record.byzantine_rejected = int((~accepted & byz_mask).sum())
-                record.aggregate_norm = float(np.linalg.norm(vector))
                 record.bytes_sent, self._round_bytes = self._round_bytes, 0
-        if (round_idx + 1) % c.eval_every == 0 or round_idx == c.rounds - 1:
+                if not np.all(np.isfinite(vector)):
+                    # Only an undefended rule lets this happen: the model is destroyed, which is
+                    # the measured outcome of the run, not a crash.
+                    self._diverge(
+                        record,
+                        "aggregate",
+                        f"{c.defence_label()!r} produced an aggregate with "
+                        f"{int((~np.isfinite(vector)).sum())} non-finite entries",
+                    )
+                else:
+                    record.aggregate_norm = float(np.linalg.norm(np.asarray(vector, np.float64)))
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        # float32, as the model holds them: the cast itself may overflow.
+                        step = np.float32(c.server_lr) * np.asarray(vector).astype(np.float32)
+                        new_params = self.params + step
+                    if not np.all(np.isfinite(new_params)):
+                        self._diverge(
+                            record,
+                            "parameters",
+                            f"applying the finite aggregate (norm {record.aggregate_norm:.3g}) "
+                            f"overflowed {int((~np.isfinite(new_params)).sum())} float32 "
+                            "parameters",
+                        )
+                    else:
+                        self.params = new_params
+                        self.previous_aggregate = vector
+        if self.divergence is None and (
+            (round_idx + 1) % c.eval_every == 0 or round_idx == c.rounds - 1
+        ):
             self._evaluate(record)
         record.seconds = time.perf_counter() - t0
         return record
@@ -424,6 +657,14 @@ class Simulation:
     def _evaluate(self, record: RoundRecord) -> None:
         ds = self.dataset
         acc, loss = self.trainer.evaluate(self.params, ds.x_test, ds.y_test)
+        if not np.isfinite(loss):
+            self._diverge(
+                record,
+                "loss",
+                f"test loss {loss} although the parameters are finite (largest |w| "
+                f"{float(np.abs(self.params).max()):.3g}): the model's outputs overflow",
+            )
+            return
         record.accuracy, record.loss = float(acc), float(loss)
         if self.data_poisoning and hasattr(self.attack, "success_rate"):
             record.backdoor_asr = float(
@@ -434,17 +675,56 @@ class Simulation:
         """Predicted labels of the current global model."""
         return self.trainer.predict(self.params, x)
 
-    def run(self, progress: ProgressCallback | None = None) -> RunResult:
+    def run(
+        self, progress: ProgressCallback | None = None, *, raise_errors: bool = False
+    ) -> RunResult:
+        """Run every round until the end, the round the model diverges, or a failure.
+
+        Divergence ends the run with ``result.divergence`` set. Any exception raised by a
+        round is recorded in ``result.failure`` (with its traceback) and ends the run, unless
+        ``raise_errors`` is true, in which case it propagates. ``KeyboardInterrupt`` always
+        propagates.
+        """
         t0 = time.perf_counter()
-        result = RunResult(config=self.config, byzantine_ids=list(self.byzantine_ids))
+        result = RunResult(
+            config=self.config,
+            byzantine_ids=list(self.byzantine_ids),
+            chance_accuracy=self.chance_accuracy,
+        )
         for r in range(self.config.rounds):
-            record = self.step(r)
+            try:
+                record = self.step(r)
+            except Exception as exc:
+                if raise_errors:
+                    raise
+                result.failure = Failure(
+                    round=r, error=_error_line(exc), traceback=traceback.format_exc()
+                )
+                self.notes.append(result.failure.describe())
+                break
             result.history.append(record)
             if progress is not None:
                 progress(r, vars(record))
+            if self.divergence is not None:
+                result.divergence = self.divergence
+                break
         result.seconds = time.perf_counter() - t0
         result.notes = list(self.notes)
         return result
+
+
+def _number_or_none(value: float) -> float | None:
+    return None if value != value else value
+
+
+def _ids(ids: np.ndarray, limit: int = 8) -> str:
+    shown = ", ".join(str(int(i)) for i in ids[:limit])
+    return f"[{shown}{', ...' if len(ids) > limit else ''}]"
+
+
+def _error_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def run_simulation(
@@ -452,10 +732,31 @@ def run_simulation(
     *,
     dataset: Dataset | None = None,
     progress: ProgressCallback | None = None,
+    raise_errors: bool = False,
 ) -> RunResult:
     """Run one configured simulation to the end and return its per-round history.
 
-    Raises :class:`ConfigError` for option combinations that cannot run (for example a robust
-    defence with ``secure=True``), and ``DatasetError`` when the data cannot be loaded.
+    A diverging model ends the run early with ``result.status == "diverged"``. An unexpected
+    error while setting up or training is recorded as ``result.status == "failed"`` (reason
+    and traceback in ``result.failure``) unless ``raise_errors`` is true.
+
+    Raises one of :data:`CONFIG_ERRORS` when the configuration cannot run: an invalid option
+    combination (for example a robust defence with ``secure=True``), a defence that cannot
+    run with these clients and f, or data that cannot be loaded or split.
     """
-    return Simulation(config, dataset=dataset).run(progress=progress)
+    t0 = time.perf_counter()
+    try:
+        sim = Simulation(config, dataset=dataset)
+    except CONFIG_ERRORS:
+        raise
+    except Exception as exc:
+        if raise_errors:
+            raise
+        failure = Failure(round=None, error=_error_line(exc), traceback=traceback.format_exc())
+        return RunResult(
+            config=config,
+            seconds=time.perf_counter() - t0,
+            notes=[failure.describe()],
+            failure=failure,
+        )
+    return sim.run(progress=progress, raise_errors=raise_errors)

@@ -56,6 +56,7 @@ class ThreatModel:
         """Assert the final accuracy is >= ``min_accuracy`` (and, optionally, that on average
         at most ``max_honest_rejected`` honest clients were rejected per round)."""
         res = self.run(defence, attack, f, **overrides)
+        _raise_if_failed(res, defence, attack, f)
         acc = res.final_accuracy
         if not acc >= min_accuracy:
             raise AssertionError(
@@ -75,12 +76,22 @@ class ThreatModel:
     ) -> RunResult:
         """Assert the attack drives final accuracy to <= ``max_accuracy`` (a known weakness)."""
         res = self.run(defence, attack, f, **overrides)
+        _raise_if_failed(res, defence, attack, f)
         if not res.final_accuracy <= max_accuracy:
             raise AssertionError(
                 f"attack {attack!r} at f={f} left {defence!r} at {res.final_accuracy:.3f} "
                 f"> {max_accuracy:.3f}"
             )
         return res
+
+
+def _raise_if_failed(res: RunResult, defence: str, attack: str, f: int) -> None:
+    """A run that failed (an error, not a diverged model) proves nothing either way."""
+    if res.failure is not None:
+        raise AssertionError(
+            f"the run of {defence!r} against {attack!r} at f={f} {res.failure.describe()}\n"
+            f"{res.failure.traceback}"
+        )
 
 
 _default = ThreatModel()
