@@ -289,9 +289,19 @@ def test_dh_peer_key_validation():
     ]:
         with pytest.raises(KeyAgreementError, match=match):
             vss.validate_dh_public_key(bad.to_bytes(256, "big"))
-    for blob in (b"\x00" * 256, G.p.to_bytes(256, "big"), b"\x01" * 32):
-        with pytest.raises(KeyAgreementError):
-            vss.dh_agree(DHKeyPair.generate(), blob, b"")
+    # a client may skip the subgroup exponentiation; the order-2 part is still refused
+    u = _g_k_element(G)
+    assert vss.validate_dh_public_key((y * u % G.p).to_bytes(256, "big"), full=False)
+    with pytest.raises(KeyAgreementError, match="quadratic residue"):
+        vss.validate_dh_public_key((G.p - y).to_bytes(256, "big"), full=False)
+    a, b = DHKeyPair.generate(), DHKeyPair.generate()
+    assert vss.dh_agree(a, b.public_bytes(), b"x", full_check=False) == vss.dh_agree(
+        b, a.public_bytes(), b"x"
+    )
+    for blob in (b"\x00" * 256, G.p.to_bytes(256, "big"), b"\x01" * 32, (1).to_bytes(256, "big")):
+        for full in (True, False):
+            with pytest.raises(KeyAgreementError):
+                vss.dh_agree(a, blob, b"", full_check=full)
     with pytest.raises(KeyAgreementError, match="nonzero"):
         DHKeyPair.from_private_bytes(b"\x00" * 32)
     with pytest.raises(KeyAgreementError, match="32 bytes"):
