@@ -51,6 +51,12 @@ class RoundLedger:
                 raise ValueError(f"round ledger {self.path} is unreadable: {exc}") from None
             self._last = dict(data)
 
+    def __deepcopy__(self, memo: dict) -> RoundLedger:
+        """A copy with its own lock (snapshots of a client in tests and simulations)."""
+        twin = RoundLedger.__new__(RoundLedger)
+        twin.path, twin._lock, twin._last = self.path, threading.Lock(), dict(self._last)
+        return twin
+
     @classmethod
     def in_memory(cls) -> RoundLedger:
         """A ledger that lives as long as the object (one process, e.g. simulations)."""
