@@ -1,279 +1,351 @@
-"""Secure-aggregation compute and bandwidth: fortis primitives vs Flower's SecAgg+ primitives.
+"""Secure-aggregation round cost through fortis's public ``protocol`` API, vs Flower's SecAgg+.
 
-For n clients, dimension d, dropout fraction p and a masking graph (complete, or SecAgg+), this
-runs one full round of fortis's building blocks with real cryptography and measures
+What is timed (fortis)
+    Whole rounds of :func:`protocol.run_round`, the call a user makes: one
+    :class:`protocol.Server` and n :class:`protocol.Client` state machines with real
+    cryptography, every message encoded to bytes and decoded by its receiver, default mask
+    threads, a fresh Ed25519 PKI when ``hardened=True``. Nothing is re-assembled from ``secagg``
+    primitives: the numbers come from the round's own :class:`protocol.Transcript`
+    (``RoundResult.transcript``), in which the driver records the wall-clock seconds each party
+    spends per stage (protocol logic, crypto, encoding and decoding of messages) and the bytes of
+    every encoded message. Reported:
 
-* client compute (median over all n clients): two X25519 key pairs, key agreement with every
-  neighbour (encryption key + mask seed), Shamir sharing of the self-mask seed and of the mask
-  private key, AES-GCM sealing of the shares, opening of the shares received, fixed-point
-  encoding, mask expansion (self + pairwise);
-* server compute: summing the survivors' masked inputs, Shamir reconstruction of every
-  survivor's self seed and every dropped client's mask private key, re-derivation of the dropped
-  clients' pairwise seeds, mask re-expansion and subtraction. The result is checked to equal the
-  plaintext sum of the survivors' encodings exactly (column "ok");
-* bytes per client: public keys + sealed shares + masked input + the shares returned at unmasking.
+    * client time: per round, the median over the clients whose input is in the sum of each
+      client's total (and, separately, of each stage). The driver runs the parties one after
+      another, so this is per-client compute, not a network round trip;
+    * server time: total and per stage (``advertise``, ``share_keys``, ``masked_input``,
+      ``consistency`` when hardened, ``unmask``);
+    * bytes per client: median over the same clients of bytes sent plus bytes received;
+    * exactness: ``RoundResult.encoded_sum`` must equal the plaintext sum, modulo ``2**bits``, of
+      the survivors' encodings by ``result.config.encoder``, and ``aggregate`` its decoding (the
+      check of ``tests/test_protocol_round.py``). The updates are random multiples of the
+      fixed-point resolution in ``[-1, 1]``, so stochastic rounding is exact and the encodings
+      can be replayed without knowing the clients' rounding generators; encoding does the same
+      work on such values as on any others.
 
-Dropped clients (a random p*n) leave after sharing keys and before sending their masked input,
-the case that costs the server most.
+    Dropouts: a random fraction p of the clients (nested sets: the 30% include the 10%) drop at
+    stage ``"masked_input"``, i.e. after sharing their keys and before sending their masked
+    input, the case that costs the server most (it must rebuild their pairwise masks). Every row
+    is repeated (``--repeats``, default 3) with a fresh round id, and each number is the median
+    over the repeats; the load average is recorded per row because the machine may be shared.
+    The SecAgg+ graph is sized for ``dropout_rate = max(p, 0.1)``, ``corrupt_rate = 0.1``.
 
-Flower (``flwr``, if importable) is timed on the equivalent steps of its SecAgg+ client mod and
-server workflow, calling only its public primitives (``generate_key_pairs``,
-``generate_shared_key``, ``encrypt``/``decrypt``, ``create_shares``/``combine_shares``,
-``quantize``, ``pseudo_rand_gen``, ndarray arithmetic) with the same n, d, graph degree and
-threshold. Flower's Shamir (pycryptodome, GF(2^128), 16-byte chunks) takes seconds per
-reconstruction of a PEM private key, so its client is timed on one representative client and
-its server cost is *extrapolated*: each server operation is timed on a few samples and multiplied
-by the number of times the round performs it (cells marked "~").
+What is timed (Flower, optional)
+    Flower's SecAgg+ primitives (``flwr.common.secure_aggregation.*`` and
+    ``flwr.supercore.primitives.asymmetric``) on the same steps of its client mod and server
+    workflow, with the same n, d, graph degree and threshold as the fortis row. Flower's Shamir
+    takes seconds per reconstruction of a PEM private key, so its client is timed on one
+    representative client and its server cost is *extrapolated*: each server operation is timed
+    on a few samples and multiplied by its count in the round (cells marked ``~``). Flower has no
+    hardened mode, so hardened rows are compared with the same Flower numbers as plain rows.
 
-Timings are wall clock on whatever machine runs this; on a shared machine they are noisy.
+Timings are wall clock; on a shared machine they are noisy (see ``--repeats``).
 
 Usage::
 
-    python benchmarks/secagg_bench.py              # n=100, d=1e5 and 1e6, p=0/0.1/0.3
-    python benchmarks/secagg_bench.py --quick      # small smoke run
-    python benchmarks/secagg_bench.py --n 50 --d 100000 --no-flower
+    python benchmarks/secagg_bench.py                  # n=100, d=1e5 and 1e6, p=0/0.1/0.3
+    python benchmarks/secagg_bench.py --quick          # smoke run (n=20, d=1e4, one repeat)
+    python benchmarks/secagg_bench.py --json before.json --label "before security fixes"
+    python benchmarks/secagg_bench.py --compare before.json after.json   # ratios after/before
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import gc
+import hashlib
 import importlib
 import importlib.metadata
 import json
 import math
 import os
-import secrets
+import platform
+import shlex
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from secagg import (  # noqa: E402
-    FixedPointEncoder,
-    KeyPair,
-    MaskingGraph,
-    agree,
-    complete_graph,
-    mask_input,
-    open_sealed,
-    pairwise_seed,
-    reconstruct,
-    seal,
-    secaggplus_graph,
-    share_from_bytes,
-    share_to_bytes,
-    split,
-    unmask_sum,
-)
-from secagg import shamir as fortis_shamir  # noqa: E402
+import protocol  # noqa: E402
+from protocol import RoundConfig, RoundResult  # noqa: E402
+from secagg import MaskingGraph  # noqa: E402
+from secagg.masking import default_workers  # noqa: E402
 
-ROUND = 1
 BITS = 32
 CLIP = 1.0
+CORRUPT_RATE = 0.1
+DROP_STAGE = "masked_input"
+SCHEMA = 1
 
 
-def _info(kind: bytes, i: int, j: int) -> bytes:
-    a, b = (i, j) if i < j else (j, i)
-    return b"fortis-bench|round=%d|%s|%d,%d" % (ROUND, kind, a, b)
-
-
-def _aad(src: int, dst: int) -> bytes:
-    return b"fortis-bench|round=%d|shares|%d->%d" % (ROUND, src, dst)
+# --------------------------------------------------------------------------------------------
+# fortis, through protocol.run_round
 
 
 @dataclass
-class Result:
+class Row:
+    """One (graph, mode, d, p) cell: medians over ``repeats`` rounds (seconds, bytes)."""
+
     graph: str
-    degree: int
-    threshold: int
+    mode: str  # "plain" or "hardened"
+    n: int
     d: int
     dropout: float
-    client_ms: float = math.nan
-    client_parts: dict[str, float] = field(default_factory=dict)
+    degree: int = 0
+    threshold: int = 0
+    dropped: int = 0
+    survivors: int = 0
+    repeats: int = 0
+    client_s: float = math.nan  # median over repeats of (median over survivors of total)
+    client_max_s: float = math.nan  # median over repeats of the slowest survivor
+    client_stage_s: dict[str, float] = field(default_factory=dict)
     server_s: float = math.nan
-    server_cpu_s: float = math.nan
-    client_cpu_ms: float = math.nan
-    server_parts: dict[str, float] = field(default_factory=dict)
+    server_stage_s: dict[str, float] = field(default_factory=dict)
+    server_runs_s: list[float] = field(default_factory=list)
+    client_runs_s: list[float] = field(default_factory=list)
+    round_wall_s: float = math.nan  # the run_round call (all parties in turn + input checks)
+    round_cpu_s: float = math.nan  # process CPU time of the same (all threads)
     bytes_per_client: float = math.nan
-    ok: bool | None = None
-    extrapolated: bool = False
+    bytes_sent_per_client: float = math.nan
+    bytes_received_per_client: float = math.nan
+    server_bytes: int = 0
+    exact: bool | None = None  # None: round aborted (nothing to check)
+    aborted: bool = False
+    abort_reason: str | None = None
+    loadavg: list[float] = field(default_factory=list)
+    flower: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int, int, float]:
+        return (self.graph, self.mode, self.n, self.d, round(self.dropout, 4))
 
 
-def _dropped_sets(n: int, levels: list[float], seed: int) -> dict[float, set[int]]:
+def _dropped_sets(n: int, levels: Sequence[float], seed: int) -> dict[float, set[int]]:
     rnd = np.random.default_rng(seed)
     perm = rnd.permutation(n)
     # nested sets: the 30% dropouts include the 10% ones
     return {p: {int(i) for i in perm[: int(round(p * n))]} for p in levels}
 
 
-# --------------------------------------------------------------------------------------------
-# fortis
+def _median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs)) if xs else math.nan
 
 
-def fortis_round(
-    graph: MaskingGraph, d: int, levels: list[float], seed: int, workers: int = 1
-) -> list[Result]:
-    """Run every client of one round and the server for each dropout level in ``levels``."""
-    ids = list(graph.ids)
-    n = len(ids)
-    t = graph.threshold
-    nbrs = {i: sorted(graph.neighbours[i]) for i in ids}
-    enc = FixedPointEncoder(clip=CLIP, n_max=n, bits=BITS)
-    dropped = _dropped_sets(n, levels, seed)
-    parts: dict[int, dict[str, float]] = {i: {} for i in ids}
-    cpu: dict[int, float] = dict.fromkeys(ids, 0.0)  # per-client CPU seconds
-    pc = time.perf_counter
-    pt_ = time.process_time
+class FortisBench:
+    """Runs rounds with ``protocol.run_round``, the call a user makes, and checks their sums.
 
-    # stage 1: advertise keys
-    c_keys, s_keys, self_seeds = {}, {}, {}
-    for i in ids:
-        c0, t0 = pt_(), pc()
-        c_keys[i], s_keys[i] = KeyPair.generate(), KeyPair.generate()
-        self_seeds[i] = secrets.token_bytes(32)
-        parts[i]["keys"] = pc() - t0
-        cpu[i] += pt_() - c0
-    c_pub = {i: c_keys[i].public_bytes() for i in ids}
-    s_pub = {i: s_keys[i].public_bytes() for i in ids}
+    The updates are random multiples of the round's fixed-point resolution (uniform over
+    ``[-clip, clip]`` on that grid). Stochastic rounding of a grid value is exact whatever the
+    generator, so every client's encoding is ``config.encoder.encode(x_i, any_rng)`` and the
+    expected sum can be replayed without reaching into how ``run_round`` seeds its clients.
+    Encoding does the same work for grid and off-grid values (it always draws the uniforms).
+    """
 
-    # stage 2: agree, share, seal
-    enc_keys: dict[int, dict[int, bytes]] = {}
-    mask_seeds: dict[int, dict[int, bytes]] = {}
-    outbox: dict[tuple[int, int], bytes] = {}
-    for i in ids:
-        c0, t0 = pt_(), pc()
-        enc_keys[i] = {j: agree(c_keys[i], c_pub[j], _info(b"enc", i, j)) for j in nbrs[i]}
-        mask_seeds[i] = {
-            j: pairwise_seed(agree(s_keys[i], s_pub[j], _info(b"mask", i, j)), ROUND)
-            for j in nbrs[i]
-        }
-        t1 = pc()
-        xs = [j + 1 for j in nbrs[i]]
-        b_sh = split(self_seeds[i], t, xs)
-        s_sh = split(s_keys[i].private_bytes(), t, xs)
-        for j in nbrs[i]:
-            pt = share_to_bytes(b_sh[j + 1]) + share_to_bytes(s_sh[j + 1])
-            outbox[(i, j)] = seal(enc_keys[i][j], pt, _aad(i, j))
-        parts[i]["keys"] += t1 - t0
-        parts[i]["shares"] = pc() - t1
-        cpu[i] += pt_() - c0
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.graph_seed = seed.to_bytes(8, "big") * 4  # for Flower's copy of the plain graph
+        self._x: dict[int, np.ndarray] = {}
+        self._enc: dict[tuple[int, str], list[np.ndarray]] = {}
+        self._expected: dict[tuple[int, str, tuple[int, ...]], np.ndarray] = {}
 
-    # stage 2b: every client opens the shares addressed to it
-    held: dict[int, dict[int, tuple[int, int]]] = {}
-    for i in ids:
-        c0, t0 = pt_(), pc()
-        held[i] = {}
-        for j in nbrs[i]:
-            pt = open_sealed(enc_keys[i][j], outbox[(j, i)], _aad(j, i))
-            held[i][j] = (share_from_bytes(pt[:33]), share_from_bytes(pt[33:]))
-        parts[i]["shares"] += pc() - t0
-        cpu[i] += pt_() - c0
-
-    # stage 3: encode + mask; the server accumulates per dropout level
-    rng = np.random.default_rng(seed)
-    acc_masked = {p: np.zeros(d, np.uint32) for p in levels}
-    acc_plain = {p: np.zeros(d, np.uint32) for p in levels}
-    server_sum = dict.fromkeys(levels, 0.0)
-    server_sum_cpu = dict.fromkeys(levels, 0.0)
-    masked_bytes = 0
-    for i in ids:
-        x = rng.uniform(-CLIP, CLIP, d)
-        c0, t0 = pt_(), pc()
-        xe = enc.encode(x, rng)
-        t1 = pc()
-        y = mask_input(xe, i, self_seeds[i], mask_seeds[i], BITS, workers=workers)
-        t2 = pc()
-        cpu[i] += pt_() - c0
-        parts[i]["encode"] = t1 - t0
-        parts[i]["mask"] = t2 - t1
-        masked_bytes = y.nbytes
-        for p in levels:
-            if i in dropped[p]:
-                continue
-            acc_plain[p] += xe  # reference only, not timed
-            c3, t3 = pt_(), pc()
-            np.add(acc_masked[p], y, out=acc_masked[p])
-            server_sum[p] += pc() - t3
-            server_sum_cpu[p] += pt_() - c3
-        del x, xe, y
-
-    totals = [sum(parts[i].values()) for i in ids]
-    client_ms = statistics.median(totals) * 1e3
-    client_cpu_ms = statistics.median(cpu.values()) * 1e3
-    client_parts = {
-        k: statistics.median(parts[i][k] for i in ids) * 1e3
-        for k in ("keys", "shares", "encode", "mask")
-    }
-    share_bytes = statistics.mean(sum(len(outbox[(i, j)]) for j in nbrs[i]) for i in ids)
-
-    results = []
-    for p in levels:
-        D = dropped[p]
-        S = [i for i in ids if i not in D]
-        S_set = set(S)
-        fortis_shamir.cache_clear()
-        ok: bool | None = None
-        c0 = time.process_time()
-        t0 = pc()
-        try:
-            seeds = {}
-            for i in S:
-                sh = {j + 1: held[j][i][0] for j in nbrs[i] if j in S_set}
-                seeds[i] = reconstruct(sh, t)
-            sks = {}
-            for j in sorted(D):
-                sh = {i + 1: held[i][j][1] for i in nbrs[j] if i in S_set}
-                sks[j] = reconstruct(sh, t)
-            t1 = pc()
-            dropped_pairwise = {}
-            for j, sk in sks.items():
-                kp = KeyPair.from_private_bytes(sk)
-                for i in nbrs[j]:
-                    if i in S_set:
-                        k = agree(kp, s_pub[i], _info(b"mask", i, j))
-                        dropped_pairwise[(i, j)] = pairwise_seed(k, ROUND)
-            out = unmask_sum(acc_masked[p], seeds, dropped_pairwise, BITS, workers=workers)
-            t2 = pc()
-            ok = bool(np.array_equal(out, acc_plain[p]))
-        except fortis_shamir.ShamirError as exc:  # not enough surviving neighbours
-            print(f"  fortis {graph.kind} p={p}: round aborted: {exc}")
-            t1 = t2 = pc()
-            ok = False
-        server_cpu = time.process_time() - c0
-        server_parts = {
-            "sum": server_sum[p] * 1e3,
-            "shamir": (t1 - t0) * 1e3,
-            "unmask": (t2 - t1) * 1e3,
-        }
-        # unmask response: one 33-byte share per neighbour (self-seed share of a survivor, or
-        # key share of a dropped client)
-        unmask_bytes = statistics.mean(33 * len(nbrs[i]) for i in S)
-        r = Result(
-            graph=graph.kind,
-            degree=graph.max_degree(),
-            threshold=t,
-            d=d,
-            dropout=p,
-            client_ms=client_ms,
-            client_parts=client_parts,
-            server_s=sum(server_parts.values()) / 1e3,
-            server_cpu_s=server_cpu + server_sum_cpu[p],
-            client_cpu_ms=client_cpu_ms,
-            server_parts=server_parts,
-            bytes_per_client=2 * 32 + share_bytes + masked_bytes + unmask_bytes,
-            ok=ok,
+    def config(self, graph: str, hardened: bool, d: int, p: float) -> RoundConfig:
+        """The RoundConfig ``run_round`` builds for these arguments (for k, t and the grid)."""
+        return RoundConfig(
+            round_id=0,
+            population=tuple(range(self.n)),
+            dim=d,
+            clip=CLIP,
+            bits=BITS,
+            graph=graph,
+            hardened=hardened,
+            dropout_rate=self.dropout_rate(p),
+            corrupt_rate=CORRUPT_RATE,
         )
-        results.append(r)
-    return results
+
+    @staticmethod
+    def dropout_rate(p: float) -> float:
+        # the SecAgg+ graph is sized for the row's dropout fraction (at least 10%)
+        return max(p, 0.1)
+
+    def masking_graph(self, cfg: RoundConfig) -> MaskingGraph:
+        """A masking graph with the round's degree and threshold (the SecAgg+ rule fixes both
+        from n and the rates; only the ring order depends on the seed)."""
+        return cfg.masking_graph(self.graph_seed)
+
+    def updates(self, d: int) -> np.ndarray:
+        """The (n, d) client updates (generated once per d; values on the fixed-point grid)."""
+        if d not in self._x:
+            self._x.clear()
+            self._enc.clear()
+            self._expected.clear()
+            gc.collect()
+            res = self.config("complete", False, d, 0.0).encoder.resolution
+            k = int(math.floor(CLIP / res))
+            rng = np.random.default_rng(self.seed)
+            x = np.empty((self.n, d))
+            for i in range(self.n):  # row by row: no (n, d) int64 temporary
+                x[i] = rng.integers(-k, k, size=d, endpoint=True) * res
+            self._x[d] = x
+        return self._x[d]
+
+    def round(
+        self, graph: str, hardened: bool, d: int, p: float, dropped: set[int], round_id: int
+    ) -> tuple[RoundResult, float, float]:
+        """One ``run_round`` call; returns (result, wall seconds, process CPU seconds)."""
+        x = self.updates(d)
+        gc.collect()
+        c0, t0 = time.process_time(), time.perf_counter()
+        result = protocol.run_round(
+            x,
+            clip=CLIP,
+            bits=BITS,
+            graph=graph,
+            dropouts={DROP_STAGE: sorted(dropped)},
+            hardened=hardened,
+            seed=self.seed,
+            round_id=round_id,
+            dropout_rate=self.dropout_rate(p),
+            corrupt_rate=CORRUPT_RATE,
+        )
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        return result, wall, cpu
+
+    def check(self, result: RoundResult) -> bool | None:
+        """Whether ``encoded_sum`` is the plaintext sum of the survivors' encodings (None: abort)."""
+        if result.aborted or result.encoded_sum is None:
+            return None
+        cfg = result.config
+        enc = cfg.encoder
+        key = (cfg.dim, repr(enc))
+        if key not in self._enc:
+            x = self.updates(cfg.dim)
+            rng = np.random.default_rng()  # any generator: grid values round exactly
+            self._enc[key] = [enc.encode(x[i], rng) for i in cfg.population]
+        survivors = tuple(result.survivors)
+        ekey = (cfg.dim, repr(enc), survivors)
+        if ekey not in self._expected:
+            acc = np.zeros(cfg.dim, np.uint64)
+            for i in survivors:
+                np.add(acc, self._enc[key][i], out=acc, casting="unsafe")
+            self._expected[ekey] = enc.wrap(acc)
+        expected = self._expected[ekey]
+        return bool(
+            result.encoded_sum.dtype == enc.dtype
+            and np.array_equal(result.encoded_sum, expected)
+            and np.array_equal(result.aggregate, enc.decode(expected, len(survivors)))
+        )
+
+
+def _measure(result: RoundResult, planned_drops: set[int]) -> dict[str, Any]:
+    """Per-round numbers from the round's own transcript."""
+    tr = result.transcript
+    if result.aborted:  # no survivors: report the clients that were not made to drop
+        ids = [i for i in result.config.population if i not in planned_drops]
+    else:
+        ids = list(result.survivors)
+    totals = [sum(tr.client_seconds[i].values()) for i in ids]
+    stages = _stages(*(tr.client_seconds[i] for i in ids))
+    bytes_sent = [tr.client_bytes_sent[i] for i in ids]
+    bytes_recv = [tr.client_bytes_received[i] for i in ids]
+    return {
+        "client_s": _median(totals),
+        "client_max_s": max(totals) if totals else math.nan,
+        "client_stage_s": {
+            s: _median([tr.client_seconds[i].get(s, 0.0) for i in ids]) for s in stages
+        },
+        "server_s": tr.server_total_seconds,
+        "server_stage_s": dict(tr.server_seconds),
+        "bytes_per_client": _median([a + b for a, b in zip(bytes_sent, bytes_recv)]),
+        "bytes_sent_per_client": _median(bytes_sent),
+        "bytes_received_per_client": _median(bytes_recv),
+        "server_bytes": tr.server_bytes_sent + tr.server_bytes_received,
+    }
+
+
+#: Stage order for tables (the driver's stage names, then "done": messages after the last stage,
+#: e.g. an Abort).
+STAGE_ORDER = (*protocol.DROPOUT_STAGES, "done")
+
+
+def _stages(*dicts: Mapping[str, Any]) -> list[str]:
+    """Union of the stage names in ``dicts``, in protocol order (unknown names last)."""
+    names = {k for d in dicts for k in d}
+    return sorted(names, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else 99, s))
+
+
+def _median_dicts(ds: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    return {k: _median([d.get(k, 0.0) for d in ds]) for k in _stages(*ds)}
+
+
+def run_row(
+    bench: FortisBench,
+    graph: str,
+    mode: str,
+    d: int,
+    p: float,
+    dropped: set[int],
+    repeats: int,
+    progress: str,
+) -> Row:
+    """Run one cell ``repeats`` times and fold the medians into a :class:`Row`."""
+    row = Row(graph=graph, mode=mode, n=bench.n, d=d, dropout=p, loadavg=list(os.getloadavg()))
+    per: list[dict[str, Any]] = []
+    walls, cpus, exact = [], [], []
+    hardened = mode == "hardened"
+    g = bench.masking_graph(bench.config(graph, hardened, d, p))
+    row.degree, row.threshold = g.max_degree(), g.threshold
+    for r in range(repeats):
+        # a fresh round id per repeat (hardened clients refuse a round id they have seen)
+        result, wall, cpu = bench.round(graph, hardened, d, p, dropped, round_id=r + 1)
+        ok = bench.check(result)
+        m = _measure(result, dropped)
+        per.append(m)
+        walls.append(wall)
+        cpus.append(cpu)
+        exact.append(ok)
+        row.aborted = row.aborted or result.aborted
+        row.abort_reason = row.abort_reason or result.abort_reason
+        row.dropped, row.survivors = len(result.dropped), len(result.survivors)
+        row.threshold = result.threshold
+        state = "ABORTED: " + str(result.abort_reason) if result.aborted else f"exact={ok}"
+        print(
+            f"{progress} repeat {r + 1}/{repeats}: round {wall:.2f} s wall, client "
+            f"{m['client_s'] * 1e3:.1f} ms, server {m['server_s']:.3f} s, {state} "
+            f"(load {os.getloadavg()[0]:.2f})",
+            flush=True,
+        )
+        del result
+    row.repeats = repeats
+    row.client_runs_s = [m["client_s"] for m in per]
+    row.server_runs_s = [m["server_s"] for m in per]
+    row.client_s = _median(row.client_runs_s)
+    row.client_max_s = _median([m["client_max_s"] for m in per])
+    row.server_s = _median(row.server_runs_s)
+    row.client_stage_s = _median_dicts([m["client_stage_s"] for m in per])
+    row.server_stage_s = _median_dicts([m["server_stage_s"] for m in per])
+    row.round_wall_s = _median(walls)
+    row.round_cpu_s = _median(cpus)
+    for k in ("bytes_per_client", "bytes_sent_per_client", "bytes_received_per_client"):
+        setattr(row, k, _median([m[k] for m in per]))
+    row.server_bytes = int(_median([m["server_bytes"] for m in per]))
+    row.exact = None if any(e is None for e in exact) else all(bool(e) for e in exact)
+    return row
 
 
 # --------------------------------------------------------------------------------------------
-# Flower
+# Flower (its public SecAgg+ primitives; the same code paths as the earlier primitive-level
+# benchmark)
 
 
 _FLOWER_API = {
@@ -478,107 +550,370 @@ class FlowerTimer:
         return sum(parts.values()), {k: v * 1e3 for k, v in parts.items()}
 
 
-# --------------------------------------------------------------------------------------------
+def flower_numbers(
+    flower: FlowerTimer,
+    graph: MaskingGraph,
+    d: int,
+    dropped: set[int],
+    repeats: int,
+    cache: dict[tuple, dict[str, Any]],
+) -> dict[str, Any]:
+    """Flower's client (one representative) and extrapolated server, medians over ``repeats``.
 
-
-def _best_of(fn, reps: int) -> float:
-    """Best wall time of ``reps`` calls, in seconds (the least disturbed by other load)."""
-    best = math.inf
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def primitives(n: int, fl: dict | None, quick: bool) -> None:
-    """Micro-benchmarks of single primitives (best of several runs)."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    from secagg import MaskExpander
-
-    reps = 3 if quick else 10
-    d = 100_000 if quick else 1_000_000
-    seed = secrets.token_bytes(32)
-    exp = MaskExpander(d, BITS)
-    t_into = _best_of(lambda: exp.expand(seed), reps)
-
-    def allocating():
-        enc = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
-        return np.frombuffer(enc.update(bytes(4 * d)), dtype=np.uint32).copy()
-
-    t_alloc = _best_of(allocating, reps)
-    print(f"primitives (best of {reps}):")
-    print(
-        f"  mask expansion d={d} uint32: update_into {t_into * 1e3:.2f} ms "
-        f"({4 * d / t_into / 1e9:.1f} GB/s); allocating update()+copy {t_alloc * 1e3:.2f} ms"
-    )
-    enc = FixedPointEncoder(CLIP, n, BITS)
-    x = np.random.default_rng(0).uniform(-CLIP, CLIP, d)
-    rng = np.random.default_rng(1)
-    print(f"  encode d={d}: {_best_of(lambda: enc.encode(x, rng), reps) * 1e3:.2f} ms")
-    t = n // 2 + 1
-    m = min(n - 1, int(0.7 * n))
-    sec = secrets.token_bytes(32)
-    shares = split(sec, t, range(1, n))
-    sub = {x_: shares[x_] for x_ in range(1, m + 1)}
-    exact = {x_: shares[x_] for x_ in range(1, t + 1)}
-    fortis_shamir.cache_clear()
-    t0 = time.perf_counter()
-    reconstruct(sub, t)
-    t_cold = time.perf_counter() - t0
-    t_hot = _best_of(lambda: reconstruct(sub, t), 200)
-    t_hot_t = _best_of(lambda: reconstruct(exact, t), 200)
-    t_split = _best_of(lambda: split(sec, t, range(1, n)), reps)
-    print(
-        f"  fortis Shamir t={t}: split to {n - 1} holders {t_split * 1e3:.2f} ms; reconstruct "
-        f"from {m} shares (with consistency check) cold {t_cold * 1e6:.0f} us, cached "
-        f"{t_hot * 1e6:.0f} us; from exactly t shares cached {t_hot_t * 1e6:.0f} us"
-    )
-    if fl:
-        fshares = fl["create_shares"](secrets.token_bytes(16), t, n - 1)
-        t_fc = _best_of(lambda: fl["combine_shares"](fshares[:t]), 1 if quick else 3)
-        print(
-            f"  Flower Shamir (pycryptodome GF(2^128)) combine_shares of a 16-byte secret from "
-            f"t={t} shares: {t_fc * 1e3:.1f} ms  (fortis/Flower cached: {t_hot_t / t_fc:.5f})"
-        )
-        t_fp = _best_of(lambda: fl["pseudo_rand_gen"](seed, 2**32, [(d,)]), reps)
-        print(f"  Flower pseudo_rand_gen d={d}: {t_fp * 1e3:.2f} ms")
-    print()
-
-
-def build_graphs(n: int, levels: list[float], kinds: list[str], seed: bytes):
-    """(graph, levels it serves). SecAgg+ graphs are sized for max(p, 0.1) dropouts."""
-    ids = list(range(n))
-    out = []
-    if "complete" in kinds:
-        out.append((complete_graph(ids), levels))
-    if "secagg+" in kinds:
-        by_rate: dict[float, list[float]] = {}
-        for p in levels:
-            by_rate.setdefault(max(p, 0.1), []).append(p)
-        for rate, ps in sorted(by_rate.items()):
-            out.append((secaggplus_graph(ids, seed, dropout_rate=rate, corrupt_rate=0.1), ps))
+    The client side does not depend on the dropouts, so it is timed once per (graph, d).
+    """
+    ckey = (graph.kind, graph.max_degree(), graph.threshold, d)
+    if ckey not in cache:
+        runs = [flower.client(graph, d, dropped) for _ in range(repeats)]
+        cache[ckey] = {
+            "client_s": _median([ms for ms, _, _ in runs]) / 1e3,
+            "client_stage_s": {
+                k: v / 1e3 for k, v in _median_dicts([parts for _, parts, _ in runs]).items()
+            },
+            "bytes_per_client": runs[0][2],
+        }
+    out = dict(cache[ckey])
+    sruns = [flower.server(graph, d, dropped) for _ in range(repeats)]
+    out["server_s"] = _median([s for s, _ in sruns])
+    out["server_stage_s"] = {
+        k: v / 1e3 for k, v in _median_dicts([parts for _, parts in sruns]).items()
+    }
+    out["server_extrapolated"] = True
+    out["repeats"] = repeats
     return out
 
 
-def _fmt_ratio(a: float, b: float, digits: int = 3) -> str:
-    if not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+# --------------------------------------------------------------------------------------------
+# reporting
+
+
+def _ratio(a: float | None, b: float | None, digits: int = 3) -> str:
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b == 0:
         return "-"
     return f"{a / b:.{digits}f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=100, help="number of clients (default 100)")
-    ap.add_argument(
-        "--d", type=int, nargs="+", default=[100_000, 1_000_000], help="dimensions to run"
+def _fl(row: Row, key: str) -> float | None:
+    return None if row.flower is None else row.flower.get(key)
+
+
+def _spread(xs: Sequence[float]) -> str:
+    xs = [x for x in xs if math.isfinite(x)]
+    return f"{min(xs):.3f}-{max(xs):.3f}" if xs else "-"
+
+
+def _fmt_d(d: int) -> str:
+    e = round(math.log10(d)) if d > 0 else 0
+    return f"1e{e}" if 10**e == d else str(d)
+
+
+def _state(row: Row) -> str:
+    if row.aborted:
+        return "ABORT"
+    return "yes" if row.exact else "NO"
+
+
+def print_table(rows: Sequence[Row]) -> None:
+    head = (
+        f"{'graph':8} {'mode':8} {'k':>3} {'t':>3} {'d':>7} {'drop':>4} | {'client ms':>9} "
+        f"{'Flower':>7} {'ratio':>6} | {'server s':>8} {'min-max':>11} {'Flower~':>8} "
+        f"{'ratio':>7} | {'KB/cl':>6} {'Flower':>6} {'ratio':>5} | exact | load"
     )
-    ap.add_argument("--dropouts", type=float, nargs="+", default=[0.0, 0.1, 0.3])
+    print("\n" + head)
+    print("-" * len(head))
+    for r in rows:
+        fc, fs, fb = _fl(r, "client_s"), _fl(r, "server_s"), _fl(r, "bytes_per_client")
+        server = f"{r.server_s:8.3f}" if not r.aborted else f"{'abort':>8}"
+        print(
+            f"{r.graph:8} {r.mode:8} {r.degree:3d} {r.threshold:3d} {r.d:7d} {r.dropout:4.2f} | "
+            f"{r.client_s * 1e3:9.1f} {fc * 1e3 if fc else math.nan:7.0f} "
+            f"{_ratio(r.client_s, fc):>6} | {server} {_spread(r.server_runs_s):>11} "
+            f"{'~' if fs else ' '}{fs if fs else math.nan:7.1f} "
+            f"{_ratio(None if r.aborted else r.server_s, fs, 4):>7} | "
+            f"{r.bytes_per_client / 1024:6.0f} {fb / 1024 if fb else math.nan:6.0f} "
+            f"{_ratio(r.bytes_per_client, fb, 2):>5} | {_state(r):5} | {r.loadavg[0]:.2f}"
+        )
+    print(
+        "client ms = median over repeats of the median over surviving clients of each client's "
+        "total time in the round (transcript); server s = transcript server total (min-max "
+        "over the repeats); ratio = fortis / Flower (lower is better for fortis); '~' = Flower "
+        "server extrapolated from sampled per-operation timings; KB/cl = bytes sent + received "
+        "per client; exact = encoded_sum equals the plaintext sum of the survivors' encodings; "
+        "load = 1-min load average when the row started."
+    )
+    print("\nper stage (medians over repeats; client ms = median over surviving clients):")
+    for r in rows:
+        cs = " ".join(f"{k}={v * 1e3:.1f}" for k, v in r.client_stage_s.items())
+        ss = " ".join(f"{k}={v * 1e3:.0f}" for k, v in r.server_stage_s.items())
+        print(f"  {r.graph:8} {r.mode:8} d={r.d:<7d} p={r.dropout:.2f} | client ms: {cs}")
+        print(f"  {'':8} {'':8}   {'':7}   {'':4} | server ms: {ss}")
+        if r.flower:
+            fcs = " ".join(f"{k}={v * 1e3:.1f}" for k, v in r.flower["client_stage_s"].items())
+            fss = " ".join(f"{k}={v * 1e3:.0f}" for k, v in r.flower["server_stage_s"].items())
+            print(f"  {'':8} {'Flower':8}   {'':7}   {'':4} | client ms: {fcs} | server ms~: {fss}")
+        if r.aborted:
+            print(f"  {'':8} {'':8}   {'':7}   {'':4} | round aborted: {r.abort_reason}")
+
+
+def print_targets(rows: Sequence[Row]) -> None:
+    big = [r for r in rows if r.d == 1_000_000]
+    if not big:
+        return
+    print()
+    for mode in ("plain", "hardened"):
+        sp = [r for r in big if r.graph == "secagg+" and r.mode == mode and not r.aborted]
+        if sp:
+            worst = max(sp, key=lambda r: r.client_s)
+            print(
+                f"target client <= 0.1 s at d=1e6 (SecAgg+ graph, {mode}): worst row "
+                f"p={worst.dropout:.2f} {worst.client_s:.3f} s: "
+                f"{'met' if worst.client_s <= 0.1 else 'NOT met'}"
+            )
+    for mode in ("plain", "hardened"):
+        for kind in ("complete", "secagg+"):
+            for r in big:
+                if r.graph == kind and r.mode == mode and abs(r.dropout - 0.3) < 1e-9:
+                    verdict = (
+                        f"round aborted ({r.abort_reason})"
+                        if r.aborted
+                        else f"{r.server_s:.2f} s: {'met' if r.server_s <= 2 else 'NOT met'}"
+                    )
+                    print(f"target server <= 2 s at d=1e6, 30% dropout ({kind}, {mode}): {verdict}")
+
+
+def markdown(meta: Mapping[str, Any], rows: Sequence[Row]) -> str:
+    """The results as a markdown section (header, main table, per-stage table)."""
+    la = meta.get("loadavg_start", [])
+    out = [
+        f"- Label: {meta.get('label') or '-'}",
+        f"- Date: {meta['date_utc']}; fortis commit {meta['commit']}"
+        + (" (protocol/ or secagg/ had uncommitted changes!)" if meta.get("tree_dirty") else ""),
+        f"- Command: `{meta['command']}`",
+        f"- Machine: {meta['cpu_count']} cores, {meta['platform']}; mask threads per party "
+        f"{meta['workers']}; load average at start {la}, at end {meta.get('loadavg_end')}; "
+        f"run took {meta.get('duration_s', 0) / 60:.1f} min",
+        f"- Each fortis number is the median of {meta['repeats']} rounds through "
+        "`protocol.run_round`, read from the round's "
+        f"`Transcript`; dropouts at stage `{meta['drop_stage']}`",
+        "",
+        "| graph | mode | k | t | d | p | client ms | Flower ms | ratio | server s "
+        "| server runs | Flower s | ratio | KB/client | Flower KB | exact | load |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|--:|",
+    ]
+    for r in rows:
+        fc, fs, fb = _fl(r, "client_s"), _fl(r, "server_s"), _fl(r, "bytes_per_client")
+        out.append(
+            f"| {r.graph} | {r.mode} | {r.degree} | {r.threshold} | {_fmt_d(r.d)} | {r.dropout:.1f} "
+            f"| {r.client_s * 1e3:.1f} | {f'{fc * 1e3:.0f}' if fc else '-'} "
+            f"| {_ratio(r.client_s, fc)} "
+            f"| {'abort' if r.aborted else f'{r.server_s:.3f}'} | {_spread(r.server_runs_s)} "
+            f"| {f'~{fs:.1f}' if fs else '-'} | {_ratio(None if r.aborted else r.server_s, fs, 4)} "
+            f"| {r.bytes_per_client / 1024:.0f} | {f'{fb / 1024:.0f}' if fb else '-'} "
+            f"| {_ratio(r.bytes_per_client, fb, 2)} | {_state(r)} | {r.loadavg[0]:.2f} |"
+        )
+    stages_c = _stages(*(r.client_stage_s for r in rows))
+    stages_s = _stages(*(r.server_stage_s for r in rows))
+    out += [
+        "",
+        "Per stage (ms; client = median over surviving clients; medians over the repeats):",
+        "",
+        "| graph | mode | d | p | "
+        + " | ".join(f"client {s}" for s in stages_c)
+        + " | "
+        + " | ".join(f"server {s}" for s in stages_s)
+        + " |",
+        "|---|---|--:|--:|" + "--:|" * (len(stages_c) + len(stages_s)),
+    ]
+    for r in rows:
+        cs = " | ".join(
+            f"{r.client_stage_s[s] * 1e3:.1f}" if s in r.client_stage_s else "-" for s in stages_c
+        )
+        ss = " | ".join(
+            f"{r.server_stage_s[s] * 1e3:.0f}" if s in r.server_stage_s else "-" for s in stages_s
+        )
+        out.append(f"| {r.graph} | {r.mode} | {_fmt_d(r.d)} | {r.dropout:.1f} | {cs} | {ss} |")
+    aborted = [r for r in rows if r.aborted]
+    if aborted:
+        out.append("")
+        for r in aborted:
+            out.append(
+                f"- {r.graph} {r.mode} d={_fmt_d(r.d)} p={r.dropout:.1f}: round aborted "
+                f"({r.abort_reason}); its times cover the stages run before the abort."
+            )
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# JSON and comparison
+
+
+def _clean(obj: Any) -> Any:
+    """NaN/inf -> None, so the file is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, meta: Mapping[str, Any], rows: Sequence[Row]) -> None:
+    data = {"schema": SCHEMA, "meta": dict(meta), "rows": [asdict(r) for r in rows]}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_clean(data), indent=1) + "\n")
+    tmp.replace(path)
+
+
+def load_json(path: Path) -> tuple[dict[str, Any], list[Row]]:
+    data = json.loads(Path(path).read_text())
+    rows = []
+    for d in data["rows"]:
+        d = {k: (math.nan if v is None and k.endswith("_s") else v) for k, v in d.items()}
+        rows.append(Row(**{k: v for k, v in d.items() if k in Row.__dataclass_fields__}))
+    return data["meta"], rows
+
+
+def compare(before_path: Path, after_path: Path) -> int:
+    """Print per-row after/before ratios of two JSON files written by this script."""
+    mb, rb = load_json(before_path)
+    ma, ra = load_json(after_path)
+    for tag, m, path in (("before", mb, before_path), ("after", ma, after_path)):
+        print(
+            f"{tag:6}: {path} | {m.get('label') or '-'} | commit {m.get('commit')} | "
+            f"{m.get('date_utc')} | load {m.get('loadavg_start')} -> {m.get('loadavg_end')} | "
+            f"repeats {m.get('repeats')}"
+        )
+    before = {r.key: r for r in rb}
+    head = (
+        f"{'graph':8} {'mode':8} {'d':>7} {'drop':>4} | {'client ms':>9} {'->':>8} {'x':>6} | "
+        f"{'server s':>8} {'->':>8} {'x':>6} | {'KB/cl':>6} {'->':>6} {'x':>5} | exact"
+    )
+    print("\n" + head)
+    print("-" * len(head))
+    matched = []
+    for a in ra:
+        b = before.get(a.key)
+        if b is None:
+            print(f"{a.graph:8} {a.mode:8} {a.d:7d} {a.dropout:4.2f} | only in after")
+            continue
+        matched.append((b, a))
+        bs = f"{b.server_s:8.3f}" if not b.aborted else f"{'abort':>8}"
+        as_ = f"{a.server_s:8.3f}" if not a.aborted else f"{'abort':>8}"
+        print(
+            f"{a.graph:8} {a.mode:8} {a.d:7d} {a.dropout:4.2f} | {b.client_s * 1e3:9.1f} "
+            f"{a.client_s * 1e3:8.1f} {_ratio(a.client_s, b.client_s, 2):>6} | {bs} {as_} "
+            f"{_ratio(None if a.aborted else a.server_s, None if b.aborted else b.server_s, 2):>6}"
+            f" | {b.bytes_per_client / 1024:6.0f} {a.bytes_per_client / 1024:6.0f} "
+            f"{_ratio(a.bytes_per_client, b.bytes_per_client, 2):>5} | "
+            f"{_state(b)}->{_state(a)}"
+        )
+    for k in before.keys() - {r.key for r in ra}:
+        print(f"{k[0]:8} {k[1]:8} {k[3]:7d} {k[4]:4.2f} | only in before")
+    print("x = after / before (above 1: slower or bigger after).")
+    print("\nper stage, after/before (server ms; client ms = median over surviving clients):")
+    for b, a in matched:
+        parts = []
+        for who, sb, sa in (
+            ("server", b.server_stage_s, a.server_stage_s),
+            ("client", b.client_stage_s, a.client_stage_s),
+        ):
+            names = _stages(sb, sa)
+            cells = []
+            for s in names:
+                vb, va = sb.get(s), sa.get(s)
+                cells.append(
+                    f"{s} {'-' if vb is None else f'{vb * 1e3:.1f}'}->"
+                    f"{'-' if va is None else f'{va * 1e3:.1f}'}"
+                    + (f" ({_ratio(va, vb, 2)})" if vb and va else "")
+                )
+            parts.append(f"{who}: " + ", ".join(cells))
+        print(f"  {a.graph:8} {a.mode:8} d={a.d:<7d} p={a.dropout:.2f}")
+        for p in parts:
+            print(f"      {p}")
+    return 0
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def run_meta(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    dirty = _git("status", "--porcelain", "--", "protocol", "secagg")
+    return {
+        "label": args.label,
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "protocol_tree": _git("rev-parse", "HEAD:protocol"),
+        "secagg_tree": _git("rev-parse", "HEAD:secagg"),
+        "tree_dirty": dirty.splitlines() if dirty else [],
+        "protocol_file": protocol.__file__,
+        "script_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16],
+        "command": "python benchmarks/secagg_bench.py " + shlex.join(argv),
+        "n": args.n,
+        "d": args.d,
+        "dropouts": args.dropouts,
+        "graphs": args.graphs,
+        "modes": args.modes,
+        "repeats": args.repeats,
+        "seed": args.seed,
+        "bits": BITS,
+        "clip": CLIP,
+        "drop_stage": DROP_STAGE,
+        "workers": default_workers(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cryptography": _version("cryptography"),
+        "flwr": None,
+        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def _int(s: str) -> int:
+    v = float(s)
+    if v != int(v):
+        raise argparse.ArgumentTypeError(f"not an integer: {s}")
+    return int(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--n", type=_int, default=100, help="number of clients (default 100)")
+    ap.add_argument(
+        "--d", type=_int, nargs="+", default=[100_000, 1_000_000], help="dimensions (1e5 ok)"
+    )
+    ap.add_argument(
+        "--dropouts", type=float, nargs="+", default=[0.0, 0.1, 0.3], help="dropout fractions"
+    )
     ap.add_argument(
         "--graphs", nargs="+", default=["complete", "secagg+"], choices=["complete", "secagg+"]
     )
-    ap.add_argument("--quick", action="store_true", help="smoke run: n=20, d=10000, p=0/0.3")
+    ap.add_argument(
+        "--modes", nargs="+", default=["plain", "hardened"], choices=["plain", "hardened"]
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="rounds per row; medians are reported (default 3)"
+    )
+    ap.add_argument("--quick", action="store_true", help="smoke run: n=20, d=1e4, p=0/0.3, 1 rep")
     ap.add_argument("--no-flower", action="store_true", help="skip Flower")
     ap.add_argument(
         "--flower-samples",
@@ -586,143 +921,97 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="samples per Flower server operation before extrapolating (default 3)",
     )
-    ap.add_argument(
-        "--primitives-only", action="store_true", help="only the single-primitive timings"
-    )
-    ap.add_argument(
-        "--workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="threads for fortis's mask expansion on the client and re-expansion on the server "
-        "(default: the machine's cores, as protocol.Client/Server use)",
-    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", type=Path, help="also write the results as JSON here")
+    ap.add_argument("--label", default="", help="free text recorded in the JSON and markdown")
+    ap.add_argument("--json", type=Path, help="write the results as JSON here (after every row)")
+    ap.add_argument("--markdown", type=Path, help="write the tables as a markdown section here")
+    ap.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("BEFORE", "AFTER"),
+        help="print per-row after/before ratios of two --json files and exit",
+    )
     args = ap.parse_args(argv)
+    if args.compare:
+        return compare(*args.compare)
     if args.quick:
-        args.n, args.d, args.dropouts, args.flower_samples = 20, [10_000], [0.0, 0.3], 1
+        args.n, args.d, args.dropouts = 20, [10_000], [0.0, 0.3]
+        args.repeats, args.flower_samples = 1, 1
     if args.n < 3:
         ap.error("--n must be >= 3")
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
 
+    meta = run_meta(args, argv)
     fl = None if args.no_flower else load_flower()
     flower = FlowerTimer(fl, args.flower_samples) if fl else None
+    meta["flwr"] = fl["version"] if fl else None
     print(
-        f"secagg benchmark: n={args.n}, d={args.d}, dropouts={args.dropouts}, "
-        f"graphs={args.graphs}, bits={BITS}"
+        f"secagg benchmark through protocol.run_round: n={args.n}, d={args.d}, "
+        f"dropouts={args.dropouts} at {DROP_STAGE!r}, graphs={args.graphs}, modes={args.modes}, "
+        f"repeats={args.repeats}, bits={BITS}, mask threads={meta['workers']}"
         + (f", Flower {fl['version']}" if fl else ", no Flower")
     )
-    print("timings are wall clock; on a shared machine they are noisy.\n")
-    primitives(args.n, fl, quick=args.quick)
-    if args.primitives_only:
-        return 0
-    seed = args.seed.to_bytes(8, "big") * 4
-    rows = []
-    for graph, levels in build_graphs(args.n, args.dropouts, args.graphs, seed):
-        for d in args.d:
-            t0 = time.perf_counter()
-            res = fortis_round(graph, d, levels, args.seed, args.workers)
-            print(
-                f"[fortis {graph.kind} k={graph.max_degree()} t={graph.threshold} d={d}] "
-                f"{time.perf_counter() - t0:.1f}s wall for the whole simulated round"
+    print(
+        f"fortis commit {meta['commit']} ({meta['protocol_file']})"
+        + (f"; UNCOMMITTED changes: {meta['tree_dirty']}" if meta["tree_dirty"] else "")
+    )
+    print(f"label: {args.label or '-'}; load average {meta['loadavg_start']}")
+    print("timings are wall clock; on a shared machine they are noisy.\n", flush=True)
+
+    bench = FortisBench(args.n, args.seed)
+    dropped = _dropped_sets(args.n, args.dropouts, args.seed)
+    cells = [
+        (d, g, p, m) for d in args.d for g in args.graphs for p in args.dropouts for m in args.modes
+    ]
+    rows: list[Row] = []
+    flower_cache: dict[tuple, dict[str, Any]] = {}
+    start = time.perf_counter()
+    for k, (d, graph, p, mode) in enumerate(cells, start=1):
+        tag = f"[{k}/{len(cells)} {time.perf_counter() - start:5.0f}s] {graph} {mode} d={d} p={p}"
+        try:
+            row = run_row(bench, graph, mode, d, p, dropped[p], args.repeats, tag)
+        except ValueError as exc:  # e.g. no SecAgg+ degree exists for this n
+            print(f"{tag}: skipped ({type(exc).__name__}: {exc})", flush=True)
+            continue
+        if flower:
+            same = next(
+                (r.flower for r in rows if r.flower and (r.graph, r.d, r.dropout) == (graph, d, p)),
+                None,
             )
-            dropped = _dropped_sets(args.n, levels, args.seed)
-            for r in res:
-                fr = None
-                if flower:
-                    c_ms, c_parts, c_bytes = flower.client(graph, d, dropped[r.dropout])
-                    s_ms, s_parts = flower.server(graph, d, dropped[r.dropout])
-                    fr = Result(
-                        graph=graph.kind,
-                        degree=r.degree,
-                        threshold=r.threshold,
-                        d=d,
-                        dropout=r.dropout,
-                        client_ms=c_ms,
-                        client_parts=c_parts,
-                        server_s=s_ms,
-                        server_parts=s_parts,
-                        bytes_per_client=c_bytes,
-                        ok=None,
-                        extrapolated=True,
-                    )
-                rows.append((r, fr))
-                _print_detail(r, fr)
-    _print_table(rows)
-    _print_targets(rows)
+            if same is None:
+                t0 = time.perf_counter()
+                cfg = bench.config(graph, False, d, p)
+                same = flower_numbers(
+                    flower, bench.masking_graph(cfg), d, dropped[p], args.repeats, flower_cache
+                )
+                print(
+                    f"{tag} Flower: client {same['client_s'] * 1e3:.0f} ms, server "
+                    f"~{same['server_s']:.1f} s ({time.perf_counter() - t0:.0f} s to time)",
+                    flush=True,
+                )
+            row.flower = same
+        rows.append(row)
+        if args.json:
+            meta["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+            meta["duration_s"] = time.perf_counter() - start
+            write_json(args.json, meta, rows)
+    meta["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    meta["duration_s"] = time.perf_counter() - start
+    print_table(rows)
+    print_targets(rows)
+    print(
+        f"\n{len(rows)} rows in {meta['duration_s'] / 60:.1f} min; load average "
+        f"{meta['loadavg_start']} -> {meta['loadavg_end']}"
+    )
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                [{"fortis": asdict(r), "flower": asdict(f) if f else None} for r, f in rows],
-                indent=1,
-            )
-        )
-    return 0 if all(r.ok for r, _ in rows) else 1
-
-
-def _print_detail(r: Result, f: Result | None) -> None:
-    def fmt(parts):
-        return " ".join(f"{k}={v:.1f}" for k, v in parts.items())
-
-    print(
-        f"  p={r.dropout:.2f} fortis client ms: {fmt(r.client_parts)} (CPU {r.client_cpu_ms:.1f})"
-        f" | server ms: {fmt(r.server_parts)} (CPU {r.server_cpu_s * 1e3:.0f}) | exact={r.ok}"
-    )
-    if f:
-        print(
-            f"  p={r.dropout:.2f} Flower client ms: {fmt(f.client_parts)} | server ms (~): "
-            f"{fmt(f.server_parts)}"
-        )
-
-
-def _print_table(rows) -> None:
-    head = (
-        f"{'graph':8} {'k':>3} {'t':>3} {'d':>7} {'drop':>4} | {'client ms':>9} {'cpu':>6} "
-        f"{'Flower':>8} {'ratio':>6} | {'server s':>8} {'cpu':>6} {'Flower':>8} {'ratio':>7} | "
-        f"{'KB/cl':>6} {'Flower':>6} {'ratio':>5} | ok"
-    )
-    print("\n" + head)
-    print("-" * len(head))
-    for r, f in rows:
-        fc = f"{f.client_ms:8.0f}" if f else f"{'-':>8}"
-        fs = f"~{f.server_s:7.1f}" if f else f"{'-':>8}"
-        fb = f"{f.bytes_per_client / 1024:6.0f}" if f else f"{'-':>6}"
-        print(
-            f"{r.graph:8} {r.degree:3d} {r.threshold:3d} {r.d:7d} {r.dropout:4.2f} | "
-            f"{r.client_ms:9.1f} {r.client_cpu_ms:6.1f} {fc} "
-            f"{_fmt_ratio(r.client_ms, f.client_ms if f else math.nan):>6} | "
-            f"{r.server_s:8.3f} {r.server_cpu_s:6.3f} {fs} "
-            f"{_fmt_ratio(r.server_s, f.server_s if f else math.nan, 4):>7} | "
-            f"{r.bytes_per_client / 1024:6.0f} {fb} "
-            f"{_fmt_ratio(r.bytes_per_client, f.bytes_per_client if f else math.nan, 2):>5} | "
-            f"{'yes' if r.ok else 'NO'}"
-        )
-    print(
-        "client ms = median over the n clients (wall), cpu = its CPU time; ratio = fortis wall / "
-        "Flower wall (lower is better for fortis); '~' = Flower server extrapolated from sampled "
-        "per-operation timings; ok = fortis unmasked sum equals the plaintext sum of encodings."
-    )
-
-
-def _print_targets(rows) -> None:
-    big = [r for r, _ in rows if r.d >= 1_000_000]
-    if not big:
-        return
-    sp = [r for r in big if r.graph == "secagg+"]
-    if sp:
-        worst_client = max(r.client_ms for r in sp)
-        print(
-            f"target client <= 100 ms at d=1e6 (SecAgg+ graph): {worst_client:.1f} ms "
-            f"{'met' if worst_client <= 100 else 'NOT met'}"
-        )
-    for kind in ("complete", "secagg+"):
-        rs = [r for r in big if r.graph == kind and r.dropout >= 0.3]
-        if rs:
-            s = max(r.server_s for r in rs)
-            c = max(r.server_cpu_s for r in rs)
-            print(
-                f"target server <= 2 s at d=1e6, 30% dropout ({kind}): {s:.2f} s wall, "
-                f"{c:.2f} s CPU: {'met' if s <= 2 else 'NOT met'} (wall)"
-            )
+        write_json(args.json, meta, rows)
+        print(f"wrote {args.json}")
+    if args.markdown:
+        args.markdown.write_text(markdown(meta, rows))
+        print(f"wrote {args.markdown}")
+    return 0 if all(r.exact is not False for r in rows) else 1
 
 
 if __name__ == "__main__":
