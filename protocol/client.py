@@ -10,30 +10,41 @@ once and then feeds every message from the server to :meth:`Client.receive`, whi
 messages to send back (a list with zero or one element).
 
 A round follows Bonawitz et al. (CCS 2017), with the masking graph either complete or the SecAgg+
-random sparse graph of Bell et al. (CCS 2020):
+random sparse graph of Bell et al. (CCS 2020), plus the partner-set binding of fortis:
 
-1. ``start()``: make two X25519 key pairs, ``c`` (share encryption) and ``s`` (pairwise masks),
-   and a random 32-byte self-mask seed ``b``; advertise ``c_pk`` and ``s_pk`` (signed with
-   Ed25519 in hardened mode).
-2. ``ServerKeys``: recompute the masking graph from the round config and the server's seed and
-   check every claim of the server (graph, threshold, that the keys are exactly from neighbours,
-   all distinct, validly signed in hardened mode, and at least ``t`` share holders). Split ``b``
-   and ``s_sk`` into ``t``-of-``k+1`` Shamir shares (points = holder id + 1; one share is kept by
-   the client itself, as in Bonawitz et al. where shares go to all of U1) and seal each
-   neighbour's pair of shares with AES-GCM under the ``c`` agreement key, with associated data
-   binding (round, sender, recipient).
-3. ``ForwardShares``: the neighbours whose shares arrived (U2) are the ones we mask with. Quantise
-   the update, add ``PRG(b)`` and ``+-PRG(s_ij)`` for each of them, send ``y``.
-4. Hardened mode only, ``ConsistencyRequest``: sign the survivor set U3 the server announces.
+1. ``start()``: in hardened mode (and whenever a :class:`~protocol.ledger.RoundLedger` is
+   given) refuse a round id that is not above the last one joined with this federation, and
+   record it first. Make two X25519 key pairs, ``c`` (share encryption) and ``s`` (pairwise
+   masks), and a random 32-byte self-mask seed ``b``; advertise ``c_pk`` and ``s_pk`` (signed
+   with Ed25519 over the round's :attr:`RoundConfig.digest` in hardened mode).
+2. ``ServerKeys``: check every claim of the server (graph, threshold, that the keys are distinct
+   and, hardened, validly signed). Hardened mode gets *every* accepted advertisement, recomputes
+   the graph seed as their hash (the server cannot choose the SecAgg+ ring) and the pruning of
+   clients with fewer than ``t`` live neighbours. A client needs at least ``t`` neighbours. Split
+   ``b`` and ``s_sk`` into ``t``-of-``k+1`` Shamir shares (points = holder id + 1; one share is
+   kept by the client itself, as in Bonawitz et al.) and seal each neighbour's pair of shares with
+   AES-GCM under the ``c`` agreement key, with associated data binding (round, sender, recipient).
+3. ``ForwardShares``: the neighbours whose shares arrived (U2) are the partners we mask with;
+   fewer than ``t`` partners is refused (t-1 colluders could be all of them). Quantise the
+   update, add ``PRG(b)`` and ``+-PRG(s_ij)`` for each partner, send ``y`` with the partner set
+   (hardened: signed together with ``SHA-256(y)`` and the round context).
+4. Hardened mode only, ``ConsistencyRequest``: sign the survivor set U3 (with the round context:
+   config digest and graph seed), after the same checks as step 5 on U3.
 5. ``UnmaskRequest``: send the share of ``b_i`` for each survivor ``i`` and the share of
    ``s_sk_j`` for each dropped ``j`` -- after checking that no id is in both lists, that we are a
-   survivor ourselves, that the lists agree with what we know (and, hardened, with the signed
-   U3 and at least :meth:`RoundConfig.min_signatures` valid signatures). One answer per round:
-   a second ``UnmaskRequest`` is illegal in stage ``DONE``.
+   survivor ourselves with at least ``t`` partners among the survivors, that the lists agree with
+   what we know and lie in the population, and, hardened, that U3 is the one we signed, that it
+   carries :meth:`RoundConfig.min_signatures` valid signatures, and that every survivor whose
+   ``b`` share we release signed a partner set that contains us and keeps ``t`` partners in U3.
+   One answer per round: a second ``UnmaskRequest`` is illegal in stage ``DONE``.
 
-Invariant (never both shares): the server must never obtain both ``b_i`` and ``s_sk_i`` of a
-client. An honest client enforces it on its side by the checks of step 5; a violating request
-raises :class:`ProtocolError` naming the server, and the client does not answer.
+Invariants. Never both shares: the server must never obtain both ``b_i`` and ``s_sk_i`` of a
+client; an honest client enforces it on its side by the checks of step 5, and in hardened mode
+the signed U3 makes every honest client answer for the same split. Partners: once ``b_i`` is
+out, ``x_i`` stays hidden only by the masks of partners still in the sum, so ``b_i`` is released
+only while ``t`` of ``i``'s partners are survivors, at least one of them honest when at most
+``t - 1`` clients collude. A violating request raises :class:`ProtocolError` naming the server,
+and the client does not answer.
 
 Errors: every illegal message -- wrong round, not from the server, addressed to another client,
 not allowed in the current stage (which covers replays), or failing a check -- raises

@@ -23,18 +23,24 @@ driver signals the deadline. Whoever has not answered by then has dropped out::
 
 Any stage closes into ``ABORTED`` (and sends ``Abort`` to the remaining clients) when too few
 clients are left. The survival rules: a client's secrets are shared among its graph neighbours
-plus itself, ``t``-of-them; after key advertisement and after key sharing the server keeps only
-clients that still have ``t`` live share holders (pruned to a fixed point), and it aborts if fewer
-than ``t`` clients remain at any stage. The sum is over U3 (every client whose masked input
-arrived); a survivor that drops during unmasking is still in the sum, its self-mask seed being
-reconstructed from its neighbours' shares. After unmasking, the round aborts with a reason naming
-the client if some survivor's ``b`` or some dropped client's ``s_sk`` has fewer than ``t`` shares.
-A wrong share (shares not on one polynomial, or an ``s_sk`` that does not match the advertised
-``s_pk``) is traced to its holder by leave-one-out when enough extra shares arrived (``> t + 1``
-for ``b``, ``> t`` for ``s_sk``); the holder is faulted, its shares are dropped and the
-reconstruction is retried. Otherwise the round aborts. With exactly ``t`` shares of ``b`` a wrong
-share cannot be detected at this layer; the sketch verification of a later issue catches the
-resulting garbage sum.
+plus itself, ``t``-of-them, and a client masks with at least ``t`` partners. After key
+advertisement and after key sharing the server keeps only clients with ``t`` live neighbours
+(the ``t``-core of the graph). After masked inputs it keeps in the sum (U3) only clients with
+``t`` partners in the sum (the ``t``-core of the partner graph); a client whose masked input
+arrived but falls out of that core is *pruned*: its input is left out and its mask key unmasked
+like a dropout's (masked inputs are kept per client until the sum is final for this reason). A
+survivor that drops during unmasking is still in the sum, its self-mask seed being reconstructed
+from its neighbours' shares. After unmasking, the round aborts with a reason naming the client
+if some survivor's ``b`` or some dropped client's ``s_sk`` has fewer than ``t`` shares, and it
+fails (never releasing the sum) if the decoded sum lies outside ``+-|U3| * clip``. A wrong share
+(shares not on one polynomial, or an ``s_sk`` that does not match the advertised ``s_pk``) is
+traced to its holder by leave-one-out when enough extra shares arrived (``> t + 1`` for ``b``,
+``> t`` for ``s_sk``) and recorded as a dealer/holder dispute; the reconstruction is retried.
+
+Hardened mode adds: the graph seed is the hash of every accepted advertisement (so the server
+cannot choose it), signatures cover the round context (config digest, graph seed), each masked
+input comes with its sender's signed partner set, and the server forwards to every holder the
+signed partner sets of the survivors whose self-mask shares it is asked for.
 
 Bad client messages
 -------------------
