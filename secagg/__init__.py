@@ -4,7 +4,7 @@
 * :mod:`secagg.prg` -- AES-256-CTR mask expansion into reused numpy buffers.
 * :mod:`secagg.keys` -- X25519+HKDF key agreement, AES-GCM sealing, Ed25519 signatures.
 * :mod:`secagg.shamir` -- Shamir t-of-n sharing over GF(2**256 + 297) with cached Lagrange
-  coefficients.
+  coefficients, and error-correcting reconstruction (``shamir.decode``).
 * :mod:`secagg.vss` -- Feldman verifiable secret sharing and Diffie-Hellman in a 2048-bit
   Schnorr group whose order is the Shamir field's prime.
 * :mod:`secagg.graphs` -- complete and SecAgg+ masking graphs with their threshold rules.
@@ -28,7 +28,7 @@ from .graphs import MaskingGraph, complete_graph, secaggplus_graph, secaggplus_p
 from .keys import KeyPair, SigningKeyPair, agree, open_sealed, seal, verify_signature
 from .masking import mask_input, pairwise_seed, unmask_sum
 from .prg import MaskExpander
-from .shamir import PRIME, Decoded, decode, reconstruct, share_from_bytes, share_to_bytes, split
+from .shamir import PRIME, reconstruct, share_from_bytes, share_to_bytes, split
 from .vss import (
     Commitments,
     DHKeyPair,
@@ -56,8 +56,6 @@ __all__ = [
     "reconstruct",
     "share_to_bytes",
     "share_from_bytes",
-    "decode",
-    "Decoded",
     "get_group",
     "Commitments",
     "VerifiableSharing",
