@@ -485,3 +485,51 @@ def test_message_header_constant_is_the_encoders():
     # guards the raw-bytes helpers above against a format change
     m = UnmaskResponse(2, 1, {}, {})
     assert encode(m)[:HEADER_BYTES] == struct.pack(">4sBBQII", MAGIC, VERSION, 9, 2, 1, 8)
+
+
+# --- finding 6: what plain mode does not stop ------------------------------------------------
+
+
+def test_plain_mode_does_not_stop_an_active_server_with_a_split_view():
+    """Documented limit (README threat model): plain mode assumes an honest-but-curious server.
+    A server that lists the victim as a survivor to group A and as dropped to group B, with 2
+    colluders at t = 6, gets both of its secrets and its exact input. Hardened mode refuses the
+    same split (test_hardened_split_view_* in test_protocol_security.py)."""
+    from secagg.masking import pairwise_seed, unmask_sum
+
+    n, d, victim = 11, 6, 0
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-1, 1, (n, d))
+    cfg = RoundConfig(round_id=3, population=range(n), dim=d, clip=1.0)
+    assert cfg.round_threshold == 6
+    server = Server(cfg, graph_seed=bytes(32))
+    clients = {i: Client(cfg, i, x[i], rng=np.random.default_rng([4, i])) for i in range(n)}
+    keys = to_server(server, [c.start() for c in clients.values()])
+    fwd = to_server(server, answer(clients, keys))
+    masked = answer(clients, fwd)
+    y_victim = next(m.masked for m in masked if m.sender == victim)
+    colluders, group_a, group_b = [1, 2], [3, 4, 5, 6], [7, 8, 9, 10]
+    everyone, without = tuple(range(n)), tuple(range(1, n))
+    b_shares, s_shares = {}, {}
+    for h in group_a:
+        (r,) = answer(clients, [UnmaskRequest(cfg.round_id, SERVER_ID, h, everyone, ())])
+        b_shares[h + 1] = shamir.share_from_bytes(dict(r.self_seed_shares)[victim])
+    for h in group_b:
+        (r,) = answer(clients, [UnmaskRequest(cfg.round_id, SERVER_ID, h, without, (victim,))])
+        s_shares[h + 1] = shamir.share_from_bytes(dict(r.mask_key_shares)[victim])
+    for c in colluders:
+        opened = clients[c]._open(victim, clients[c]._inbox[victim])
+        b_shares[c + 1] = shamir.share_from_bytes(opened[0])
+        s_shares[c + 1] = shamir.share_from_bytes(opened[1])
+    b = shamir.reconstruct(b_shares, 6, 32)
+    s_sk = sk.KeyPair.from_private_bytes(shamir.reconstruct(s_shares, 6, 32))
+    from protocol.messages import mask_agreement_info
+
+    pairwise = {}
+    for j in range(1, n):
+        s_pk_j = clients[j]._s.public_bytes()
+        key = sk.agree(s_sk, s_pk_j, mask_agreement_info(cfg.round_id, victim, j))
+        pairwise[(victim, j)] = pairwise_seed(key, cfg.round_id)
+    enc = unmask_sum(y_victim, {victim: b}, pairwise, cfg.bits)
+    recovered = cfg.encoder.decode(enc)
+    np.testing.assert_allclose(recovered, x[victim], atol=cfg.encoder.resolution)
