@@ -339,6 +339,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     _undefended(second),
                 )
             )
+    # The second attack's rows repeat the first's when it is the same attack on the same split
+    # (e.g. --attack alie --partition dirichlet): run each distinct configuration once.
+    distinct: dict[str, tuple[str, Any]] = {}
+    for name, cfg in runs:
+        distinct.setdefault(cfg.key(), (name, cfg))
+    runs = list(distinct.values())
     for _, cfg in runs:
         check_components(cfg)
     dataset = load_dataset(defended.dataset, defended.data_dir, seed=defended.seed)

@@ -120,7 +120,7 @@ def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathL
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     ax2.set_ylabel("honest clients\nrejected")
     ax2.set_xlabel("round")
     ax2.grid(alpha=0.3)

@@ -390,3 +390,16 @@ def test_every_simulate_option_reaches_the_config():
     )
     for field, value in expected.items():
         assert getattr(cfg, field) == value, field
+
+
+def test_cli_simulate_runs_each_distinct_row_once(tmp_path):
+    # The second attack defaults to alie on dirichlet: here it repeats the first attack's rows.
+    out = tmp_path / "sim"
+    argv = ["simulate", "--clients", "10", "-f", "2", "--rounds", "1", "--quiet"]
+    assert main([*argv, "--attack", "alie", "--partition", "dirichlet", "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert sorted(data) == [
+        "alie, multi_krum",
+        "alie, no defence (mean)",
+        "clean (no attack, mean)",
+    ]
