@@ -8,6 +8,7 @@ errors are refused in one line before anything trains.
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,6 +155,42 @@ def test_an_unexpected_error_fails_only_its_run(digits, monkeypatch):
             dataset=digits,
             raise_errors=True,
         )
+
+
+def test_a_failure_while_setting_up_is_recorded(digits, monkeypatch):
+    def no_memory(*a, **k):
+        raise MemoryError("injected while building the model")
+
+    monkeypatch.setattr(runner_mod, "LocalTrainer", no_memory)
+    res = run_simulation(SimulationConfig(**FAST), dataset=digits)
+    assert res.status == "failed" and res.failure.round is None and res.history == []
+    assert (
+        res.describe_status()
+        == "failed during setup: MemoryError: injected while building the model"
+    )
+
+
+def test_the_readme_mnist_row_that_crashed_now_diverges_and_stops():
+    """Issue 12's row: the scaling attack against the plain mean, MNIST CNN, distributed SGD
+    (what `fortis simulate --dataset mnist --model cnn --training dsgd` runs as its row 2)."""
+    mnist = Path(__file__).resolve().parents[1] / "../shared/data/mnist"
+    assert mnist.is_dir(), f"the MNIST IDX files are expected in {mnist.resolve()}"
+    cfg = SimulationConfig(
+        dataset="mnist",
+        data_dir=str(mnist),
+        model="cnn",
+        training="dsgd",
+        lr=0.5,
+        clients=20,
+        byzantine=4,
+        attack="scaling",
+        defence="mean",
+        rounds=20,
+    )
+    res = run_simulation(cfg)
+    assert res.status == "diverged", res.describe_status()
+    assert 0 < res.divergence.round < 19 and len(res.history) == res.divergence.round + 1
+    assert res.final_accuracy == pytest.approx(0.1)
 
 
 def test_threat_model_helper_reports_a_failed_run(digits, monkeypatch):
