@@ -607,6 +607,11 @@ def _fmt_d(d: int) -> str:
     return f"1e{e}" if 10**e == d else str(d)
 
 
+def _cpu_per_wall(row: Row) -> str:
+    """Process CPU / wall of the round: a contention indicator (see the table legend)."""
+    return _ratio(row.round_cpu_s, row.round_wall_s, 2)
+
+
 def _state(row: Row) -> str:
     if row.aborted:
         return "ABORT"
@@ -617,7 +622,7 @@ def print_table(rows: Sequence[Row]) -> None:
     head = (
         f"{'graph':8} {'mode':8} {'k':>3} {'t':>3} {'d':>7} {'drop':>4} | {'client ms':>9} "
         f"{'Flower':>7} {'ratio':>6} | {'server s':>8} {'min-max':>11} {'Flower~':>8} "
-        f"{'ratio':>7} | {'KB/cl':>6} {'Flower':>6} {'ratio':>5} | exact | load"
+        f"{'ratio':>7} | {'KB/cl':>6} {'Flower':>6} {'ratio':>5} | exact | load cpu/w"
     )
     print("\n" + head)
     print("-" * len(head))
@@ -631,7 +636,8 @@ def print_table(rows: Sequence[Row]) -> None:
             f"{'~' if fs else ' '}{fs if fs else math.nan:7.1f} "
             f"{_ratio(None if r.aborted else r.server_s, fs, 4):>7} | "
             f"{r.bytes_per_client / 1024:6.0f} {fb / 1024 if fb else math.nan:6.0f} "
-            f"{_ratio(r.bytes_per_client, fb, 2):>5} | {_state(r):5} | {r.loadavg[0]:.2f}"
+            f"{_ratio(r.bytes_per_client, fb, 2):>5} | {_state(r):5} | {r.loadavg[0]:4.2f} "
+            f"{_cpu_per_wall(r):>5}"
         )
     print(
         "client ms = median over repeats of the median over surviving clients of each client's "
@@ -639,7 +645,10 @@ def print_table(rows: Sequence[Row]) -> None:
         "over the repeats); ratio = fortis / Flower (lower is better for fortis); '~' = Flower "
         "server extrapolated from sampled per-operation timings; KB/cl = bytes sent + received "
         "per client; exact = encoded_sum equals the plaintext sum of the survivors' encodings; "
-        "load = 1-min load average when the row started."
+        "load = 1-min load average when the row started; cpu/w = process CPU / wall of the "
+        "run_round call (the round never waits and its mask expansion is threaded, so on an "
+        "idle machine this is >= 1; well below 1 means other work took the cores and the "
+        "times are inflated)."
     )
     print("\nper stage (medians over repeats; client ms = median over surviving clients):")
     for r in rows:
@@ -697,8 +706,8 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Row]) -> str:
         f"`Transcript`; dropouts at stage `{meta['drop_stage']}`",
         "",
         "| graph | mode | k | t | d | p | client ms | Flower ms | ratio | server s "
-        "| server runs | Flower s | ratio | KB/client | Flower KB | exact | load |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|--:|",
+        "| server runs | Flower s | ratio | KB/client | Flower KB | exact | load | CPU/wall |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|--:|--:|",
     ]
     for r in rows:
         fc, fs, fb = _fl(r, "client_s"), _fl(r, "server_s"), _fl(r, "bytes_per_client")
@@ -709,7 +718,8 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Row]) -> str:
             f"| {'abort' if r.aborted else f'{r.server_s:.3f}'} | {_spread(r.server_runs_s)} "
             f"| {f'~{fs:.1f}' if fs else '-'} | {_ratio(None if r.aborted else r.server_s, fs, 4)} "
             f"| {r.bytes_per_client / 1024:.0f} | {f'{fb / 1024:.0f}' if fb else '-'} "
-            f"| {_ratio(r.bytes_per_client, fb, 2)} | {_state(r)} | {r.loadavg[0]:.2f} |"
+            f"| {_ratio(r.bytes_per_client, fb, 2)} | {_state(r)} | {r.loadavg[0]:.2f} "
+            f"| {_cpu_per_wall(r)} |"
         )
     stages_c = _stages(*(r.client_stage_s for r in rows))
     stages_s = _stages(*(r.server_stage_s for r in rows))
@@ -787,7 +797,7 @@ def compare(before_path: Path, after_path: Path) -> int:
     before = {r.key: r for r in rb}
     head = (
         f"{'graph':8} {'mode':8} {'d':>7} {'drop':>4} | {'client ms':>9} {'->':>8} {'x':>6} | "
-        f"{'server s':>8} {'->':>8} {'x':>6} | {'KB/cl':>6} {'->':>6} {'x':>5} | exact"
+        f"{'server s':>8} {'->':>8} {'x':>6} | {'KB/cl':>6} {'->':>6} {'x':>5} | exact | cpu/w"
     )
     print("\n" + head)
     print("-" * len(head))
@@ -806,11 +816,14 @@ def compare(before_path: Path, after_path: Path) -> int:
             f"{_ratio(None if a.aborted else a.server_s, None if b.aborted else b.server_s, 2):>6}"
             f" | {b.bytes_per_client / 1024:6.0f} {a.bytes_per_client / 1024:6.0f} "
             f"{_ratio(a.bytes_per_client, b.bytes_per_client, 2):>5} | "
-            f"{_state(b)}->{_state(a)}"
+            f"{_state(b)}->{_state(a)} | {_cpu_per_wall(b)}->{_cpu_per_wall(a)}"
         )
     for k in before.keys() - {r.key for r in ra}:
         print(f"{k[0]:8} {k[1]:8} {k[3]:7d} {k[4]:4.2f} | only in before")
-    print("x = after / before (above 1: slower or bigger after).")
+    print(
+        "x = after / before (above 1: slower or bigger after); cpu/w = process CPU / wall of "
+        "the round, before->after: well below 1 means the machine was busy and times inflated."
+    )
     print("\nper stage, after/before (server ms; client ms = median over surviving clients):")
     for b, a in matched:
         parts = []
