@@ -39,7 +39,12 @@ What is timed (Flower, optional)
     on a few samples and multiplied by its count in the round (cells marked ``~``). Flower has no
     hardened mode, so hardened rows are compared with the same Flower numbers as plain rows.
 
-Timings are wall clock; on a shared machine they are noisy (see ``--repeats``).
+Timings are wall clock; on a shared machine they are noisy. Besides the repeats and load
+averages, each row records the process CPU / wall ratio of its ``run_round`` calls: a round never
+waits, so that ratio is >= 1 on an idle machine and well below 1 when other work took the cores.
+A round that aborts (e.g. hardened mode with too few consistency signatures) is reported as such,
+with the times of the stages it ran. ``protocol`` is imported from the checkout this file sits in,
+so a copy of this script placed in a clean checkout of an older commit measures that commit.
 
 Usage::
 
@@ -607,6 +612,11 @@ def _fmt_d(d: int) -> str:
     return f"1e{e}" if 10**e == d else str(d)
 
 
+def _opt(v: float | None, scale: float, width: int, digits: int) -> str:
+    """``v * scale`` right-aligned in ``width``, or "-" when there is no value."""
+    return f"{v * scale:{width}.{digits}f}" if v is not None else f"{'-':>{width}}"
+
+
 def _cpu_per_wall(row: Row) -> str:
     """Process CPU / wall of the round: a contention indicator (see the table legend)."""
     return _ratio(row.round_cpu_s, row.round_wall_s, 2)
@@ -631,11 +641,11 @@ def print_table(rows: Sequence[Row]) -> None:
         server = f"{r.server_s:8.3f}" if not r.aborted else f"{'abort':>8}"
         print(
             f"{r.graph:8} {r.mode:8} {r.degree:3d} {r.threshold:3d} {r.d:7d} {r.dropout:4.2f} | "
-            f"{r.client_s * 1e3:9.1f} {fc * 1e3 if fc else math.nan:7.0f} "
+            f"{r.client_s * 1e3:9.1f} {_opt(fc, 1e3, 7, 0)} "
             f"{_ratio(r.client_s, fc):>6} | {server} {_spread(r.server_runs_s):>11} "
-            f"{'~' if fs else ' '}{fs if fs else math.nan:7.1f} "
+            f"{'~' if fs else ' '}{_opt(fs, 1, 7, 1)} "
             f"{_ratio(None if r.aborted else r.server_s, fs, 4):>7} | "
-            f"{r.bytes_per_client / 1024:6.0f} {fb / 1024 if fb else math.nan:6.0f} "
+            f"{r.bytes_per_client / 1024:6.0f} {_opt(fb, 1 / 1024, 6, 0)} "
             f"{_ratio(r.bytes_per_client, fb, 2):>5} | {_state(r):5} | {r.loadavg[0]:4.2f} "
             f"{_cpu_per_wall(r):>5}"
         )
