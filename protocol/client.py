@@ -62,7 +62,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from secagg import keys as sk
-from secagg import shamir
+from secagg import shamir, vss
 from secagg.errors import EncodingOverflowError, SecAggError
 from secagg.masking import default_workers, mask_input, pairwise_seed
 
@@ -73,19 +73,23 @@ from .ledger import RoundLedger
 from .messages import (
     Abort,
     AdvertiseKeys,
+    Complaint,
     ConsistencyRequest,
     ConsistencySignature,
     ForwardShares,
     KeyEntry,
     MaskedInput,
+    MaskingPartners,
     Message,
     ServerKeys,
+    ShareComplaints,
     ShareKeys,
     UnmaskRequest,
     UnmaskResponse,
     advertise_signing_bytes,
     decode_partner_record,
     decode_share_payload,
+    encode_complaint,
     encode_share_payload,
     graph_seed_from_adverts,
     input_digest,
@@ -94,6 +98,7 @@ from .messages import (
     round_context,
     share_aad,
     share_agreement_info,
+    share_signing_bytes,
     survivors_signing_bytes,
 )
 
@@ -106,6 +111,7 @@ class ClientStage(enum.Enum):
     NEW = "NEW"
     WAIT_KEYS = "WAIT_KEYS"
     WAIT_SHARES = "WAIT_SHARES"
+    WAIT_PARTNERS = "WAIT_PARTNERS"
     WAIT_CONSISTENCY = "WAIT_CONSISTENCY"
     WAIT_UNMASK = "WAIT_UNMASK"
     DONE = "DONE"
@@ -121,7 +127,8 @@ CLIENT_TRANSITIONS: dict[bool, dict[ClientStage, dict[type, ClientStage]]] = {
     False: {  # plain (honest-but-curious server)
         S.NEW: {StartRound: S.WAIT_KEYS},
         S.WAIT_KEYS: {ServerKeys: S.WAIT_SHARES, Abort: S.ABORTED},
-        S.WAIT_SHARES: {ForwardShares: S.WAIT_UNMASK, Abort: S.ABORTED},
+        S.WAIT_SHARES: {ForwardShares: S.WAIT_PARTNERS, Abort: S.ABORTED},
+        S.WAIT_PARTNERS: {MaskingPartners: S.WAIT_UNMASK, Abort: S.ABORTED},
         S.WAIT_UNMASK: {UnmaskRequest: S.DONE, Abort: S.ABORTED},
         S.DONE: {Abort: S.ABORTED},  # the server may still fail to unmask
         S.ABORTED: {},
@@ -130,7 +137,8 @@ CLIENT_TRANSITIONS: dict[bool, dict[ClientStage, dict[type, ClientStage]]] = {
     True: {  # hardened (signed keys + consistency check)
         S.NEW: {StartRound: S.WAIT_KEYS},
         S.WAIT_KEYS: {ServerKeys: S.WAIT_SHARES, Abort: S.ABORTED},
-        S.WAIT_SHARES: {ForwardShares: S.WAIT_CONSISTENCY, Abort: S.ABORTED},
+        S.WAIT_SHARES: {ForwardShares: S.WAIT_PARTNERS, Abort: S.ABORTED},
+        S.WAIT_PARTNERS: {MaskingPartners: S.WAIT_CONSISTENCY, Abort: S.ABORTED},
         S.WAIT_CONSISTENCY: {ConsistencyRequest: S.WAIT_UNMASK, Abort: S.ABORTED},
         S.WAIT_UNMASK: {UnmaskRequest: S.DONE, Abort: S.ABORTED},
         S.DONE: {Abort: S.ABORTED},  # the server may still fail to unmask
@@ -233,15 +241,18 @@ class Client:
         self.warnings: list[str] = []
         # secrets and round state, filled in as the round goes
         self._c: sk.KeyPair | None = None
-        self._s: sk.KeyPair | None = None
+        self._s: vss.DHKeyPair | None = None
         self._b: bytes | None = None
         self._threshold = 0
         self._neighbours: frozenset[int] = frozenset()
         self._peers: dict[int, tuple[bytes, bytes]] = {}  # id -> (c_pk, s_pk) from ServerKeys
         self._share_keys: dict[int, bytes] = {}  # id -> AES key for sealed shares
         self._own_shares: tuple[int, int] = (0, 0)  # own share of (b, s_sk)
-        self._inbox: dict[int, bytes] = {}  # sender -> sealed shares (U2 neighbours)
-        self._partners: frozenset[int] = frozenset()  # who we masked with (= inbox senders)
+        self._inbox: dict[int, bytes] = {}  # dealer -> sealed shares forwarded to us
+        #: dealer -> (self-mask seed share, mask key share) that verified against its commitments
+        self._held: dict[int, tuple[bytes, bytes]] = {}
+        self._complained: frozenset[int] = frozenset()
+        self._partners: frozenset[int] = frozenset()  # who we masked with
         self._input_digest = b""
         self._context = b""  # round_context(config digest, graph seed), set at ServerKeys
         self._signed_survivors: tuple[int, ...] | None = None
@@ -316,7 +327,7 @@ class Client:
         if self._ledger is not None:
             self._ledger.advance(self.config.federation, self.config.round_id, role=self.role)
         self._c = sk.KeyPair.generate()
-        self._s = sk.KeyPair.generate()
+        self._s = vss.DHKeyPair.generate()
         self._b = secrets.token_bytes(32)
         c_pk, s_pk = self._c.public_bytes(), self._s.public_bytes()
         sig = b""
@@ -373,13 +384,22 @@ class Client:
         self._threshold = t
         self._neighbours = nbrs
         self._context = round_context(cfg.digest, msg.graph_seed)
+        for j, e in peers.items():
+            try:
+                vss.validate_dh_public_key(e.s_pk, full=False)
+            except SecAggError as exc:
+                raise bad(f"mask key of client {j} is not usable: {exc}") from None
         self._peers = {j: (e.c_pk, e.s_pk) for j, e in peers.items()}
         holders = sorted(self._peers) + [self.id]
         xs = [h + 1 for h in holders]
-        b_shares = shamir.split(self._b, t, xs)
-        s_shares = shamir.split(self._s.private_bytes(), t, xs)
+        # Feldman-verifiable sharings: every holder checks its shares before anyone masks, and
+        # the mask key's commitment C_0 is its public key s_pk itself.
+        b_deal = vss.deal(self._b, t, xs)
+        s_deal = vss.deal(self._s.private_bytes(), t, xs)
+        commitments = b_deal.commitments.to_bytes() + s_deal.commitments.to_bytes()
+        b_shares, s_shares = b_deal.shares, s_deal.shares
         self._own_shares = (b_shares[self.id + 1], s_shares[self.id + 1])
-        sealed = {}
+        sealed, sigs = {}, {}
         for j, (c_pk, _) in self._peers.items():
             key = sk.agree(self._c, c_pk, share_agreement_info(cfg.round_id, self.id, j))
             self._share_keys[j] = key
@@ -390,7 +410,11 @@ class Client:
                 shamir.share_to_bytes(s_shares[j + 1]),
             )
             sealed[j] = sk.seal(key, payload, share_aad(cfg.round_id, self.id, j))
-        return [ShareKeys(cfg.round_id, self.id, sealed)]
+            if cfg.hardened:
+                sigs[j] = self._signing_key.sign(
+                    share_signing_bytes(self._context, self.id, j, sealed[j], commitments)
+                )
+        return [ShareKeys(cfg.round_id, self.id, sealed, commitments, sigs)]
 
     def _check_key_entries(self, msg: ServerKeys, bad) -> dict[int, KeyEntry]:
         """Keys forwarded by the server: in the population, distinct, validly signed (hardened).
@@ -438,7 +462,8 @@ class Client:
         return others
 
     def _on_ForwardShares(self, msg: ForwardShares) -> list[Message]:
-        cfg = self.config
+        """Open and verify every dealer's shares now, before anyone masks; complain about the
+        dealers whose shares cannot be accepted."""
         senders = [i for i, _ in msg.shares]
         strangers = [i for i in senders if i not in self._peers]
         if strangers:
@@ -447,20 +472,82 @@ class Client:
                 msg,
                 msg.sender,
             )
-        if len(senders) < self._threshold:
+        commitments, sigs = dict(msg.commitments), dict(msg.share_signatures)
+        if set(commitments) != set(senders):
             raise self._error(
-                f"only {len(senders)} partners' shares arrived (U2), below the threshold "
-                f"t={self._threshold}: with fewer than t partners, t-1 colluders could be all "
-                "of them",
-                msg,
-                msg.sender,
+                "commitments must come with exactly the forwarded shares", msg, msg.sender
             )
         self._inbox = dict(msg.shares)
+        complaints: dict[int, bytes] = {}
+        for dealer in senders:
+            problem, key = self._check_dealer(dealer, commitments[dealer], sigs.get(dealer, b""))
+            if problem is not None:
+                complaints[dealer] = encode_complaint(problem, key)
+                self.warnings.append(
+                    f"shares of client {dealer} rejected: {Complaint.NAMES[problem]}"
+                )
+        self._complained = frozenset(complaints)
+        return [ShareComplaints(self.config.round_id, self.id, complaints)]
+
+    def _check_dealer(
+        self, dealer: int, commitments: bytes, signature: bytes
+    ) -> tuple[int | None, bytes]:
+        """``(None, b"")`` and the shares kept, or ``(complaint kind, revealed key)``."""
+        cfg, t = self.config, self._threshold
+        sealed = self._inbox[dealer]
+        if cfg.hardened:
+            data = share_signing_bytes(self._context, dealer, self.id, sealed, commitments)
+            try:
+                sk.verify_signature(self._pki[dealer], signature, data)
+            except (SecAggError, KeyError):
+                return Complaint.UNSIGNED, b""
+        width = vss.get_group().element_bytes
+        try:
+            if len(commitments) != 2 * t * width:
+                raise SecAggError("wrong length")
+            c_b = vss.Commitments.from_bytes(commitments[: t * width], t)
+            c_s = vss.Commitments.from_bytes(commitments[t * width :], t)
+        except SecAggError:
+            return Complaint.BAD_COMMITMENTS, b""
+        if c_s.constant != int.from_bytes(self._peers[dealer][1], "big"):
+            return Complaint.BAD_COMMITMENTS, b""
+        opened = self._open(dealer, sealed)
+        if opened is None:
+            return Complaint.UNDECRYPTABLE, b""
+        b_share, s_share = (shamir.share_from_bytes(v) for v in opened)
+        bad = vss.verify_shares(self.id + 1, {"b": (c_b, b_share), "s": (c_s, s_share)})
+        if bad:
+            return Complaint.INVALID_SHARE, self._share_keys[dealer]
+        self._held[dealer] = opened
+        return None, b""
+
+    def _on_MaskingPartners(self, msg: MaskingPartners) -> list[Message]:
+        cfg = self.config
+        partners = set(msg.partners)
+
+        def bad(detail: str) -> ProtocolError:
+            return self._error(detail, msg, msg.sender)
+
+        unheld = sorted(partners - set(self._held))
+        if unheld:
+            raise bad(
+                f"partners {unheld[:10]} are dealers whose verified shares we do not hold "
+                "(never forwarded, or complained about)"
+            )
+        if len(partners) < self._threshold:
+            raise bad(
+                f"only {len(partners)} partners, below the threshold t={self._threshold}: with "
+                "fewer than t partners, t-1 colluders could be all of them"
+            )
+        senders = sorted(partners)
         self._partners = frozenset(senders)
         seeds = {}
         for j in senders:
-            key = sk.agree(
-                self._s, self._peers[j][1], mask_agreement_info(cfg.round_id, self.id, j)
+            key = vss.dh_agree(
+                self._s,
+                self._peers[j][1],
+                mask_agreement_info(cfg.round_id, self.id, j),
+                full_check=False,
             )
             seeds[j] = pairwise_seed(key, cfg.round_id)
         encoded = cfg.encoder.encode(self._update, self._rng)
@@ -503,13 +590,6 @@ class Client:
                 msg,
                 msg.sender,
             )
-        unknown = sorted((surv & self._neighbours) - set(self._inbox) - {self.id})
-        if unknown:
-            raise self._error(
-                f"neighbours {unknown[:10]} listed as survivors never shared keys with us",
-                msg,
-                msg.sender,
-            )
         live = len(self._partners & surv)
         if live < self._threshold:
             raise self._error(
@@ -541,12 +621,9 @@ class Client:
         outsiders = sorted(dropped - set(cfg.population))
         if outsiders:
             raise bad(f"dropped clients {outsiders[:10]} are not in the round's population")
-        unknown = sorted((dropped & self._neighbours) - set(self._inbox))
-        if unknown:
-            raise bad(f"neighbours {unknown[:10]} listed as dropped never shared keys with us")
-        unaccounted = sorted(set(self._inbox) - surv - dropped)
+        unaccounted = sorted(self._partners - surv - dropped)
         if unaccounted:
-            raise bad(f"neighbours {unaccounted[:10]} are neither survivors nor dropped")
+            raise bad(f"partners {unaccounted[:10]} are neither survivors nor dropped")
         if cfg.hardened:
             if msg.survivors != self._signed_survivors:
                 raise bad(
@@ -561,14 +638,11 @@ class Client:
         key_shares: dict[int, bytes] = {}
         if self.id in surv:
             seed_shares[self.id] = shamir.share_to_bytes(self._own_shares[0])
-        for owner, sealed in self._inbox.items():
-            opened = self._open(owner, sealed)
-            if opened is None:
-                continue
+        for owner in self._partners:
             if owner in surv:
-                seed_shares[owner] = opened[0]
+                seed_shares[owner] = self._held[owner][0]
             elif owner in dropped:
-                key_shares[owner] = opened[1]
+                key_shares[owner] = self._held[owner][1]
         # Once answered, the stage becomes DONE: a second request (e.g. with the lists swapped)
         # is illegal, so the never-both invariant holds across requests too.
         return [UnmaskResponse(cfg.round_id, self.id, seed_shares, key_shares)]

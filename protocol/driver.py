@@ -27,6 +27,7 @@ from .messages import (
     Abort,
     ConsistencyRequest,
     ForwardShares,
+    MaskingPartners,
     Message,
     ServerKeys,
     UnmaskRequest,
@@ -39,18 +40,27 @@ __all__ = ["run_round", "run_parties", "RoundResult", "Transcript", "DROPOUT_STA
 
 #: Stage names accepted in ``dropouts``; a client listed under a stage never sends that stage's
 #: message nor anything after it.
-DROPOUT_STAGES = ("advertise", "share_keys", "masked_input", "consistency", "unmask")
+DROPOUT_STAGES = (
+    "advertise",
+    "share_keys",
+    "complaints",
+    "masked_input",
+    "consistency",
+    "unmask",
+)
 
 # The server message a client answers in each stage (None: the round start).
 _ANSWERS = {
     ServerKeys: "share_keys",
-    ForwardShares: "masked_input",
+    ForwardShares: "complaints",
+    MaskingPartners: "masked_input",
     ConsistencyRequest: "consistency",
     UnmaskRequest: "unmask",
 }
 _SERVER_STAGE_NAMES = {
     ServerStage.COLLECT_KEYS: "advertise",
     ServerStage.COLLECT_SHARES: "share_keys",
+    ServerStage.COLLECT_COMPLAINTS: "complaints",
     ServerStage.COLLECT_MASKED: "masked_input",
     ServerStage.COLLECT_SIGNATURES: "consistency",
     ServerStage.COLLECT_UNMASK: "unmask",
@@ -407,8 +417,9 @@ def run_round(
     dropouts:
         Stage name -> client indices that drop at that stage, i.e. never send that stage's
         message nor anything later. Stages: ``"advertise"`` (never joins), ``"share_keys"``
-        (after advertising keys), ``"masked_input"`` (after sharing keys; its input is not in the
-        sum), ``"consistency"`` (hardened only; its input is in the sum) and ``"unmask"``
+        (after advertising keys), ``"complaints"`` (after sharing keys, before the share check
+        answers; nobody masks with it), ``"masked_input"`` (after the share check; its input is
+        not in the sum and its mask key is unmasked), ``"consistency"`` (hardened only; its input is in the sum) and ``"unmask"``
         (during unmasking; its input is in the sum). A client may appear under one stage only.
     mean:
         Return the mean over the survivors instead of the sum.

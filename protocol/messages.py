@@ -10,8 +10,12 @@ Messages of a round, in order (Bonawitz et al. 2017, with the SecAgg+ graph of B
 
     client -> server  AdvertiseKeys          c_pk (share encryption), s_pk (masking), [Ed25519 sig]
     server -> client  ServerKeys             graph kind/seed/threshold/degree + neighbours' keys
-    client -> server  ShareKeys              AES-GCM sealed Shamir shares, one per neighbour
-    server -> client  ForwardShares          the sealed shares addressed to this client
+    client -> server  ShareKeys              AES-GCM sealed Shamir shares, one per neighbour, and
+                                             Feldman commitments to both polynomials, [sigs]
+    server -> client  ForwardShares          the sealed shares addressed to this client, with
+                                             each dealer's commitments [and signature]
+    client -> server  ShareComplaints        dealers whose shares did not verify (may be empty)
+    server -> client  MaskingPartners        the partners to mask with, complaints judged
     client -> server  MaskedInput            y_i = x_i + PRG(b_i) +- PRG(s_ij), partners, [sig]
     server -> client  ConsistencyRequest     hardened mode: the survivor set U3 to sign
     client -> server  ConsistencySignature   hardened mode: Ed25519 signature over (context, U3)
@@ -28,7 +32,7 @@ Wire format (version 1), all integers big-endian unless stated::
       bytes, text         u32 length | data (text is UTF-8)
       id list             u32 count | count x u32, strictly increasing
       id -> bytes map     u32 count | count x (u32 id | u32 length | data), ids strictly increasing
-      key records         u32 count | count x (u32 id | 32 B c_pk | 32 B s_pk | u32 len | sig)
+      key records         u32 count | count x (u32 id | 32 B c_pk | 256 B s_pk | u32 len | sig)
       array               u8 dtype code | u8 ndim | ndim x u64 shape | raw little-endian data
 
 Decoding is strict: wrong magic or version, unknown type tag, a body length that disagrees with
@@ -58,6 +62,8 @@ __all__ = [
     "MAX_BLOB_BYTES",
     "MAX_TEXT_BYTES",
     "KEY_BYTES",
+    "MASK_KEY_BYTES",
+    "MAX_COMMITMENT_BYTES",
     "SIGNATURE_BYTES",
     "SEED_BYTES",
     "Message",
@@ -66,6 +72,9 @@ __all__ = [
     "ServerKeys",
     "ShareKeys",
     "ForwardShares",
+    "ShareComplaints",
+    "MaskingPartners",
+    "Complaint",
     "MaskedInput",
     "ConsistencyRequest",
     "ConsistencySignature",
@@ -87,6 +96,9 @@ __all__ = [
     "decode_partner_record",
     "encode_share_payload",
     "decode_share_payload",
+    "share_signing_bytes",
+    "encode_complaint",
+    "decode_complaint",
     "mask_agreement_info",
     "share_agreement_info",
     "share_aad",
@@ -109,8 +121,12 @@ MAX_TEXT_BYTES = 4096
 MAX_PARTNER_RECORD_BYTES = 4 + 4 * MAX_PARTIES + 32 + 4 + 64
 
 KEY_BYTES = 32
+#: A masking public key: an element of the 2048-bit Schnorr group of :mod:`secagg.vss`.
+MASK_KEY_BYTES = 256
 SIGNATURE_BYTES = 64
 SEED_BYTES = 32
+#: Upper bound on one dealer's two commitment vectors (threshold up to 4096).
+MAX_COMMITMENT_BYTES = 2 * 4096 * MASK_KEY_BYTES
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -349,7 +365,7 @@ class _KeyRecords:
                 KeyEntry(
                     _check_int(entry.client_id, SERVER_ID),
                     _check_bytes(entry.c_pk, KEY_BYTES, None, KEY_BYTES),
-                    _check_bytes(entry.s_pk, KEY_BYTES, None, KEY_BYTES),
+                    _check_bytes(entry.s_pk, MASK_KEY_BYTES, None, MASK_KEY_BYTES),
                     _check_bytes(entry.signature, None, (0, SIGNATURE_BYTES), SIGNATURE_BYTES),
                 )
             )
@@ -370,7 +386,7 @@ class _KeyRecords:
         out = []
         for _ in range(n):
             ident = r.u32()
-            c_pk, s_pk = bytes(r.take(KEY_BYTES)), bytes(r.take(KEY_BYTES))
+            c_pk, s_pk = bytes(r.take(KEY_BYTES)), bytes(r.take(MASK_KEY_BYTES))
             siglen = r.u32()
             if siglen not in (0, SIGNATURE_BYTES):
                 raise _FieldError(f"signature of id {ident} has length {siglen}, not 0 or 64")
@@ -513,9 +529,10 @@ class Message:
 class AdvertiseKeys(Message):
     """Stage 1, client -> server: the two X25519 public keys (Bonawitz et al. 2017, round 0).
 
-    ``c_pk`` is used to agree the share-encryption keys, ``s_pk`` to agree the pairwise masking
-    seeds. In hardened mode ``signature`` is an Ed25519 signature over
-    :func:`advertise_signing_bytes`; otherwise it is empty.
+    ``c_pk`` (X25519) is used to agree the share-encryption keys, ``s_pk`` (an element of the
+    Schnorr group of :mod:`secagg.vss`, so that the Feldman commitment to its private key is
+    the key itself) to agree the pairwise masking seeds. In hardened mode ``signature`` is an
+    Ed25519 signature over :func:`advertise_signing_bytes`; otherwise it is empty.
     """
 
     c_pk: bytes
@@ -526,7 +543,7 @@ class AdvertiseKeys(Message):
     ORIGIN: ClassVar[str] = "client"
     FIELDS: ClassVar = (
         ("c_pk", _Bytes(exact=KEY_BYTES)),
-        ("s_pk", _Bytes(exact=KEY_BYTES)),
+        ("s_pk", _Bytes(exact=MASK_KEY_BYTES)),
         ("signature", _Bytes(allowed=(0, SIGNATURE_BYTES))),
     )
 
@@ -561,25 +578,78 @@ class ServerKeys(Message):
 
 @dataclass(frozen=True, eq=False)
 class ShareKeys(Message):
-    """Stage 2, client -> server: sealed shares, ``shares[j]`` is the ciphertext for client j."""
+    """Stage 2, client -> server: sealed shares, ``shares[j]`` is the ciphertext for client j.
+
+    ``commitments`` holds the dealer's Feldman commitments to its two polynomials, self-mask
+    seed then mask key (``2 * t`` group elements; the mask key's constant term must equal the
+    advertised ``s_pk``). In hardened mode ``share_signatures[j]`` signs
+    :func:`share_signing_bytes` for holder j, so a holder can tell the dealer's bytes from
+    bytes the server altered; otherwise it is empty.
+    """
 
     shares: tuple[tuple[int, bytes], ...]
+    commitments: bytes = b""
+    share_signatures: tuple[tuple[int, bytes], ...] = ()
 
     TAG: ClassVar[int] = 3
     ORIGIN: ClassVar[str] = "client"
-    FIELDS: ClassVar = (("shares", _Blobs()),)
+    FIELDS: ClassVar = (
+        ("shares", _Blobs()),
+        ("commitments", _Bytes(max_len=MAX_COMMITMENT_BYTES)),
+        ("share_signatures", _Blobs(max_blob=SIGNATURE_BYTES)),
+    )
 
 
 @dataclass(frozen=True, eq=False)
 class ForwardShares(Message):
-    """Stage 2 result, server -> one client: ``shares[i]`` is client i's ciphertext for it."""
+    """Stage 2 result, server -> one client: ``shares[i]`` is client i's ciphertext for it,
+    ``commitments[i]`` client i's commitments and (hardened) ``share_signatures[i]`` its
+    signature over them."""
 
     recipient: int
     shares: tuple[tuple[int, bytes], ...]
+    commitments: tuple[tuple[int, bytes], ...] = ()
+    share_signatures: tuple[tuple[int, bytes], ...] = ()
 
     TAG: ClassVar[int] = 4
     ORIGIN: ClassVar[str] = "server"
-    FIELDS: ClassVar = (("recipient", _PartyId()), ("shares", _Blobs()))
+    FIELDS: ClassVar = (
+        ("recipient", _PartyId()),
+        ("shares", _Blobs()),
+        ("commitments", _Blobs(max_blob=MAX_COMMITMENT_BYTES)),
+        ("share_signatures", _Blobs(max_blob=SIGNATURE_BYTES)),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ShareComplaints(Message):
+    """Stage 2b, client -> server: the dealers whose shares this holder could not accept.
+
+    ``complaints[d]`` is :func:`encode_complaint` of what was wrong with dealer d's shares (an
+    empty map says every share verified). A complaint that a share failed its Feldman check
+    reveals the pair's share-encryption key, so the server can open the dealer's ciphertext
+    and judge.
+    """
+
+    complaints: tuple[tuple[int, bytes], ...]
+
+    TAG: ClassVar[int] = 11
+    ORIGIN: ClassVar[str] = "client"
+    FIELDS: ClassVar = (("complaints", _Blobs(max_blob=1 + KEY_BYTES)),)
+
+
+@dataclass(frozen=True, eq=False)
+class MaskingPartners(Message):
+    """Stage 2b result, server -> one client: the partners to mask with, once complaints are
+    judged (a subset of the dealers whose shares it was forwarded, without any it complained
+    about)."""
+
+    recipient: int
+    partners: tuple[int, ...]
+
+    TAG: ClassVar[int] = 12
+    ORIGIN: ClassVar[str] = "server"
+    FIELDS: ClassVar = (("recipient", _PartyId()), ("partners", _Ids()))
 
 
 @dataclass(frozen=True, eq=False)
@@ -696,6 +766,8 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         ServerKeys,
         ShareKeys,
         ForwardShares,
+        ShareComplaints,
+        MaskingPartners,
         MaskedInput,
         ConsistencyRequest,
         ConsistencySignature,
@@ -927,6 +999,58 @@ def _digest32(value: bytes) -> bytes:
     if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
         raise ValueError("contexts, seeds and digests must be 32 bytes")
     return bytes(value)
+
+
+class Complaint:
+    """Why a holder rejects a dealer's shares (the one-byte code of :func:`encode_complaint`)."""
+
+    UNSIGNED = 1  #: hardened: ciphertext or commitments not signed by the dealer (altered)
+    UNDECRYPTABLE = 2  #: the ciphertext does not open (or its payload is malformed)
+    BAD_COMMITMENTS = 3  #: malformed commitments, or a mask-key commitment that is not s_pk
+    INVALID_SHARE = 4  #: opened, but a share fails its Feldman check (reveals the pair key)
+
+    NAMES: ClassVar[dict[int, str]] = {
+        1: "not signed by the dealer",
+        2: "does not decrypt",
+        3: "bad commitments",
+        4: "share fails its commitment check",
+    }
+
+
+def encode_complaint(kind: int, revealed_key: bytes = b"") -> bytes:
+    """A complaint: kind byte, then (``INVALID_SHARE`` only) the 32-byte pair key."""
+    if kind not in Complaint.NAMES:
+        raise ValueError(f"unknown complaint kind {kind}")
+    if (kind == Complaint.INVALID_SHARE) != (len(revealed_key) == KEY_BYTES):
+        raise ValueError("an invalid-share complaint carries the 32-byte pair key, others none")
+    return bytes([kind]) + bytes(revealed_key)
+
+
+def decode_complaint(data: bytes) -> tuple[int, bytes]:
+    """Inverse of :func:`encode_complaint`; raises :class:`MessageFormatError`."""
+    if not data or data[0] not in Complaint.NAMES:
+        raise MessageFormatError("unknown complaint kind", field="complaints")
+    kind, key = data[0], bytes(data[1:])
+    if (kind == Complaint.INVALID_SHARE) != (len(key) == KEY_BYTES):
+        raise MessageFormatError(
+            "an invalid-share complaint carries the 32-byte pair key, others none",
+            field="complaints",
+        )
+    return kind, key
+
+
+def share_signing_bytes(
+    context: bytes, dealer: int, holder: int, sealed: bytes, commitments: bytes
+) -> bytes:
+    """What a dealer signs (hardened) for each holder: its ciphertext and its commitments."""
+    return (
+        b"fortis/share/v1"
+        + _digest32(context)
+        + _U32.pack(dealer)
+        + _U32.pack(holder)
+        + hashlib.sha256(sealed).digest()
+        + hashlib.sha256(commitments).digest()
+    )
 
 
 _PAYLOAD = struct.Struct(">4sBII")

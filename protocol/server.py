@@ -15,7 +15,8 @@ driver signals the deadline. Whoever has not answered by then has dropped out::
 
     stage               collects               closes into (sends)
     COLLECT_KEYS        AdvertiseKeys   -> U1  COLLECT_SHARES      (ServerKeys to U1)
-    COLLECT_SHARES      ShareKeys       -> U2  COLLECT_MASKED      (ForwardShares to U2)
+    COLLECT_SHARES      ShareKeys       -> U2  COLLECT_COMPLAINTS  (ForwardShares to U2)
+    COLLECT_COMPLAINTS  ShareComplaints        COLLECT_MASKED      (MaskingPartners)
     COLLECT_MASKED      MaskedInput     -> U3  COLLECT_SIGNATURES  (ConsistencyRequest, hardened)
                                                COLLECT_UNMASK      (UnmaskRequest, plain)
     COLLECT_SIGNATURES  ConsistencySig. -> U4  COLLECT_UNMASK      (UnmaskRequest + signatures)
@@ -73,7 +74,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from secagg import keys as sk
-from secagg import shamir
+from secagg import shamir, vss
 from secagg.errors import SecAggError
 from secagg.graphs import k_core
 from secagg.masking import default_workers, pairwise_seed, sum_masked, unmask_sum
@@ -84,22 +85,29 @@ from .events import StageDeadline
 from .messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     HEADER_BYTES,
+    KEY_BYTES,
+    MASK_KEY_BYTES,
     MAX_TEXT_BYTES,
     SIGNATURE_BYTES,
     Abort,
     AdvertiseKeys,
+    Complaint,
     ConsistencyRequest,
     ConsistencySignature,
     ForwardShares,
     KeyEntry,
     MaskedInput,
+    MaskingPartners,
     Message,
     ServerKeys,
+    ShareComplaints,
     ShareKeys,
     UnmaskRequest,
     UnmaskResponse,
     advertise_signing_bytes,
     decode,
+    decode_complaint,
+    decode_share_payload,
     encode_partner_record,
     encode_share_payload,
     graph_seed_from_adverts,
@@ -108,6 +116,7 @@ from .messages import (
     partners_signing_bytes,
     peek_header,
     round_context,
+    share_aad,
     survivors_signing_bytes,
 )
 
@@ -124,6 +133,7 @@ class ServerStage(enum.Enum):
 
     COLLECT_KEYS = "COLLECT_KEYS"
     COLLECT_SHARES = "COLLECT_SHARES"
+    COLLECT_COMPLAINTS = "COLLECT_COMPLAINTS"
     COLLECT_MASKED = "COLLECT_MASKED"
     COLLECT_SIGNATURES = "COLLECT_SIGNATURES"
     COLLECT_UNMASK = "COLLECT_UNMASK"
@@ -147,7 +157,8 @@ def _collecting(
 SERVER_TRANSITIONS: dict[bool, dict[ServerStage, dict[type, ServerStage]]] = {
     False: {  # plain
         S.COLLECT_KEYS: _collecting(AdvertiseKeys, S.COLLECT_KEYS, S.COLLECT_SHARES),
-        S.COLLECT_SHARES: _collecting(ShareKeys, S.COLLECT_SHARES, S.COLLECT_MASKED),
+        S.COLLECT_SHARES: _collecting(ShareKeys, S.COLLECT_SHARES, S.COLLECT_COMPLAINTS),
+        S.COLLECT_COMPLAINTS: _collecting(ShareComplaints, S.COLLECT_COMPLAINTS, S.COLLECT_MASKED),
         S.COLLECT_MASKED: _collecting(MaskedInput, S.COLLECT_MASKED, S.COLLECT_UNMASK),
         S.COLLECT_UNMASK: _collecting(UnmaskResponse, S.COLLECT_UNMASK, S.DONE),
         S.DONE: {Abort: S.DONE},  # late aborts are harmless and ignored
@@ -155,7 +166,8 @@ SERVER_TRANSITIONS: dict[bool, dict[ServerStage, dict[type, ServerStage]]] = {
     },
     True: {  # hardened: the consistency round sits between masked input and unmasking
         S.COLLECT_KEYS: _collecting(AdvertiseKeys, S.COLLECT_KEYS, S.COLLECT_SHARES),
-        S.COLLECT_SHARES: _collecting(ShareKeys, S.COLLECT_SHARES, S.COLLECT_MASKED),
+        S.COLLECT_SHARES: _collecting(ShareKeys, S.COLLECT_SHARES, S.COLLECT_COMPLAINTS),
+        S.COLLECT_COMPLAINTS: _collecting(ShareComplaints, S.COLLECT_COMPLAINTS, S.COLLECT_MASKED),
         S.COLLECT_MASKED: _collecting(MaskedInput, S.COLLECT_MASKED, S.COLLECT_SIGNATURES),
         S.COLLECT_SIGNATURES: _collecting(
             ConsistencySignature, S.COLLECT_SIGNATURES, S.COLLECT_UNMASK
@@ -284,6 +296,11 @@ class Server:
         self._key_owner: dict[bytes, int] = {}  # advertised public key -> client
         self._keys_sent: dict[int, frozenset[int]] = {}  # client -> neighbours whose keys it got
         self._sealed: dict[int, dict[int, bytes]] = {}  # sender -> recipient -> ciphertext
+        self._commitments: dict[int, tuple[vss.Commitments, vss.Commitments]] = {}
+        self._commitment_bytes: dict[int, bytes] = {}
+        self._share_sigs: dict[int, dict[int, bytes]] = {}
+        self._complaints: dict[int, dict[int, tuple[int, bytes]]] = {}  # holder -> dealer -> ...
+        self._masking_partners: dict[int, frozenset[int]] = {}  # sent in MaskingPartners
         self._forwarded: dict[int, frozenset[int]] = {}  # recipient -> senders forwarded to it
         self.u1: tuple[int, ...] = ()
         self.u2: tuple[int, ...] = ()
@@ -314,8 +331,14 @@ class Server:
         )
         sealed = sk.sealed_size(share)
         limits = {
-            AdvertiseKeys: 3 * 4 + 2 * 32 + SIGNATURE_BYTES,
-            ShareKeys: 4 + n * (blob + sealed),
+            AdvertiseKeys: 3 * 4 + KEY_BYTES + MASK_KEY_BYTES + SIGNATURE_BYTES,
+            ShareKeys: 4
+            + n * (blob + sealed)
+            + 4
+            + 2 * self.threshold * vss.get_group().element_bytes
+            + 4
+            + n * (blob + SIGNATURE_BYTES),
+            ShareComplaints: 4 + n * (blob + 1 + 32),
             MaskedInput: 2
             + 8
             + cfg.dim * np.dtype(cfg.encoder.dtype).itemsize
@@ -472,13 +495,15 @@ class Server:
         return getattr(self, "_check_" + type(msg).__name__)(msg)
 
     def _check_AdvertiseKeys(self, msg: AdvertiseKeys):
-        if msg.c_pk == msg.s_pk:
-            raise self._error("c_pk and s_pk must differ", msg)
-        for field, key in (("c_pk", msg.c_pk), ("s_pk", msg.s_pk)):
+        checks = (
+            ("c_pk", msg.c_pk, sk.validate_public_key, "X25519 key"),
+            ("s_pk", msg.s_pk, vss.validate_dh_public_key, "mask key (Schnorr group element)"),
+        )
+        for field, key, validate, what in checks:
             try:
-                sk.validate_public_key(key)
+                validate(key)
             except SecAggError as exc:
-                raise self._error(f"{field} is not a usable X25519 key ({exc})", msg) from None
+                raise self._error(f"{field} is not a usable {what} ({exc})", msg) from None
             if key in self._key_owner:
                 raise self._error(
                     f"public key already advertised by client {self._key_owner[key]}", msg
@@ -513,7 +538,50 @@ class Server:
                 f"unexpected {extra[:10]}",
                 msg,
             )
-        return lambda: self._sealed.__setitem__(msg.sender, dict(msg.shares))
+        t = self.threshold
+        width = vss.get_group().element_bytes
+        if len(msg.commitments) != 2 * t * width:
+            raise self._error(
+                f"commitments must be 2 x t={t} group elements ({2 * t * width} bytes), got "
+                f"{len(msg.commitments)} bytes",
+                msg,
+            )
+        try:
+            c_b = vss.Commitments.from_bytes(msg.commitments[: t * width], t)
+            c_s = vss.Commitments.from_bytes(msg.commitments[t * width :], t)
+        except SecAggError as exc:
+            raise self._error(f"malformed commitments: {exc}", msg) from None
+        if c_s.constant != int.from_bytes(self._adverts[msg.sender].s_pk, "big"):
+            raise self._error(
+                "the mask-key commitment C_0 is not the advertised s_pk: the shared key would "
+                "not be the masking key",
+                msg,
+            )
+        sigs = dict(msg.share_signatures)
+        if self.config.hardened and set(sigs) != got:
+            raise self._error("every sealed share needs the dealer's signature", msg)
+        if not self.config.hardened and sigs:
+            raise self._error("share signatures in a round that is not hardened", msg)
+
+        def commit() -> None:
+            self._sealed[msg.sender] = dict(msg.shares)
+            self._commitments[msg.sender] = (c_b, c_s)
+            self._commitment_bytes[msg.sender] = msg.commitments
+            self._share_sigs[msg.sender] = sigs
+
+        return commit
+
+    def _check_ShareComplaints(self, msg: ShareComplaints):
+        dealers = self._forwarded.get(msg.sender, frozenset())
+        parsed = {}
+        for dealer, blob in msg.complaints:
+            if dealer not in dealers:
+                raise self._error(f"complaint about client {dealer}, not a dealer of its", msg)
+            try:
+                parsed[dealer] = decode_complaint(blob)
+            except MessageFormatError as exc:
+                raise self._error(f"complaint about client {dealer}: {exc.detail}", msg) from None
+        return lambda: self._complaints.__setitem__(msg.sender, parsed)
 
     def _check_MaskedInput(self, msg: MaskedInput):
         cfg = self.config
@@ -526,11 +594,10 @@ class Server:
             )
         if cfg.bits < 8 * y.itemsize and y.size and int(y.max()) >> cfg.bits:
             raise self._error(f"masked input has elements >= 2**{cfg.bits}", msg)
-        forwarded = self._forwarded.get(msg.sender, frozenset())
-        if set(msg.partners) != forwarded:
+        expected = self._masking_partners.get(msg.sender, frozenset())
+        if set(msg.partners) != expected:
             raise self._error(
-                f"partner set differs from the {len(forwarded)} clients whose shares were "
-                "forwarded to it",
+                f"partner set differs from the {len(expected)} masking partners it was sent",
                 msg,
             )
         record = b""
@@ -562,7 +629,7 @@ class Server:
 
     def _check_UnmaskResponse(self, msg: UnmaskResponse):
         me = msg.sender
-        holds = self._forwarded.get(me, frozenset()) | {me}
+        holds = self._masking_partners.get(me, frozenset()) | {me}
         surv, dropped = set(self.u3), set(self.dropped_before_input)
         seed_owners = {o for o, _ in msg.self_seed_shares}
         key_owners = {o for o, _ in msg.mask_key_shares}
@@ -619,6 +686,7 @@ class Server:
         closer = {
             S.COLLECT_KEYS: self._close_keys,
             S.COLLECT_SHARES: self._close_shares,
+            S.COLLECT_COMPLAINTS: self._close_complaints,
             S.COLLECT_MASKED: self._close_masked,
             S.COLLECT_SIGNATURES: self._close_signatures,
             S.COLLECT_UNMASK: self._close_unmask,
@@ -701,12 +769,98 @@ class Server:
         rid = self.config.round_id
         out: list[Message] = []
         for j in self.u2:
-            inbox = {i: self._sealed[i][j] for i in sorted(self.graph.neighbours[j] & u2)}
+            dealers = sorted(self.graph.neighbours[j] & u2)
+            inbox = {i: self._sealed[i][j] for i in dealers}
+            commitments = {i: self._commitment_bytes[i] for i in dealers}
+            sigs = {i: self._share_sigs[i][j] for i in dealers} if self.config.hardened else {}
             self._forwarded[j] = frozenset(inbox)
-            out.append(ForwardShares(rid, SERVER_ID, j, inbox))
-        self._sealed.clear()
-        self._enter(S.COLLECT_MASKED, u2)
+            out.append(ForwardShares(rid, SERVER_ID, j, inbox, commitments, sigs))
+        self._enter(S.COLLECT_COMPLAINTS, u2)
         return out
+
+    def _close_complaints(self) -> list[Message]:
+        """Judge the complaints, then tell every client whom to mask with.
+
+        A complaint that a share fails its Feldman check reveals the pair's key: the server
+        opens the dealer's own ciphertext with it and checks the share against the dealer's
+        commitments. A bad share convicts the dealer; a good one (or a key that does not open
+        the ciphertext) convicts the holder. Either way the convicted client is excluded before
+        any input is masked. Other complaints (altered or undecryptable ciphertexts) cannot be
+        judged: that pair stops being partners and the dispute is recorded.
+        """
+        alive = set(self._complaints) - set(self.excluded)
+        cut: set[frozenset[int]] = set()
+        for holder in sorted(alive):
+            for dealer, (kind, key) in sorted(self._complaints[holder].items()):
+                if kind == Complaint.INVALID_SHARE:
+                    guilty, why = self._judge(dealer, holder, key)
+                    self._convict(guilty, why)
+                else:
+                    cut.add(frozenset((dealer, holder)))
+                    self.disputes.append(
+                        ShareDispute(
+                            owner=dealer,
+                            holder=holder,
+                            what="sealed shares",
+                            reason=f"{party_name(holder)} rejects client {dealer}'s shares: "
+                            f"{Complaint.NAMES[kind]} (they stop being partners)",
+                        )
+                    )
+        alive -= set(self.excluded)
+        partners = {
+            h: frozenset(d for d in self._forwarded[h] & alive if frozenset((d, h)) not in cut)
+            for h in alive
+        }
+        keep = self._prune_partners(partners, alive, "share complaints")
+        self._require(len(keep), "hold verified shares of t partners")
+        rid = self.config.round_id
+        out: list[Message] = []
+        for h in sorted(keep):
+            self._masking_partners[h] = partners[h] & keep
+            out.append(MaskingPartners(rid, SERVER_ID, h, self._masking_partners[h]))
+        self._sealed.clear()
+        self._enter(S.COLLECT_MASKED, keep)
+        return out
+
+    def _judge(self, dealer: int, holder: int, key: bytes) -> tuple[int, str]:
+        """Who is at fault for an invalid-share complaint, and why (see _close_complaints)."""
+        rid = self.config.round_id
+        sealed = self._sealed.get(dealer, {}).get(holder)
+        against = f"client {holder}'s complaint against client {dealer}"
+        if sealed is None:
+            return holder, f"{against} names shares that were never forwarded"
+        try:
+            plain = sk.open_sealed(key, sealed, share_aad(rid, dealer, holder))
+        except SecAggError:
+            return holder, f"{against}: the revealed key does not open the dealer's ciphertext"
+        try:
+            owner, to, b_raw, s_raw = decode_share_payload(plain)
+            if (owner, to) != (dealer, holder):
+                raise MessageFormatError("payload for another pair", field="share payload")
+            b_share, s_share = shamir.share_from_bytes(b_raw), shamir.share_from_bytes(s_raw)
+        except (MessageFormatError, SecAggError):
+            return dealer, f"{against} upheld: the sealed payload is malformed"
+        c_b, c_s = self._commitments[dealer]
+        x = holder + 1
+        if vss.verify_share(c_b, x, b_share) and vss.verify_share(c_s, x, s_share):
+            return holder, f"{against} is false: both shares match the dealer's commitments"
+        return dealer, f"{against} upheld: a share does not match the dealer's commitments"
+
+    def _convict(self, client: int, reason: str) -> None:
+        if client in self.excluded:
+            return
+        self.faults.append(Fault(client, self.stage.value, "ShareComplaints", reason))
+        log.warning("convicted client %d: %s", client, reason)
+        self._exclude(client, reason)
+
+    def _prune_partners(
+        self, partners: Mapping[int, frozenset[int]], alive: set[int], what: str
+    ) -> set[int]:
+        t = self.threshold
+        keep = k_core(partners, alive, t)
+        for i in sorted(alive - keep):
+            self._exclude(i, f"fewer than t={t} partners after {what}")
+        return keep
 
     def _close_masked(self) -> list[Message]:
         # Every accepted masked input counts, even if its sender faulted later. A client stays
@@ -720,7 +874,7 @@ class Server:
             self.pruned[i] = f"only {live} of its partners sent masked inputs, t={t} needed"
             log.info("client %d left out of the sum: %s", i, self.pruned[i])
         self.u3 = tuple(sorted(u3))
-        self.dropped_before_input = tuple(sorted(set(self.u2) - u3))
+        self.dropped_before_input = tuple(sorted(set(self._masking_partners) - u3))
         self._require(len(u3), "sent masked inputs with enough live partners")
         rid = self.config.round_id
         ask = u3 - set(self.excluded)
@@ -746,7 +900,7 @@ class Server:
         out = []
         for i in sorted(signers):
             # the signed partner sets of the survivors whose self-mask shares i holds
-            owners = (self._forwarded.get(i, frozenset()) & u3) | {i}
+            owners = (self._masking_partners.get(i, frozenset()) & u3) | {i}
             records = {o: self._partner_records[o] for o in owners}
             out.append(
                 UnmaskRequest(rid, SERVER_ID, i, self.u3, self.dropped_before_input, sigs, records)
@@ -755,67 +909,52 @@ class Server:
         return out
 
     def _close_unmask(self) -> list[Message]:
-        # A wrong share is found by leave-one-out when enough extra shares arrived; it is
-        # dropped and reconstruction is retried. Who is to blame is ambiguous: the dealer may
-        # have sealed a wrong share, or the holder may lie about it, and the server cannot tell
-        # which (the share travelled encrypted between them). So the pair is recorded as a
-        # dispute, and neither party is faulted or excluded on this evidence alone.
-        while True:
-            try:
-                return self._finish()
-            except _BadShare as bad:
-                holder = bad.x - 1
-                dispute = ShareDispute(
-                    owner=bad.owner,
-                    holder=holder,
-                    what=bad.what,
-                    reason=(
-                        f"{party_name(holder)}'s share of client {bad.owner}'s {bad.what} does "
-                        "not lie on the polynomial of the other shares (dealt wrong by "
-                        f"client {bad.owner}, or misreported by {party_name(holder)})"
-                    ),
-                )
-                self.disputes.append(dispute)
-                log.warning("share dispute: %s", dispute.reason)
-                table = self._seed_shares if bad.what == "self-mask seed" else self._key_shares
-                table.get(bad.owner, {}).pop(bad.x, None)
+        return self._finish()
 
-    def _reconstruct(self, owner: int, shares: dict[int, int], what: str, public: bytes | None):
-        """Reconstruct one secret; with ``public``, check it is the private key of that key."""
+    def _reconstruct(self, owner: int, shares: dict[int, int], what: str) -> bytes:
+        """Reconstruct ``owner``'s committed secret from the returned shares.
+
+        Decoding corrects up to ``(m - t) // 2`` wrong shares (Gao); every point it flags is
+        checked against the dealer's commitments, so a holder that returned a wrong share is
+        convicted with proof. Past that radius (or with exactly ``t`` shares, where a wrong
+        one cannot be seen by decoding) the result is checked against ``C_0``, and on a
+        mismatch only the shares that match the commitments are used.
+        """
         t = self.threshold
-
-        def attempt(subset: dict[int, int]) -> bytes | None:
-            try:
-                secret = shamir.reconstruct(subset, t, 32)
-                if public is not None:
-                    if sk.KeyPair.from_private_bytes(secret).public_bytes() != public:
-                        return None
-            except (SecAggError, ValueError):
-                return None
-            return secret
-
+        c_b, c_s = self._commitments[owner]
+        commitments = c_b if what == "self-mask seed" else c_s
         if len(shares) < t:
             raise _RoundAbort(
                 f"only {len(shares)} shares of client {owner}'s {what} arrived, t={t} needed"
             )
-        secret = attempt(shares)
-        if secret is not None:
-            return secret
-        # identify a single wrong share: without it, the rest must be consistent (and checkable)
-        if len(shares) - 1 > t or (public is not None and len(shares) - 1 >= t):
-            for x in sorted(shares):
-                if attempt({k: v for k, v in shares.items() if k != x}) is not None:
-                    raise _BadShare(owner, x, what)
-        raise _RoundAbort(
-            f"the {len(shares)} shares of client {owner}'s {what} are inconsistent and the wrong "
-            "one cannot be identified"
-        )
+        try:
+            decoded = shamir.decode(shares, t, 32)
+            secret, suspects = decoded.secret, set(decoded.wrong)
+            if not commitments.commits_to(secret):
+                raise SecAggError("decoded secret does not match the commitments")
+        except SecAggError:
+            suspects = set(vss.find_bad_shares(commitments, shares))
+            secret = None
+        liars = {x for x in suspects if not vss.verify_share(commitments, x, shares[x])}
+        for x in sorted(liars):
+            self._convict(
+                x - 1,
+                f"{party_name(x - 1)} returned a share of client {owner}'s {what} that does "
+                "not match the dealer's commitments",
+            )
+        if secret is None:
+            good = {x: v for x, v in shares.items() if x not in liars}
+            if len(good) < t:
+                raise _RoundAbort(
+                    f"only {len(good)} correct shares of client {owner}'s {what}, t={t} needed"
+                )
+            secret = shamir.reconstruct(good, t, 32)
+        return secret
 
     def _finish(self) -> list[Message]:
         cfg = self.config
         seeds = {
-            i: self._reconstruct(i, self._seed_shares.get(i, {}), "self-mask seed", None)
-            for i in self.u3
+            i: self._reconstruct(i, self._seed_shares.get(i, {}), "self-mask seed") for i in self.u3
         }
         survivors = set(self.u3)
         pairwise: dict[tuple[int, int], bytes] = {}
@@ -824,11 +963,15 @@ class Server:
             partners = sorted(i for i in survivors if d in self._partners[i])
             if not partners:
                 continue
-            s_pk = self._adverts[d].s_pk
-            secret = self._reconstruct(d, self._key_shares.get(d, {}), "mask key", s_pk)
-            kp = sk.KeyPair.from_private_bytes(secret)
+            secret = self._reconstruct(d, self._key_shares.get(d, {}), "mask key")
+            kp = vss.DHKeyPair.from_private_bytes(secret)
             for i in partners:
-                key = sk.agree(kp, self._adverts[i].s_pk, mask_agreement_info(cfg.round_id, i, d))
+                key = vss.dh_agree(
+                    kp,
+                    self._adverts[i].s_pk,
+                    mask_agreement_info(cfg.round_id, i, d),
+                    full_check=False,  # validated in full at advertisement
+                )
                 pairwise[(i, d)] = pairwise_seed(key, cfg.round_id)
         acc = sum_masked((self._masked[i] for i in self.u3), cfg.bits)
         total = unmask_sum(acc, seeds, pairwise, cfg.bits, workers=self.unmask_workers)
@@ -855,14 +998,6 @@ class Server:
                 f"{self.config.clip}: some input was outside [-clip, clip] or masks did not "
                 "cancel; the round failed and its sum is not released"
             )
-
-
-class _BadShare(Exception):
-    """Internal: the share at point ``x`` of ``owner``'s secret is wrong."""
-
-    def __init__(self, owner: int, x: int, what: str) -> None:
-        super().__init__(owner, x, what)
-        self.owner, self.x, self.what = owner, x, what
 
 
 class _RoundAbort(Exception):

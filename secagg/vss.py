@@ -174,6 +174,12 @@ class SchnorrGroup:
         self.g = int(g)
         self._table: list[list[mpz]] | None = None
 
+    def __copy__(self) -> SchnorrGroup:
+        return self  # immutable parameters (the lazily built table is shared on purpose)
+
+    def __deepcopy__(self, memo: dict) -> SchnorrGroup:
+        return self
+
     def check(self) -> None:
         """Check the parameters: sizes, ``p = 2 q k + 1``, ``k``, ``p`` prime, ``g`` of order ``q``.
 

@@ -34,15 +34,15 @@ from protocol.messages import (
     VERSION,
     AdvertiseKeys,
     ConsistencyRequest,
-    ForwardShares,
     MaskedInput,
+    MaskingPartners,
     ServerKeys,
     UnmaskRequest,
     UnmaskResponse,
     encode,
 )
 from secagg import keys as sk
-from secagg import shamir
+from secagg import shamir, vss
 
 
 def hardened_round(n, graph="complete", *, rid=1, d=8, seed=0, ledgers=None, **cfg_kw):
@@ -97,14 +97,10 @@ def _partial_forwarding(n, graph, n_colluders, n_partners, **cfg_kw):
     colluders, rest = nbrs[:n_colluders], nbrs[n_colluders:]
     dropped = rest[: n_partners - n_colluders]  # honest partners the server will call dropped
     partners = set(colluders) | set(dropped)
-    restricted = ForwardShares(
-        cfg.round_id,
-        SERVER_ID,
-        victim,
-        {i: blob for i, blob in honest_fwd.shares if i in partners},
-    )
     refusals: dict[int, ProtocolError] = {}
-    masked = answer(clients, [restricted if m.recipient == victim else m for m in fwd], refusals)
+    parts = to_server(server, answer(clients, fwd))  # honest shares and complaints
+    restricted = MaskingPartners(cfg.round_id, SERVER_ID, victim, partners)
+    masked = answer(clients, [restricted if m.recipient == victim else m for m in parts], refusals)
     view = {"t": t, "refusals": refusals, "colluders": colluders, "seed_shares": {}}
     if victim in refusals:
         return view, clients
@@ -149,7 +145,7 @@ def _partial_forwarding(n, graph, n_colluders, n_partners, **cfg_kw):
                 if owner == victim:
                     view["seed_shares"][h + 1] = shamir.share_from_bytes(share)
     for c in colluders:  # the colluders hand over their own shares of V's seed
-        opened = clients[c]._open(victim, clients[c]._inbox[victim])
+        opened = clients[c]._held[victim]
         view["seed_shares"][c + 1] = shamir.share_from_bytes(opened[0])
     return view, clients
 
@@ -253,6 +249,7 @@ def test_signatures_do_not_carry_over_between_rounds_with_the_same_id():
     cfg, server_a, clients_a, signing, _ = hardened_round(n, rid=5, seed=1)
     keys = to_server(server_a, [c.start() for c in clients_a.values()])
     fwd = to_server(server_a, answer(clients_a, keys))
+    fwd = to_server(server_a, answer(clients_a, fwd))  # complaints -> partners
     checks = to_server(server_a, answer(clients_a, fwd))
     sigs_a = {m.sender: m.signature for m in answer(clients_a, checks)}
     # round B: same config and id, same identity keys, fresh clients and ledgers
@@ -271,6 +268,7 @@ def test_signatures_do_not_carry_over_between_rounds_with_the_same_id():
     }
     keys = to_server(server_b, [c.start() for c in clients_b.values()])
     fwd = to_server(server_b, answer(clients_b, keys))
+    fwd = to_server(server_b, answer(clients_b, fwd))  # complaints -> partners
     checks_b = to_server(server_b, answer(clients_b, fwd))
     assert server_b.context != server_a.context
     victim = 0
@@ -305,6 +303,7 @@ def test_survivor_set_outside_the_population_is_refused():
     cfg, server, clients, _, _ = hardened_round(7)
     keys = to_server(server, [c.start() for c in clients.values()])
     fwd = to_server(server, answer(clients, keys))
+    fwd = to_server(server, answer(clients, fwd))  # complaints -> partners
     checks = to_server(server, answer(clients, fwd))
     bad = ConsistencyRequest(cfg.round_id, SERVER_ID, 2, checks[2].survivors + (99,))
     with pytest.raises(ProtocolError, match="not in the round's population"):
@@ -374,6 +373,7 @@ def test_oversized_and_overcounted_messages_in_the_right_stage_are_rejected_chea
     clients = [Client(cfg, i, np.full(4, 0.1)) for i in range(n)]
     keys = to_server(server, [c.start() for c in clients])
     fwd = to_server(server, answer(dict(enumerate(clients)), keys))
+    fwd = to_server(server, answer(dict(enumerate(clients)), fwd))  # complaints -> partners
     reqs = to_server(server, answer(dict(enumerate(clients)), fwd))
     assert server.stage is ServerStage.COLLECT_UNMASK
     big = _raw_unmask_response(2, 0, 2**20)
@@ -405,8 +405,8 @@ def test_fault_flood_is_counted_not_stored():
 class _OutOfRange(Client):
     """A Byzantine client that adds one more clip to coordinate 0 of its encoded input."""
 
-    def _on_ForwardShares(self, msg):
-        (m,) = super()._on_ForwardShares(msg)
+    def _on_MaskingPartners(self, msg):
+        (m,) = super()._on_MaskingPartners(msg)
         enc = self.config.encoder
         y = m.masked.astype(np.uint64)
         y[0] += np.uint64(enc.max_int)
@@ -426,20 +426,24 @@ def test_out_of_range_contribution_fails_the_round():
     assert "out of range" in result.abort_reason and "[0]" in result.abort_reason
 
 
-def test_key_altered_in_transit_garbles_the_sum_which_is_then_not_released():
+def test_mask_key_altered_in_transit_is_caught_by_its_commitment():
+    """The review flipped bits in an accepted AdvertiseKeys and garbled the sum. Now the
+    dealer's commitment to its mask key must equal the advertised key, so the altered key is
+    rejected with the dealer's shares and the round completes without it."""
     n, d = 6, 64
     cfg = RoundConfig(round_id=1, population=range(n), dim=d, clip=1.0)
     server = Server(cfg)
-    clients = [Client(cfg, i, np.full(d, 0.25)) for i in range(n)]
-    adverts = [c.start() for c in clients]
+    clients = {i: Client(cfg, i, np.full(d, 0.25)) for i in range(n)}
+    adverts = [c.start() for c in clients.values()]
     a = adverts[2]
-    flipped = AdvertiseKeys(a.round_id, 2, a.c_pk, sk.KeyPair.generate().public_bytes())
-    keys = to_server(server, adverts[:2] + [flipped] + adverts[3:])
-    fwd = to_server(server, answer(dict(enumerate(clients)), keys))
-    reqs = to_server(server, answer(dict(enumerate(clients)), fwd))
-    to_server(server, answer(dict(enumerate(clients)), reqs))
-    assert server.aborted and server.result is None
-    assert "out of range" in server.abort_reason
+    flipped = AdvertiseKeys(a.round_id, 2, a.c_pk, vss.DHKeyPair.generate().public_bytes())
+    pending = to_server(server, adverts[:2] + [flipped] + adverts[3:])
+    while not server.done:
+        pending = to_server(server, answer(clients, pending, {}))
+    assert server.stage is ServerStage.DONE, server.abort_reason
+    assert server.result.survivors == (0, 1, 3, 4, 5)
+    assert "is not the advertised s_pk" in server.excluded[2]
+    np.testing.assert_allclose(server.result.aggregate, np.full(d, 1.25), atol=1e-6)
 
 
 # --- finding 8: server-chosen graph seed ---------------------------------------------------
@@ -506,6 +510,7 @@ def test_plain_mode_does_not_stop_an_active_server_with_a_split_view():
     clients = {i: Client(cfg, i, x[i], rng=np.random.default_rng([4, i])) for i in range(n)}
     keys = to_server(server, [c.start() for c in clients.values()])
     fwd = to_server(server, answer(clients, keys))
+    fwd = to_server(server, answer(clients, fwd))  # complaints -> partners
     masked = answer(clients, fwd)
     y_victim = next(m.masked for m in masked if m.sender == victim)
     colluders, group_a, group_b = [1, 2], [3, 4, 5, 6], [7, 8, 9, 10]
@@ -518,17 +523,17 @@ def test_plain_mode_does_not_stop_an_active_server_with_a_split_view():
         (r,) = answer(clients, [UnmaskRequest(cfg.round_id, SERVER_ID, h, without, (victim,))])
         s_shares[h + 1] = shamir.share_from_bytes(dict(r.mask_key_shares)[victim])
     for c in colluders:
-        opened = clients[c]._open(victim, clients[c]._inbox[victim])
+        opened = clients[c]._held[victim]
         b_shares[c + 1] = shamir.share_from_bytes(opened[0])
         s_shares[c + 1] = shamir.share_from_bytes(opened[1])
     b = shamir.reconstruct(b_shares, 6, 32)
-    s_sk = sk.KeyPair.from_private_bytes(shamir.reconstruct(s_shares, 6, 32))
+    s_sk = vss.DHKeyPair.from_private_bytes(shamir.reconstruct(s_shares, 6, 32))
     from protocol.messages import mask_agreement_info
 
     pairwise = {}
     for j in range(1, n):
         s_pk_j = clients[j]._s.public_bytes()
-        key = sk.agree(s_sk, s_pk_j, mask_agreement_info(cfg.round_id, victim, j))
+        key = vss.dh_agree(s_sk, s_pk_j, mask_agreement_info(cfg.round_id, victim, j))
         pairwise[(victim, j)] = pairwise_seed(key, cfg.round_id)
     enc = unmask_sum(y_victim, {victim: b}, pairwise, cfg.bits)
     recovered = cfg.encoder.decode(enc)

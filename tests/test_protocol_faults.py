@@ -125,7 +125,7 @@ def test_replay_of_earlier_stage_message_rejected():
 def test_unknown_sender_is_logged_but_nobody_is_excluded():
     cfg, server, clients, x = make_round()
     a = clients[0].start()
-    ghost = AdvertiseKeys(a.round_id, 99, bytes(32), bytes(range(32)))
+    ghost = AdvertiseKeys(a.round_id, 99, bytes(32), bytes(range(256)))
     out = server.receive(ghost)
     assert out == [] and server.faults[0].sender == 99
     assert "not in the round's population" in server.faults[0].reason
@@ -139,6 +139,7 @@ def test_malformed_bytes_from_a_peer_count_as_its_fault():
     cfg, server, clients, x = make_round(n=12, max_message_size=10_000)
     keys = to_server(server, [c.start() for c in clients])
     fwd = to_server(server, to_clients(clients, keys))
+    fwd = to_server(server, to_clients(clients, fwd))  # complaints -> partners
     masked = to_clients(clients, fwd)
     datas = [encode(m) for m in masked]
     out = []
@@ -166,6 +167,7 @@ def test_bad_masked_input_is_a_fault_and_its_masks_are_removed():
     cfg, server, clients, x = make_round(n=8)  # t = 5: six clients left keep five partners
     keys = to_server(server, [c.start() for c in clients])
     fwd = to_server(server, to_clients(clients, keys))
+    fwd = to_server(server, to_clients(clients, fwd))  # complaints -> partners
     masked = to_clients(clients, fwd)
     wrong_shape = MaskedInput(cfg.round_id, 1, np.zeros(D + 1, dtype=np.uint32))
     wrong_dtype = MaskedInput(cfg.round_id, 2, np.zeros(D, dtype=np.uint64))
@@ -181,6 +183,7 @@ def test_fault_after_masked_input_keeps_the_input_in_the_sum():
     cfg, server, clients, x = make_round()
     keys = to_server(server, [c.start() for c in clients])
     fwd = to_server(server, to_clients(clients, keys))
+    fwd = to_server(server, to_clients(clients, fwd))  # complaints -> partners
     masked = to_clients(clients, fwd)
     out = to_server(server, masked[:2])
     out += server.receive(masked[1])  # duplicate after acceptance
@@ -195,6 +198,7 @@ def test_bad_unmask_response_is_a_fault():
     cfg, server, clients, x = make_round()
     keys = to_server(server, [c.start() for c in clients])
     fwd = to_server(server, to_clients(clients, keys))
+    fwd = to_server(server, to_clients(clients, fwd))  # complaints -> partners
     reqs = to_server(server, to_clients(clients, fwd))
     answers = to_clients(clients, reqs)
     good = answers[0]
@@ -359,6 +363,7 @@ def test_wrong_share_is_identified_and_the_round_completes(kind):
     cfg, server, clients, x = make_round(n=9)  # t = 5
     keys = to_server(server, [c.start() for c in clients])
     fwd = to_server(server, to_clients(clients, keys))
+    fwd = to_server(server, to_clients(clients, fwd))  # complaints -> partners
     masked = to_clients(clients, fwd)
     reqs = to_server(server, [m for m in masked if m.sender != 8])  # 8 drops: s_sk_8 needed
     reqs += server.deadline()
@@ -367,15 +372,15 @@ def test_wrong_share_is_identified_and_the_round_completes(kind):
     answers[3] = _tamper(answers[3], kind, owner)  # client 3 lies about one share
     to_server(server, answers)
     assert server.stage is ServerStage.DONE, server.abort_reason
-    # The lie is found and dropped, but the server cannot tell a lying holder from a dealer
-    # that sealed a wrong share, so it records a dispute and excludes nobody.
-    assert server.faults == [] and server.excluded == {}
-    assert [(d.owner, d.holder) for d in server.disputes] == [(owner, 3)]
-    assert "does not lie on the polynomial" in server.disputes[0].reason
+    # Holders verified their shares against the dealer's commitments before masking, so a
+    # share that does not match them at unmasking is the holder's lie, with proof.
+    assert [f.sender for f in server.faults] == [3]
+    assert "does not match the dealer's commitments" in server.faults[0].reason
+    assert server.disputes == []
     np.testing.assert_array_equal(server.result.encoded_sum, expected_sum(cfg, x, range(8)))
 
 
-def test_a_dealer_sealing_a_wrong_share_does_not_get_the_honest_holder_excluded(monkeypatch):
+def test_a_dealer_sealing_a_wrong_share_is_convicted_before_masking(monkeypatch):
     import protocol.client as client_mod
     from protocol import Client, RoundConfig, Server, run_parties
     from secagg import shamir
@@ -399,7 +404,9 @@ def test_a_dealer_sealing_a_wrong_share_does_not_get_the_honest_holder_excluded(
     cfg = RoundConfig(round_id=3, population=tuple(range(n)), dim=4, clip=1.0)
     clients = {i: (BadDealer if i == 0 else Client)(cfg, i, np.full(4, 0.1)) for i in range(n)}
     result = run_parties(Server(cfg), clients)
-    assert not result.aborted and result.survivors == tuple(range(n))
-    assert result.faults == () and result.excluded == {}
-    assert [(d.owner, d.holder) for d in result.disputes] == [(0, 1)]
-    np.testing.assert_allclose(result.aggregate, np.full(4, 0.8), atol=1e-6)
+    # holder 1 complained with the pair key; the server opened the dealer's own ciphertext,
+    # found a share off the committed polynomial, and excluded the dealer before masking
+    assert not result.aborted and result.survivors == tuple(range(1, n))
+    assert [f.sender for f in result.faults] == [0] and 0 in result.excluded
+    assert "upheld" in result.faults[0].reason and result.disputes == ()
+    np.testing.assert_allclose(result.aggregate, np.full(4, 0.7), atol=1e-6)

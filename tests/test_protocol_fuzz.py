@@ -44,7 +44,7 @@ from protocol.server import SERVER_TRANSITIONS
 from secagg import keys as sk
 
 N, D = 7, 8
-PER_STAGE = 700  # x (5 server + 4 client stages hardened, 4 + 3 plain) = 11,200 messages
+PER_STAGE = 600  # x (6 server + 5 client stages hardened, 5 + 4 plain) = 12,000 messages
 ROUNDS = 24  # whole rounds with one mutated message, per mode
 BUDGET_SECONDS = 0.010
 BUDGET_BYTES = 10 * 2**20
@@ -219,7 +219,7 @@ def test_server_survives_mutated_messages_in_every_stage_cheaply(hardened):
     finally:
         tracemalloc.stop()
         gc.enable()
-    assert len(server_snaps) == (5 if hardened else 4)  # every collecting stage
+    assert len(server_snaps) == (6 if hardened else 5)  # every collecting stage
     assert total == PER_STAGE * len(server_snaps)
     assert rejected > 0.7 * total
     assert worst_seconds < BUDGET_SECONDS, worst_seconds
@@ -242,7 +242,7 @@ def test_client_answers_or_raises_protocol_error_for_mutated_messages(hardened):
             except ProtocolError:  # MessageFormatError included; anything else fails the test
                 refused += 1
                 assert client.stage in (ClientStage.FAILED, snap.stage)
-    assert len(client_snaps) == (4 if hardened else 3)  # every stage that receives a message
+    assert len(client_snaps) == (5 if hardened else 4)  # every stage that receives a message
     assert refused > 0.7 * PER_STAGE * len(client_snaps)
 
 
@@ -284,7 +284,7 @@ def _run_with_one_mutation(hardened: bool, seed: int):
     cfg, server, clients, x = _parties(hardened, seed)
     pool: list[bytes] = []
     counter = {"n": 0}
-    target = int(rng.integers(4 * N if not hardened else 9 * N))
+    target = int(rng.integers(5 * N if not hardened else 11 * N))
     hit: dict = {}
 
     def maybe_mutate(msg, data, from_client: bool):

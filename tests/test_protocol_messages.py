@@ -20,31 +20,41 @@ from protocol.messages import (
     ForwardShares,
     KeyEntry,
     MaskedInput,
+    MaskingPartners,
     ServerKeys,
+    ShareComplaints,
     ShareKeys,
     UnmaskRequest,
     UnmaskResponse,
     decode,
     decode_share_payload,
     encode,
+    encode_complaint,
     encode_share_payload,
 )
 
 K = bytes(range(32))
 K2 = bytes(range(1, 33))
+MK = bytes(range(256))  # a masking key is a 256-byte group element
 SIG = bytes(64)
 
 
 def examples():
     return [
-        AdvertiseKeys(7, 3, K, K2),
-        AdvertiseKeys(7, 3, K, K2, SIG),
+        AdvertiseKeys(7, 3, K, MK),
+        AdvertiseKeys(7, 3, K, MK, SIG),
         ServerKeys(
-            7, SERVER_ID, 3, "secagg+", K, 4, 6, [KeyEntry(5, K, K2, SIG), KeyEntry(1, K2, K)]
+            7, SERVER_ID, 3, "secagg+", K, 4, 6, [KeyEntry(5, K, MK, SIG), KeyEntry(1, K2, MK)]
         ),
         ShareKeys(7, 3, {9: b"abc", 1: b"\x00" * 100}),
+        ShareKeys(7, 3, {9: b"abc"}, b"c" * 512, {9: SIG}),
         ForwardShares(7, SERVER_ID, 3, {2: b"x"}),
+        ForwardShares(7, SERVER_ID, 3, {2: b"x"}, {2: b"c" * 512}, {2: SIG}),
+        ShareComplaints(7, 3, {}),
+        ShareComplaints(7, 3, {2: encode_complaint(4, K), 5: encode_complaint(2)}),
+        MaskingPartners(7, SERVER_ID, 3, [5, 1, 2]),
         MaskedInput(7, 3, np.arange(5, dtype=np.uint32)),
+        MaskedInput(7, 3, np.arange(5, dtype=np.uint32), [1, 4], SIG),
         MaskedInput(2**63, 0, np.array([2**64 - 1, 0], dtype=np.uint64)),
         MaskedInput(7, 3, np.zeros(0, dtype=np.uint32)),
         ConsistencyRequest(7, SERVER_ID, 3, [4, 2, 3]),
@@ -89,10 +99,11 @@ def test_masked_array_is_read_only_copy():
 @pytest.mark.parametrize(
     "make, field",
     [
-        (lambda: AdvertiseKeys(0, 1, b"short", K2), "c_pk"),
-        (lambda: AdvertiseKeys(0, 1, K, K2, b"x" * 10), "signature"),
-        (lambda: AdvertiseKeys(-1, 1, K, K2), "round_id"),
-        (lambda: AdvertiseKeys(0, SERVER_ID, K, K2), "sender"),
+        (lambda: AdvertiseKeys(0, 1, b"short", MK), "c_pk"),
+        (lambda: AdvertiseKeys(0, 1, K, K2), "s_pk"),
+        (lambda: AdvertiseKeys(0, 1, K, MK, b"x" * 10), "signature"),
+        (lambda: AdvertiseKeys(-1, 1, K, MK), "round_id"),
+        (lambda: AdvertiseKeys(0, SERVER_ID, K, MK), "sender"),
         (lambda: ServerKeys(0, 5, 3, "complete", K, 2, 2, []), "sender"),
         (lambda: ShareKeys(0, 1, {SERVER_ID: b"x"}), "shares"),
         (lambda: UnmaskRequest(0, SERVER_ID, 1, [2, 2], []), "survivors"),

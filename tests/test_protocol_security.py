@@ -27,7 +27,7 @@ from protocol.messages import (
     mask_agreement_info,
 )
 from secagg import keys as sk
-from secagg import shamir
+from secagg import shamir, vss
 from secagg.errors import ShamirError
 from secagg.masking import pairwise_seed
 from secagg.prg import MaskExpander
@@ -70,6 +70,7 @@ def run_to_masked(server, clients):
     """Advance until the server has all masked inputs; return (masked inputs, server out)."""
     keys = to_server(server, [c.start() for c in clients])
     fwd = to_server(server, to_clients(clients, keys))
+    fwd = to_server(server, to_clients(clients, fwd))  # complaints -> partners
     masked = to_clients(clients, fwd)
     return masked, to_server(server, masked)
 
@@ -104,8 +105,9 @@ def test_masked_input_is_one_time_pad_by_construction():
     enc = cfg.encoder.encode(x[1], np.random.default_rng([0, 1]))
     exp = MaskExpander(d, bits)
     mask = exp.expand(me._b).astype(np.uint64)  # PRG(b_1): fresh, never sent in the clear
-    for j in me._inbox:
-        key = sk.agree(me._s, me._peers[j][1], mask_agreement_info(cfg.round_id, 1, j))
+    assert me._partners == {0, 2, 3}
+    for j in me._partners:
+        key = vss.dh_agree(me._s, me._peers[j][1], mask_agreement_info(cfg.round_id, 1, j))
         m = exp.expand(pairwise_seed(key, cfg.round_id)).astype(np.uint64)
         mask = mask + m if j > 1 else mask - m
     # y = enc(x) + PRG(b) + sum_{j>i} PRG(s_ij) - sum_{j<i} PRG(s_ij)  (mod 2^bits)
@@ -172,7 +174,7 @@ def test_t_minus_1_colluders_and_server_cannot_recover_honest_secrets():
     colluders = [1, 2, 3]  # t - 1 clients
     seed_shares, key_shares = {}, {}
     for c in colluders:
-        s_b, s_k = clients[c]._open(honest, clients[c]._inbox[honest])
+        s_b, s_k = clients[c]._held[honest]
         seed_shares[c + 1] = shamir.share_from_bytes(s_b)
         key_shares[c + 1] = shamir.share_from_bytes(s_k)
     # never both: the server received no share of the survivor's mask key from anyone
@@ -188,7 +190,7 @@ def test_t_minus_1_colluders_and_server_cannot_recover_honest_secrets():
             assert coeffs[0] == candidate
             assert all(shamir.evaluate(coeffs, xk) == yk for xk, yk in shares.items())
     # with one more share (t in total) the secret does come out: the threshold is exact
-    s_b, s_k = clients[4]._open(honest, clients[4]._inbox[honest])
+    s_b, s_k = clients[4]._held[honest]
     full = {**key_shares, 5: shamir.share_from_bytes(s_k)}
     assert shamir.reconstruct(full, t) == clients[honest]._s.private_bytes()
 
@@ -200,7 +202,7 @@ def test_hardened_forged_advertisement_rejected_by_server():
     cfg, server, clients, _ = make_round(6, hardened=True)
     adverts = [c.start() for c in clients]
     real = adverts[2]
-    mitm_c, mitm_s = sk.KeyPair.generate(), sk.KeyPair.generate()
+    mitm_c, mitm_s = sk.KeyPair.generate(), vss.DHKeyPair.generate()
     forged = AdvertiseKeys(
         real.round_id, 2, mitm_c.public_bytes(), mitm_s.public_bytes(), real.signature
     )
@@ -210,6 +212,7 @@ def test_hardened_forged_advertisement_rejected_by_server():
     assert [f.sender for f in server.faults] == [2, 2]  # the forgery, then 2 is excluded
     assert 2 not in server.u1
     fwd = to_server(server, to_clients(clients, keys))
+    fwd = to_server(server, to_clients(clients, fwd))  # complaints -> partners
     reqs = to_server(server, to_clients(clients, fwd))
     sigs = to_server(server, to_clients(clients, reqs))
     to_server(server, to_clients(clients, sigs))
@@ -335,10 +338,12 @@ def test_hardened_split_view_with_one_colluder_is_refused():
     pending = []
     for i in pop:
         pending += srv.receive(clients[i].start())
-    nxt = []
-    for m in pending:
-        for r in clients[m.recipient].receive(m):
-            nxt += srv.receive(r)
+    for _ in range(2):  # shares, then complaints
+        nxt = []
+        for m in pending:
+            for r in clients[m.recipient].receive(m):
+                nxt += srv.receive(r)
+        pending = nxt
     for m in nxt:
         clients[m.recipient].receive(m)  # masked inputs are sent; the server turns malicious
     evil, A, B = 8, [0, 1, 2, 3], [4, 5, 6, 7]
@@ -366,8 +371,9 @@ def test_low_order_key_is_the_advertisers_fault_and_the_round_goes_on(field):
     class LowOrderKey(Client):
         def start(self):
             m = super().start()
-            zero = bytes(32)
-            c_pk, s_pk = (zero, m.s_pk) if field == "c_pk" else (m.c_pk, zero)
+            # the X25519 all-zero point; the identity element of the masking group
+            zero, one = bytes(32), bytes(255) + b"\x01"
+            c_pk, s_pk = (zero, m.s_pk) if field == "c_pk" else (m.c_pk, one)
             return AdvertiseKeys(m.round_id, m.sender, c_pk, s_pk)
 
     clients = {i: Client(cfg, i, np.full(4, 0.1)) for i in range(1, n)}
