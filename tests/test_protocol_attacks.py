@@ -34,9 +34,11 @@ from protocol.messages import (
     VERSION,
     AdvertiseKeys,
     ConsistencyRequest,
+    ForwardShares,
     MaskedInput,
     MaskingPartners,
     ServerKeys,
+    ShareKeys,
     UnmaskRequest,
     UnmaskResponse,
     encode,
@@ -538,3 +540,144 @@ def test_plain_mode_does_not_stop_an_active_server_with_a_split_view():
     enc = unmask_sum(y_victim, {victim: b}, pairwise, cfg.bits)
     recovered = cfg.encoder.decode(enc)
     np.testing.assert_allclose(recovered, x[victim], atol=cfg.encoder.resolution)
+
+
+# --- finding 3: one Byzantine client must not abort everyone's round -----------------------
+
+
+class _BadDealer(Client):
+    """Deals wrong shares (``what``: "seed", "key" or "garbage" ciphertexts) to ``victims``
+    (default: every holder), then optionally goes silent."""
+
+    what = "seed"
+    victims: frozenset[int] | None = None
+    silent_after_sharing = False
+
+    def _on_ServerKeys(self, msg):
+        from protocol.messages import decode_share_payload, encode_share_payload, share_aad
+
+        (m,) = super()._on_ServerKeys(msg)
+        rid, sealed = self.config.round_id, dict(m.shares)
+        for j, blob in sealed.items():
+            if self.victims is not None and j not in self.victims:
+                continue
+            if self.what == "garbage":
+                sealed[j] = secrets.token_bytes(len(blob))
+                continue
+            key = self._share_keys[j]
+            owner, holder, b, s = decode_share_payload(
+                sk.open_sealed(key, blob, share_aad(rid, self.id, j))
+            )
+            wrong = shamir.share_to_bytes(secrets.randbelow(shamir.PRIME))
+            b, s = (wrong, s) if self.what == "seed" else (b, wrong)
+            sealed[j] = sk.seal(
+                key, encode_share_payload(owner, holder, b, s), share_aad(rid, self.id, j)
+            )
+        return [ShareKeys(m.round_id, m.sender, sealed, m.commitments, m.share_signatures)]
+
+    def receive(self, msg):
+        if self.silent_after_sharing and isinstance(msg, ForwardShares):
+            return []  # goes silent: never answers again
+        return super().receive(msg)
+
+
+def _run_with(dealer_cls, n=9, d=5, hardened=False):
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, (n, d))
+    cfg = RoundConfig(round_id=2, population=range(n), dim=d, clip=1.0)
+    clients = {
+        i: (dealer_cls if i == 0 else Client)(cfg, i, x[i], rng=np.random.default_rng([7, i]))
+        for i in range(n)
+    }
+    result = run_parties(Server(cfg, graph_seed=bytes(32)), clients)
+    return cfg, x, result
+
+
+def _assert_exact(cfg, x, result, survivors):
+    assert not result.aborted, result.abort_reason
+    assert result.survivors == tuple(survivors)
+    enc = [cfg.encoder.encode(x[i], np.random.default_rng([7, i])) for i in survivors]
+    expected = cfg.encoder.wrap(np.sum([e.astype(np.uint64) for e in enc], axis=0))
+    np.testing.assert_array_equal(result.encoded_sum, expected)
+
+
+@pytest.mark.parametrize("what", ["seed", "key"])
+@pytest.mark.parametrize("silent", [False, True])
+def test_dealer_of_wrong_shares_is_convicted_before_masking(what, silent):
+    class Dealer(_BadDealer):
+        pass
+
+    Dealer.what, Dealer.silent_after_sharing = what, silent
+    cfg, x, result = _run_with(Dealer)
+    # every holder complained with its pair key; the first judged complaint convicts client 0
+    assert [f.sender for f in result.faults] == [0] and "upheld" in result.faults[0].reason
+    assert 0 in result.excluded
+    _assert_exact(cfg, x, result, range(1, 9))
+
+
+def test_dealer_of_wrong_shares_to_a_single_holder_is_convicted_too():
+    class Dealer(_BadDealer):
+        what, victims = "key", frozenset({5})
+
+    cfg, x, result = _run_with(Dealer)
+    assert [f.sender for f in result.faults] == [0]
+    _assert_exact(cfg, x, result, range(1, 9))
+
+
+def test_undecryptable_shares_cut_the_dealer_off_before_masking():
+    class Dealer(_BadDealer):
+        what = "garbage"
+
+    cfg, x, result = _run_with(Dealer)
+    # nobody can judge an undecryptable ciphertext, so each pair is cut (a dispute), and a
+    # dealer that no holder accepts is left with no partners: out before anyone masked
+    assert {(dp.owner, dp.holder) for dp in result.disputes} == {(0, h) for h in range(1, 9)}
+    assert "partners" in result.excluded[0] and result.faults == ()
+    _assert_exact(cfg, x, result, range(1, 9))
+
+
+def test_false_complaint_convicts_the_complainer():
+    from protocol.messages import Complaint, ShareComplaints, encode_complaint
+
+    class Liar(Client):
+        def _on_ForwardShares(self, msg):
+            super()._on_ForwardShares(msg)
+            return [
+                ShareComplaints(
+                    self.config.round_id,
+                    self.id,
+                    {3: encode_complaint(Complaint.INVALID_SHARE, self._share_keys[3])},
+                )
+            ]
+
+    cfg, x, result = _run_with(Liar)
+    assert [f.sender for f in result.faults] == [0] and "is false" in result.faults[0].reason
+    _assert_exact(cfg, x, result, range(1, 9))
+
+
+@pytest.mark.parametrize("liars", [[2, 5], [2, 4, 5, 6]])
+def test_several_lying_holders_at_unmasking_are_all_convicted(liars):
+    """Gao decoding corrects up to (m - t) / 2 wrong shares (2 of 11 at t = 7); past that the
+    shares are checked against the commitments. Either way every liar is named with proof."""
+
+    class LyingHolder(Client):
+        def _on_UnmaskRequest(self, msg):
+            (r,) = super()._on_UnmaskRequest(msg)
+            seeds = {
+                o: shamir.share_to_bytes(secrets.randbelow(shamir.PRIME))
+                for o, _ in r.self_seed_shares
+            }
+            return [UnmaskResponse(r.round_id, r.sender, seeds, r.mask_key_shares)]
+
+    n, d = 12, 4
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, (n, d))
+    cfg = RoundConfig(round_id=2, population=range(n), dim=d, clip=1.0)
+    clients = {
+        i: (LyingHolder if i in liars else Client)(cfg, i, x[i], rng=np.random.default_rng([7, i]))
+        for i in range(n)
+    }
+    result = run_parties(Server(cfg, graph_seed=bytes(32)), clients, dropouts={"unmask": [11]})
+    assert sorted({f.sender for f in result.faults}) == liars
+    assert all("does not match the dealer's commitments" in f.reason for f in result.faults)
+    _assert_exact(cfg, x, result, range(n))
