@@ -846,10 +846,11 @@ class Server:
             return holder, f"{against} is false: both shares match the dealer's commitments"
         return dealer, f"{against} upheld: a share does not match the dealer's commitments"
 
-    def _convict(self, client: int, reason: str) -> None:
+    def _convict(self, client: int, reason: str, event: str = "ShareComplaints") -> None:
+        """Exclude a client proven to have cheated, recording the proof as its fault."""
         if client in self.excluded:
             return
-        self.faults.append(Fault(client, self.stage.value, "ShareComplaints", reason))
+        self.faults.append(Fault(client, self.stage.value, event, reason))
         log.warning("convicted client %d: %s", client, reason)
         self._exclude(client, reason)
 
@@ -941,6 +942,7 @@ class Server:
                 x - 1,
                 f"{party_name(x - 1)} returned a share of client {owner}'s {what} that does "
                 "not match the dealer's commitments",
+                event="UnmaskResponse",
             )
         if secret is None:
             good = {x: v for x, v in shares.items() if x not in liars}

@@ -615,3 +615,21 @@ def dh_agree(
     return HKDF(algorithm=hashes.SHA256(), length=DH_KEY_BYTES, salt=None, info=bytes(info)).derive(
         int(shared).to_bytes(group.element_bytes, "big")
     )
+
+
+def _rederive_main() -> int:  # pragma: no cover - minutes of CPU, run by hand
+    """``python -m secagg.vss``: re-run the parameter search from counter 0 for every size and
+    compare with the hard-coded counters (exit status 1 on a mismatch)."""
+    status = 0
+    for bits, expected in sorted(_COUNTERS.items()):
+        found = search_group(bits)
+        ok = found == expected
+        status |= not ok
+        print(
+            f"{bits}-bit group: first counter {found}, hard-coded {expected}: {'ok' if ok else 'MISMATCH'}"
+        )
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(_rederive_main())
