@@ -106,7 +106,6 @@ class FixedPointEncoder:
         self.scale: float = float(2.0**frac_bits)
         self.max_int: int = math.ceil(clip * self.scale)
         self.modulus: int = 1 << self.bits
-        self.mask_bits: int = self.bits
         self._mask = self.modulus - 1
 
     @staticmethod

@@ -20,6 +20,7 @@ Guarantees
 from __future__ import annotations
 
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
@@ -256,12 +257,17 @@ class _LagrangeCache:
 
     def __init__(self, maxsize: int = 1024):
         self.maxsize = maxsize
+        self._lock = threading.Lock()  # shared by every thread of the process
         self._data: OrderedDict[tuple[int, ...], _PointSet] = OrderedDict()
         self.hits = 0
         self.misses = 0
         self.derived = 0
 
     def get(self, points: tuple[int, ...]) -> _PointSet:
+        with self._lock:
+            return self._get(points)
+
+    def _get(self, points: tuple[int, ...]) -> _PointSet:
         found = self._data.get(points)
         if found is not None:
             self.hits += 1
@@ -286,7 +292,8 @@ class _LagrangeCache:
         return ps
 
     def clear(self) -> None:
-        self._data.clear()
+        with self._lock:
+            self._data.clear()
         self.hits = 0
         self.misses = 0
         self.derived = 0

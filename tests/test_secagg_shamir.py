@@ -325,3 +325,48 @@ def test_decode_past_the_radius_can_return_another_polynomial():
     assert int.from_bytes(got.secret, "big") == other[0]
     assert got.wrong == frozenset(xs) - set(agree_at) - set(liars)
     assert len(got.wrong) == e
+
+
+def test_reconstruction_cache_is_safe_to_share_between_threads():
+    """Eight threads reconstruct secrets over many overlapping point sets at once (more sets
+    than the cache holds, so it evicts and derives while others read): every result is right
+    and the counters add up."""
+    import threading
+
+    from secagg import shamir as sh
+
+    rng = np.random.default_rng(0)
+    jobs = []
+    for _ in range(64):
+        secret = bytes(rng.integers(0, 256, 32, dtype=np.uint8))
+        xs = sorted(rng.choice(np.arange(1, 40), 12, replace=False).tolist())
+        jobs.append((secret, sh.split(secret, 10, xs)))
+    old = sh._CACHE.maxsize
+    sh.cache_clear()
+    sh._CACHE.maxsize = 8
+    errors = []
+
+    def work(offset):
+        for k in range(len(jobs)):
+            secret, shares = jobs[(k + offset) % len(jobs)]
+            if sh.reconstruct(shares, 10, 32) != secret:
+                errors.append(k)
+
+    threads = [threading.Thread(target=work, args=(8 * i,)) for i in range(8)]
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        info = sh.cache_info()
+    finally:
+        sys.setswitchinterval(interval)
+        sh._CACHE.maxsize = old
+        sh.cache_clear()
+    assert errors == []
+    assert info.hits + info.misses == 8 * len(jobs)
+    assert info.size <= 8
