@@ -140,8 +140,30 @@ class SimulationConfig:
             raise ConfigError(
                 f"secure_graph must be 'complete' or 'secagg+', got {self.secure_graph!r}"
             )
+        if self.secure:
+            self._validate_secure()
         if isinstance(self.defence_f, str) and self.defence_f != "auto":
             raise ConfigError(f"defence_f must be an int, None or 'auto', got {self.defence_f!r}")
+
+    def _validate_secure(self) -> None:
+        """Secure-aggregation settings that would fail inside the first round, checked now."""
+        from secagg.encoding import FixedPointEncoder
+        from secagg.errors import SecAggError
+        from secagg.graphs import secaggplus_parameters
+
+        bits = self.secure_bits
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 64:
+            raise ConfigError(f"secure_bits must be an int in [2, 64], got {bits!r}")
+        if self.clip is not None:
+            try:
+                FixedPointEncoder(self.clip, self.clients, bits)
+            except (SecAggError, ValueError) as exc:
+                raise ConfigError(f"secure aggregation with clip={self.clip}: {exc}") from None
+        if self.secure_graph == "secagg+" and secaggplus_parameters(self.clients) is None:
+            raise ConfigError(
+                f"secure_graph='secagg+' has no sparse degree for {self.clients} clients; use "
+                "the complete graph"
+            )
 
     @property
     def f_for_defence(self) -> int | str:

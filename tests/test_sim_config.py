@@ -35,6 +35,8 @@ def test_defaults_are_the_documented_main_job():
         ({"max_staleness": 0}, "max_staleness"),
         ({"dataset": "cifar"}, "dataset"),
         ({"partition": "weird"}, "partition"),
+        ({"secure": True, "secure_bits": 70}, "secure_bits"),
+        ({"secure": True, "secure_bits": 8, "clip": 100.0}, "headroom"),
     ],
 )
 def test_invalid_options_name_the_field(changes, field):
