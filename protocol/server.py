@@ -69,6 +69,7 @@ import enum
 import logging
 import secrets
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -959,22 +960,33 @@ class Server:
             i: self._reconstruct(i, self._seed_shares.get(i, {}), "self-mask seed") for i in self.u3
         }
         survivors = set(self.u3)
-        pairwise: dict[tuple[int, int], bytes] = {}
+        jobs = []
         for d in self.dropped_before_input:
             # the survivors that masked with d (d in their signed partner set)
             partners = sorted(i for i in survivors if d in self._partners[i])
-            if not partners:
-                continue
-            secret = self._reconstruct(d, self._key_shares.get(d, {}), "mask key")
-            kp = vss.DHKeyPair.from_private_bytes(secret)
-            for i in partners:
-                key = vss.dh_agree(
-                    kp,
-                    self._adverts[i].s_pk,
-                    mask_agreement_info(cfg.round_id, i, d),
-                    full_check=False,  # validated in full at advertisement
-                )
-                pairwise[(i, d)] = pairwise_seed(key, cfg.round_id)
+            if partners:
+                secret = self._reconstruct(d, self._key_shares.get(d, {}), "mask key")
+                jobs.append((d, vss.DHKeyPair.from_private_bytes(secret), partners))
+
+        def agree(job) -> dict[tuple[int, int], bytes]:
+            d, kp, partners = job
+            keys = vss.dh_agree_many(
+                kp,
+                [self._adverts[i].s_pk for i in partners],
+                [mask_agreement_info(cfg.round_id, i, d) for i in partners],
+                full_check=False,  # validated in full at advertisement
+            )
+            return {(i, d): pairwise_seed(k, cfg.round_id) for i, k in zip(partners, keys)}
+
+        pairwise: dict[tuple[int, int], bytes] = {}
+        workers = min(self.unmask_workers, max(1, len(jobs)))
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for part in pool.map(agree, jobs):
+                    pairwise.update(part)
+        else:
+            for job in jobs:
+                pairwise.update(agree(job))
         acc = sum_masked((self._masked[i] for i in self.u3), cfg.bits)
         total = unmask_sum(acc, seeds, pairwise, cfg.bits, workers=self.unmask_workers)
         self._check_sum_range(total)

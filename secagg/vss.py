@@ -90,6 +90,7 @@ __all__ = [
     "validate_element",
     "DHKeyPair",
     "dh_agree",
+    "dh_agree_many",
     "validate_dh_public_key",
     "DH_KEY_BYTES",
     "DH_PRIVATE_KEY_BYTES",
@@ -615,6 +616,35 @@ def dh_agree(
     return HKDF(algorithm=hashes.SHA256(), length=DH_KEY_BYTES, salt=None, info=bytes(info)).derive(
         int(shared).to_bytes(group.element_bytes, "big")
     )
+
+
+def dh_agree_many(
+    private: DHKeyPair,
+    peer_publics: Sequence[bytes],
+    infos: Sequence[bytes],
+    *,
+    full_check: bool = True,
+) -> list[bytes]:
+    """:func:`dh_agree` of one private key with many peers: the same keys, in order.
+
+    The exponentiations share one exponent and run in one ``gmpy2.powmod_base_list`` call,
+    which releases the GIL, so several calls can run on worker threads (the server unmasking
+    many dropped clients). Raises ``KeyAgreementError`` like :func:`dh_agree`.
+    """
+    if not isinstance(private, DHKeyPair):
+        raise TypeError(f"private must be a DHKeyPair, got {type(private).__name__}")
+    if len(peer_publics) != len(infos):
+        raise ValueError("one info per peer public key")
+    group = private.group
+    peers = [mpz(validate_dh_public_key(pk, group, full=full_check)) for pk in peer_publics]
+    shared = gmpy2.powmod_base_list(peers, private._private, group._p)
+    width = group.element_bytes
+    return [
+        HKDF(algorithm=hashes.SHA256(), length=DH_KEY_BYTES, salt=None, info=bytes(info)).derive(
+            int(z).to_bytes(width, "big")
+        )
+        for z, info in zip(shared, infos)
+    ]
 
 
 def _rederive_main() -> int:  # pragma: no cover - minutes of CPU, run by hand

@@ -314,3 +314,14 @@ def test_private_key_sharing_is_bound_to_the_public_key():
     assert recovered.public == kp.public
     other = DHKeyPair.generate()
     assert deal(other.private_bytes(), 3, range(1, 6)).commitments.constant != kp.public
+
+
+def test_dh_agree_many_gives_the_same_keys_as_dh_agree():
+    me = vss.DHKeyPair.generate()
+    peers = [vss.DHKeyPair.generate().public_bytes() for _ in range(5)]
+    infos = [b"info-%d" % i for i in range(5)]
+    many = vss.dh_agree_many(me, peers, infos, full_check=False)
+    assert many == [vss.dh_agree(me, pk, info) for pk, info in zip(peers, infos)]
+    assert len(set(many)) == 5
+    with pytest.raises(KeyAgreementError):
+        vss.dh_agree_many(me, [bytes(255) + b"\x01"], [b"x"])
