@@ -711,14 +711,22 @@ class Server:
         rid = self.config.round_id
         return [Abort(rid, SERVER_ID, c, reason) for c in notify]
 
-    def _prune(self, alive: set[int], what: str) -> set[int]:
-        """Keep the clients with at least t live neighbours (the graph's t-core of ``alive``);
-        exclude the others. A client needs t partners, so that t-1 colluders cannot be all of
-        them."""
+    def _prune(self, alive: set[int], what: str, partners=None) -> set[int]:
+        """Keep the clients with at least t live neighbours in the masking graph, or t live
+        partners in ``partners`` when given (the t-core of ``alive``); exclude the others. A
+        client needs t partners, so that t-1 colluders cannot be all of them."""
         t = self.threshold
-        kept = self.graph.core(alive, t)
+        adjacency, noun = (
+            (self.graph.neighbours, "neighbours")
+            if partners is None
+            else (
+                partners,
+                "partners",
+            )
+        )
+        kept = k_core(adjacency, alive, t)
         for i in sorted(set(alive) - kept):
-            self._exclude(i, f"fewer than t={t} live neighbours after {what}")
+            self._exclude(i, f"fewer than t={t} live {noun} after {what}")
         return kept
 
     def _require(self, count: int, what: str) -> None:
@@ -812,7 +820,7 @@ class Server:
             h: frozenset(d for d in self._forwarded[h] & alive if frozenset((d, h)) not in cut)
             for h in alive
         }
-        keep = self._prune_partners(partners, alive, "share complaints")
+        keep = self._prune(alive, "share complaints", partners)
         self._require(len(keep), "hold verified shares of t partners")
         rid = self.config.round_id
         out: list[Message] = []
@@ -854,15 +862,6 @@ class Server:
         self.faults.append(Fault(client, self.stage.value, event, reason))
         log.warning("convicted client %d: %s", client, reason)
         self._exclude(client, reason)
-
-    def _prune_partners(
-        self, partners: Mapping[int, frozenset[int]], alive: set[int], what: str
-    ) -> set[int]:
-        t = self.threshold
-        keep = k_core(partners, alive, t)
-        for i in sorted(alive - keep):
-            self._exclude(i, f"fewer than t={t} partners after {what}")
-        return keep
 
     def _close_masked(self) -> list[Message]:
         # Every accepted masked input counts, even if its sender faulted later. A client stays

@@ -15,7 +15,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from protocol_helpers import to_server
+from protocol_helpers import make_parties, to_server
 
 from protocol import (
     Client,
@@ -47,26 +47,14 @@ from secagg import keys as sk
 from secagg import shamir, vss
 
 
-def hardened_round(n, graph="complete", *, rid=1, d=8, seed=0, ledgers=None, **cfg_kw):
+def hardened_round(n, graph="complete", *, rid=1, d=8, seed=0, **cfg_kw):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (n, d))
     cfg = RoundConfig(
         round_id=rid, population=range(n), dim=d, clip=1.0, graph=graph, hardened=True, **cfg_kw
     )
-    signing = {i: sk.SigningKeyPair.generate() for i in range(n)}
-    pki = {i: k.public_bytes() for i, k in signing.items()}
-    clients = {
-        i: Client(
-            cfg,
-            i,
-            x[i],
-            signing_key=signing[i],
-            pki=pki,
-            round_ledger=(ledgers or {}).get(i) or RoundLedger.in_memory(),
-        )
-        for i in range(n)
-    }
-    return cfg, Server(cfg, pki=pki), clients, signing, x
+    server, clients, signing = make_parties(cfg, x, seed=seed)
+    return cfg, server, clients, signing, x
 
 
 def answer(clients, msgs, refusals=None):
@@ -255,19 +243,7 @@ def test_signatures_do_not_carry_over_between_rounds_with_the_same_id():
     checks = to_server(server_a, answer(clients_a, fwd))
     sigs_a = {m.sender: m.signature for m in answer(clients_a, checks)}
     # round B: same config and id, same identity keys, fresh clients and ledgers
-    pki = {i: k.public_bytes() for i, k in signing.items()}
-    server_b = Server(cfg, pki=pki)
-    clients_b = {
-        i: Client(
-            cfg,
-            i,
-            np.zeros(cfg.dim),
-            signing_key=signing[i],
-            pki=pki,
-            round_ledger=RoundLedger.in_memory(),
-        )
-        for i in range(n)
-    }
+    server_b, clients_b, _ = make_parties(cfg, np.zeros((n, cfg.dim)), signing=signing)
     keys = to_server(server_b, [c.start() for c in clients_b.values()])
     fwd = to_server(server_b, answer(clients_b, keys))
     fwd = to_server(server_b, answer(clients_b, fwd))  # complaints -> partners

@@ -29,19 +29,18 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from protocol_helpers import make_parties
 
 from protocol import (
     Client,
     ClientStage,
     ProtocolError,
     RoundConfig,
-    RoundLedger,
     Server,
     ServerStage,
 )
 from protocol.messages import HEADER_BYTES, AdvertiseKeys, MaskedInput, decode, encode, peek_header
 from protocol.server import SERVER_TRANSITIONS
-from secagg import keys as sk
 
 N, D = 7, 8
 PER_STAGE = 600  # x (6 server + 5 client stages hardened, 5 + 4 plain) = 12,000 messages
@@ -54,21 +53,7 @@ def _parties(hardened: bool, seed: int = 0):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (N, D))
     cfg = RoundConfig(round_id=11, population=range(N), dim=D, clip=1.0, hardened=hardened)
-    signing = {i: sk.SigningKeyPair.generate() for i in range(N)} if hardened else {}
-    pki = {i: k.public_bytes() for i, k in signing.items()} if hardened else None
-    server = Server(cfg, graph_seed=None if hardened else bytes(range(32)), pki=pki)
-    clients = {
-        i: Client(
-            cfg,
-            i,
-            x[i],
-            rng=np.random.default_rng([seed, i]),
-            signing_key=signing.get(i),
-            pki=pki,
-            round_ledger=RoundLedger.in_memory() if hardened else None,
-        )
-        for i in range(N)
-    }
+    server, clients, _ = make_parties(cfg, x, seed=seed, graph_seed=bytes(range(32)))
     return cfg, server, clients, x
 
 

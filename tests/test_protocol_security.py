@@ -13,7 +13,7 @@ import secrets
 
 import numpy as np
 import pytest
-from protocol_helpers import to_server
+from protocol_helpers import make_parties, to_server
 from scipy import stats
 
 from protocol import Client, ClientStage, ProtocolError, RoundConfig, RoundLedger, Server
@@ -39,22 +39,8 @@ def make_round(n, d=4, *, x=None, hardened=False, bits=32, clip=1.0, seed=0):
     cfg = RoundConfig(
         round_id=5, population=range(n), dim=d, clip=clip, bits=bits, hardened=hardened
     )
-    signing = {i: sk.SigningKeyPair.generate() for i in range(n)} if hardened else {}
-    pki = {i: k.public_bytes() for i, k in signing.items()} if hardened else None
-    seed_bytes = rng.bytes(32)
-    server = Server(cfg, graph_seed=None if hardened else seed_bytes, pki=pki)
-    clients = [
-        Client(
-            cfg,
-            i,
-            x[i],
-            rng=np.random.default_rng([seed, i]),
-            signing_key=signing.get(i),
-            pki=pki,
-            round_ledger=RoundLedger.in_memory() if hardened else None,
-        )
-        for i in range(n)
-    ]
+    server, clients, _ = make_parties(cfg, x, seed=seed, graph_seed=rng.bytes(32))
+    clients = list(clients.values())
     return cfg, server, clients, x
 
 
