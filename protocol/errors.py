@@ -8,11 +8,13 @@ type, so a log line says who did what, when:
     ProtocolError: server in stage COLLECT_SHARES rejected ShareKeys from client 7: ...
 
 :class:`MessageFormatError` is the subclass for bytes that do not parse (bad magic, version,
-length, dtype, shape, size): it also names the offending ``field``. It derives from ``ValueError``
-too, so generic handlers keep working.
+length, dtype, shape, size): it also names the offending ``field``. Both derive from
+:class:`fortis.FortisError` and ``ValueError`` (the fault is always a peer's or caller's input).
 """
 
 from __future__ import annotations
+
+from fortis.errors import FortisError
 
 __all__ = ["ProtocolError", "MessageFormatError", "party_name", "SERVER_ID"]
 
@@ -29,7 +31,7 @@ def party_name(party: int | None) -> str:
     return f"client {party}"
 
 
-class ProtocolError(Exception):
+class ProtocolError(FortisError, ValueError):
     """A message or event is illegal for the party that received it.
 
     Attributes
@@ -66,7 +68,7 @@ class ProtocolError(Exception):
         super().__init__(f"{role}{where} rejected {what} from {party_name(sender)}: {detail}")
 
 
-class MessageFormatError(ProtocolError, ValueError):
+class MessageFormatError(ProtocolError):
     """Bytes that are not a well-formed fortis message; ``field`` names the offending field."""
 
     def __init__(

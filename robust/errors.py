@@ -1,11 +1,14 @@
 """Typed errors raised by :mod:`robust`.
 
-Every error derives from :class:`RobustError`, itself a :class:`ValueError`, so callers that
+Every error derives from :class:`RobustError`, itself a :class:`fortis.FortisError` and a
+:class:`ValueError`, so callers that
 only want "bad input to an aggregation rule" can catch one type. Messages name the field
 (``X``, ``f``, ``weights``, ``distances`` ...) and, where it applies, the bound that failed.
 """
 
 from __future__ import annotations
+
+from fortis.errors import FortisError
 
 __all__ = [
     "RobustError",
@@ -20,7 +23,7 @@ __all__ = [
 ]
 
 
-class RobustError(ValueError):
+class RobustError(FortisError, ValueError):
     """Base class of every error raised by :mod:`robust`."""
 
 

@@ -1,11 +1,13 @@
 """Typed errors raised by the ``secagg`` building blocks.
 
-Every error derives from :class:`SecAggError`, so a caller can catch the whole family with one
-clause. Where a standard exception type describes the misuse too, the error also derives from it
-(``OverflowError``, ``ValueError``) so generic handlers keep working.
+Every error derives from :class:`SecAggError`, itself a :class:`fortis.FortisError` and a
+``ValueError`` (every one is a caller's or a peer's bad input), so a caller can catch the whole
+family with one clause. :class:`EncodingOverflowError` is also an ``OverflowError``.
 """
 
 from __future__ import annotations
+
+from fortis.errors import FortisError
 
 __all__ = [
     "SecAggError",
@@ -20,8 +22,9 @@ __all__ = [
 ]
 
 
-class SecAggError(Exception):
-    """Base class of every error raised by ``secagg``."""
+class SecAggError(FortisError, ValueError):
+    """Base class of every error raised by ``secagg``: all of them are a caller's or a peer's bad
+    input (a value out of range, a share or ciphertext that does not check, bad parameters)."""
 
 
 class EncodingOverflowError(SecAggError, OverflowError):
@@ -31,7 +34,7 @@ class EncodingOverflowError(SecAggError, OverflowError):
     """
 
 
-class ShamirError(SecAggError, ValueError):
+class ShamirError(SecAggError):
     """Shamir sharing misuse: too few shares, bad evaluation points, inconsistent shares."""
 
 
@@ -43,15 +46,15 @@ class SignatureError(SecAggError):
     """An Ed25519 signature did not verify, or the public key/signature is malformed."""
 
 
-class GraphError(SecAggError, ValueError):
+class GraphError(SecAggError):
     """Invalid masking-graph parameters (ids, degree, threshold, rates)."""
 
 
-class KeyAgreementError(SecAggError, ValueError):
+class KeyAgreementError(SecAggError):
     """X25519 key agreement failed: malformed or low-order peer public key."""
 
 
-class GroupElementError(SecAggError, ValueError):
+class GroupElementError(SecAggError):
     """A received group element (Feldman commitment, Diffie-Hellman public key) is malformed:
     wrong encoded length, out of ``[1, p)``, or outside the subgroup of order ``q``."""
 
