@@ -150,7 +150,7 @@ class FortisBench:
     """Runs rounds with ``protocol.run_round``, the call a user makes, and checks their sums.
 
     The updates are random multiples of the round's fixed-point resolution (uniform over
-    ``[-clip, clip]`` on that grid). Stochastic rounding of a grid value is exact whatever the
+    ``[-value_range, value_range]`` on that grid). Stochastic rounding of a grid value is exact whatever the
     generator, so every client's encoding is ``config.encoder.encode(x_i, any_rng)`` and the
     expected sum can be replayed without reaching into how ``run_round`` seeds its clients.
     Encoding does the same work for grid and off-grid values (it always draws the uniforms).
@@ -170,7 +170,7 @@ class FortisBench:
             round_id=0,
             population=tuple(range(self.n)),
             dim=d,
-            clip=CLIP,
+            value_range=CLIP,
             bits=BITS,
             graph=graph,
             hardened=hardened,
@@ -213,7 +213,7 @@ class FortisBench:
         c0, t0 = time.process_time(), time.perf_counter()
         result = protocol.run_round(
             x,
-            clip=CLIP,
+            value_range=CLIP,
             bits=BITS,
             graph=graph,
             dropouts={DROP_STAGE: sorted(dropped)},
@@ -894,7 +894,7 @@ def run_meta(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "repeats": args.repeats,
         "seed": args.seed,
         "bits": BITS,
-        "clip": CLIP,
+        "value_range": CLIP,
         "drop_stage": DROP_STAGE,
         "workers": default_workers(),
         "cpu_count": os.cpu_count(),

@@ -13,7 +13,7 @@ own stage table, talking to the server through the same message encoding.
 from .client import Client, ClientStage
 from .config import RoundConfig
 from .driver import DROPOUT_STAGES, RoundResult, Transcript, run_parties, run_round
-from .errors import SERVER_ID, MessageFormatError, ProtocolError
+from .errors import SERVER_ID, MessageFormatError, ProtocolConfigError, ProtocolError
 from .events import StageDeadline, StartRound
 from .ledger import RoundLedger, RoundReplayError
 from .messages import decode, encode
@@ -36,6 +36,7 @@ __all__ = [
     "ShareDispute",
     "AggregateResult",
     "ProtocolError",
+    "ProtocolConfigError",
     "MessageFormatError",
     "SERVER_ID",
     "StartRound",

@@ -67,7 +67,7 @@ from secagg.errors import EncodingOverflowError, SecAggError
 from secagg.masking import default_workers, mask_input, pairwise_seed
 
 from .config import RoundConfig
-from .errors import SERVER_ID, MessageFormatError, ProtocolError, party_name
+from .errors import SERVER_ID, MessageFormatError, ProtocolConfigError, ProtocolError, party_name
 from .events import StartRound
 from .ledger import RoundLedger
 from .messages import (
@@ -158,7 +158,7 @@ class Client:
     client_id:
         This client's id; must be in ``config.population``.
     update:
-        The client's update, shape ``(config.dim,)``, every ``|x| <= config.clip`` (the caller
+        The client's update, shape ``(config.dim,)``, every ``|x| <= config.value_range`` (the caller
         clips; nothing is clipped here).
     rng:
         Generator for stochastic rounding (default: a fresh ``np.random.default_rng()``). The
@@ -178,7 +178,7 @@ class Client:
     ValueError
         Bad ``client_id``, ``update`` shape, or missing hardened-mode keys or ledger.
     secagg.errors.EncodingOverflowError
-        If ``update`` has a non-finite value or a value above ``config.clip``.
+        If ``update`` has a non-finite value or a value above ``config.value_range``.
     """
 
     def __init__(
@@ -198,32 +198,36 @@ class Client:
         self.config = config
         self.mask_workers = default_workers() if mask_workers is None else int(mask_workers)
         if self.mask_workers < 1:
-            raise ValueError(f"mask_workers must be >= 1, got {mask_workers!r}")
+            raise ProtocolConfigError(f"mask_workers must be >= 1, got {mask_workers!r}")
         if client_id not in config.population:
-            raise ValueError(f"client_id {client_id!r} is not in the round's population")
+            raise ProtocolConfigError(f"client_id {client_id!r} is not in the round's population")
         self.id = int(client_id)
         self.role = party_name(self.id)
         x = np.asarray(update, dtype=np.float64)
         if x.shape != (config.dim,):
-            raise ValueError(f"{self.role}: update must have shape ({config.dim},), got {x.shape}")
+            raise ProtocolConfigError(
+                f"{self.role}: update must have shape ({config.dim},), got {x.shape}"
+            )
         if not np.isfinite(x).all():
             bad = int(np.argmin(np.isfinite(x)))
             raise EncodingOverflowError(f"{self.role}: update[{bad}] = {x[bad]} is not finite")
-        if x.size and float(np.max(np.abs(x))) > config.clip:
+        if x.size and float(np.max(np.abs(x))) > config.value_range:
             bad = int(np.argmax(np.abs(x)))
             raise EncodingOverflowError(
-                f"{self.role}: update[{bad}] = {x[bad]} exceeds clip={config.clip}; fortis never "
-                "clips silently: clip the update first or use a larger clip"
+                f"{self.role}: update[{bad}] = {x[bad]} exceeds value_range={config.value_range}; fortis never "
+                "clips silently: clip the update first or use a larger value_range"
             )
         self._update = x
         self._rng = rng if rng is not None else np.random.default_rng()
         if config.hardened:
             if signing_key is None or pki is None:
-                raise ValueError(f"{self.role}: hardened mode needs signing_key and pki")
+                raise ProtocolConfigError(f"{self.role}: hardened mode needs signing_key and pki")
             if pki.get(self.id) != signing_key.public_bytes():
-                raise ValueError(f"{self.role}: pki[{self.id}] is not this client's signing key")
+                raise ProtocolConfigError(
+                    f"{self.role}: pki[{self.id}] is not this client's signing key"
+                )
             if round_ledger is None:
-                raise ValueError(
+                raise ProtocolConfigError(
                     f"{self.role}: hardened mode needs a round_ledger (RoundLedger(path) to "
                     "persist the last round id across restarts, RoundLedger.in_memory() for "
                     "one process)"

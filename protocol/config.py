@@ -19,7 +19,7 @@ import numpy as np
 from secagg.encoding import FixedPointEncoder
 from secagg.graphs import MaskingGraph, complete_graph, secaggplus_graph
 
-from .errors import SERVER_ID
+from .errors import SERVER_ID, ProtocolConfigError
 
 __all__ = ["RoundConfig", "GRAPH_KINDS"]
 
@@ -60,7 +60,7 @@ class RoundConfig:
         The ids of the clients invited to the round (distinct ints in ``[0, 2**32 - 1)``).
     dim:
         Length of every client's update vector.
-    clip:
+    value_range:
         Largest absolute coordinate value; clients raise instead of clipping (the caller clips).
     bits, frac_bits:
         Fixed-point ring ``Z_{2^bits}`` and scale ``2**frac_bits`` (``None``: the largest that
@@ -90,13 +90,13 @@ class RoundConfig:
     ValueError
         For a bad field (named in the message), e.g. fewer than 2 clients or ``dim < 1``.
     secagg.errors.EncodingOverflowError
-        If ``bits`` leaves no headroom for the sum of ``len(population)`` values of ``clip``.
+        If ``bits`` leaves no headroom for the sum of ``len(population)`` values of ``value_range``.
     """
 
     round_id: int
     population: tuple[int, ...]
     dim: int
-    clip: float
+    value_range: float
     bits: int = 32
     frac_bits: int | None = None
     graph: str = "complete"
@@ -109,22 +109,24 @@ class RoundConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.round_id, bool) or not isinstance(self.round_id, (int, np.integer)):
-            raise ValueError(f"round_id must be an int, got {self.round_id!r}")
+            raise ProtocolConfigError(f"round_id must be an int, got {self.round_id!r}")
         if not 0 <= int(self.round_id) < 2**64:
-            raise ValueError(f"round_id must be in [0, 2**64), got {self.round_id}")
+            raise ProtocolConfigError(f"round_id must be in [0, 2**64), got {self.round_id}")
         object.__setattr__(self, "round_id", int(self.round_id))
         try:
             pop = tuple(sorted(int(i) for i in self.population))
         except (TypeError, ValueError):
-            raise ValueError(
+            raise ProtocolConfigError(
                 f"population must be a sequence of int ids, got {self.population!r}"
             ) from None
         if len(set(pop)) != len(pop):
-            raise ValueError("population: client ids must be distinct")
+            raise ProtocolConfigError("population: client ids must be distinct")
         if len(pop) < 2:
-            raise ValueError(f"population: secure aggregation needs >= 2 clients, got {len(pop)}")
+            raise ProtocolConfigError(
+                f"population: secure aggregation needs >= 2 clients, got {len(pop)}"
+            )
         if pop[0] < 0 or pop[-1] >= SERVER_ID:
-            raise ValueError(
+            raise ProtocolConfigError(
                 f"population: ids must be in [0, {SERVER_ID}), got {pop[0]}..{pop[-1]}"
             )
         object.__setattr__(self, "population", pop)
@@ -133,31 +135,35 @@ class RoundConfig:
             or not isinstance(self.dim, (int, np.integer))
             or self.dim < 1
         ):
-            raise ValueError(f"dim must be an int >= 1, got {self.dim!r}")
+            raise ProtocolConfigError(f"dim must be an int >= 1, got {self.dim!r}")
         object.__setattr__(self, "dim", int(self.dim))
         if self.graph not in GRAPH_KINDS:
-            raise ValueError(f"graph must be one of {GRAPH_KINDS}, got {self.graph!r}")
-        if not isinstance(self.clip, (int, float, np.floating)) or not math.isfinite(self.clip):
-            raise ValueError(f"clip must be a finite positive number, got {self.clip!r}")
-        if self.clip <= 0:
-            raise ValueError(f"clip must be positive, got {self.clip}")
+            raise ProtocolConfigError(f"graph must be one of {GRAPH_KINDS}, got {self.graph!r}")
+        if not isinstance(self.value_range, (int, float, np.floating)) or not math.isfinite(
+            self.value_range
+        ):
+            raise ProtocolConfigError(
+                f"value_range must be a finite positive number, got {self.value_range!r}"
+            )
+        if self.value_range <= 0:
+            raise ProtocolConfigError(f"value_range must be positive, got {self.value_range}")
         if not isinstance(self.hardened, bool):
-            raise ValueError(f"hardened must be a bool, got {self.hardened!r}")
+            raise ProtocolConfigError(f"hardened must be a bool, got {self.hardened!r}")
         if not isinstance(self.federation, str) or not 0 < len(self.federation.encode()) <= 64:
-            raise ValueError(
+            raise ProtocolConfigError(
                 f"federation must be a non-empty str of <= 64 bytes, got {self.federation!r}"
             )
         for name in ("dropout_rate", "corrupt_rate"):
             value = getattr(self, name)
             if not isinstance(value, (int, float, np.floating)) or not 0 <= value < 1:
-                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+                raise ProtocolConfigError(f"{name} must be a number in [0, 1), got {value!r}")
             object.__setattr__(self, name, float(value))
         _ = self.encoder  # headroom check now, not in the middle of a round
 
     @cached_property
     def encoder(self) -> FixedPointEncoder:
         """The fixed-point encoder every party uses (``n_max`` = population size)."""
-        return FixedPointEncoder(self.clip, len(self.population), self.bits, self.frac_bits)
+        return FixedPointEncoder(self.value_range, len(self.population), self.bits, self.frac_bits)
 
     @property
     def n(self) -> int:
@@ -189,7 +195,7 @@ class RoundConfig:
         h = hashlib.sha256(b"fortis/round-config/v1")
         h.update(struct.pack(">QQI", self.round_id, self.dim, self.n))
         h.update(np.asarray(self.population, dtype=">u4").tobytes())
-        h.update(struct.pack(">dBB", float(self.clip), enc.bits, enc.frac_bits))
+        h.update(struct.pack(">dBB", float(self.value_range), enc.bits, enc.frac_bits))
         for text in (self.graph, self.federation):
             raw = text.encode()
             h.update(struct.pack(">I", len(raw)) + raw)

@@ -21,7 +21,7 @@ from secagg.keys import SigningKeyPair
 
 from .client import Client
 from .config import GRAPH_KINDS, RoundConfig
-from .errors import SERVER_ID, ProtocolError
+from .errors import SERVER_ID, ProtocolConfigError, ProtocolError
 from .ledger import RoundLedger
 from .messages import (
     Abort,
@@ -196,14 +196,20 @@ def _check_dropouts(
     drop_at: dict[int, str] = {}
     for stage, ids in dropouts.items():
         if stage not in DROPOUT_STAGES:
-            raise ValueError(f"dropouts: unknown stage {stage!r}; stages are {DROPOUT_STAGES}")
+            raise ProtocolConfigError(
+                f"dropouts: unknown stage {stage!r}; stages are {DROPOUT_STAGES}"
+            )
         if stage == "consistency" and not hardened:
-            raise ValueError("dropouts: stage 'consistency' exists only with hardened=True")
+            raise ProtocolConfigError(
+                "dropouts: stage 'consistency' exists only with hardened=True"
+            )
         for i in ids:
             if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or int(i) not in members:
-                raise ValueError(f"dropouts[{stage!r}]: {i!r} is not a client of this round")
+                raise ProtocolConfigError(
+                    f"dropouts[{stage!r}]: {i!r} is not a client of this round"
+                )
             if int(i) in drop_at and drop_at[int(i)] != stage:
-                raise ValueError(
+                raise ProtocolConfigError(
                     f"dropouts: client {int(i)} drops at both {drop_at[int(i)]!r} and {stage!r}"
                 )
             drop_at[int(i)] = stage
@@ -343,7 +349,7 @@ def _as_updates(updates: object) -> np.ndarray:
             ) from None
         lengths = {r.shape for r in rows}
         if len(lengths) > 1:
-            raise ValueError(
+            raise ProtocolConfigError(
                 f"updates: all vectors must have the same shape, got {sorted(lengths)}"
             )
         x = np.stack(rows) if rows else np.empty((0, 0))
@@ -351,19 +357,21 @@ def _as_updates(updates: object) -> np.ndarray:
         raise TypeError(f"updates must be real numbers, got dtype {x.dtype}")
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
-        raise ValueError(f"updates must be (n clients, d coordinates), got shape {x.shape}")
+        raise ProtocolConfigError(
+            f"updates must be (n clients, d coordinates), got shape {x.shape}"
+        )
     if x.shape[0] < 2:
-        raise ValueError(f"secure aggregation needs at least 2 clients, got {x.shape[0]}")
+        raise ProtocolConfigError(f"secure aggregation needs at least 2 clients, got {x.shape[0]}")
     if x.shape[1] < 1:
-        raise ValueError("updates must have at least one coordinate")
+        raise ProtocolConfigError("updates must have at least one coordinate")
     finite = np.isfinite(x)
     if not finite.all():
         i, j = map(int, np.argwhere(~finite)[0])
-        raise ValueError(f"updates[{i}][{j}] = {x[i, j]} is not finite")
+        raise ProtocolConfigError(f"updates[{i}][{j}] = {x[i, j]} is not finite")
     return x
 
 
-def _default_clip(x: np.ndarray) -> float:
+def _default_value_range(x: np.ndarray) -> float:
     m = float(np.max(np.abs(x)))
     if m == 0.0:
         return 1.0
@@ -373,7 +381,7 @@ def _default_clip(x: np.ndarray) -> float:
 def run_round(
     updates: np.ndarray | Sequence[Sequence[float]],
     *,
-    clip: float | None = None,
+    value_range: float | None = None,
     bits: int = 32,
     graph: str = "complete",
     threshold: int | None = None,
@@ -395,17 +403,17 @@ def run_round(
     updates:
         ``(n, d)`` float array, or a list of ``n`` vectors of length ``d``; row ``i`` is client
         ``i``'s update (client ids are the row indices). At least 2 clients.
-    clip:
-        Largest absolute coordinate value; the fixed-point range is ``[-clip, clip]``. A value
+    value_range:
+        Largest absolute coordinate value; the fixed-point range is ``[-value_range, value_range]``. A value
         above it raises :class:`secagg.errors.EncodingOverflowError` (fortis never clips
-        silently: clip your updates first, e.g. to a norm bound, or pass a larger ``clip=``).
+        silently: clip your updates first, e.g. to a norm bound, or pass a larger ``value_range=``).
         ``None``: the smallest power of two ``>= max |x|`` over all inputs (1.0 if all are 0).
-        That default depends on the data (the server would learn it); pass ``clip=`` explicitly
+        That default depends on the data (the server would learn it); pass ``value_range=`` explicitly
         in deployments.
     bits:
         Ring size ``2**bits`` (2..64) of the masked arithmetic; the precision (fractional bits)
-        is the largest that leaves headroom for the sum of ``n`` values of ``clip``. Raises
-        ``EncodingOverflowError`` if there is no headroom (raise ``bits`` or lower ``clip``).
+        is the largest that leaves headroom for the sum of ``n`` values of ``value_range``. Raises
+        ``EncodingOverflowError`` if there is no headroom (raise ``bits`` or lower ``value_range``).
     graph:
         ``"complete"`` (Bonawitz et al. 2017; every pair of clients masks) or ``"secagg+"``
         (Bell et al. 2020; random sparse graph of O(log n) degree with the rule of
@@ -452,26 +460,28 @@ def run_round(
         (unknown stage, unknown client, client listed twice), bad ``threshold``
         (``secagg.errors.GraphError`` is a ValueError).
     secagg.errors.EncodingOverflowError
-        A value above ``clip``, or no headroom for ``bits``.
+        A value above ``value_range``, or no headroom for ``bits``.
     """
     x = _as_updates(updates)
     n, d = x.shape
     if graph not in GRAPH_KINDS:
-        raise ValueError(f"graph must be one of {GRAPH_KINDS}, got {graph!r}")
-    if clip is None:
-        clip = _default_clip(x)
+        raise ProtocolConfigError(f"graph must be one of {GRAPH_KINDS}, got {graph!r}")
+    if value_range is None:
+        value_range = _default_value_range(x)
     else:
-        if isinstance(clip, bool) or not isinstance(clip, (int, float, np.floating)):
-            raise TypeError(f"clip must be a number, got {type(clip).__name__}")
-        if not math.isfinite(clip) or clip <= 0:
-            raise ValueError(f"clip must be a positive finite number, got {clip}")
-        over = np.abs(x) > clip
+        if isinstance(value_range, bool) or not isinstance(value_range, (int, float, np.floating)):
+            raise TypeError(f"value_range must be a number, got {type(value_range).__name__}")
+        if not math.isfinite(value_range) or value_range <= 0:
+            raise ProtocolConfigError(
+                f"value_range must be a positive finite number, got {value_range}"
+            )
+        over = np.abs(x) > value_range
         if over.any():
             i, j = map(int, np.argwhere(over)[0])
             raise EncodingOverflowError(
-                f"updates[{i}][{j}] = {x[i, j]} is outside [-clip, clip] with clip={clip} "
+                f"updates[{i}][{j}] = {x[i, j]} is outside [-value_range, value_range] with value_range={value_range} "
                 f"({int(over.any(axis=1).sum())} clients affected); fortis never clips silently: "
-                "clip the updates first or pass a larger clip="
+                "clip the updates first or pass a larger value_range="
             )
     rng = np.random.default_rng(seed)
     graph_seed = rng.bytes(32) if seed is not None else None
@@ -480,7 +490,7 @@ def run_round(
         round_id=round_id,
         population=tuple(range(n)),
         dim=d,
-        clip=float(clip),
+        value_range=float(value_range),
         bits=bits,
         graph=graph,
         threshold=threshold,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from fortis.errors import FortisError
 
-__all__ = ["ProtocolError", "MessageFormatError", "party_name", "SERVER_ID"]
+__all__ = ["ProtocolError", "ProtocolConfigError", "MessageFormatError", "party_name", "SERVER_ID"]
 
 #: The sender id used by the server on the wire. Client ids are in ``[0, SERVER_ID)``.
 SERVER_ID = 0xFFFFFFFF
@@ -85,3 +85,12 @@ class MessageFormatError(ProtocolError):
         super().__init__(
             f"field {field!r}: {detail}", role=role, sender=sender, stage=stage, event=event
         )
+
+
+class ProtocolConfigError(FortisError, ValueError):
+    """A party, round configuration or driver call was set up with an invalid value (a round id,
+    a population, a graph kind, a value range, a dropout schedule ...); the message names it.
+
+    Unlike :class:`ProtocolError` this is raised before any message is exchanged, to the caller
+    that supplied the value.
+    """

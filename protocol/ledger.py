@@ -17,7 +17,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .errors import ProtocolError
+from .errors import ProtocolConfigError, ProtocolError
 
 __all__ = ["RoundLedger", "RoundReplayError"]
 
@@ -46,9 +46,11 @@ class RoundLedger:
                     isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
                     for k, v in data.items()
                 ):
-                    raise ValueError("not a mapping federation -> round id")
+                    raise ProtocolConfigError("not a mapping federation -> round id")
             except (ValueError, OSError) as exc:
-                raise ValueError(f"round ledger {self.path} is unreadable: {exc}") from None
+                raise ProtocolConfigError(
+                    f"round ledger {self.path} is unreadable: {exc}"
+                ) from None
             self._last = dict(data)
 
     def __deepcopy__(self, memo: dict) -> RoundLedger:

@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import SERVER_ID, MessageFormatError
+from .errors import SERVER_ID, MessageFormatError, ProtocolConfigError
 
 __all__ = [
     "MAGIC",
@@ -997,7 +997,7 @@ def decode_partner_record(data: bytes) -> tuple[tuple[int, ...], bytes, bytes]:
 
 def _digest32(value: bytes) -> bytes:
     if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
-        raise ValueError("contexts, seeds and digests must be 32 bytes")
+        raise ProtocolConfigError("contexts, seeds and digests must be 32 bytes")
     return bytes(value)
 
 
@@ -1020,9 +1020,11 @@ class Complaint:
 def encode_complaint(kind: int, revealed_key: bytes = b"") -> bytes:
     """A complaint: kind byte, then (``INVALID_SHARE`` only) the 32-byte pair key."""
     if kind not in Complaint.NAMES:
-        raise ValueError(f"unknown complaint kind {kind}")
+        raise ProtocolConfigError(f"unknown complaint kind {kind}")
     if (kind == Complaint.INVALID_SHARE) != (len(revealed_key) == KEY_BYTES):
-        raise ValueError("an invalid-share complaint carries the 32-byte pair key, others none")
+        raise ProtocolConfigError(
+            "an invalid-share complaint carries the 32-byte pair key, others none"
+        )
     return bytes([kind]) + bytes(revealed_key)
 
 

@@ -33,7 +33,7 @@ like a dropout's (masked inputs are kept per client until the sum is final for t
 survivor that drops during unmasking is still in the sum, its self-mask seed being reconstructed
 from its neighbours' shares. After unmasking, the round aborts with a reason naming the client
 if some survivor's ``b`` or some dropped client's ``s_sk`` has fewer than ``t`` shares, and it
-fails (never releasing the sum) if the decoded sum lies outside ``+-|U3| * clip``. A wrong share
+fails (never releasing the sum) if the decoded sum lies outside ``+-|U3| * value_range``. A wrong share
 (shares not on one polynomial, or an ``s_sk`` that does not match the advertised ``s_pk``) is
 traced to its holder by leave-one-out when enough extra shares arrived (``> t + 1`` for ``b``,
 ``> t`` for ``s_sk``) and recorded as a dealer/holder dispute; the reconstruction is retried.
@@ -81,7 +81,7 @@ from secagg.graphs import k_core
 from secagg.masking import default_workers, pairwise_seed, sum_masked, unmask_sum
 
 from .config import RoundConfig
-from .errors import SERVER_ID, MessageFormatError, ProtocolError, party_name
+from .errors import SERVER_ID, MessageFormatError, ProtocolConfigError, ProtocolError, party_name
 from .events import StageDeadline
 from .messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -251,7 +251,7 @@ class Server:
         self.config = config
         self.role = "server"
         if config.hardened and graph_seed is not None:
-            raise ValueError(
+            raise ProtocolConfigError(
                 "server: hardened mode derives the graph seed from the advertisements (so the "
                 "server cannot choose it); do not pass graph_seed"
             )
@@ -263,10 +263,12 @@ class Server:
             self._set_graph(secrets.token_bytes(32) if graph_seed is None else bytes(graph_seed))
         if config.hardened:
             if pki is None:
-                raise ValueError("server: hardened mode needs the pki (client id -> Ed25519 key)")
+                raise ProtocolConfigError(
+                    "server: hardened mode needs the pki (client id -> Ed25519 key)"
+                )
             need = config.min_signatures(self.threshold)
             if need > config.n:
-                raise ValueError(
+                raise ProtocolConfigError(
                     f"server: hardened mode needs {need} consistency signatures but the round "
                     f"has {config.n} clients (lower corrupt_rate or use the complete graph)"
                 )
@@ -274,7 +276,7 @@ class Server:
         self.max_message_size = max_message_size
         self.unmask_workers = default_workers() if unmask_workers is None else int(unmask_workers)
         if self.unmask_workers < 1:
-            raise ValueError(f"unmask_workers must be >= 1, got {unmask_workers!r}")
+            raise ProtocolConfigError(f"unmask_workers must be >= 1, got {unmask_workers!r}")
         self._population = frozenset(config.population)
         self._size_limits = self._message_size_limits()
         self.stage = ServerStage.COLLECT_KEYS
@@ -318,7 +320,7 @@ class Server:
 
     def _set_graph(self, seed: bytes) -> None:
         if len(seed) != 32:
-            raise ValueError(f"graph_seed must be 32 bytes, got {len(seed)}")
+            raise ProtocolConfigError(f"graph_seed must be 32 bytes, got {len(seed)}")
         self.graph_seed = seed
         self.graph = self.config.masking_graph(seed)
         self.context = round_context(self.config.digest, seed)
@@ -997,7 +999,7 @@ class Server:
 
     def _check_sum_range(self, total: np.ndarray) -> None:
         """A sum of |U3| honest encodings lies in ``[-|U3| * max_int, |U3| * max_int]``; a value
-        outside means an input outside ``[-clip, clip]`` or masks that did not cancel (bad
+        outside means an input outside ``[-value_range, value_range]`` or masks that did not cancel (bad
         shares, keys altered in transit). The round then fails: it is never applied."""
         enc = self.config.encoder
         bound = len(self.u3) * enc.max_int
@@ -1007,8 +1009,8 @@ class Server:
             j = int(over[0])
             raise _RoundAbort(
                 f"the unmasked sum is out of range at {over.size} coordinate(s), first "
-                f"[{j}] = {int(signed[j]) / enc.scale:.6g} outside +-{len(self.u3)} x clip="
-                f"{self.config.clip}: some input was outside [-clip, clip] or masks did not "
+                f"[{j}] = {int(signed[j]) / enc.scale:.6g} outside +-{len(self.u3)} x value_range="
+                f"{self.config.value_range}: some input was outside [-value_range, value_range] or masks did not "
                 "cancel; the round failed and its sum is not released"
             )
 

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from .errors import EncodingOverflowError
+from .errors import EncodingOverflowError, SecAggParameterError
 
 __all__ = ["FixedPointEncoder", "dtype_for_bits"]
 
@@ -37,7 +37,7 @@ def dtype_for_bits(bits: int) -> type[np.unsignedinteger]:
     if not isinstance(bits, (int, np.integer)) or isinstance(bits, bool):
         raise TypeError(f"bits must be an int, got {type(bits).__name__}")
     if not 2 <= bits <= 64:
-        raise ValueError(f"bits must be in [2, 64], got {bits}")
+        raise SecAggParameterError(f"bits must be in [2, 64], got {bits}")
     return np.uint32 if bits <= 32 else np.uint64
 
 
@@ -74,9 +74,9 @@ class FixedPointEncoder:
     def __init__(self, clip: float, n_max: int, bits: int = 32, frac_bits: int | None = None):
         clip = float(clip)
         if not math.isfinite(clip) or clip <= 0:
-            raise ValueError(f"clip must be a positive finite number, got {clip}")
+            raise SecAggParameterError(f"clip must be a positive finite number, got {clip}")
         if isinstance(n_max, bool) or not isinstance(n_max, (int, np.integer)) or n_max < 1:
-            raise ValueError(f"n_max must be an int >= 1, got {n_max!r}")
+            raise SecAggParameterError(f"n_max must be an int >= 1, got {n_max!r}")
         self.dtype = dtype_for_bits(bits)
         self.bits = int(bits)
         self.clip = clip
@@ -86,9 +86,9 @@ class FixedPointEncoder:
             frac_bits = self._largest_frac_bits(clip, self.n_max, half)
         else:
             if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)):
-                raise ValueError(f"frac_bits must be an int or None, got {frac_bits!r}")
+                raise SecAggParameterError(f"frac_bits must be an int or None, got {frac_bits!r}")
             if frac_bits < 0:
-                raise ValueError(f"frac_bits must be >= 0, got {frac_bits}")
+                raise SecAggParameterError(f"frac_bits must be >= 0, got {frac_bits}")
             frac_bits = int(frac_bits)
             max_int = math.ceil(clip * 2.0**frac_bits)
             if self.n_max * max_int >= half:
@@ -239,7 +239,7 @@ class FixedPointEncoder:
             If ``count < 1``.
         """
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-            raise ValueError(f"count must be an int >= 1, got {count!r}")
+            raise SecAggParameterError(f"count must be an int >= 1, got {count!r}")
         if count > self.n_max:
             raise EncodingOverflowError(
                 f"decode of a sum of count={count} encodings exceeds n_max={self.n_max}; "

@@ -11,6 +11,7 @@ from fortis.errors import FortisError
 
 __all__ = [
     "SecAggError",
+    "SecAggParameterError",
     "EncodingOverflowError",
     "ShamirError",
     "ShareDecryptionError",
@@ -25,6 +26,11 @@ __all__ = [
 class SecAggError(FortisError, ValueError):
     """Base class of every error raised by ``secagg``: all of them are a caller's or a peer's bad
     input (a value out of range, a share or ciphertext that does not check, bad parameters)."""
+
+
+class SecAggParameterError(SecAggError):
+    """A secagg building block was called with an invalid parameter (a length, a bit width, a
+    key size, an array shape); the message names the parameter."""
 
 
 class EncodingOverflowError(SecAggError, OverflowError):

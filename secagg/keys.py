@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import KeyAgreementError, ShareDecryptionError, SignatureError
+from .errors import KeyAgreementError, SecAggParameterError, ShareDecryptionError, SignatureError
 
 __all__ = [
     "KeyPair",
@@ -54,7 +54,7 @@ def _as_bytes(value: object, name: str, length: int | None = None) -> bytes:
         raise TypeError(f"{name} must be bytes, got {type(value).__name__}")
     value = bytes(value)
     if length is not None and len(value) != length:
-        raise ValueError(f"{name} must be {length} bytes, got {len(value)}")
+        raise SecAggParameterError(f"{name} must be {length} bytes, got {len(value)}")
     return value
 
 

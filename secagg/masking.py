@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .encoding import dtype_for_bits
+from .errors import SecAggParameterError
 from .prg import SEED_BYTES, MaskExpander
 
 __all__ = ["mask_input", "unmask_sum", "pairwise_seed", "self_seed_for_round", "get_expander"]
@@ -56,7 +57,7 @@ def _round_bytes(round_id: int) -> bytes:
     if isinstance(round_id, bool) or not isinstance(round_id, (int, np.integer)):
         raise TypeError(f"round_id must be an int, got {type(round_id).__name__}")
     if not 0 <= round_id < 2**64:
-        raise ValueError(f"round_id must be in [0, 2**64), got {round_id}")
+        raise SecAggParameterError(f"round_id must be in [0, 2**64), got {round_id}")
     return int(round_id).to_bytes(8, "big")
 
 
@@ -67,7 +68,7 @@ def pairwise_seed(key: bytes, round_id: int) -> bytes:
     rounds and never equal any other use of the key.
     """
     if not isinstance(key, (bytes, bytearray, memoryview)) or len(key) != 32:
-        raise ValueError("key must be 32 bytes")
+        raise SecAggParameterError("key must be 32 bytes")
     info = _PAIRWISE_INFO + _round_bytes(round_id)
     return HKDF(algorithm=hashes.SHA256(), length=SEED_BYTES, salt=None, info=info).derive(
         bytes(key)
@@ -78,7 +79,7 @@ def self_seed_for_round(master: bytes, round_id: int) -> bytes:
     """Derive a per-round self-mask seed from a 32-byte master secret (optional helper; a fresh
     ``secrets.token_bytes(32)`` per round is equally valid)."""
     if not isinstance(master, (bytes, bytearray, memoryview)) or len(master) != 32:
-        raise ValueError("master must be 32 bytes")
+        raise SecAggParameterError("master must be 32 bytes")
     info = _SELF_INFO + _round_bytes(round_id)
     return HKDF(algorithm=hashes.SHA256(), length=SEED_BYTES, salt=None, info=info).derive(
         bytes(master)
@@ -89,13 +90,13 @@ def _as_vector(a: np.ndarray, bits: int, name: str) -> np.ndarray:
     dtype = dtype_for_bits(bits)
     a = np.asarray(a)
     if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+        raise SecAggParameterError(f"{name} must be 1-D, got shape {a.shape}")
     if a.dtype != dtype:
-        raise ValueError(
+        raise SecAggParameterError(
             f"{name} must have dtype {np.dtype(dtype).name} for bits={bits}, got {a.dtype}"
         )
     if bits < 8 * a.itemsize and a.size and int(a.max()) >> bits:
-        raise ValueError(f"{name} has elements >= 2**{bits}; not reduced modulo 2**bits")
+        raise SecAggParameterError(f"{name} has elements >= 2**{bits}; not reduced modulo 2**bits")
     return a
 
 
@@ -115,7 +116,7 @@ def _accumulate(
     are added at the end. The result is identical for any ``workers``.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        raise SecAggParameterError(f"workers must be an int >= 1, got {workers!r}")
     workers = min(workers, max(1, len(items) // 4))
     if workers == 1:
         exp = get_expander(out.size, bits)
@@ -159,7 +160,7 @@ def mask_input(
     """
     x = _as_vector(encoded, bits, "encoded")
     if my_id in pairwise_seeds:
-        raise ValueError(f"client {my_id} lists itself among its pairwise neighbours")
+        raise SecAggParameterError(f"client {my_id} lists itself among its pairwise neighbours")
     items = [(self_seed, +1)] + [
         (seed, +1 if j > my_id else -1) for j, seed in pairwise_seeds.items()
     ]
@@ -192,9 +193,11 @@ def unmask_sum(
     s = _as_vector(masked_sum, bits, "masked_sum")
     for i, j in dropped_pairwise:
         if i == j:
-            raise ValueError(f"dropped_pairwise key ({i}, {j}) pairs a client with itself")
+            raise SecAggParameterError(
+                f"dropped_pairwise key ({i}, {j}) pairs a client with itself"
+            )
         if j in self_seeds:
-            raise ValueError(
+            raise SecAggParameterError(
                 f"dropped_pairwise key ({i}, {j}) names client {j} as dropped, but its self seed "
                 "was given as a survivor's"
             )
@@ -213,15 +216,19 @@ def sum_masked(inputs: Iterable[np.ndarray], bits: int) -> np.ndarray:
     for y in inputs:
         y = np.asarray(y)
         if y.dtype != dtype:
-            raise ValueError(f"masked input must have dtype {np.dtype(dtype).name}, got {y.dtype}")
+            raise SecAggParameterError(
+                f"masked input must have dtype {np.dtype(dtype).name}, got {y.dtype}"
+            )
         if acc is None:
             acc = y.copy()
         else:
             if y.shape != acc.shape:
-                raise ValueError(f"masked inputs differ in shape: {y.shape} vs {acc.shape}")
+                raise SecAggParameterError(
+                    f"masked inputs differ in shape: {y.shape} vs {acc.shape}"
+                )
             np.add(acc, y, out=acc)
     if acc is None:
-        raise ValueError("sum_masked needs at least one input")
+        raise SecAggParameterError("sum_masked needs at least one input")
     if bits < 8 * acc.itemsize:
         acc &= dtype((1 << bits) - 1)
     return acc

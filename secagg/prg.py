@@ -20,6 +20,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .encoding import dtype_for_bits
+from .errors import SecAggParameterError
 
 __all__ = ["MaskExpander", "SEED_BYTES"]
 
@@ -33,7 +34,7 @@ def _check_seed(seed: bytes) -> bytes:
         raise TypeError(f"seed must be bytes, got {type(seed).__name__}")
     seed = bytes(seed)
     if len(seed) != SEED_BYTES:
-        raise ValueError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
+        raise SecAggParameterError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
     return seed
 
 
@@ -47,7 +48,7 @@ class MaskExpander:
 
     def __init__(self, d: int, bits: int):
         if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
-            raise ValueError(f"d must be an int >= 0, got {d!r}")
+            raise SecAggParameterError(f"d must be an int >= 0, got {d!r}")
         self.d = int(d)
         self.bits = int(bits)
         self.dtype = dtype_for_bits(bits)
@@ -101,7 +102,7 @@ class MaskExpander:
         """
         self._check_acc(acc)
         if sign not in (1, -1):
-            raise ValueError(f"sign must be +1 or -1, got {sign!r}")
+            raise SecAggParameterError(f"sign must be +1 or -1, got {sign!r}")
         m = self._keystream(seed)
         if sign == 1:
             np.add(acc, m, out=acc)
@@ -116,8 +117,8 @@ class MaskExpander:
     def _check_acc(self, acc: np.ndarray) -> None:
         if not isinstance(acc, np.ndarray) or acc.dtype != self.dtype or acc.shape != (self.d,):
             got = f"{acc.dtype}{acc.shape}" if isinstance(acc, np.ndarray) else type(acc).__name__
-            raise ValueError(
+            raise SecAggParameterError(
                 f"acc must be a {np.dtype(self.dtype).name} array of shape ({self.d},), got {got}"
             )
         if not acc.flags.writeable:
-            raise ValueError("acc must be writable")
+            raise SecAggParameterError("acc must be writable")

@@ -68,7 +68,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from gmpy2 import mpz
 
-from .errors import GroupElementError, GroupParameterError, KeyAgreementError, ShamirError
+from .errors import (
+    GroupElementError,
+    GroupParameterError,
+    KeyAgreementError,
+    SecAggParameterError,
+    ShamirError,
+)
 from .shamir import PRIME, split_with_coefficients
 
 __all__ = [
@@ -634,7 +640,7 @@ def dh_agree_many(
     if not isinstance(private, DHKeyPair):
         raise TypeError(f"private must be a DHKeyPair, got {type(private).__name__}")
     if len(peer_publics) != len(infos):
-        raise ValueError("one info per peer public key")
+        raise SecAggParameterError("one info per peer public key")
     group = private.group
     peers = [mpz(validate_dh_public_key(pk, group, full=full_check)) for pk in peer_publics]
     shared = gmpy2.powmod_base_list(peers, private._private, group._p)

@@ -499,7 +499,7 @@ class Simulation:
         finite = np.isfinite(X).all(axis=1)
         result = run_round(
             np.where(finite[:, None], X, 0.0),
-            clip=c.clip,
+            value_range=c.clip,
             bits=c.secure_bits,
             graph=c.secure_graph,
             mean=True,

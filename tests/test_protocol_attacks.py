@@ -51,7 +51,13 @@ def hardened_round(n, graph="complete", *, rid=1, d=8, seed=0, **cfg_kw):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (n, d))
     cfg = RoundConfig(
-        round_id=rid, population=range(n), dim=d, clip=1.0, graph=graph, hardened=True, **cfg_kw
+        round_id=rid,
+        population=range(n),
+        dim=d,
+        value_range=1.0,
+        graph=graph,
+        hardened=True,
+        **cfg_kw,
     )
     server, clients, signing = make_parties(cfg, x, seed=seed)
     return cfg, server, clients, signing, x
@@ -145,7 +151,7 @@ def _partial_forwarding(n, graph, n_colluders, n_partners, **cfg_kw):
     [(30, "secagg+", 0), (20, "complete", 7), (12, "complete", 0), (40, "secagg+", 2)],
 )
 def test_partial_forwarding_to_t_minus_1_partners_is_refused(n, graph, n_colluders):
-    cfg = RoundConfig(round_id=1, population=range(n), dim=1, clip=1.0, graph=graph)
+    cfg = RoundConfig(round_id=1, population=range(n), dim=1, value_range=1.0, graph=graph)
     t = cfg.round_threshold
     view, _ = _partial_forwarding(n, graph, min(n_colluders, t - 1), t - 1)
     err = view["refusals"][0]
@@ -158,7 +164,7 @@ def test_partial_forwarding_to_t_minus_1_partners_is_refused(n, graph, n_collude
     [(30, "secagg+", 0), (20, "complete", 7), (30, "complete", 15), (40, "secagg+", 2)],
 )
 def test_partial_forwarding_gives_the_server_fewer_than_t_seed_shares(n, graph, n_colluders):
-    cfg = RoundConfig(round_id=1, population=range(n), dim=1, clip=1.0, graph=graph)
+    cfg = RoundConfig(round_id=1, population=range(n), dim=1, value_range=1.0, graph=graph)
     t = cfg.round_threshold
     n_colluders = min(n_colluders, t - 1)
     view, clients = _partial_forwarding(n, graph, n_colluders, t)
@@ -202,10 +208,10 @@ def test_honest_hardened_round_with_dropouts_still_completes_under_the_partner_r
 def test_reused_round_id_is_refused_by_the_ledger(tmp_path):
     path = tmp_path / "client0" / "rounds.json"
     ledger = RoundLedger(path)
-    cfg7 = RoundConfig(round_id=7, population=range(3), dim=2, clip=1.0)
+    cfg7 = RoundConfig(round_id=7, population=range(3), dim=2, value_range=1.0)
     Client(cfg7, 0, np.zeros(2), round_ledger=ledger).start()
     for rid in (7, 6):  # the same id again, or an older one: refused before any key is made
-        cfg = RoundConfig(round_id=rid, population=range(3), dim=2, clip=1.0)
+        cfg = RoundConfig(round_id=rid, population=range(3), dim=2, value_range=1.0)
         client = Client(cfg, 0, np.zeros(2), round_ledger=ledger)
         with pytest.raises(RoundReplayError, match="not after round 7"):
             client.start()
@@ -215,9 +221,9 @@ def test_reused_round_id_is_refused_by_the_ledger(tmp_path):
     with pytest.raises(RoundReplayError):
         again.start()
     # other federations and later rounds are fine
-    other = RoundConfig(round_id=7, population=range(3), dim=2, clip=1.0, federation="lab-b")
+    other = RoundConfig(round_id=7, population=range(3), dim=2, value_range=1.0, federation="lab-b")
     Client(other, 0, np.zeros(2), round_ledger=ledger).start()
-    later = RoundConfig(round_id=8, population=range(3), dim=2, clip=1.0)
+    later = RoundConfig(round_id=8, population=range(3), dim=2, value_range=1.0)
     Client(later, 0, np.zeros(2), round_ledger=ledger).start()
     assert RoundLedger(path).last("fortis") == 8 and RoundLedger(path).last("lab-b") == 7
     assert sorted(p.name for p in path.parent.iterdir()) == ["rounds.json"]  # no temp files
@@ -259,13 +265,13 @@ def test_signatures_do_not_carry_over_between_rounds_with_the_same_id():
 
 
 def test_config_digest_covers_every_field():
-    base = dict(round_id=3, population=range(5), dim=4, clip=1.0)
+    base = dict(round_id=3, population=range(5), dim=4, value_range=1.0)
     digests = {RoundConfig(**base).digest}
     for change in (
         {"round_id": 4},
         {"population": range(1, 6)},
         {"dim": 5},
-        {"clip": 2.0},
+        {"value_range": 2.0},
         {"bits": 64},
         {"threshold": 4},
         {"hardened": True},
@@ -294,7 +300,7 @@ def test_survivor_set_outside_the_population_is_refused():
 @pytest.mark.parametrize("n", [200, 500, 1000])
 def test_secaggplus_signature_bound_counts_corrupt_rate_colluders(n):
     cfg = RoundConfig(
-        round_id=0, population=range(n), dim=1, clip=1.0, graph="secagg+", hardened=True
+        round_id=0, population=range(n), dim=1, value_range=1.0, graph="secagg+", hardened=True
     )
     t = cfg.round_threshold
     c = cfg.max_colluders(t)
@@ -332,7 +338,7 @@ def _cost(server, data, peer):
 
 
 def test_huge_message_in_the_wrong_stage_costs_nothing():
-    cfg = RoundConfig(round_id=2, population=range(5), dim=4, clip=1.0)
+    cfg = RoundConfig(round_id=2, population=range(5), dim=4, value_range=1.0)
     server = Server(cfg)
     data = _raw_unmask_response(2, 3, 2**20)  # 16 MiB, 2 x 2^20 empty entries
     assert len(data) > 16 * 2**20
@@ -346,7 +352,7 @@ def test_huge_message_in_the_wrong_stage_costs_nothing():
 
 def test_oversized_and_overcounted_messages_in_the_right_stage_are_rejected_cheaply():
     n = 6
-    cfg = RoundConfig(round_id=2, population=range(n), dim=4, clip=1.0)
+    cfg = RoundConfig(round_id=2, population=range(n), dim=4, value_range=1.0)
     server = Server(cfg)
     clients = [Client(cfg, i, np.full(4, 0.1)) for i in range(n)]
     keys = to_server(server, [c.start() for c in clients])
@@ -369,7 +375,7 @@ def test_oversized_and_overcounted_messages_in_the_right_stage_are_rejected_chea
 
 
 def test_fault_flood_is_counted_not_stored():
-    cfg = RoundConfig(round_id=2, population=range(4), dim=2, clip=1.0)
+    cfg = RoundConfig(round_id=2, population=range(4), dim=2, value_range=1.0)
     server = Server(cfg)
     for _ in range(1000):
         server.receive_bytes(b"nonsense", peer=1)
@@ -381,7 +387,7 @@ def test_fault_flood_is_counted_not_stored():
 
 
 class _OutOfRange(Client):
-    """A Byzantine client that adds one more clip to coordinate 0 of its encoded input."""
+    """A Byzantine client that adds one more value_range to coordinate 0 of its encoded input."""
 
     def _on_MaskingPartners(self, msg):
         (m,) = super()._on_MaskingPartners(msg)
@@ -392,11 +398,11 @@ class _OutOfRange(Client):
 
 
 def test_out_of_range_contribution_fails_the_round():
-    """Honest inputs at +clip sum to the bound; one client's extra clip lands outside it. (A
+    """Honest inputs at +value_range sum to the bound; one client's extra value_range lands outside it. (A
     contribution that wraps back inside the range cannot be seen here: the per-client bound
     comes with the sketch norm check.)"""
     n, d = 6, 3
-    cfg = RoundConfig(round_id=1, population=range(n), dim=d, clip=1.0)
+    cfg = RoundConfig(round_id=1, population=range(n), dim=d, value_range=1.0)
     clients = {i: Client(cfg, i, np.full(d, 1.0)) for i in range(1, n)}
     clients[0] = _OutOfRange(cfg, 0, np.full(d, 1.0))
     result = run_parties(Server(cfg), clients)
@@ -409,7 +415,7 @@ def test_mask_key_altered_in_transit_is_caught_by_its_commitment():
     dealer's commitment to its mask key must equal the advertised key, so the altered key is
     rejected with the dealer's shares and the round completes without it."""
     n, d = 6, 64
-    cfg = RoundConfig(round_id=1, population=range(n), dim=d, clip=1.0)
+    cfg = RoundConfig(round_id=1, population=range(n), dim=d, value_range=1.0)
     server = Server(cfg)
     clients = {i: Client(cfg, i, np.full(d, 0.25)) for i in range(n)}
     adverts = [c.start() for c in clients.values()]
@@ -482,7 +488,7 @@ def test_plain_mode_does_not_stop_an_active_server_with_a_split_view():
     n, d, victim = 11, 6, 0
     rng = np.random.default_rng(4)
     x = rng.uniform(-1, 1, (n, d))
-    cfg = RoundConfig(round_id=3, population=range(n), dim=d, clip=1.0)
+    cfg = RoundConfig(round_id=3, population=range(n), dim=d, value_range=1.0)
     assert cfg.round_threshold == 6
     server = Server(cfg, graph_seed=bytes(32))
     clients = {i: Client(cfg, i, x[i], rng=np.random.default_rng([4, i])) for i in range(n)}
@@ -560,7 +566,7 @@ class _BadDealer(Client):
 def _run_with(dealer_cls, n=9, d=5, hardened=False):
     rng = np.random.default_rng(7)
     x = rng.uniform(-1, 1, (n, d))
-    cfg = RoundConfig(round_id=2, population=range(n), dim=d, clip=1.0)
+    cfg = RoundConfig(round_id=2, population=range(n), dim=d, value_range=1.0)
     clients = {
         i: (dealer_cls if i == 0 else Client)(cfg, i, x[i], rng=np.random.default_rng([7, i]))
         for i in range(n)
@@ -648,7 +654,7 @@ def test_several_lying_holders_at_unmasking_are_all_convicted(liars):
     n, d = 12, 4
     rng = np.random.default_rng(7)
     x = rng.uniform(-1, 1, (n, d))
-    cfg = RoundConfig(round_id=2, population=range(n), dim=d, clip=1.0)
+    cfg = RoundConfig(round_id=2, population=range(n), dim=d, value_range=1.0)
     clients = {
         i: (LyingHolder if i in liars else Client)(cfg, i, x[i], rng=np.random.default_rng([7, i]))
         for i in range(n)

@@ -39,7 +39,7 @@ N, D = 6, 5
 def make_round(n=N, d=D, seed=0, **server_kw):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (n, d))
-    cfg = RoundConfig(round_id=3, population=range(n), dim=d, clip=1.0)
+    cfg = RoundConfig(round_id=3, population=range(n), dim=d, value_range=1.0)
     server = Server(cfg, graph_seed=rng.bytes(32), **server_kw)
     clients = [Client(cfg, i, x[i], rng=np.random.default_rng([seed, i])) for i in range(n)]
     return cfg, server, clients, x
@@ -285,12 +285,12 @@ def test_client_rejects_server_keys_from_a_lying_server():
 
 
 def test_client_constructor_errors():
-    cfg = RoundConfig(round_id=0, population=range(3), dim=2, clip=1.0)
+    cfg = RoundConfig(round_id=0, population=range(3), dim=2, value_range=1.0)
     with pytest.raises(ValueError, match="population"):
         Client(cfg, 7, np.zeros(2))
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
         Client(cfg, 0, np.zeros(3))
-    with pytest.raises(EncodingOverflowError, match="exceeds clip"):
+    with pytest.raises(EncodingOverflowError, match="exceeds value_range"):
         Client(cfg, 0, np.array([0.0, 1.5]))
     with pytest.raises(EncodingOverflowError, match="not finite"):
         Client(cfg, 0, np.array([0.0, np.inf]))
@@ -304,7 +304,7 @@ def test_client_constructor_errors():
 def test_flower_failure_one_dropout_during_key_sharing_does_not_fail_the_round():
     x = np.random.default_rng(0).uniform(-1, 1, (50, 20))
     for graph in ("complete", "secagg+"):
-        r = run_round(x, clip=1.0, graph=graph, dropouts={"share_keys": [17]}, seed=1)
+        r = run_round(x, value_range=1.0, graph=graph, dropouts={"share_keys": [17]}, seed=1)
         assert not r.aborted, r.abort_reason
         assert r.survivors == tuple(i for i in range(50) if i != 17) and r.dropped == (17,)
         res = r.config.encoder.resolution
@@ -336,13 +336,13 @@ def test_flower_failure_values_above_range_raise_instead_of_clipping():
     x = np.zeros((5, 4))
     x[3, 2] = 1.0001
     with pytest.raises(EncodingOverflowError, match="never clips silently"):
-        run_round(x, clip=1.0)
+        run_round(x, value_range=1.0)
 
 
 def test_flower_comparison_costs_are_reported_per_party():
     x = np.random.default_rng(0).uniform(-1, 1, (40, 2000))
-    full = run_round(x, clip=1.0, graph="complete", seed=0).transcript
-    sparse = run_round(x, clip=1.0, graph="secagg+", seed=0).transcript
+    full = run_round(x, value_range=1.0, graph="complete", seed=0).transcript
+    sparse = run_round(x, value_range=1.0, graph="secagg+", seed=0).transcript
     for tr in (full, sparse):
         assert tr.server_total_seconds > 0 and tr.mean_client_seconds > 0
         assert len(tr.client_seconds) == 40 and len(tr.client_bytes_sent) == 40
@@ -401,7 +401,7 @@ def test_a_dealer_sealing_a_wrong_share_is_convicted_before_masking(monkeypatch)
                 monkeypatch.setattr(client_mod, "encode_share_payload", honest_payload)
 
     n = 8
-    cfg = RoundConfig(round_id=3, population=tuple(range(n)), dim=4, clip=1.0)
+    cfg = RoundConfig(round_id=3, population=tuple(range(n)), dim=4, value_range=1.0)
     clients = {i: (BadDealer if i == 0 else Client)(cfg, i, np.full(4, 0.1)) for i in range(n)}
     result = run_parties(Server(cfg), clients)
     # holder 1 complained with the pair key; the server opened the dealer's own ciphertext,

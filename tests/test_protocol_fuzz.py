@@ -52,7 +52,7 @@ BUDGET_BYTES = 10 * 2**20
 def _parties(hardened: bool, seed: int = 0):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (N, D))
-    cfg = RoundConfig(round_id=11, population=range(N), dim=D, clip=1.0, hardened=hardened)
+    cfg = RoundConfig(round_id=11, population=range(N), dim=D, value_range=1.0, hardened=hardened)
     server, clients, _ = make_parties(cfg, x, seed=seed, graph_seed=bytes(range(32)))
     return cfg, server, clients, x
 

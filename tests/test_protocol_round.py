@@ -22,11 +22,13 @@ def _random_dropouts(rng: np.random.Generator, n: int, p: float) -> dict[str, li
     return out
 
 
-def _run_exact(n, d, bits, graph, dropouts, seed, clip=1.0):
+def _run_exact(n, d, bits, graph, dropouts, seed, value_range=1.0):
     """Run a round with known per-client rounding generators; return (result, encodings)."""
     rng = np.random.default_rng(seed)
-    x = rng.uniform(-clip, clip, (n, d))
-    cfg = RoundConfig(round_id=seed, population=range(n), dim=d, clip=clip, bits=bits, graph=graph)
+    x = rng.uniform(-value_range, value_range, (n, d))
+    cfg = RoundConfig(
+        round_id=seed, population=range(n), dim=d, value_range=value_range, bits=bits, graph=graph
+    )
     server = Server(cfg, graph_seed=rng.bytes(32))
     clients = {i: Client(cfg, i, x[i], rng=np.random.default_rng([seed, i])) for i in range(n)}
     result = run_parties(server, clients, dropouts=dropouts)
@@ -120,43 +122,43 @@ def test_n200_secaggplus_dropouts_at_every_stage():
 def test_below_threshold_aborts_cleanly_at_each_stage():
     x = np.random.default_rng(0).uniform(-1, 1, (7, 3))  # t = 4
     for stage in STAGES:
-        r = run_round(x, clip=1.0, dropouts={stage: [0, 1, 2, 3]})
+        r = run_round(x, value_range=1.0, dropouts={stage: [0, 1, 2, 3]})
         assert r.aborted, stage
         assert r.aggregate is None and r.survivors == ()
         assert "t=4" in r.abort_reason
         assert r.dropped == tuple(range(7))
     # exactly t left: fine
-    r = run_round(x, clip=1.0, dropouts={"unmask": [0, 1, 2]})
+    r = run_round(x, value_range=1.0, dropouts={"unmask": [0, 1, 2]})
     assert not r.aborted and r.survivors == tuple(range(7))
 
 
 def test_run_round_sum_mean_and_inputs():
     rng = np.random.default_rng(3)
     x = rng.uniform(-0.5, 0.5, (6, 10))
-    r = run_round(x, clip=0.5, seed=11)
+    r = run_round(x, value_range=0.5, seed=11)
     assert r.aggregate.dtype == np.float64
     res = r.config.encoder.resolution
     assert np.max(np.abs(r.aggregate - x.sum(axis=0))) <= 6 * res
-    r_list = run_round([list(row) for row in x], clip=0.5, seed=11)
+    r_list = run_round([list(row) for row in x], value_range=0.5, seed=11)
     np.testing.assert_array_equal(r_list.aggregate, r.aggregate)  # seed makes it deterministic
-    m = run_round(x, clip=0.5, seed=11, mean=True, dropouts={"masked_input": [2]})
+    m = run_round(x, value_range=0.5, seed=11, mean=True, dropouts={"masked_input": [2]})
     assert m.survivors == (0, 1, 3, 4, 5)
     np.testing.assert_allclose(m.aggregate, x[[0, 1, 3, 4, 5]].mean(axis=0), atol=res)
     np.testing.assert_array_equal(m.aggregate, m.config.encoder.decode(m.encoded_sum, 5) / 5)
 
 
-def test_default_clip_is_power_of_two_above_max():
+def test_default_value_range_is_power_of_two_above_max():
     x = np.array([[0.3, -1.3], [0.1, 0.2], [0.0, 0.9]])
     r = run_round(x)
-    assert r.config.clip == 2.0
-    assert run_round(np.zeros((3, 2))).config.clip == 1.0
+    assert r.config.value_range == 2.0
+    assert run_round(np.zeros((3, 2))).config.value_range == 1.0
 
 
 def test_values_above_clip_raise_never_clipped():
     x = np.zeros((4, 3))
     x[2, 1] = 1.5
-    with pytest.raises(EncodingOverflowError, match=r"updates\[2\]\[1\].*clip="):
-        run_round(x, clip=1.0)
+    with pytest.raises(EncodingOverflowError, match=r"updates\[2\]\[1\].*value_range="):
+        run_round(x, value_range=1.0)
 
 
 @pytest.mark.parametrize(
@@ -171,9 +173,9 @@ def test_values_above_clip_raise_never_clipped():
         ({"dropouts": {"unmask": [9]}}, ValueError, "not a client"),
         ({"dropouts": {"unmask": [1], "advertise": [1]}}, ValueError, "both"),
         ({"dropouts": {"consistency": [1]}}, ValueError, "hardened"),
-        ({"clip": -1.0}, ValueError, "positive"),
+        ({"value_range": -1.0}, ValueError, "positive"),
         ({"threshold": 9}, GraphError, "threshold"),
-        ({"bits": 2, "clip": 1.0}, EncodingOverflowError, "headroom"),
+        ({"bits": 2, "value_range": 1.0}, EncodingOverflowError, "headroom"),
     ],
 )
 def test_run_round_argument_errors(kwargs, exc, match):
@@ -186,13 +188,13 @@ def test_run_round_argument_errors(kwargs, exc, match):
 
 def test_secaggplus_too_small_population_is_refused_not_downgraded():
     with pytest.raises(GraphError, match="complete"):
-        run_round(np.zeros((3, 2)), clip=1.0, graph="secagg+")
+        run_round(np.zeros((3, 2)), value_range=1.0, graph="secagg+")
 
 
 def test_transcript_counts_real_bytes_and_times():
     d = 1000
     x = np.random.default_rng(1).uniform(-1, 1, (8, d))
-    r = run_round(x, clip=1.0, dropouts={"masked_input": [5]})
+    r = run_round(x, value_range=1.0, dropouts={"masked_input": [5]})
     tr = r.transcript
     # nothing is lost in memory: what clients sent is what the server received
     assert tr.server_bytes_received == sum(tr.client_bytes_sent.values())
@@ -213,14 +215,14 @@ def test_hardened_round_exact_with_dropouts():
     x = np.random.default_rng(5).uniform(-1, 1, (9, 6))
     r = run_round(
         x,
-        clip=1.0,
+        value_range=1.0,
         hardened=True,
         seed=2,
         dropouts={"share_keys": [1], "consistency": [3], "unmask": [4]},
     )
     assert not r.aborted, r.abort_reason
     assert r.survivors == (0, 2, 3, 4, 5, 6, 7, 8)  # 3 and 4 sent their inputs
-    plain = run_round(x, clip=1.0, seed=2, dropouts={"share_keys": [1]})
+    plain = run_round(x, value_range=1.0, seed=2, dropouts={"share_keys": [1]})
     np.testing.assert_array_equal(r.encoded_sum, plain.encoded_sum)
 
 
@@ -228,9 +230,9 @@ def test_secaggplus_sized_for_more_dropouts():
     n = 60
     x = np.random.default_rng(9).uniform(-1, 1, (n, 3))
     drops = {"masked_input": list(range(0, n, 4)), "unmask": [1, 2]}  # 25% + 2
-    r = run_round(x, clip=1.0, graph="secagg+", dropouts=drops, dropout_rate=0.3, seed=4)
+    r = run_round(x, value_range=1.0, graph="secagg+", dropouts=drops, dropout_rate=0.3, seed=4)
     assert not r.aborted, r.abort_reason
     assert r.survivors == tuple(i for i in range(n) if i % 4)
     wide = r.config.masking_graph(b"\0" * 32).max_degree()
-    narrow = RoundConfig(round_id=0, population=range(n), dim=1, clip=1.0, graph="secagg+")
+    narrow = RoundConfig(round_id=0, population=range(n), dim=1, value_range=1.0, graph="secagg+")
     assert wide > narrow.masking_graph(b"\0" * 32).max_degree()

@@ -33,11 +33,16 @@ from secagg.masking import pairwise_seed
 from secagg.prg import MaskExpander
 
 
-def make_round(n, d=4, *, x=None, hardened=False, bits=32, clip=1.0, seed=0):
+def make_round(n, d=4, *, x=None, hardened=False, bits=32, value_range=1.0, seed=0):
     rng = np.random.default_rng(seed)
-    x = rng.uniform(-clip, clip, (n, d)) if x is None else x
+    x = rng.uniform(-value_range, value_range, (n, d)) if x is None else x
     cfg = RoundConfig(
-        round_id=5, population=range(n), dim=d, clip=clip, bits=bits, hardened=hardened
+        round_id=5,
+        population=range(n),
+        dim=d,
+        value_range=value_range,
+        bits=bits,
+        hardened=hardened,
     )
     server, clients, _ = make_parties(cfg, x, seed=seed, graph_seed=rng.bytes(32))
     clients = list(clients.values())
@@ -285,7 +290,7 @@ def test_hardened_split_view_attack_lacks_signatures():
 
 
 def test_hardened_needs_pki():
-    cfg = RoundConfig(round_id=0, population=range(3), dim=2, clip=1.0, hardened=True)
+    cfg = RoundConfig(round_id=0, population=range(3), dim=2, value_range=1.0, hardened=True)
     with pytest.raises(ValueError, match="pki"):
         Server(cfg)
     with pytest.raises(ValueError, match="signing_key and pki"):
@@ -307,7 +312,7 @@ def test_hardened_split_view_with_one_colluder_is_refused():
     pop = tuple(range(n))
     signing = {i: sk.SigningKeyPair.generate() for i in pop}
     pki = {i: signing[i].public_bytes() for i in pop}
-    cfg = RoundConfig(round_id=rid, population=pop, dim=d, clip=1.0, hardened=True)
+    cfg = RoundConfig(round_id=rid, population=pop, dim=d, value_range=1.0, hardened=True)
     srv = Server(cfg, pki=pki)
     clients = {
         i: Client(
@@ -352,7 +357,7 @@ def test_low_order_key_is_the_advertisers_fault_and_the_round_goes_on(field):
     from protocol.messages import AdvertiseKeys
 
     n = 6
-    cfg = RoundConfig(round_id=1, population=tuple(range(n)), dim=4, clip=1.0)
+    cfg = RoundConfig(round_id=1, population=tuple(range(n)), dim=4, value_range=1.0)
 
     class LowOrderKey(Client):
         def start(self):
