@@ -56,6 +56,20 @@ def test_geometric_median_resists_huge_and_non_finite_rows():
     assert np.linalg.norm(z - ref_weiszfeld(X[2:])) < 1.0
 
 
+def test_geometric_median_with_two_opposite_1e30_rows_does_not_stop_early():
+    # Found by test_permutation_invariance. Started from the mean, the iterate passes
+    # through a state where each far row keeps a ~1e-16 coefficient; the quadratic form of
+    # the step then cancels to exactly 0 in float64, and the iteration used to stop there
+    # at 0.0699 in one row order (0.1049, the median of the three honest values, in the
+    # other). The step is now bounded above by its rounding error, so it goes on.
+    X = np.array([[1e30], [-9.12755541e29], [0.640422642], [0.104900114], [-0.535669386]])
+    for dtype in (np.float32, np.float64):
+        for perm in ([0, 1, 2, 3, 4], [2, 4, 3, 0, 1], [3, 2, 1, 0, 4]):
+            z, info = robust.geometric_median(X[perm].astype(dtype), tol=1e-10, return_info=True)
+            assert info["converged"]
+            np.testing.assert_allclose(z, [0.104900114], rtol=1e-6)
+
+
 def test_geometric_median_from_distances_or_gram():
     X = _X(seed=6)
     base = robust.geometric_median(X)
