@@ -68,7 +68,7 @@ from secagg.masking import default_workers, mask_input, pairwise_seed
 
 from .config import RoundConfig
 from .errors import SERVER_ID, MessageFormatError, ProtocolConfigError, ProtocolError, party_name
-from .events import StartRound
+from .events import LeaveRound, Refused, StartRound
 from .ledger import RoundLedger
 from .messages import (
     Abort,
@@ -101,8 +101,9 @@ from .messages import (
     share_signing_bytes,
     survivors_signing_bytes,
 )
+from .stages import Stage, build_transitions, phase_of
 
-__all__ = ["Client", "ClientStage", "CLIENT_TRANSITIONS"]
+__all__ = ["Client", "ClientStage", "CLIENT_STAGES", "CLIENT_TRANSITIONS"]
 
 
 class ClientStage(enum.Enum):
@@ -121,31 +122,47 @@ class ClientStage(enum.Enum):
 
 S = ClientStage
 
-#: stage -> {event or message type -> next stage}, for plain and hardened mode.
-#: Anything not listed is illegal in that stage and raises ProtocolError.
+#: What ends a client's round from any live stage: the server's Abort or the application's
+#: LeaveRound (-> ABORTED), or an illegal message it refused (-> FAILED).
+_EXITS = {Abort: S.ABORTED, LeaveRound: S.ABORTED, Refused: S.FAILED}
+
+
+def _waiting(
+    stage: ClientStage, message: type, phase: str, *, hardened_only: bool = False
+) -> Stage:
+    """A stage waiting for one server message, which moves it to the next stage."""
+    return Stage(stage, message, phase, exits=_EXITS, hardened_only=hardened_only)
+
+
+#: The client's stages in round order; the phase is that of the answer the client sends. Each
+#: stage's message is handled by ``_on_<message type>``. Inserting a stage is one line here.
+CLIENT_STAGES: tuple[Stage, ...] = (
+    Stage(S.NEW, StartRound, "advertise", exits={LeaveRound: S.ABORTED, Refused: S.FAILED}),
+    _waiting(S.WAIT_KEYS, ServerKeys, "share_keys"),
+    _waiting(S.WAIT_SHARES, ForwardShares, "complaints"),
+    _waiting(S.WAIT_PARTNERS, MaskingPartners, "masked_input"),
+    _waiting(S.WAIT_CONSISTENCY, ConsistencyRequest, "consistency", hardened_only=True),
+    _waiting(S.WAIT_UNMASK, UnmaskRequest, "unmask"),
+)
+
+#: mode (hardened?) -> stage -> {event or message type -> next stage}. Anything not listed is
+#: illegal in that stage and raises ProtocolError. After DONE the server may still abort.
 CLIENT_TRANSITIONS: dict[bool, dict[ClientStage, dict[type, ClientStage]]] = {
-    False: {  # plain (honest-but-curious server)
-        S.NEW: {StartRound: S.WAIT_KEYS},
-        S.WAIT_KEYS: {ServerKeys: S.WAIT_SHARES, Abort: S.ABORTED},
-        S.WAIT_SHARES: {ForwardShares: S.WAIT_PARTNERS, Abort: S.ABORTED},
-        S.WAIT_PARTNERS: {MaskingPartners: S.WAIT_UNMASK, Abort: S.ABORTED},
-        S.WAIT_UNMASK: {UnmaskRequest: S.DONE, Abort: S.ABORTED},
-        S.DONE: {Abort: S.ABORTED},  # the server may still fail to unmask
-        S.ABORTED: {},
-        S.FAILED: {},
-    },
-    True: {  # hardened (signed keys + consistency check)
-        S.NEW: {StartRound: S.WAIT_KEYS},
-        S.WAIT_KEYS: {ServerKeys: S.WAIT_SHARES, Abort: S.ABORTED},
-        S.WAIT_SHARES: {ForwardShares: S.WAIT_PARTNERS, Abort: S.ABORTED},
-        S.WAIT_PARTNERS: {MaskingPartners: S.WAIT_CONSISTENCY, Abort: S.ABORTED},
-        S.WAIT_CONSISTENCY: {ConsistencyRequest: S.WAIT_UNMASK, Abort: S.ABORTED},
-        S.WAIT_UNMASK: {UnmaskRequest: S.DONE, Abort: S.ABORTED},
-        S.DONE: {Abort: S.ABORTED},  # the server may still fail to unmask
-        S.ABORTED: {},
-        S.FAILED: {},
-    },
+    hardened: build_transitions(
+        CLIENT_STAGES,
+        hardened=hardened,
+        done=S.DONE,
+        terminal={
+            S.DONE: {Abort: S.ABORTED, LeaveRound: S.ABORTED, Refused: S.FAILED},
+            S.ABORTED: {},
+            S.FAILED: {},
+        },
+    )
+    for hardened in (False, True)
 }
+
+#: Local events that the table lists but that never arrive through :meth:`Client.receive`.
+_LOCAL = (LeaveRound, Refused)
 
 
 class Client:
@@ -279,7 +296,7 @@ class Client:
 
     def abort(self, reason: str) -> Abort:
         """Leave the round voluntarily; returns the :class:`Abort` to send to the server."""
-        self.stage = ClientStage.ABORTED
+        self.stage = self._table().get(LeaveRound, self.stage)
         self.abort_reason = reason
         return Abort(self.config.round_id, self.id, SERVER_ID, reason)
 
@@ -291,8 +308,22 @@ class Client:
             detail, role=self.role, sender=sender, stage=self.stage.value, event=name
         )
 
+    def _table(self) -> dict[type, ClientStage]:
+        return CLIENT_TRANSITIONS[self.config.hardened][self.stage]
+
+    @property
+    def phase(self) -> str:
+        """The round phase of this client's next answer (``"advertise"`` ... ``"unmask"``), or
+        ``"done"`` once its part is over."""
+        return phase_of(CLIENT_STAGES, self.stage)
+
+    @property
+    def done(self) -> bool:
+        """True once the client has nothing more to send (done, aborted or failed)."""
+        return self.stage in (ClientStage.DONE, ClientStage.ABORTED, ClientStage.FAILED)
+
     def _dispatch(self, event: object, sender: int) -> list[Message]:
-        table = CLIENT_TRANSITIONS[self.config.hardened][self.stage]
+        table = self._table()
         if isinstance(event, Message):
             problem = None
             if event.sender != SERVER_ID:
@@ -305,9 +336,10 @@ class Client:
                 problem = f"message is addressed to client {event.recipient}"
             if problem is not None:
                 raise self._fail(self._error(problem, event, sender))
-        next_stage = table.get(type(event))
+        next_stage = None if isinstance(event, _LOCAL) else table.get(type(event))
         if next_stage is None:
-            allowed = ", ".join(t.__name__ for t in table) or "nothing (terminal stage)"
+            allowed = ", ".join(t.__name__ for t in table if t not in _LOCAL)
+            allowed = allowed or "nothing (terminal stage)"
             raise self._fail(
                 self._error(f"not allowed in this stage (expects {allowed})", event, sender)
             )
@@ -322,7 +354,7 @@ class Client:
         return out
 
     def _fail(self, exc: ProtocolError) -> ProtocolError:
-        self.stage = ClientStage.FAILED
+        self.stage = self._table().get(Refused, self.stage)
         return exc
 
     # -- handlers (one per table entry) ---------------------------------------------------------

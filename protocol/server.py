@@ -82,7 +82,7 @@ from secagg.masking import default_workers, pairwise_seed, sum_masked, unmask_su
 
 from .config import RoundConfig
 from .errors import SERVER_ID, MessageFormatError, ProtocolConfigError, ProtocolError, party_name
-from .events import StageDeadline
+from .events import RoundFailed, StageDeadline
 from .messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     HEADER_BYTES,
@@ -120,8 +120,16 @@ from .messages import (
     share_aad,
     survivors_signing_bytes,
 )
+from .stages import Stage, build_transitions, phase_of
 
-__all__ = ["Server", "ServerStage", "SERVER_TRANSITIONS", "Fault", "AggregateResult"]
+__all__ = [
+    "Server",
+    "ServerStage",
+    "SERVER_STAGES",
+    "SERVER_TRANSITIONS",
+    "Fault",
+    "AggregateResult",
+]
 
 log = logging.getLogger("fortis.protocol.server")
 
@@ -145,38 +153,44 @@ class ServerStage(enum.Enum):
 S = ServerStage
 
 
-#: stage -> {event or message type -> next stage}, plain and hardened mode. A client message keeps
-#: the stage; StageDeadline (or "everyone expected has answered") closes it. Every collecting
-#: stage may also end in ABORTED when fewer than t clients remain. Anything not listed is illegal.
 def _collecting(
-    message: type, stage: ServerStage, closes_to: ServerStage
-) -> dict[type, ServerStage]:
-    """A collecting stage: ``message`` and ``Abort`` keep it; ``StageDeadline`` closes it."""
-    return {message: stage, Abort: stage, StageDeadline: closes_to}
+    stage: ServerStage, message: type, phase: str, *, hardened_only: bool = False
+) -> Stage:
+    """A collecting stage: ``message`` (one per expected client) and ``Abort`` keep it;
+    ``StageDeadline`` (or every expected client having answered) closes it into the next stage;
+    ``RoundFailed`` ends the round."""
+    return Stage(
+        stage,
+        advances_on=StageDeadline,
+        phase=phase,
+        stays_on=(message, Abort),
+        exits={RoundFailed: S.ABORTED},
+        hardened_only=hardened_only,
+    )
 
 
+#: The server's stages in round order. Closing a stage runs ``_close_<stage>`` (checks, pruning;
+#: returns who is expected next), entering the next runs ``_open_<stage>`` (the requests it
+#: sends). Inserting a stage is one line here plus its two methods.
+SERVER_STAGES: tuple[Stage, ...] = (
+    _collecting(S.COLLECT_KEYS, AdvertiseKeys, "advertise"),
+    _collecting(S.COLLECT_SHARES, ShareKeys, "share_keys"),
+    _collecting(S.COLLECT_COMPLAINTS, ShareComplaints, "complaints"),
+    _collecting(S.COLLECT_MASKED, MaskedInput, "masked_input"),
+    _collecting(S.COLLECT_SIGNATURES, ConsistencySignature, "consistency", hardened_only=True),
+    _collecting(S.COLLECT_UNMASK, UnmaskResponse, "unmask"),
+)
+
+#: mode (hardened?) -> stage -> {event or message type -> next stage}. Anything not listed is
+#: illegal in that stage. Late aborts after the end are harmless and ignored.
 SERVER_TRANSITIONS: dict[bool, dict[ServerStage, dict[type, ServerStage]]] = {
-    False: {  # plain
-        S.COLLECT_KEYS: _collecting(AdvertiseKeys, S.COLLECT_KEYS, S.COLLECT_SHARES),
-        S.COLLECT_SHARES: _collecting(ShareKeys, S.COLLECT_SHARES, S.COLLECT_COMPLAINTS),
-        S.COLLECT_COMPLAINTS: _collecting(ShareComplaints, S.COLLECT_COMPLAINTS, S.COLLECT_MASKED),
-        S.COLLECT_MASKED: _collecting(MaskedInput, S.COLLECT_MASKED, S.COLLECT_UNMASK),
-        S.COLLECT_UNMASK: _collecting(UnmaskResponse, S.COLLECT_UNMASK, S.DONE),
-        S.DONE: {Abort: S.DONE},  # late aborts are harmless and ignored
-        S.ABORTED: {Abort: S.ABORTED},
-    },
-    True: {  # hardened: the consistency round sits between masked input and unmasking
-        S.COLLECT_KEYS: _collecting(AdvertiseKeys, S.COLLECT_KEYS, S.COLLECT_SHARES),
-        S.COLLECT_SHARES: _collecting(ShareKeys, S.COLLECT_SHARES, S.COLLECT_COMPLAINTS),
-        S.COLLECT_COMPLAINTS: _collecting(ShareComplaints, S.COLLECT_COMPLAINTS, S.COLLECT_MASKED),
-        S.COLLECT_MASKED: _collecting(MaskedInput, S.COLLECT_MASKED, S.COLLECT_SIGNATURES),
-        S.COLLECT_SIGNATURES: _collecting(
-            ConsistencySignature, S.COLLECT_SIGNATURES, S.COLLECT_UNMASK
-        ),
-        S.COLLECT_UNMASK: _collecting(UnmaskResponse, S.COLLECT_UNMASK, S.DONE),
-        S.DONE: {Abort: S.DONE},  # late aborts are harmless and ignored
-        S.ABORTED: {Abort: S.ABORTED},
-    },
+    hardened: build_transitions(
+        SERVER_STAGES,
+        hardened=hardened,
+        done=S.DONE,
+        terminal={S.DONE: {Abort: S.DONE}, S.ABORTED: {Abort: S.ABORTED}},
+    )
+    for hardened in (False, True)
 }
 
 
@@ -296,6 +310,7 @@ class Server:
         self._expected: set[int] = set(config.population)
         self._received: set[int] = set()
         self._adverts: dict[int, AdvertiseKeys] = {}
+        self._entries: dict[int, KeyEntry] = {}  # accepted advertisements, as forwarded
         self._key_owner: dict[bytes, int] = {}  # advertised public key -> client
         self._keys_sent: dict[int, frozenset[int]] = {}  # client -> neighbours whose keys it got
         self._sealed: dict[int, dict[int, bytes]] = {}  # sender -> recipient -> ciphertext
@@ -686,28 +701,29 @@ class Server:
         return []
 
     def _close_stage(self) -> list[Message]:
-        closer = {
-            S.COLLECT_KEYS: self._close_keys,
-            S.COLLECT_SHARES: self._close_shares,
-            S.COLLECT_COMPLAINTS: self._close_complaints,
-            S.COLLECT_MASKED: self._close_masked,
-            S.COLLECT_SIGNATURES: self._close_signatures,
-            S.COLLECT_UNMASK: self._close_unmask,
-        }[self.stage]
+        """Close the current stage (``_close_<stage>``: checks and pruning, returns who is
+        expected next), move to the next stage of the table and open it (``_open_<stage>``:
+        the requests to send)."""
         try:
-            return closer()
+            expected = getattr(self, "_close_" + self.stage.name.lower())()
+            self.stage = self._table()[StageDeadline]
+            self._expected = set(expected) - set(self.excluded)
+            self._received = set()
+            return getattr(self, "_open_" + self.stage.name.lower())()
         except _RoundAbort as exc:
             return self._abort(str(exc))
 
-    def _enter(self, stage: ServerStage, expected: set[int]) -> None:
-        assert stage is SERVER_TRANSITIONS[self.config.hardened][self.stage][StageDeadline]
-        self.stage = stage
-        self._expected = set(expected) - set(self.excluded)
-        self._received = set()
+    def _table(self) -> dict[type, ServerStage]:
+        return SERVER_TRANSITIONS[self.config.hardened][self.stage]
+
+    @property
+    def phase(self) -> str:
+        """The round phase of the current stage (``"advertise"`` ... ``"unmask"``, ``"done"``)."""
+        return phase_of(SERVER_STAGES, self.stage)
 
     def _abort(self, reason: str) -> list[Message]:
         notify = sorted((set(self._expected) | set(self._received)) - set(self.excluded))
-        self.stage = ServerStage.ABORTED
+        self.stage = self._table()[RoundFailed]
         self.abort_reason = reason
         log.warning("server aborted round %d: %s", self.config.round_id, reason)
         rid = self.config.round_id
@@ -738,7 +754,7 @@ class Server:
                 f"{self.config.n} clients)"
             )
 
-    def _close_keys(self) -> list[Message]:
+    def _close_collect_keys(self) -> set[int]:
         cfg = self.config
         a1 = set(self._adverts) - set(self.excluded)
         entries = {
@@ -752,6 +768,11 @@ class Server:
         u1 = self._prune(a1, "key advertisement")
         self._require(len(u1), "advertised keys")
         self.u1 = tuple(sorted(u1))
+        self._entries = entries
+        return u1
+
+    def _open_collect_shares(self) -> list[Message]:
+        cfg, entries, u1 = self.config, self._entries, set(self.u1)
         out: list[Message] = []
         rid = cfg.round_id
         for i in self.u1:
@@ -770,13 +791,16 @@ class Server:
                     listed,
                 )
             )
-        self._enter(S.COLLECT_SHARES, u1)
         return out
 
-    def _close_shares(self) -> list[Message]:
+    def _close_collect_shares(self) -> set[int]:
         u2 = self._prune(set(self._sealed) - set(self.excluded), "key sharing")
         self._require(len(u2), "shared keys")
         self.u2 = tuple(sorted(u2))
+        return u2
+
+    def _open_collect_complaints(self) -> list[Message]:
+        u2 = set(self.u2)
         rid = self.config.round_id
         out: list[Message] = []
         for j in self.u2:
@@ -786,10 +810,9 @@ class Server:
             sigs = {i: self._share_sigs[i][j] for i in dealers} if self.config.hardened else {}
             self._forwarded[j] = frozenset(inbox)
             out.append(ForwardShares(rid, SERVER_ID, j, inbox, commitments, sigs))
-        self._enter(S.COLLECT_COMPLAINTS, u2)
         return out
 
-    def _close_complaints(self) -> list[Message]:
+    def _close_collect_complaints(self) -> set[int]:
         """Judge the complaints, then tell every client whom to mask with.
 
         A complaint that a share fails its Feldman check reveals the pair's key: the server
@@ -824,14 +847,17 @@ class Server:
         }
         keep = self._prune(alive, "share complaints", partners)
         self._require(len(keep), "hold verified shares of t partners")
-        rid = self.config.round_id
-        out: list[Message] = []
-        for h in sorted(keep):
+        for h in keep:
             self._masking_partners[h] = partners[h] & keep
-            out.append(MaskingPartners(rid, SERVER_ID, h, self._masking_partners[h]))
         self._sealed.clear()
-        self._enter(S.COLLECT_MASKED, keep)
-        return out
+        return keep
+
+    def _open_collect_masked(self) -> list[Message]:
+        rid = self.config.round_id
+        return [
+            MaskingPartners(rid, SERVER_ID, h, self._masking_partners[h])
+            for h in sorted(self._expected)
+        ]
 
     def _judge(self, dealer: int, holder: int, key: bytes) -> tuple[int, str]:
         """Who is at fault for an invalid-share complaint, and why (see _close_complaints)."""
@@ -865,7 +891,7 @@ class Server:
         log.warning("convicted client %d: %s", client, reason)
         self._exclude(client, reason)
 
-    def _close_masked(self) -> list[Message]:
+    def _close_collect_masked(self) -> set[int]:
         # Every accepted masked input counts, even if its sender faulted later. A client stays
         # in the sum only with at least t partners in it (t-core of the partner graph): once its
         # self-mask seed is revealed, an honest partner's mask must still hide its input.
@@ -879,40 +905,44 @@ class Server:
         self.u3 = tuple(sorted(u3))
         self.dropped_before_input = tuple(sorted(set(self._masking_partners) - u3))
         self._require(len(u3), "sent masked inputs with enough live partners")
-        rid = self.config.round_id
-        ask = u3 - set(self.excluded)
-        if self.config.hardened:
-            out = [ConsistencyRequest(rid, SERVER_ID, i, self.u3) for i in sorted(ask)]
-            self._enter(S.COLLECT_SIGNATURES, ask)
-            return out
-        out = [
-            UnmaskRequest(rid, SERVER_ID, i, self.u3, self.dropped_before_input)
-            for i in sorted(ask)
-        ]
-        self._enter(S.COLLECT_UNMASK, ask)
-        return out
+        return u3
 
-    def _close_signatures(self) -> list[Message]:
+    def _open_collect_signatures(self) -> list[Message]:
+        rid = self.config.round_id
+        return [ConsistencyRequest(rid, SERVER_ID, i, self.u3) for i in sorted(self._expected)]
+
+    def _close_collect_signatures(self) -> set[int]:
         need = self.config.min_signatures(self.threshold)
         signers = set(self._signatures) - set(self.excluded)
         if len(signers) < need:
             raise _RoundAbort(f"only {len(signers)} consistency signatures over U3, {need} needed")
-        sigs = {i: self._signatures[i] for i in signers}
+        return signers
+
+    def _open_collect_unmask(self) -> list[Message]:
         rid = self.config.round_id
+        if not self.config.hardened:
+            return [
+                UnmaskRequest(rid, SERVER_ID, i, self.u3, self.dropped_before_input)
+                for i in sorted(self._expected)
+            ]
+        sigs = {i: self._signatures[i] for i in self._expected}
         u3 = set(self.u3)
         out = []
-        for i in sorted(signers):
+        for i in sorted(self._expected):
             # the signed partner sets of the survivors whose self-mask shares i holds
             owners = (self._masking_partners.get(i, frozenset()) & u3) | {i}
             records = {o: self._partner_records[o] for o in owners}
             out.append(
                 UnmaskRequest(rid, SERVER_ID, i, self.u3, self.dropped_before_input, sigs, records)
             )
-        self._enter(S.COLLECT_UNMASK, signers)
         return out
 
-    def _close_unmask(self) -> list[Message]:
-        return self._finish()
+    def _close_collect_unmask(self) -> set[int]:
+        self._finish()
+        return set()
+
+    def _open_done(self) -> list[Message]:
+        return []
 
     def _reconstruct(self, owner: int, shares: dict[int, int], what: str) -> bytes:
         """Reconstruct ``owner``'s committed secret from the returned shares.
@@ -955,7 +985,7 @@ class Server:
             secret = shamir.reconstruct(good, t, 32)
         return secret
 
-    def _finish(self) -> list[Message]:
+    def _finish(self) -> None:
         cfg = self.config
         seeds = {
             i: self._reconstruct(i, self._seed_shares.get(i, {}), "self-mask seed") for i in self.u3
@@ -994,8 +1024,6 @@ class Server:
         total.flags.writeable = False
         aggregate = cfg.encoder.decode(total, len(self.u3))
         self.result = AggregateResult(total, aggregate, self.u3)
-        self.stage = ServerStage.DONE
-        return []
 
     def _check_sum_range(self, total: np.ndarray) -> None:
         """A sum of |U3| honest encodings lies in ``[-|U3| * max_int, |U3| * max_int]``; a value

@@ -27,7 +27,6 @@ from protocol.messages import (
     MaskedInput,
     ServerKeys,
     ShareKeys,
-    UnmaskRequest,
     UnmaskResponse,
     encode,
 )
@@ -314,12 +313,9 @@ def test_flower_failure_one_dropout_during_key_sharing_does_not_fail_the_round()
 def test_flower_failure_alive_and_dropped_refused_in_run():
     # covered message by message in test_protocol_security; here: refusals are reported
     class CuriousServer(Server):
-        def _close_masked(self):
-            out = super()._close_masked()
-            self.dropped_before_input = (2,)
-            return [
-                UnmaskRequest(m.round_id, m.sender, m.recipient, m.survivors, (2,)) for m in out
-            ]
+        def _open_collect_unmask(self):
+            self.dropped_before_input = (2,)  # client 2 sent its input: a survivor, now "dropped"
+            return super()._open_collect_unmask()
 
     cfg, _, clients, _ = make_round()
     server = CuriousServer(cfg)
