@@ -87,6 +87,7 @@ from .messages import (
     UnmaskRequest,
     UnmaskResponse,
     advertise_signing_bytes,
+    decode,
     decode_partner_record,
     decode_share_payload,
     encode_complaint,
@@ -258,6 +259,8 @@ class Client:
         self._pki = dict(pki) if pki is not None else {}
         self.stage = ClientStage.NEW
         self.abort_reason: str | None = None
+        #: The first illegal message this client refused through :meth:`receive_bytes`.
+        self.refusal: ProtocolError | None = None
         #: Non-fatal problems (e.g. a neighbour's sealed share that failed to decrypt).
         self.warnings: list[str] = []
         # secrets and round state, filled in as the round goes
@@ -284,6 +287,51 @@ class Client:
         """Join the round: generate keys and return the :class:`AdvertiseKeys` to send."""
         (msg,) = self._dispatch(StartRound(), SERVER_ID)
         return msg
+
+    @property
+    def party_id(self) -> int:
+        """This client's wire id."""
+        return self.id
+
+    def begin(self) -> list[Message]:
+        """:meth:`start` as a list (the router's entry point)."""
+        return [self.start()]
+
+    def deadline(self) -> list[Message]:
+        """Clients keep no timers (a silent server is the transport's business): ``[]``."""
+        return []
+
+    def receive_bytes(self, data: bytes, *, peer: int | None = None) -> list[Message]:
+        """Tolerant entry point: decode and process one message; never raises for the sender's
+        fault.
+
+        An illegal message (bytes that do not decode, a check that fails) is refused as
+        :meth:`receive` would refuse it: the :class:`ProtocolError` is kept in
+        :attr:`refusal` and the client answers, once, with an ``Abort`` telling the server
+        why. ``peer`` is the sender the transport authenticated; a header claiming another
+        sender is refused.
+        """
+        try:
+            msg = decode(data, max_count=self.config.n)
+            if peer is not None and msg.sender != peer:
+                raise self._error(
+                    f"header claims sender {party_name(msg.sender)} on "
+                    f"{party_name(peer)}'s channel",
+                    msg,
+                    peer,
+                )
+            return self.receive(msg)
+        except ProtocolError as exc:
+            if exc.role != self.role:  # decoder errors name the decoder
+                exc = ProtocolError(
+                    exc.detail, role=self.role, sender=peer, stage=self.stage.value, event=exc.event
+                )
+            first = self.refusal is None
+            self.refusal = self.refusal or exc
+            self.stage = self._table().get(Refused, self.stage)
+            if not first:
+                return []
+            return [Abort(self.config.round_id, self.id, SERVER_ID, f"refused: {exc.detail}")]
 
     def receive(self, msg: Message) -> list[Message]:
         """Process one message from the server; return the messages to send back (0 or 1).

@@ -1,16 +1,13 @@
 """In-memory driver: runs a whole round between one :class:`Server` and many :class:`Client`.
 
-Every message really goes through the byte format: the sender's object is :func:`encode`-d,
-the bytes are counted, and the receiver gets :func:`decode`-d bytes (the server through its
-tolerant :meth:`Server.receive_bytes`). The time each party spends (including encoding what it
-sends and decoding what it receives) is measured per stage. Dropouts are injected by simply
-never delivering a client's next message.
+Messages go through :class:`protocol.router.Router`: every message really goes through the byte
+format and each party's tolerant ``receive_bytes``; the router measures bytes and each party's
+time per phase. Dropouts are a :class:`protocol.router.Dropouts` layer over it.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -21,20 +18,10 @@ from secagg.keys import SigningKeyPair
 
 from .client import Client
 from .config import GRAPH_KINDS, RoundConfig
-from .errors import SERVER_ID, ProtocolConfigError, ProtocolError
+from .errors import SERVER_ID, ProtocolConfigError
 from .ledger import RoundLedger
-from .messages import (
-    Abort,
-    ConsistencyRequest,
-    ForwardShares,
-    MaskingPartners,
-    Message,
-    ServerKeys,
-    UnmaskRequest,
-    decode,
-    encode,
-)
-from .server import Fault, Server, ServerStage, ShareDispute
+from .router import Dropouts, Layer, Router, RouterLog
+from .server import Fault, Server, ShareDispute
 
 __all__ = ["run_round", "run_parties", "RoundResult", "Transcript", "DROPOUT_STAGES"]
 
@@ -48,25 +35,6 @@ DROPOUT_STAGES = (
     "consistency",
     "unmask",
 )
-
-# The server message a client answers in each stage (None: the round start).
-_ANSWERS = {
-    ServerKeys: "share_keys",
-    ForwardShares: "complaints",
-    MaskingPartners: "masked_input",
-    ConsistencyRequest: "consistency",
-    UnmaskRequest: "unmask",
-}
-_SERVER_STAGE_NAMES = {
-    ServerStage.COLLECT_KEYS: "advertise",
-    ServerStage.COLLECT_SHARES: "share_keys",
-    ServerStage.COLLECT_COMPLAINTS: "complaints",
-    ServerStage.COLLECT_MASKED: "masked_input",
-    ServerStage.COLLECT_SIGNATURES: "consistency",
-    ServerStage.COLLECT_UNMASK: "unmask",
-    ServerStage.DONE: "done",
-    ServerStage.ABORTED: "done",
-}
 
 
 @dataclass(frozen=True)
@@ -222,112 +190,53 @@ def run_parties(
     *,
     dropouts: Mapping[str, Iterable[int]] | None = None,
     mean: bool = False,
+    layers: Sequence[Layer] = (),
 ) -> RoundResult:
-    """Run one round in memory between ``server`` and ``clients`` (id -> Client).
+    """Run one round in memory between ``server`` and ``clients`` (id -> Client) through the
+    :class:`~protocol.router.Router`.
 
     ``dropouts`` maps a stage of :data:`DROPOUT_STAGES` to client ids that go silent at that
-    stage. Clients that refuse a request (raise :class:`ProtocolError`) send an ``Abort`` with
-    the reason instead of an answer; refusals are reported in :attr:`RoundResult.refusals`.
+    stage (a :class:`~protocol.router.Dropouts` layer); further fault ``layers`` (tampering,
+    replays, recording) are stacked after it. Clients that refuse a message send an ``Abort``
+    with the reason instead of an answer; refusals are reported in
+    :attr:`RoundResult.refusals`.
     """
     config = server.config
     drop_at = _check_dropouts(dropouts, config.population, config.hardened)
-    gone: set[int] = set()
-    refusals: dict[int, str] = {}
-    sent = {i: 0 for i in clients}
-    received = {i: 0 for i in clients}
-    c_secs: dict[int, dict[str, float]] = {i: {} for i in clients}
-    s_secs: dict[str, float] = {}
-    srv = {"sent": 0, "received": 0, "messages": 0}
+    router = Router([server, *clients.values()], layers=[Dropouts(drop_at), *layers])
+    log = router.run()
+    return _result(server, clients, log, mean)
 
-    def to_server(data: bytes, cid: int) -> list[Message]:
-        srv["received"] += len(data)
-        srv["messages"] += 1
-        stage = _SERVER_STAGE_NAMES[server.stage]
-        t0 = time.perf_counter()
-        out = server.receive_bytes(data, peer=cid)
-        s_secs[stage] = s_secs.get(stage, 0.0) + time.perf_counter() - t0
-        return out
 
-    def from_client(cid: int, stage: str, msgs: list[Message], t_start: float) -> list[Message]:
-        datas = [encode(m) for m in msgs]
-        c_secs[cid][stage] = c_secs[cid].get(stage, 0.0) + time.perf_counter() - t_start
-        out: list[Message] = []
-        for data in datas:
-            sent[cid] += len(data)
-            out.extend(to_server(data, cid))
-        return out
-
-    pending: list[Message] = []
-    for cid, client in clients.items():
-        if drop_at.get(cid) == "advertise":
-            gone.add(cid)
-            continue
-        t0 = time.perf_counter()
-        pending.extend(from_client(cid, "advertise", [client.start()], t0))
-
-    for _ in range(64):  # a round has at most 6 server stages; this bound only guards bugs
-        if not pending:
-            if server.done:
-                break
-            stage = _SERVER_STAGE_NAMES[server.stage]
-            t0 = time.perf_counter()
-            pending = server.deadline()
-            s_secs[stage] = s_secs.get(stage, 0.0) + time.perf_counter() - t0
-            continue
-        batch, pending = pending, []
-        stage_of_server = _SERVER_STAGE_NAMES[server.stage]
-        t0 = time.perf_counter()
-        encoded = [(m, encode(m)) for m in batch]
-        s_secs[stage_of_server] = s_secs.get(stage_of_server, 0.0) + time.perf_counter() - t0
-        for msg, data in encoded:
-            srv["sent"] += len(data)
-            srv["messages"] += 1
-            cid = msg.recipient
-            if cid in gone or cid not in clients:
-                continue
-            stage = _ANSWERS.get(type(msg), "done")
-            if drop_at.get(cid) == stage:
-                gone.add(cid)
-                continue
-            received[cid] += len(data)
-            client = clients[cid]
-            t1 = time.perf_counter()
-            try:
-                replies = client.receive(decode(data))
-            except ProtocolError as exc:
-                refusals[cid] = str(exc)
-                replies = [Abort(config.round_id, cid, SERVER_ID, f"refused: {exc.detail}")]
-            pending.extend(from_client(cid, stage, replies, t1))
-    else:  # pragma: no cover - defensive
-        raise RuntimeError("in-memory driver did not converge; this is a bug")
-
+def _result(server: Server, clients: Mapping[int, Client], log: RouterLog, mean: bool):
+    config = server.config
     result = server.result
-    population = config.population
     if result is not None:
         survivors = tuple(result.survivors)
         aggregate = result.aggregate / len(survivors) if mean else result.aggregate
         encoded_sum = result.encoded_sum
     else:
         survivors, aggregate, encoded_sum = (), None, None
+    ids = list(clients)
     transcript = Transcript(
-        server_bytes_sent=srv["sent"],
-        server_bytes_received=srv["received"],
-        client_bytes_sent=sent,
-        client_bytes_received=received,
-        server_seconds=s_secs,
-        client_seconds=c_secs,
-        messages=srv["messages"],
+        server_bytes_sent=log.bytes_sent.get(SERVER_ID, 0),
+        server_bytes_received=log.bytes_received.get(SERVER_ID, 0),
+        client_bytes_sent={i: log.bytes_sent.get(i, 0) for i in ids},
+        client_bytes_received={i: log.bytes_received.get(i, 0) for i in ids},
+        server_seconds=dict(log.seconds.get(SERVER_ID, {})),
+        client_seconds={i: dict(log.seconds.get(i, {})) for i in ids},
+        messages=log.messages_sent,
     )
     return RoundResult(
         aggregate=aggregate,
         encoded_sum=encoded_sum,
         survivors=survivors,
-        dropped=tuple(i for i in population if i not in set(survivors)),
+        dropped=tuple(i for i in config.population if i not in set(survivors)),
         aborted=server.aborted,
         abort_reason=server.abort_reason,
         faults=tuple(server.faults),
         disputes=tuple(server.disputes),
-        refusals=refusals,
+        refusals={i: str(c.refusal) for i, c in clients.items() if c.refusal is not None},
         excluded=dict(server.excluded),
         pruned=dict(server.pruned),
         transcript=transcript,

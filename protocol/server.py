@@ -373,6 +373,15 @@ class Server:
     # -- public API ---------------------------------------------------------------------------
 
     @property
+    def party_id(self) -> int:
+        """The server's wire id, :data:`SERVER_ID`."""
+        return SERVER_ID
+
+    def begin(self) -> list[Message]:
+        """The server sends nothing to start a round (clients advertise first): ``[]``."""
+        return []
+
+    @property
     def done(self) -> bool:
         """True once the round ended (``DONE`` or ``ABORTED``)."""
         return self.stage in (ServerStage.DONE, ServerStage.ABORTED)

@@ -11,6 +11,34 @@ def to_server(server, msgs):
     return out
 
 
+def route(server, clients, *, pending=(), layers=(), until=None):
+    """Run ``server`` and ``clients`` (a list or id -> Client) through the protocol's Router,
+    the one ``run_round`` uses; ``pending`` are server messages already produced by hand.
+    Returns the router (its ``log``, and what is still in flight after an ``until`` stop)."""
+    from protocol import SERVER_ID
+    from protocol.router import Router
+
+    parties = list(clients.values()) if isinstance(clients, dict) else list(clients)
+    router = Router([server, *parties], layers=layers)
+    if pending:
+        router.inject(SERVER_ID, pending)
+    router.run(until=until)
+    return router
+
+
+def run_to_masked(server, clients):
+    """Run the round through the router until the server has closed masked-input collection.
+    Returns (the clients' MaskedInput messages, the server's requests still in flight)."""
+    from protocol.messages import decode
+    from protocol.router import Recorder
+
+    before = {"advertise", "share_keys", "complaints", "masked_input"}
+    rec = Recorder()
+    router = route(server, clients, layers=[rec], until=lambda r: server.phase not in before)
+    masked = [decode(e.data) for e in rec.of_kind("MaskedInput")]
+    return masked, [decode(e.data) for e in router.take_pending()]
+
+
 def make_parties(cfg, x, *, seed=0, graph_seed=None, signing=None):
     """A Server and {id: Client} for ``cfg`` and updates ``x`` (row i is client i's).
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from protocol_helpers import to_server
+from protocol_helpers import route, to_server
 
 from protocol import (
     SERVER_ID,
@@ -54,11 +54,7 @@ def to_clients(clients, msgs):
 
 def finish(server, clients, pending):
     """Run the remaining stages with everyone honest; return the server's result."""
-    while not server.done:
-        replies = to_clients(clients, pending)
-        pending = to_server(server, replies)
-        if not pending and not server.done:
-            pending = server.deadline()
+    route(server, clients, pending=pending)
     return server.result
 
 

@@ -13,7 +13,7 @@ import secrets
 
 import numpy as np
 import pytest
-from protocol_helpers import make_parties, to_server
+from protocol_helpers import make_parties, route, run_to_masked, to_server
 from scipy import stats
 
 from protocol import Client, ClientStage, ProtocolError, RoundConfig, RoundLedger, Server
@@ -55,15 +55,6 @@ def to_clients(clients, msgs, skip=()):
         if m.recipient not in skip:
             out += clients[m.recipient].receive(m)
     return out
-
-
-def run_to_masked(server, clients):
-    """Advance until the server has all masked inputs; return (masked inputs, server out)."""
-    keys = to_server(server, [c.start() for c in clients])
-    fwd = to_server(server, to_clients(clients, keys))
-    fwd = to_server(server, to_clients(clients, fwd))  # complaints -> partners
-    masked = to_clients(clients, fwd)
-    return masked, to_server(server, masked)
 
 
 # --- the server's view of a masked input ----------------------------------------------------
@@ -326,17 +317,8 @@ def test_hardened_split_view_with_one_colluder_is_refused():
         for i in pop
     }
     assert cfg.min_signatures(srv.threshold) > (n + srv.threshold - 1) / 2
-    pending = []
-    for i in pop:
-        pending += srv.receive(clients[i].start())
-    for _ in range(2):  # shares, then complaints
-        nxt = []
-        for m in pending:
-            for r in clients[m.recipient].receive(m):
-                nxt += srv.receive(r)
-        pending = nxt
-    for m in nxt:
-        clients[m.recipient].receive(m)  # masked inputs are sent; the server turns malicious
+    # masked inputs are sent; the server turns malicious instead of asking for signatures
+    route(srv, clients, until=lambda r: srv.phase == "consistency").take_pending()
     evil, A, B = 8, [0, 1, 2, 3], [4, 5, 6, 7]
     u_a, u_b = pop, tuple(i for i in pop if i != 0)
     for group, u3 in ((A, u_a), (B, u_b)):
