@@ -247,10 +247,10 @@ def fortis_call(rule: str, X: np.ndarray, f: int, p: dict[str, Any]):
     table = {
         "mean": (lambda: robust.mean(X), plain),
         "median": (lambda: robust.median(X, f=f), plain),
-        "trimmed_mean": (lambda: robust.trimmed_mean(X, f), plain),
-        "krum": (lambda: robust.krum(X, f), plain),
-        "multi_krum": (lambda: robust.multi_krum(X, f), plain),
-        "bulyan": (lambda: robust.bulyan(X, f), plain),
+        "trimmed_mean": (lambda: robust.trimmed_mean(X, f=f), plain),
+        "krum": (lambda: robust.krum(X, f=f), plain),
+        "multi_krum": (lambda: robust.multi_krum(X, f=f), plain),
+        "bulyan": (lambda: robust.bulyan(X, f=f), plain),
         "geometric_median": (lambda: robust.geometric_median(X, f=f, return_info=True), with_info),
         "rfa": (lambda: robust.rfa(X, f=f, return_info=True), with_info),
         "centered_clipping": (
@@ -258,7 +258,7 @@ def fortis_call(rule: str, X: np.ndarray, f: int, p: dict[str, Any]):
             plain,
         ),
         "sign_vote": (lambda: robust.sign_vote(X, f=f), plain),
-        "nnm": (lambda: robust.nnm(X, f), plain),
+        "nnm": (lambda: robust.nnm(X, f=f), plain),
         "bucketing": (lambda: robust.bucketing(X, p["bucket_s"], seed=0), plain),
         # like ByzFL's in-place Clipping, no n×d allocation in the timed call (see notes)
         "clip": (lambda: robust.clip(X, p["max_norm"], out=clip_out), plain),

@@ -10,10 +10,13 @@ example :meth:`Reputation.weights`): a client's self-reported example count is
 attacker-controlled and must not be used as a weight.
 
 Entry points: :func:`aggregate` (vector) and :func:`aggregate_detailed`
-(:class:`AggregationResult` with accepted set, scores, verdicts, stage reports). Rule names
-are in :data:`RULES`; :data:`DISTANCE_RULES` can run from a distance/Gram matrix only (the
-secure path), :data:`COORDINATE_RULES` need coordinates. This package has no dependency
-besides numpy.
+(:class:`AggregationResult` with accepted set, scores, verdicts, stage reports). Every rule
+takes ``f`` as a keyword. Rule names are in :data:`RULES`; :data:`DISTANCE_RULES` can run
+from a distance/Gram matrix only (the secure path), :data:`COORDINATE_RULES` need
+coordinates. The stages and their parameter schemas come from one registry
+(:mod:`robust.registry`): :func:`stages`, :func:`stage_schema`, :func:`stage_help` and
+:func:`check_pipeline` show and check them without data, e.g. for a CLI. This package has
+no dependency besides numpy.
 """
 
 from . import distances, errors
@@ -42,13 +45,16 @@ from .filters import distance_filter, distance_filter_select
 from .geomed import geometric_median, rfa, weiszfeld_coefficients
 from .krum_rules import bulyan, krum, krum_scores, krum_select, multi_krum, multi_krum_select
 from .mixing import bucketing, nnm
-from .pipeline import (
+from .pipeline import aggregate, aggregate_detailed
+from .registry import (
     COORDINATE_RULES,
     DISTANCE_RULES,
     PRE_AGGREGATORS,
     RULES,
-    aggregate,
-    aggregate_detailed,
+    check_pipeline,
+    stage_help,
+    stage_schema,
+    stages,
 )
 from .reputation import Reputation
 from .result import AggregationResult
@@ -76,6 +82,7 @@ __all__ = [
     "bucketing",
     "bulyan",
     "centered_clipping",
+    "check_pipeline",
     "clip",
     "distance_filter",
     "distance_filter_select",
@@ -100,6 +107,9 @@ __all__ = [
     "rfa",
     "sign_vote",
     "sq_distances_to",
+    "stage_help",
+    "stage_schema",
+    "stages",
     "trimmed_mean",
     "weiszfeld_coefficients",
 ]

@@ -9,7 +9,8 @@ from typing import TypeVar
 import numpy as np
 
 from ._rows import NonFiniteSeen, RowSet
-from ._validate import as_matrix, check_f, finite_rows, require_n
+from ._validate import as_matrix, check_f, check_weights, finite_rows, require_n
+from .distances import given_distances, given_for_rows
 from .errors import InputShapeError, InsufficientClientsError
 
 T = TypeVar("T")
@@ -45,6 +46,24 @@ class Prepared:
     finite: np.ndarray  # bool mask over the original rows
     f: int  # f for the finite rows: max(f - removed, 0)
     removed: int
+
+    def weights(self, weights: object) -> np.ndarray | None:
+        """The caller's trusted ``weights`` (one per row of ``X``), validated, for the
+        finite rows. Raises :class:`WeightsError`."""
+        w = check_weights(weights, self.X.shape[0])
+        return w[self.finite] if w is not None and self.removed else w
+
+    def given(self, distances: object, gram: object) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The caller's precomputed distances or Gram matrix of the rows of ``X``, for the
+        finite rows (see :func:`robust.distances.given_for_rows`)."""
+        return given_for_rows(distances, gram, self.X.shape[0], self._keep())
+
+    def given_distances(self, distances: object, gram: object) -> np.ndarray | None:
+        """:meth:`given` as squared distances (None when neither is given)."""
+        return given_distances(distances, gram, self.X.shape[0], self._keep())
+
+    def _keep(self) -> np.ndarray | None:
+        return np.flatnonzero(self.finite) if self.removed else None
 
 
 def prepare(X: object, f: object, rule: str, bound: Bound, *, optimistic: bool = False) -> Prepared:

@@ -123,6 +123,18 @@ def check_weights(weights: object, n: int, name: str = "weights") -> np.ndarray 
     return w
 
 
+def normalised_weights(weights: np.ndarray | None, n: int) -> np.ndarray:
+    """``weights / Σ weights`` (uniform when None). Raises :class:`WeightsError` when the
+    weights sum to 0 (the weights of the remaining rows, after non-finite ones were
+    dropped, can)."""
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    total = float(weights.sum())
+    if total <= 0:
+        raise WeightsError("weights of the finite rows sum to 0")
+    return weights / total
+
+
 def check_vector(v: object, d: int, name: str) -> np.ndarray:
     arr = np.asarray(v)
     if arr.dtype.kind not in "iuf":

@@ -1,16 +1,33 @@
-"""Norm clipping (a pre-aggregator) and centered clipping (Karimireddy, He, Jaggi 2021)."""
+"""Norm clipping and the norm filter (pre-aggregators), and centered clipping (Karimireddy,
+He, Jaggi 2021)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._common import MAJORITY, prepare, require_all_finite
 from ._rows import RowSet
-from ._validate import as_matrix, check_int, check_positive, check_vector, check_weights
-from .errors import InputShapeError
+from ._validate import as_matrix
+from .errors import InputShapeError, InsufficientClientsError
+from .params import VECTOR, Limits, Param, integer, positive
 from .result import RuleOutput
 
+if TYPE_CHECKING:
+    from .flow import Flow
+
 __all__ = ["clip", "centered_clipping", "clip_factors", "norm_filter"]
+
+MAX_NORM = Param("max_norm", positive(), "L2 norm bound of a client's update")
+CENTER = Param(
+    "center",
+    VECTOR,
+    "the caller's state, e.g. the previous aggregate or the server momentum",
+    state=True,
+)
+TAU = Param("tau", positive(), "clipping radius around the centre (default: median distance)")
+ITERS = Param("iters", integer(1), "clipping iterations")
 
 
 def clip_factors(sq_norms: np.ndarray, max_norm: float) -> np.ndarray:
@@ -42,7 +59,7 @@ def clip(X: np.ndarray, max_norm: float, *, out: np.ndarray | None = None) -> np
     (``max_norm`` not > 0).
     """
     X = as_matrix(X)
-    max_norm = check_positive(max_norm, "max_norm")
+    max_norm = MAX_NORM.check(max_norm)
     if out is not None and (
         not isinstance(out, np.ndarray)
         or out.shape != X.shape
@@ -57,16 +74,43 @@ def clip(X: np.ndarray, max_norm: float, *, out: np.ndarray | None = None) -> np
     return clip_rows(RowSet(X), max_norm, out)[0]
 
 
+def clip_stage(flow: Flow, *, max_norm: float) -> None:
+    """Pipeline stage ``clip``: reports whom it clipped (``clipped``) and the largest
+    input norm."""
+    Y, factors, norms = clip_rows(flow.rows, max_norm)
+    clients = flow.clients_in(np.flatnonzero(factors < 1))
+    flow.replace(Y)
+    flow.record(
+        "clip",
+        max_norm=max_norm,
+        clipped_count=len(clients),
+        clipped=clients.tolist(),
+        max_input_norm=float(norms.max()),
+    )
+
+
 def norm_filter(X: np.ndarray, max_norm: float) -> np.ndarray:
     """Boolean mask of the rows whose L2 norm (float64) is at most ``max_norm``; non-finite
     rows are outside. In :func:`robust.aggregate` the other rows are rejected with verdict
     ``"rejected:norm"`` (the secure path's norm bound). Raises :class:`InputShapeError`,
     :class:`ParameterError`."""
     X = as_matrix(X)
-    max_norm = check_positive(max_norm, "max_norm")
+    max_norm = MAX_NORM.check(max_norm)
     with np.errstate(invalid="ignore", over="ignore"):
         sq = RowSet(X).sq_norms()
     return np.isfinite(sq) & (np.sqrt(sq) <= max_norm)
+
+
+def norm_filter_stage(flow: Flow, *, max_norm: float) -> None:
+    """Pipeline stage ``norm_filter``: rejects the rows above ``max_norm`` (verdict
+    ``"rejected:norm"``; each counts against f, since honest clients clip to the bound)."""
+    norms = np.sqrt(flow.rows.sq_norms())
+    bad = np.flatnonzero(norms > max_norm)
+    if len(bad) == flow.count:
+        raise InsufficientClientsError(
+            f"norm_filter rejected all {flow.count} rows (max_norm={max_norm})"
+        )
+    flow.record("norm_filter", rejected=flow.reject(bad, "rejected:norm"), max_norm=max_norm)
 
 
 def centered_clipping_core(
@@ -74,13 +118,15 @@ def centered_clipping_core(
     f: int,
     *,
     center: np.ndarray,
-    tau: float,
-    iters: int = 1,
+    tau: float | None,
+    iters: int,
     weights: np.ndarray | None = None,
     detailed: bool = False,
     **_: object,
 ) -> RuleOutput:
+    """``tau=None``: :func:`auto_tau`."""
     w = np.full(rs.n, 1.0 / rs.n) if weights is None else weights / weights.sum()
+    tau = auto_tau(rs, center) if tau is None else tau
     v = np.asarray(center, dtype=np.float64).copy()
     factors = np.ones(rs.n)
     for _ in range(iters):
@@ -133,10 +179,8 @@ def centered_clipping(
     ``iters`` < 1), :class:`WeightsError`, :class:`InsufficientClientsError`.
     """
     p = prepare(X, f, "centered_clipping", MAJORITY)
-    c = check_vector(center, p.X.shape[1], "center")
-    tau = auto_tau(p.rows, c) if tau is None else check_positive(tau, "tau")
-    iters = check_int(iters, "iters", 1)
-    w = check_weights(weights, p.X.shape[0])
-    if w is not None and p.removed:
-        w = w[p.finite]
-    return centered_clipping_core(p.rows, p.f, center=c, tau=tau, iters=iters, weights=w).vector
+    c = CENTER.check(center, Limits(d=p.X.shape[1]))
+    tau = None if tau is None else TAU.check(tau)
+    return centered_clipping_core(
+        p.rows, p.f, center=c, tau=tau, iters=ITERS.check(iters), weights=p.weights(weights)
+    ).vector

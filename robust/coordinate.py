@@ -20,8 +20,7 @@ import numpy as np
 
 from ._common import ANY, MAJORITY, prepare, run_finite
 from ._rows import RowSet
-from ._validate import check_weights
-from .errors import WeightsError
+from ._validate import normalised_weights
 from .result import RuleOutput
 
 __all__ = ["mean", "median", "trimmed_mean"]
@@ -39,14 +38,7 @@ def mean_core(
     if rs is None:  # distance-only mode: every row is accepted, the caller sums them
         assert n is not None
         return RuleOutput(None, np.ones(n, bool), None, {"score_kind": None})
-    if weights is None:
-        w = np.full(rs.n, 1.0 / rs.n)
-    else:
-        total = weights.sum()
-        if total <= 0:
-            raise WeightsError("weights of the finite rows sum to 0")
-        w = weights / total
-    vec = rs.weighted_sum(w)
+    vec = rs.weighted_sum(normalised_weights(weights, rs.n))
     return RuleOutput(vec, np.ones(rs.n, bool), None, {"score_kind": None})
 
 
@@ -102,7 +94,7 @@ def trimmed_mean_core(rs: RowSet, f: int, *, detailed: bool = False, **_: object
     return _ranked_stat(rs, f, detailed, [], lambda R, s: s / keep, sum_ranks=range(f, m - f))
 
 
-def mean(X: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+def mean(X: np.ndarray, weights: np.ndarray | None = None, *, f: int = 0) -> np.ndarray:
     """Average of the rows (FedAvg), optionally weighted.
 
     ``weights`` must be *trusted* (e.g. reputation): a client's self-reported example count
@@ -110,17 +102,15 @@ def mean(X: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     count-weighted mean arbitrarily. Weights are normalised to sum 1, so the result is a
     convex combination and cannot overflow. Non-finite rows are Byzantine: they are dropped
     (with their weights) before averaging. ``mean`` has no robustness: a single finite
-    Byzantine row moves it arbitrarily far.
+    Byzantine row moves it arbitrarily far. ``f`` (keyword, like every rule's) is only
+    validated: the mean tolerates no Byzantine row.
 
     Returns a length-d vector with the dtype of ``X``.
-    Raises :class:`InputShapeError`, :class:`WeightsError`, :class:`InsufficientClientsError`
-    (every row non-finite).
+    Raises :class:`InputShapeError`, :class:`WeightsError`, :class:`ParameterError` (bad f),
+    :class:`InsufficientClientsError` (every row non-finite).
     """
-    p = prepare(X, 0, "mean", ANY)
-    w = check_weights(weights, p.X.shape[0])
-    if w is not None and p.removed:
-        w = w[p.finite]
-    return mean_core(p.rows, 0, weights=w).vector
+    p = prepare(X, f, "mean", ANY)
+    return mean_core(p.rows, 0, weights=p.weights(weights)).vector
 
 
 def median(X: np.ndarray, *, f: int = 0) -> np.ndarray:
@@ -136,7 +126,7 @@ def median(X: np.ndarray, *, f: int = 0) -> np.ndarray:
     return run_finite(X, f, "median", MAJORITY, lambda p: median_core(p.rows, p.f).vector)
 
 
-def trimmed_mean(X: np.ndarray, f: int) -> np.ndarray:
+def trimmed_mean(X: np.ndarray, *, f: int) -> np.ndarray:
     """Coordinate-wise trimmed mean: per coordinate, drop the f largest and f smallest
     values and average the remaining n − 2f (Yin et al. 2018). Ties are handled exactly
     (the kept values are the middle n − 2f order statistics).

@@ -38,6 +38,9 @@ __all__ = [
     "gram_from_distances",
     "sq_distances_to",
     "resolve_distances",
+    "given_for_rows",
+    "given_distances",
+    "finite_matrix_rows",
 ]
 
 #: Recentre when the median squared norm of centred rows exceeds this × typical distance.
@@ -196,3 +199,50 @@ def resolve_distances(
     if X is None:
         raise InputShapeError("X is required when neither distances= nor gram= is given")
     return pairwise_sq_distances(X)
+
+
+def given_for_rows(
+    distances: object, gram: object, n: int, keep: np.ndarray | None = None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(D, G)``: the caller's precomputed squared ``distances`` or ``gram`` matrix (at
+    most one; both None when neither is given) of the ``n`` rows of ``X``, restricted to
+    the rows ``keep`` (for example the finite rows; all rows when None) and then validated.
+
+    The matrix must be (n, n) before restriction; entries of dropped rows are never read,
+    so a non-finite row's NaN distances do no harm. Raises :class:`InputShapeError` if both
+    are given, for a wrong shape, or for a malformed restricted matrix.
+    """
+    if distances is not None and gram is not None:
+        raise InputShapeError("pass either distances= or gram=, not both")
+    if distances is None and gram is None:
+        return None, None
+    name = "distances" if distances is not None else "gram"
+    M = np.asarray(distances if distances is not None else gram)
+    if M.shape != (n, n):
+        raise InputShapeError(f"{name} must be ({n}, {n}) to match X with n={n}, got {M.shape}")
+    if keep is not None and len(keep) < n:
+        M = M[np.ix_(keep, keep)]
+    if distances is not None:
+        return _check_distance_matrix(M, None), None
+    return None, check_square(M, "gram")
+
+
+def given_distances(
+    distances: object, gram: object, n: int, keep: np.ndarray | None = None
+) -> np.ndarray | None:
+    """Like :func:`given_for_rows`, as squared distances (None when neither is given)."""
+    D, G = given_for_rows(distances, gram, n, keep)
+    return D if G is None else distances_from_gram(G)
+
+
+def finite_matrix_rows(M: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows (and columns) of a square distance or Gram matrix to keep
+    so that the kept block is finite: greedily drop the row with the most non-finite
+    entries until none is left. Used when only the matrix is known (no ``X``)."""
+    keep = np.ones(M.shape[0], bool)
+    while True:
+        bad = (~np.isfinite(M[np.ix_(keep, keep)])).sum(axis=1)
+        if not bad.any():
+            return keep
+        idx = np.flatnonzero(keep)
+        keep[idx[int(np.argmax(bad))]] = False

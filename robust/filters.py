@@ -16,14 +16,20 @@ import numpy as np
 
 from ._common import MAJORITY, prepare
 from ._rows import RowSet
-from ._validate import check_positive, check_square, check_weights
+from ._validate import check_square
 from .auto_f import robust_cut
 from .distances import auto_gram, gram_from_distances, resolve_distances
 from .errors import InsufficientClientsError
-from .geomed import _weiszfeld
+from .params import Param, non_negative, positive
 from .result import RuleOutput
+from .weiszfeld import weiszfeld
 
 __all__ = ["distance_filter", "distance_filter_select"]
+
+K = Param("k", positive(), "reject above median + k x max(1.4826 MAD, 0.1 median) of the distances")
+MAX_DISTANCE = Param(
+    "max_distance", non_negative(), "absolute distance cut instead of the k rule (if given)"
+)
 
 
 def _select(
@@ -35,7 +41,7 @@ def _select(
 ) -> tuple[np.ndarray, np.ndarray, float, dict]:
     n = G.shape[0]
     w = np.full(n, 1.0 / n) if weights is None or weights.sum() <= 0 else weights / weights.sum()
-    alpha, info = _weiszfeld(G, w, 1e-12, 1e-9, 1000)
+    alpha, info = weiszfeld(G, w, eps=1e-12, tol=1e-9, max_iter=1000)
     r = info["distances"]
     thr = float(max_distance) if max_distance is not None else robust_cut(r, k)
     flagged = r > thr
@@ -52,8 +58,8 @@ def _select(
 
 def distance_filter_select(
     distances: np.ndarray | None = None,
-    f: int | None = None,
     *,
+    f: int | None = None,
     gram: np.ndarray | None = None,
     k: float = 3.0,
     max_distance: float | None = None,
@@ -66,9 +72,9 @@ def distance_filter_select(
     else:
         D = resolve_distances(None, distances=distances, gram_matrix=gram)
         G = gram_from_distances(D)
-    k = check_positive(k, "k")
+    k = K.check(k)
     if max_distance is not None:
-        max_distance = check_positive(max_distance, "max_distance", allow_zero=True)
+        max_distance = MAX_DISTANCE.check(max_distance)
     acc, r, _, _ = _select(G, f or None, k, max_distance, None)
     return acc, r
 
@@ -78,8 +84,8 @@ def distance_filter_core(
     f: int | None,
     *,
     D: np.ndarray | None = None,
-    k: float = 3.0,
-    max_distance: float | None = None,
+    k: float,
+    max_distance: float | None,
     weights: np.ndarray | None = None,
     detailed: bool = False,
     **_: object,
@@ -105,8 +111,8 @@ def distance_filter_core(
 
 def distance_filter(
     X: np.ndarray,
-    f: int | None = None,
     *,
+    f: int | None = None,
     k: float = 3.0,
     max_distance: float | None = None,
     distances: np.ndarray | None = None,
@@ -126,22 +132,12 @@ def distance_filter(
     Returns a length-d vector (dtype of ``X``). Raises :class:`InputShapeError`,
     :class:`ParameterError`, :class:`WeightsError`, :class:`InsufficientClientsError`.
     """
-    k = check_positive(k, "k")
+    k = K.check(k)
     if max_distance is not None:
-        max_distance = check_positive(max_distance, "max_distance", allow_zero=True)
+        max_distance = MAX_DISTANCE.check(max_distance)
     p = prepare(X, 0 if f is None else f, "distance_filter", MAJORITY)
-    w = check_weights(weights, p.X.shape[0])
-    if w is not None and p.removed:
-        w = w[p.finite]
-    D = None
-    if distances is not None or gram is not None:
-        keep = np.flatnonzero(p.finite)
-        D = resolve_distances(
-            None,
-            distances=None if distances is None else np.asarray(distances)[np.ix_(keep, keep)],
-            gram_matrix=None if gram is None else np.asarray(gram)[np.ix_(keep, keep)],
-            n=len(keep),
-        )
+    w = p.weights(weights)
+    D = p.given_distances(distances, gram)
     return distance_filter_core(
         p.rows, None if not f else p.f, D=D, k=k, max_distance=max_distance, weights=w
     ).vector

@@ -6,13 +6,13 @@ half the (weighted) rows cannot move it arbitrarily far.
 :func:`geometric_median` runs the smoothed Weiszfeld iteration
 ``z ← Σ β_i x_i / Σ β_i`` with ``β_i = w_i / max(ν, ‖z − x_i‖)`` (ν = ``eps``), starting from
 the weighted mean. Every iterate is a convex combination ``z = Σ α_i x_i``, and for
-``Σ α = 1`` the distances follow from the pairwise squared distances ``D``:
-a Gram matrix ``G`` of the rows (centred on any common point):
-``‖x_i − z‖² = G_ii − 2 (Gα)_i + αᵀGα``. So the whole iteration runs on the n×n matrix
-(O(n²) per step) after one precise Gram pass (:func:`robust.gram`, centred on a robust
-point, so a 10³⁰ outlier does not spoil the honest entries), and the vector is formed once
-at the end with one BLAS matrix-vector product. It stops when the step
-``‖z_{t+1} − z_t‖`` is at most ``tol`` times the median distance of the rows to ``z``
+``Σ α = 1`` the distances follow from a Gram matrix ``G`` of the rows (centred on any
+common point): ``‖x_i − z‖² = G_ii − 2 (Gα)_i + αᵀGα``. So the whole iteration
+(:func:`robust.weiszfeld.weiszfeld`) runs on the n×n matrix (O(n²) per step) after one
+precise Gram pass (:func:`robust.gram`, centred on a robust point, so a 10³⁰ outlier does
+not spoil the honest entries), and the vector is formed once at the end with one BLAS
+matrix-vector product. It stops when the step ``‖z_{t+1} − z_t‖`` (bounded above by its
+rounding error) is at most ``tol`` times the median distance of the rows to ``z``
 (scale-free, and not inflated by far outliers), or after ``max_iter`` steps.
 
 :func:`rfa` is the same algorithm expressed only through weighted means of the client
@@ -33,20 +33,25 @@ import numpy as np
 
 from ._common import MAJORITY, prepare
 from ._rows import RowSet
-from ._validate import check_int, check_positive, check_square, check_weights
+from ._validate import check_int, check_square, check_weights, normalised_weights
 from .distances import auto_gram, gram_from_distances, resolve_distances
-from .errors import AggregationError, InputShapeError, WeightsError
+from .errors import AggregationError, InputShapeError
+from .params import FUNCTION, Param, integer, non_negative, positive
 from .result import RuleOutput
+from .weiszfeld import weiszfeld
 
 __all__ = ["geometric_median", "rfa", "weiszfeld_coefficients"]
 
-
-def _dist_to_combination(G: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``‖x_i − Σ α_j x_j‖`` for ``Σ α = 1`` from a Gram matrix of rows centred on any
-    common point: ``G_ii − 2 (Gα)_i + αᵀGα``."""
-    Ga = G @ alpha
-    sq = np.diag(G) - 2.0 * Ga + float(alpha @ Ga)
-    return np.sqrt(np.maximum(sq, 0.0))
+EPS = Param("eps", positive(), "smoothing: distances below eps are floored at eps (data units)")
+NU = Param("nu", positive(), "smoothing: distances below nu are floored at nu (data units)")
+TOL = Param("tol", non_negative(), "stop when the step is at most tol x the median distance")
+MAX_ITER = Param("max_iter", integer(1), "iteration cap")
+WEIGHTED_MEAN = Param(
+    "weighted_mean", FUNCTION, "c -> sum c_i x_i / sum c_i, e.g. by secure aggregation"
+)
+DISTANCES_TO = Param(
+    "distances_to", FUNCTION, "z -> the clients' distances ||z - x_i|| (computed by them)"
+)
 
 
 def weiszfeld_coefficients(
@@ -74,57 +79,13 @@ def weiszfeld_coefficients(
     else:
         G = gram_from_distances(resolve_distances(None, distances=distances))
     n = G.shape[0]
-    w = check_weights(weights, n)
-    return _weiszfeld(
+    return weiszfeld(
         G,
-        np.full(n, 1.0 / n) if w is None else w / w.sum(),
-        check_positive(eps, "eps"),
-        check_positive(tol, "tol", allow_zero=True),
-        check_int(max_iter, "max_iter", 1),
+        normalised_weights(check_weights(weights, n), n),
+        eps=EPS.check(eps),
+        tol=TOL.check(tol),
+        max_iter=MAX_ITER.check(max_iter),
     )
-
-
-def _weiszfeld(
-    G: np.ndarray, w: np.ndarray, eps: float, tol: float, max_iter: int
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Weiszfeld in coefficient space. Stops when the step is at most ``tol`` times the
-    median distance of the (positively weighted) rows to the iterate: a scale that far
-    outliers cannot inflate.
-
-    The step ``‖Σ δ_j x_j‖ = sqrt(δᵀGδ)`` is taken as an upper bound that includes the
-    rounding error of the quadratic form, about ``(n+2)·ε·|δ|ᵀ|G||δ|``. Starting from the
-    mean with rows of norm 1e30, the iterate passes through states where a far row keeps a
-    coefficient near 1e-16: its share of the iterate (1e14) is then far larger than the
-    honest spread, and ``δᵀGδ`` (like the distances) cancels to 0 in float64. Read as an
-    exact 0, that step stopped the iteration at a point that depends on the row order
-    (0.0699 instead of the median 0.1049 in the regression test); with the bound it goes on
-    until the far coefficients are negligible."""
-    alpha = w.copy()
-    dist = _dist_to_combination(G, alpha)
-    live = w > 0
-    abs_g = np.abs(G)
-    rounding = (len(w) + 2) * np.finfo(np.float64).eps
-    converged = False
-    it = 0
-    for it in range(1, max_iter + 1):  # noqa: B007
-        beta = w / np.maximum(dist, eps)
-        new = beta / beta.sum()
-        delta = new - alpha
-        size = np.abs(delta)
-        step_sq = max(float(delta @ (G @ delta)), 0.0) + rounding * float(size @ (abs_g @ size))
-        step = np.sqrt(step_sq)
-        alpha = new
-        dist = _dist_to_combination(G, alpha)
-        scale = float(np.median(dist[live]))
-        if step <= tol * scale or step <= eps * tol:
-            converged = True
-            break
-    return alpha, {
-        "iterations": it,
-        "converged": converged,
-        "objective": float(w @ dist),
-        "distances": dist,
-    }
 
 
 def geometric_median_core(
@@ -134,30 +95,22 @@ def geometric_median_core(
     D: np.ndarray | None = None,
     G: np.ndarray | None = None,
     weights: np.ndarray | None = None,
-    eps: float = 1e-8,
-    tol: float = 1e-7,
-    max_iter: int = 1000,
+    eps: float,
+    tol: float,
+    max_iter: int,
     detailed: bool = False,
     **_: object,
 ) -> RuleOutput:
     if G is None:
         G = auto_gram(rs) if D is None else gram_from_distances(D)
     n = G.shape[0]
-    w = np.full(n, 1.0 / n) if weights is None else _normalise(weights)
-    alpha, info = _weiszfeld(G, w, eps, tol, max_iter)
+    alpha, info = weiszfeld(G, normalised_weights(weights, n), eps=eps, tol=tol, max_iter=max_iter)
     vec = None if rs is None else rs.weighted_sum(alpha)
     dist = info.pop("distances")
     info.update(
         coefficients=alpha, score_kind="distance to the geometric median (lower is more central)"
     )
     return RuleOutput(vec, np.ones(n, bool), dist, info)
-
-
-def _normalise(w: np.ndarray) -> np.ndarray:
-    total = float(w.sum())
-    if total <= 0:
-        raise WeightsError("weights of the finite rows sum to 0")
-    return w / total
 
 
 def geometric_median(
@@ -187,28 +140,16 @@ def geometric_median(
     :class:`InsufficientClientsError`.
     """
     p = prepare(X, f, "geometric_median", MAJORITY)
-    w = check_weights(weights, p.X.shape[0])
-    if w is not None and p.removed:
-        w = w[p.finite]
-    D = G = None
-    keep = np.flatnonzero(p.finite)
-    if distances is not None and gram is not None:
-        raise InputShapeError("pass either distances= or gram=, not both")
-    if distances is not None:
-        D = resolve_distances(
-            None, distances=np.asarray(distances)[np.ix_(keep, keep)], n=len(keep)
-        )
-    if gram is not None:
-        G = check_square(np.asarray(gram)[np.ix_(keep, keep)], "gram", len(keep))
+    D, G = p.given(distances, gram)
     out = geometric_median_core(
         p.rows,
         p.f,
         D=D,
         G=G,
-        weights=w,
-        eps=check_positive(eps, "eps"),
-        tol=check_positive(tol, "tol", allow_zero=True),
-        max_iter=check_int(max_iter, "max_iter", 1),
+        weights=p.weights(weights),
+        eps=EPS.check(eps),
+        tol=TOL.check(tol),
+        max_iter=MAX_ITER.check(max_iter),
     )
     if return_info:
         info = {k: out.info[k] for k in ("iterations", "converged", "objective", "coefficients")}
@@ -221,9 +162,9 @@ def rfa_core(
     f: int,
     *,
     weights: np.ndarray | None = None,
-    nu: float = 1e-6,
-    tol: float = 1e-6,
-    max_iter: int = 100,
+    nu: float,
+    tol: float,
+    max_iter: int,
     weighted_mean: Callable[[np.ndarray], np.ndarray] | None = None,
     distances_to: Callable[[np.ndarray], np.ndarray] | None = None,
     n: int | None = None,
@@ -246,7 +187,7 @@ def rfa_core(
         raise InputShapeError(
             "rfa without X needs weighted_mean=, distances_to= and n= (or weights=)"
         )
-    alpha = np.full(n, 1.0 / n) if weights is None else _normalise(weights)
+    alpha = normalised_weights(weights, n)
 
     def dists(z: np.ndarray) -> np.ndarray:
         r = np.asarray(distances_to(z), dtype=np.float64)
@@ -326,14 +267,13 @@ def rfa(
     :class:`InputShapeError`, :class:`WeightsError`, :class:`AggregationError` (a callable
     returned something malformed), :class:`InsufficientClientsError`.
     """
-    nu = check_positive(nu, "nu")
-    tol = check_positive(tol, "tol", allow_zero=True)
-    max_iter = check_int(max_iter, "max_iter", 1)
+    nu, tol, max_iter = NU.check(nu), TOL.check(tol), MAX_ITER.check(max_iter)
+    for param, value in ((WEIGHTED_MEAN, weighted_mean), (DISTANCES_TO, distances_to)):
+        if value is not None:
+            param.check(value)
     if X is not None:
         p = prepare(X, f, "rfa", MAJORITY)
-        w = check_weights(weights, p.X.shape[0])
-        if w is not None and p.removed:
-            w = w[p.finite]
+        w = p.weights(weights)
         rs: RowSet | None = p.rows
         if p.removed and (weighted_mean is not None or distances_to is not None):
             raise InputShapeError("rfa: X has non-finite rows; callables cannot be re-indexed")

@@ -24,9 +24,10 @@ import numpy as np
 
 from ._common import BULYAN, KRUM, Prepared, run_finite
 from ._rows import RowSet
-from ._validate import check_f, check_int, check_weights
+from ._validate import check_f
 from .distances import auto_gram, distances_from_gram, resolve_distances
 from .errors import DistanceOnlyError, InsufficientClientsError
+from .params import Limits, Param, integer
 from .result import RuleOutput
 
 __all__ = [
@@ -38,12 +39,21 @@ __all__ = [
     "multi_krum_select",
 ]
 
+#: Krum's neighbour count (rows each score sums over).
+NEIGHBOURS = Param(
+    "neighbours",
+    integer(1, lambda n: max(n - 1, 1), "n-1"),
+    "nearest other rows summed in each Krum score (default n - f - 2)",
+)
+#: Multi-Krum's number of selected rows.
+M = Param("m", integer(1, lambda n: n, "n"), "rows Multi-Krum averages (default n - f)")
+
 
 def krum_scores(
-    distances: np.ndarray | None,
+    distances: np.ndarray | None = None,
+    *,
     f: int,
     neighbours: int | None = None,
-    *,
     gram: np.ndarray | None = None,
 ) -> np.ndarray:
     """Krum score of every row: the sum of its squared distances to its ``neighbours``
@@ -64,7 +74,7 @@ def _neighbours(n: int, f: int, neighbours: int | None) -> int:
                 f"krum needs n - f - 2 >= 1 neighbours, i.e. n >= f+3 = {f + 3}, got n={n} (f={f})"
             )
         return k
-    return check_int(neighbours, "neighbours", 1, max(n - 1, 1))
+    return NEIGHBOURS.check(neighbours, Limits(n))
 
 
 def _order(D: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -85,10 +95,10 @@ def _scores(D: np.ndarray, k: int) -> np.ndarray:
 
 
 def krum_select(
-    distances: np.ndarray | None,
+    distances: np.ndarray | None = None,
+    *,
     f: int,
     neighbours: int | None = None,
-    *,
     gram: np.ndarray | None = None,
 ) -> tuple[int, np.ndarray]:
     """Index of the row Krum selects, and all Krum scores (distance-only form: squared
@@ -101,11 +111,11 @@ def krum_select(
 
 
 def multi_krum_select(
-    distances: np.ndarray | None,
+    distances: np.ndarray | None = None,
+    *,
     f: int,
     m: int | None = None,
     neighbours: int | None = None,
-    *,
     gram: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted indices of the m rows Multi-Krum selects (default m = n − f), and the scores
@@ -115,7 +125,7 @@ def multi_krum_select(
     n = D.shape[0]
     KRUM.check("multi_krum", n, f)
     s = _scores(D, _neighbours(n, f, neighbours))
-    m = n - f if m is None else check_int(m, "m", 1, n)
+    m = n - f if m is None else M.check(m, Limits(n))
     return np.sort(_order(D, s)[:m]), s
 
 
@@ -197,6 +207,7 @@ def multi_krum_core(
 
 def krum(
     X: np.ndarray,
+    *,
     f: int,
     neighbours: int | None = None,
     distances: np.ndarray | None = None,
@@ -214,12 +225,14 @@ def krum(
     :class:`InsufficientClientsError` (n < 2f+3), :class:`DistanceOnlyError` (``X`` None).
     """
     if X is None:
-        raise DistanceOnlyError("krum needs X to return a vector; use krum_select(distances, f)")
+        raise DistanceOnlyError(
+            "krum needs X to return a vector; use krum_select(distances, f=...)"
+        )
 
     def call(p: Prepared) -> np.ndarray:
-        D = _given_distances(p, distances, gram)
+        D = p.given_distances(distances, gram)
         if neighbours is not None:
-            check_int(neighbours, "neighbours", 1, max(p.X.shape[0] - 1, 1))
+            NEIGHBOURS.check(neighbours, Limits(p.X.shape[0]))
         return krum_core(p.rows, p.f, D=D, neighbours=neighbours).vector
 
     return run_finite(X, f, "krum", KRUM, call, optimistic=distances is None and gram is None)
@@ -227,6 +240,7 @@ def krum(
 
 def multi_krum(
     X: np.ndarray,
+    *,
     f: int,
     m: int | None = None,
     neighbours: int | None = None,
@@ -248,37 +262,21 @@ def multi_krum(
     """
     if X is None:
         raise DistanceOnlyError(
-            "multi_krum needs X to return a vector; use multi_krum_select(distances, f)"
+            "multi_krum needs X to return a vector; use multi_krum_select(distances, f=...)"
         )
 
     def call(p: Prepared) -> np.ndarray:
-        n = p.X.shape[0]
+        limits = Limits(p.X.shape[0])
         if m is not None:
-            check_int(m, "m", 1, n)
+            M.check(m, limits)
         if neighbours is not None:
-            check_int(neighbours, "neighbours", 1, max(n - 1, 1))
-        w = check_weights(weights, n)
-        if w is not None and p.removed:
-            w = w[p.finite]
-        D = _given_distances(p, distances, gram)
+            NEIGHBOURS.check(neighbours, limits)
+        w = p.weights(weights)
+        D = p.given_distances(distances, gram)
         return multi_krum_core(p.rows, p.f, D=D, m=m, neighbours=neighbours, weights=w).vector
 
     optimistic = distances is None and gram is None
     return run_finite(X, f, "multi_krum", KRUM, call, optimistic=optimistic)
-
-
-def _given_distances(p, distances, gram) -> np.ndarray | None:
-    if distances is None and gram is None:
-        return None
-    n = p.X.shape[0]
-    if p.removed:
-        keep = np.flatnonzero(p.finite)
-        if distances is not None:
-            distances = np.asarray(distances)[np.ix_(keep, keep)]
-        if gram is not None:
-            gram = np.asarray(gram)[np.ix_(keep, keep)]
-        n = len(keep)
-    return resolve_distances(None, distances=distances, gram_matrix=gram, n=n)
 
 
 def bulyan_select(D: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
@@ -407,7 +405,11 @@ def bulyan_core(
 
 
 def bulyan(
-    X: np.ndarray, f: int, distances: np.ndarray | None = None, gram: np.ndarray | None = None
+    X: np.ndarray,
+    *,
+    f: int,
+    distances: np.ndarray | None = None,
+    gram: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bulyan (El Mhamdi, Guerraoui, Rouault 2018). Requires n >= 4f+3.
 
@@ -426,7 +428,7 @@ def bulyan(
     """
 
     def call(p: Prepared) -> np.ndarray:
-        return bulyan_core(p.rows, p.f, D=_given_distances(p, distances, gram)).vector
+        return bulyan_core(p.rows, p.f, D=p.given_distances(distances, gram)).vector
 
     optimistic = distances is None and gram is None
     return run_finite(X, f, "bulyan", BULYAN, call, optimistic=optimistic)

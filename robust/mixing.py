@@ -6,14 +6,24 @@ times ``X`` (BLAS), so memory is O(n² + n·d): no (n, n−f, d) gather is ever 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ._common import MAJORITY, require_all_finite
 from ._rows import RowSet
-from ._validate import as_matrix, check_f, check_int
+from ._validate import as_matrix, check_f
 from .distances import auto_gram, distances_from_gram, resolve_distances
+from .params import RNG, SEED, Param, integer
+
+if TYPE_CHECKING:
+    from .flow import Flow
 
 __all__ = ["nnm", "bucketing", "nnm_matrix", "bucket_assignment"]
+
+S = Param("s", integer(1), "bucket size: ceil(n/s) buckets of s rows (the last may be smaller)")
+BUCKET_SEED = Param("seed", SEED, "seed of the shuffle (random when neither seed nor rng)")
+BUCKET_RNG = Param("rng", RNG, "a numpy Generator or seed for the shuffle (overrides seed)")
 
 
 def nnm_matrix(D: np.ndarray, f: int) -> np.ndarray:
@@ -37,7 +47,11 @@ def nnm_rows(rs: RowSet, f: int, D: np.ndarray | None = None) -> tuple[np.ndarra
 
 
 def nnm(
-    X: np.ndarray, f: int, distances: np.ndarray | None = None, gram: np.ndarray | None = None
+    X: np.ndarray,
+    *,
+    f: int,
+    distances: np.ndarray | None = None,
+    gram: np.ndarray | None = None,
 ) -> np.ndarray:
     """Nearest-neighbour mixing (Allouah et al. 2023, "Fixing by Mixing"): replace each row
     by the average of its n − f nearest rows (Euclidean, itself included).
@@ -58,6 +72,13 @@ def nnm(
     if distances is not None or gram is not None:
         D = resolve_distances(None, distances=distances, gram_matrix=gram, n=X.shape[0])
     return nnm_rows(RowSet(X), f, D)[0]
+
+
+def nnm_stage(flow: Flow) -> None:
+    """Pipeline stage ``nnm``: row i becomes client i's mixed update (f unchanged)."""
+    Y, _ = nnm_rows(flow.rows, flow.f, flow.D)
+    flow.replace(Y)
+    flow.record("nnm", f=flow.f, neighbours=flow.count - flow.f)
 
 
 def bucket_assignment(n: int, s: int, rng: np.random.Generator | int | None) -> list[np.ndarray]:
@@ -95,10 +116,27 @@ def bucketing(
 
     Returns a (⌈n/s⌉, d) array (dtype of ``X``), plus the member indices of each bucket if
     ``return_buckets``. Raises :class:`InputShapeError` (also for non-finite rows),
-    :class:`ParameterError` (``s`` < 1).
+    :class:`ParameterError` (``s`` < 1, a negative seed, an ``rng`` that is neither a
+    Generator nor a seed).
     """
     X = as_matrix(X)
-    s = check_int(s, "s", 1)
+    s = S.check(s)
+    rng = BUCKET_RNG.check(rng) if rng is not None else None
+    seed = BUCKET_SEED.check(seed) if seed is not None else None
     require_all_finite(X, "bucketing")
     Y, buckets = bucket_rows(RowSet(X), s, rng if rng is not None else seed)
     return (Y, buckets) if return_buckets else Y
+
+
+def bucketing_stage(flow: Flow, *, s: int, rng: object, seed: int | None) -> None:
+    """Pipeline stage ``bucketing``: each client's update goes into its bucket's row; the
+    report lists the clients of each bucket. f is kept: at most f buckets hold a Byzantine
+    client."""
+    Y, buckets = bucket_rows(flow.rows, s, rng if rng is not None else seed)
+    bucket_of_row = np.empty(flow.count, dtype=np.intp)
+    for b, members in enumerate(buckets):
+        bucket_of_row[members] = b
+    flow.replace(Y, bucket_of_row)
+    flow.record(
+        "bucketing", s=s, buckets=[flow.clients_in([b]).tolist() for b in range(len(buckets))]
+    )

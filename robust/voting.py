@@ -15,42 +15,33 @@ margin is smaller than f, and flip one only where honest clients are split withi
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from ._common import MAJORITY, prepare
 from ._rows import RowSet
-from ._validate import check_positive
-from .errors import ParameterError
+from .params import SCALE_OR_MEDIAN_NORM, SUPER_MAJORITY, Param
 from .result import RuleOutput
 
 __all__ = ["sign_vote"]
 
 _CHUNK = 1 << 16
 
-
-def _check_threshold(threshold: object) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise ParameterError(f"threshold must be a real number in [0.5, 1), got {threshold!r}")
-    t = float(threshold)
-    if not 0.5 <= t < 1.0:
-        raise ParameterError(f"threshold must be in [0.5, 1), got {threshold!r}")
-    return t
-
-
-def _check_scale(scale: object) -> float | str:
-    if scale == "median_norm":
-        return "median_norm"
-    return check_positive(scale, "scale")
+THRESHOLD = Param(
+    "threshold", SUPER_MAJORITY, "output +-1 where strictly more than threshold x n agree"
+)
+SCALE = Param(
+    "scale",
+    SCALE_OR_MEDIAN_NORM,
+    "multiply the sign vector by this, or 'median_norm' (median client norm)",
+)
 
 
 def sign_vote_core(
     rs: RowSet,
     f: int,
     *,
-    threshold: float = 0.5,
-    scale: float | str = 1.0,
+    threshold: float,
+    scale: float | str,
     detailed: bool = False,
     **_: object,
 ) -> RuleOutput:
@@ -96,7 +87,6 @@ def sign_vote(
     of ``X``). Raises :class:`InputShapeError`, :class:`ParameterError`,
     :class:`InsufficientClientsError`.
     """
-    t = _check_threshold(threshold)
-    sc = _check_scale(scale)
+    t, sc = THRESHOLD.check(threshold), SCALE.check(scale)
     p = prepare(X, f, "sign_vote", MAJORITY)
     return sign_vote_core(p.rows, p.f, threshold=t, scale=sc).vector

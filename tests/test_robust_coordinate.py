@@ -26,7 +26,7 @@ def test_median_matches_reference_random(dtype, n):
 @pytest.mark.parametrize("n,f", [(3, 1), (7, 2), (10, 3), (10, 0), (12, 5)])
 def test_trimmed_mean_matches_reference_random(n, f):
     X = _rng(n + f).standard_normal((n, 41))
-    np.testing.assert_allclose(robust.trimmed_mean(X, f), ref_trimmed_mean(X, f), rtol=1e-12)
+    np.testing.assert_allclose(robust.trimmed_mean(X, f=f), ref_trimmed_mean(X, f), rtol=1e-12)
 
 
 def test_ties_and_duplicates():
@@ -35,10 +35,10 @@ def test_ties_and_duplicates():
     X[4] = X[3]  # duplicate rows
     np.testing.assert_allclose(robust.median(X), ref_median(X), rtol=0)
     for f in range(0, 5):
-        np.testing.assert_allclose(robust.trimmed_mean(X, f), ref_trimmed_mean(X, f), rtol=1e-6)
+        np.testing.assert_allclose(robust.trimmed_mean(X, f=f), ref_trimmed_mean(X, f), rtol=1e-6)
     same = np.tile(rng.standard_normal(13), (6, 1))
     np.testing.assert_array_equal(robust.median(same), same[0])
-    np.testing.assert_allclose(robust.trimmed_mean(same, 2), same[0], rtol=1e-15)
+    np.testing.assert_allclose(robust.trimmed_mean(same, f=2), same[0], rtol=1e-15)
 
 
 def test_many_chunks_and_threads_match_reference():
@@ -46,7 +46,7 @@ def test_many_chunks_and_threads_match_reference():
     X = _rng(4).standard_normal((7, 60_001)).astype(np.float32)
     np.testing.assert_allclose(robust.median(X), np.median(X, axis=0), rtol=1e-6)
     ref = np.sort(X, axis=0)[2:5].astype(np.float64).mean(axis=0)
-    np.testing.assert_allclose(robust.trimmed_mean(X, 2), ref, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(robust.trimmed_mean(X, f=2), ref, rtol=1e-5, atol=1e-7)
 
 
 def test_huge_outliers_float32_do_not_overflow():
@@ -54,7 +54,7 @@ def test_huge_outliers_float32_do_not_overflow():
     X[0] = 3e38
     X[1] = -3e38
     X[2, :10] = 1e30
-    for out in (robust.median(X), robust.trimmed_mean(X, 3)):
+    for out in (robust.median(X), robust.trimmed_mean(X, f=3)):
         assert np.isfinite(out).all()
         honest = X[3:]
         assert (out >= honest.min(axis=0) - 1e-6).all() and (out <= honest.max(axis=0) + 1e-6).all()
@@ -70,12 +70,12 @@ def test_non_finite_rows_are_removed_and_count_against_f():
     bad[5, :] = np.inf
     # f = 3, two rows non-finite: trimmed mean trims f' = 1 per side on the 7 finite rows
     np.testing.assert_allclose(
-        robust.trimmed_mean(bad, 3), ref_trimmed_mean(np.delete(X, [0, 5], axis=0), 1), rtol=1e-12
+        robust.trimmed_mean(bad, f=3), ref_trimmed_mean(np.delete(X, [0, 5], axis=0), 1), rtol=1e-12
     )
     np.testing.assert_allclose(robust.median(bad), ref_median(np.delete(X, [0, 5], axis=0)))
     np.testing.assert_allclose(robust.mean(bad), np.delete(X, [0, 5], axis=0).mean(axis=0))
     # more non-finite rows than f: still finite, computed from the finite rows
-    assert np.isfinite(robust.trimmed_mean(bad, 1)).all()
+    assert np.isfinite(robust.trimmed_mean(bad, f=1)).all()
 
 
 def test_all_rows_non_finite_raises():
@@ -112,13 +112,13 @@ def test_input_validation_errors():
     with pytest.raises(InputShapeError, match="required"):
         robust.median(None)
     with pytest.raises(ParameterError, match="non-negative integer"):
-        robust.trimmed_mean(np.zeros((5, 2)), -1)
+        robust.trimmed_mean(np.zeros((5, 2)), f=-1)
     with pytest.raises(ParameterError, match="non-negative integer"):
-        robust.trimmed_mean(np.zeros((5, 2)), 1.5)
+        robust.trimmed_mean(np.zeros((5, 2)), f=1.5)
     with pytest.raises(
         InsufficientClientsError, match=r"trimmed_mean needs n >= 2f\+1 = 7, got n=5 \(f=3\)"
     ):
-        robust.trimmed_mean(np.zeros((5, 2)), 3)
+        robust.trimmed_mean(np.zeros((5, 2)), f=3)
     with pytest.raises(InsufficientClientsError, match=r"median needs n >= 2f\+1"):
         robust.median(np.zeros((4, 2)), f=2)
 
@@ -130,7 +130,7 @@ def test_integer_input_promoted_and_input_not_mutated():
     X[2, 1] = np.nan
     before = X.copy()
     robust.median(X)
-    robust.trimmed_mean(X, 2)
+    robust.trimmed_mean(X, f=2)
     robust.mean(X)
     np.testing.assert_array_equal(X, before)
 
@@ -138,7 +138,7 @@ def test_integer_input_promoted_and_input_not_mutated():
 def test_fortran_and_strided_inputs():
     X = _rng(9).standard_normal((7, 30))
     np.testing.assert_allclose(robust.median(np.asfortranarray(X)), ref_median(X))
-    np.testing.assert_allclose(robust.trimmed_mean(X[:, ::2], 2), ref_trimmed_mean(X[:, ::2], 2))
+    np.testing.assert_allclose(robust.trimmed_mean(X[:, ::2], f=2), ref_trimmed_mean(X[:, ::2], 2))
 
 
 def test_clip_into_out_and_in_place():

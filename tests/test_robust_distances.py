@@ -162,3 +162,30 @@ def test_fast_gram_detects_non_finite_rows_of_an_unchecked_set():
     X[3, 17] = np.nan
     with pytest.raises(NonFiniteSeen):
         _fast_distances(X, unchecked=True)
+
+
+def test_precomputed_matrices_are_restricted_to_the_finite_rows_the_same_way_everywhere():
+    # one helper (robust.distances.given_for_rows) serves every rule and the pipeline
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((9, 5))
+    D = robust.pairwise_sq_distances(X)
+    G = robust.gram(X)
+    X[2, 1] = np.nan
+    D[2, :] = D[:, 2] = np.nan  # the non-finite row's distances are never read
+    G[2, :] = G[:, 2] = np.nan
+    clean = np.delete(X, 2, axis=0)
+    calls = [
+        (lambda **kw: robust.krum(X, f=2, **kw), robust.krum(clean, f=1)),
+        (lambda **kw: robust.multi_krum(X, f=2, **kw), robust.multi_krum(clean, f=1)),
+        (lambda **kw: robust.bulyan(X, f=1, **kw), robust.bulyan(clean, f=0)),
+        (lambda **kw: robust.geometric_median(X, f=1, **kw), robust.geometric_median(clean)),
+        (lambda **kw: robust.distance_filter(X, **kw), robust.distance_filter(clean)),
+        (lambda **kw: robust.aggregate(X, "krum", f=2, **kw), robust.krum(clean, f=1)),
+    ]
+    for call, want in calls:
+        for given in ({"distances": D}, {"gram": G}):
+            np.testing.assert_allclose(call(**given), want, rtol=1e-6, atol=1e-9)
+        with pytest.raises(InputShapeError, match=r"distances must be \(9, 9\) to match X"):
+            call(distances=D[:8, :8])
+        with pytest.raises(InputShapeError, match="not both"):
+            call(distances=D, gram=G)

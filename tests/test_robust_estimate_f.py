@@ -65,9 +65,9 @@ def test_gram_input_equals_distance_input():
     D = robust.pairwise_sq_distances(X)
     G = robust.gram(X)
     assert robust.estimate_f(gram=G) == robust.estimate_f(D) == 2
-    assert robust.krum_select(None, 2, gram=G)[0] == robust.krum_select(D, 2)[0]
+    assert robust.krum_select(None, f=2, gram=G)[0] == robust.krum_select(D, f=2)[0]
     np.testing.assert_array_equal(
-        robust.multi_krum_select(None, 2, gram=G)[0], robust.multi_krum_select(D, 2)[0]
+        robust.multi_krum_select(None, f=2, gram=G)[0], robust.multi_krum_select(D, f=2)[0]
     )
     np.testing.assert_array_equal(
         robust.distance_filter_select(gram=G)[0], robust.distance_filter_select(D)[0]

@@ -209,7 +209,9 @@ def test_distance_filter_rejects_far_rows_and_respects_cap():
     acc_all = robust.aggregate_detailed(X, "distance_filter").accepted
     assert np.flatnonzero(~acc_all).tolist() == [1, 4, 8]
     np.testing.assert_allclose(robust.distance_filter(X), X[acc_all].mean(0), rtol=1e-12)
-    np.testing.assert_allclose(robust.distance_filter(X, 0), robust.distance_filter(X), rtol=1e-12)
+    np.testing.assert_allclose(
+        robust.distance_filter(X, f=0), robust.distance_filter(X), rtol=1e-12
+    )
     capped = robust.aggregate_detailed(X, "distance_filter", f=2)
     assert (~capped.accepted).sum() == 2 and capped.verdicts[1] in (
         "accepted",

@@ -19,16 +19,16 @@ def _X(n=10, d=16, seed=0, dtype=np.float64):
 @pytest.mark.parametrize("n,f", [(3, 1), (10, 3), (11, 0), (12, 5)])
 def test_nnm_matches_reference(n, f):
     X = _X(n=n, seed=n + f)
-    np.testing.assert_allclose(robust.nnm(X, f), ref_nnm(X, f), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(robust.nnm(X, f=f), ref_nnm(X, f), rtol=1e-12, atol=1e-12)
 
 
 def test_nnm_with_duplicates_and_precomputed_distances():
     X = _X(n=8, seed=1)
     X[3] = X[2]
     X[5] = X[2]
-    np.testing.assert_allclose(robust.nnm(X, 2), ref_nnm(X, 2), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(robust.nnm(X, f=2), ref_nnm(X, 2), rtol=1e-12, atol=1e-12)
     D = robust.pairwise_sq_distances(X)
-    np.testing.assert_allclose(robust.nnm(X, 2, distances=D), robust.nnm(X, 2))
+    np.testing.assert_allclose(robust.nnm(X, f=2, distances=D), robust.nnm(X, f=2))
 
 
 def test_nnm_memory_is_linear_in_n_times_d():
@@ -36,7 +36,7 @@ def test_nnm_memory_is_linear_in_n_times_d():
     X = _X(n=n, d=d, seed=2, dtype=np.float32)  # 16 MB; an (n, n-f, d) gather would be 480 MB
     tracemalloc.start()
     try:
-        Y = robust.nnm(X, f)
+        Y = robust.nnm(X, f=f)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -46,11 +46,11 @@ def test_nnm_memory_is_linear_in_n_times_d():
 
 def test_nnm_errors():
     with pytest.raises(InsufficientClientsError, match=r"nnm needs n >= 2f\+1 = 7, got n=6"):
-        robust.nnm(_X(n=6), 3)
+        robust.nnm(_X(n=6), f=3)
     X = _X()
     X[0, 0] = np.nan
     with pytest.raises(InputShapeError, match="non-finite"):
-        robust.nnm(X, 1)
+        robust.nnm(X, f=1)
 
 
 def test_bucketing_matches_reference_and_is_seeded():
@@ -85,6 +85,6 @@ def test_pipeline_nnm_keeps_client_rows():
     X = _X(n=9, d=6, seed=5)
     X[0] += 50
     res = robust.aggregate_detailed(X, "multi_krum", f=2, pre=["nnm"])
-    mixed = robust.nnm(X, 2)
+    mixed = robust.nnm(X, f=2)
     np.testing.assert_allclose(res.vector, mixed[res.accepted].mean(0), rtol=1e-12)
     assert [s["stage"] for s in res.stages] == ["nnm", "multi_krum"]

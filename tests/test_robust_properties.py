@@ -64,7 +64,7 @@ def _inside_honest_box(out, X, f):
 def test_f_bound_coordinate_rules(case):
     X, f = case
     assert _inside_honest_box(robust.median(X, f=f), X, f)
-    assert _inside_honest_box(robust.trimmed_mean(X, f), X, f)
+    assert _inside_honest_box(robust.trimmed_mean(X, f=f), X, f)
 
 
 @SETTINGS
@@ -72,10 +72,10 @@ def test_f_bound_coordinate_rules(case):
 def test_f_bound_krum_and_multi_krum_stay_in_honest_hull_box(case):
     X, f = case
     before = X.copy()
-    assert _inside_honest_box(robust.krum(X, f), X, f)
+    assert _inside_honest_box(robust.krum(X, f=f), X, f)
     # Multi-Krum with m=1 is Krum; with the default m it averages n-f rows which can include
     # a Byzantine row close to the honest ones, so only finiteness is a hard guarantee
-    assert np.isfinite(robust.multi_krum(X, f)).all()
+    assert np.isfinite(robust.multi_krum(X, f=f)).all()
     np.testing.assert_array_equal(X, before)
 
 
@@ -83,7 +83,7 @@ def test_f_bound_krum_and_multi_krum_stay_in_honest_hull_box(case):
 @given(honest_and_byzantine("bulyan"))
 def test_f_bound_bulyan(case):
     X, f = case
-    assert _inside_honest_box(robust.bulyan(X, f), X, f)
+    assert _inside_honest_box(robust.bulyan(X, f=f), X, f)
 
 
 @SETTINGS
@@ -92,7 +92,7 @@ def test_permutation_invariance(case, seed):
     X, f = case
     perm = np.random.default_rng(seed).permutation(len(X))
     Xp = X[perm]
-    for fn in (robust.median, lambda A: robust.trimmed_mean(A, f), robust.mean):
+    for fn in (robust.median, lambda A: robust.trimmed_mean(A, f=f), robust.mean):
         np.testing.assert_allclose(fn(Xp), fn(X), rtol=1e-5, atol=1e-6 * (1 + np.abs(fn(X)).max()))
     z, zp = robust.geometric_median(X, tol=1e-10), robust.geometric_median(Xp, tol=1e-10)
     scale = 1 + np.abs(z).max()
@@ -111,9 +111,9 @@ def test_permutation_invariance_distance_rules(f, seed, shift):
     n = 2 * f + 3 + int(rng.integers(0, 5))
     X = rng.standard_normal((n, 4))  # continuous: no exact score ties
     perm = rng.permutation(n)
-    np.testing.assert_allclose(robust.krum(X[perm], f), robust.krum(X, f), rtol=1e-12)
+    np.testing.assert_allclose(robust.krum(X[perm], f=f), robust.krum(X, f=f), rtol=1e-12)
     np.testing.assert_allclose(
-        robust.multi_krum(X[perm], f), robust.multi_krum(X, f), rtol=1e-9, atol=1e-12
+        robust.multi_krum(X[perm], f=f), robust.multi_krum(X, f=f), rtol=1e-9, atol=1e-12
     )
     res, resp = (
         robust.aggregate_detailed(X, "krum", f=f),
@@ -133,15 +133,15 @@ def test_translation_equivariance(case, shift):
     if len(X) < 2 * f + 1 or len(X) == 0:
         return
     t = shift * np.linspace(-1, 1, X.shape[1])
-    for fn in (robust.median, lambda A: robust.trimmed_mean(A, f), robust.mean):
+    for fn in (robust.median, lambda A: robust.trimmed_mean(A, f=f), robust.mean):
         np.testing.assert_allclose(
             fn(X + t), fn(X) + t, atol=1e-9 * (1 + np.abs(X).max() + abs(shift))
         )
     if len(X) >= 2 * f + 3:
         # Krum's choice is translation invariant up to exact score ties: the row picked
         # after translating has the minimal score on the original rows
-        s = robust.krum_scores(robust.pairwise_sq_distances(X), f)
-        picked = robust.krum(X + t, f) - t
+        s = robust.krum_scores(robust.pairwise_sq_distances(X), f=f)
+        picked = robust.krum(X + t, f=f) - t
         i = int(np.argmin(np.abs(X - picked).max(axis=1)))
         assert s[i] <= s.min() * (1 + 1e-9) + 1e-9
     np.testing.assert_allclose(
@@ -158,12 +158,12 @@ def test_no_mutation_and_dtype(case):
     before = X.copy()
     outs = [
         robust.median(X, f=f),
-        robust.trimmed_mean(X, f),
-        robust.krum(X, f),
+        robust.trimmed_mean(X, f=f),
+        robust.krum(X, f=f),
         robust.geometric_median(X, f=f),
         robust.centered_clipping(X, np.zeros(X.shape[1]), 1.0, 2, f=f),
         robust.sign_vote(X, f=f),
-        robust.distance_filter(X, f),
+        robust.distance_filter(X, f=f),
         robust.aggregate(X, "multi_krum", f=f, pre=[("clip", {"max_norm": 1.0}), "nnm"]),
     ]
     np.testing.assert_array_equal(X, before)

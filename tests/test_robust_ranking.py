@@ -242,10 +242,10 @@ def test_rules_skip_the_finiteness_pass_but_never_return_garbage(backend, bad, m
     f = 3
     cases = [
         (robust.median(X, f=f), robust.median(clean, f=1)),
-        (robust.trimmed_mean(X, f), robust.trimmed_mean(clean, f - 2)),
-        (robust.krum(X, f), robust.krum(clean, f - 2)),
-        (robust.multi_krum(X, f), robust.multi_krum(clean, f - 2)),
-        (robust.bulyan(X, f), robust.bulyan(clean, f - 2)),
+        (robust.trimmed_mean(X, f=f), robust.trimmed_mean(clean, f=f - 2)),
+        (robust.krum(X, f=f), robust.krum(clean, f=f - 2)),
+        (robust.multi_krum(X, f=f), robust.multi_krum(clean, f=f - 2)),
+        (robust.bulyan(X, f=f), robust.bulyan(clean, f=f - 2)),
     ]
     for got, want in cases:
         assert np.isfinite(got).all()
@@ -257,8 +257,8 @@ def test_huge_finite_float32_rows_fall_back_to_the_exact_gram():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((11, 3000)).astype(np.float32)
     X[0] = 1e37
-    got = robust.krum(X, 2)
-    want = robust.krum(X.astype(np.float64), 2)
+    got = robust.krum(X, f=2)
+    want = robust.krum(X.astype(np.float64), f=2)
     np.testing.assert_array_equal(got, want.astype(np.float32))
     assert not np.allclose(got, 1e37)
 
@@ -274,8 +274,8 @@ def test_median_and_trimmed_mean_backends_agree_on_adversarial_input(monkeypatch
         monkeypatch.setenv("FORTIS_KERNELS", MODE[backend])
         got[backend] = (
             robust.median(X, f=7),
-            robust.trimmed_mean(X, 7),
-            robust.bulyan(X, 7),
+            robust.trimmed_mean(X, f=7),
+            robust.bulyan(X, f=7),
             robust.aggregate_detailed(X, "median", f=7).scores,
         )
     for a, b in zip(got["sort"], got["network"]):
