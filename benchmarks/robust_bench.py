@@ -996,11 +996,12 @@ def _robust_version() -> str:
 
 
 def _rank_backend() -> str:
-    from robust import _native, _ranking
+    import robust
+    from robust import _ranking
 
     if _ranking.backend(100) == "network":
         return "compiled comparator network (robust._kernels)"
-    return "numpy sort" + ("" if _native.available() else " (robust._kernels not built)")
+    return f"numpy sort ({robust.kernel_status()['reason']})"
 
 
 def _fortis_threads() -> int:

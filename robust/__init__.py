@@ -16,10 +16,12 @@ from a distance/Gram matrix only (the secure path), :data:`COORDINATE_RULES` nee
 coordinates. The stages and their parameter schemas come from one registry
 (:mod:`robust.registry`): :func:`stages`, :func:`stage_schema`, :func:`stage_help` and
 :func:`check_pipeline` show and check them without data, e.g. for a CLI. This package has
-no dependency besides numpy.
+no dependency besides numpy. :func:`kernel_status` says whether the optional compiled
+kernels are in use.
 """
 
 from . import distances, errors
+from ._native import kernel_status
 from .auto_f import OutlierEstimate, estimate_f, estimate_outliers
 from .clipping import centered_clipping, clip, norm_filter
 from .coordinate import mean, median, trimmed_mean
@@ -94,6 +96,7 @@ __all__ = [
     "geometric_median",
     "gram",
     "gram_from_distances",
+    "kernel_status",
     "krum",
     "krum_scores",
     "krum_select",

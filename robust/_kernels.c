@@ -3,17 +3,17 @@
  *
  * 1. Column order statistics by a comparator network, vectorised across columns.
  *
- * rank_columns(X, itemsize, ld, rows, a, c, pairs, ranks, out, out_ld, sum_wires, sums[,
- *              scratch])
+ * rank_columns(X, rows, a, c, pairs, ranks, out, sum_wires, sums[, scratch])
  *
- * For each column j in [a, a + c) of the row-major matrix X (row stride ld elements),
- * the values X[rows[0], j], ..., X[rows[n-1], j] are put through the comparator network
- * `pairs` (int32 pairs (i, k) with i < k: wire i receives the minimum, wire k the
- * maximum). Then, for each q, the value on wire ranks[q] is written to
- * out[q * out_ld + (j - a)], and if sum_wires is not empty, the float64 sum of the values
- * on those wires (added in the order given) is written to sums[j - a]. When `pairs` is a
- * sorting network (or one pruned to the requested wires), wire r carries the r-th
- * smallest value of the column. Returns True if every value read was finite (the results
+ * For each column j in [a, a + c) of the C-contiguous float32 or float64 matrix X (2-D),
+ * the values X[rows[0], j], ..., X[rows[n-1], j] (int64 rows) are put through the
+ * comparator network `pairs` (int32, shape (m, 2): pair (i, k) with i < k gives wire i the
+ * minimum, wire k the maximum). Then, for each q, the value on wire ranks[q] (int64) is
+ * written to out[q, j - a] (out: 2-D, the dtype of X, at least (len(ranks), c)), and if
+ * sum_wires (int64) is not empty, the float64 sum of the values on those wires (added in
+ * the order given) is written to sums[j - a] (float64). When `pairs` is a sorting network
+ * (or one pruned to the requested wires), wire r carries the r-th smallest value of the
+ * column. Returns True if every value read was finite (the results
  * are meaningless otherwise).
  *
  * The network runs on blocks of W adjacent columns at once: a comparator is one vector
@@ -24,8 +24,8 @@
  *
  * Values must be finite for the ranks to mean anything (NaN compares false); the return
  * value says whether they were, so callers may skip a separate finiteness pass.
- * Every index and length is checked against the buffers before any work; the GIL is
- * released while the network runs.
+ * Every buffer's format, layout and size, and every index, is checked before any work
+ * (see "Buffer checks" below); the GIL is released while the network runs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -76,11 +76,14 @@ add_f64(vf64 *acc, const vf64 *src)
 }
 
 #define DEFINE_RANK(NAME, T, VT, VI, ATTR, LO, HI, ADD)                                     \
-    ATTR static int NAME(const T *X, int64_t ld, const int64_t *rows, int64_t n,  \
-                                   int64_t a, int64_t c, const int32_t *pairs, int64_t np,  \
-                                   const int64_t *ranks, int64_t nr, T *out, int64_t out_ld, \
-                                   const int64_t *sw, int64_t ns, double *sums, VT *tile)   \
+    ATTR static int NAME(const void *Xv, int64_t ld, const int64_t *rows, int64_t n,        \
+                         int64_t a, int64_t c, const int32_t *pairs, int64_t np,            \
+                         const int64_t *ranks, int64_t nr, void *outv, int64_t out_ld,      \
+                         const int64_t *sw, int64_t ns, double *sums, void *tilev)          \
     {                                                                                       \
+        const T *X = (const T *)Xv;                                                         \
+        T *out = (T *)outv;                                                                 \
+        VT *tile = (VT *)tilev;                                                             \
         const int64_t lanes = (int64_t)(sizeof(VT) / sizeof(T));                            \
         const int64_t W = VECS * lanes;                                                     \
         const int64_t TW = TILE_BYTES / (int64_t)sizeof(T);                                 \
@@ -179,14 +182,16 @@ have_avx2(void)
 /*
  * 2. Squared distances of rows to a point, accumulated in float64.
  *
- * sq_dists(X, itemsize, ld, rows, a, c, z, out): out[r] = sum over j in [a, a + c) of
- * (X[rows[r], j] - z[j - a])^2, with the difference and the sum in float64 (z is a float64
- * buffer of c values, or empty for the origin). One streaming pass over each row.
+ * sq_dists(X, rows, a, c, z, out): out[r] = sum over j in [a, a + c) of
+ * (X[rows[r], j] - z[j - a])^2 for the float32 or float64 matrix X, with the difference and
+ * the sum in float64 (z is a float64 vector of c values, or empty for the origin; out a
+ * float64 vector of at least len(rows) values). One streaming pass over each row.
  */
 #define DEFINE_SQDIST(NAME, T, ATTR)                                                        \
-    ATTR static void NAME(const T *X, int64_t ld, const int64_t *rows, int64_t n,           \
+    ATTR static void NAME(const void *Xv, int64_t ld, const int64_t *rows, int64_t n,       \
                           int64_t a, int64_t c, const double *z, double *out)               \
     {                                                                                       \
+        const T *X = (const T *)Xv;                                                         \
         for (int64_t r = 0; r < n; r++) {                                                   \
             const T *x = X + rows[r] * ld + a;                                              \
             double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                       \
@@ -227,9 +232,9 @@ DEFINE_SQDIST(sqdist_f64_avx2, double, AVX2_ATTR)
 /*
  * 3. Centred float32 copy of a column chunk (for the float32-product Gram).
  *
- * center_rows(X, ld, rows, a, c, z, out, out_ld): out[r * out_ld + j] =
- * float(X[rows[r], a + j] - m[j]) for the float32 matrix X, where m is z (float64, c values)
- * or, if z is empty, the column mean over the rows (computed in float64). Columns are
+ * center_rows(X, rows, a, c, z, out): out[r, j] = float(X[rows[r], a + j] - m[j]) for the
+ * float32 matrix X and a float32 out of at least (len(rows), c), where m is z (float64, c
+ * values) or, if z is empty, the column mean over the rows (computed in float64). Columns are
  * processed in tiles small enough for the rows of a tile to stay in cache, so X is read
  * from memory once.
  */
@@ -265,6 +270,30 @@ DEFINE_CENTER(center_generic, )
 DEFINE_CENTER(center_avx2, AVX2_ATTR)
 #endif
 
+/* The kernel for the element size and the CPU: one function pointer type per family. */
+typedef int (*RankKernel)(const void *, int64_t, const int64_t *, int64_t, int64_t, int64_t,
+                          const int32_t *, int64_t, const int64_t *, int64_t, void *, int64_t,
+                          const int64_t *, int64_t, double *, void *);
+typedef void (*SqDistKernel)(const void *, int64_t, const int64_t *, int64_t, int64_t, int64_t,
+                             const double *, double *);
+typedef void (*CenterKernel)(const float *, int64_t, const int64_t *, int64_t, int64_t, int64_t,
+                             const double *, float *, int64_t);
+
+#ifndef FORTIS_X86 /* no AVX2 variants: the generic kernels fill both rows of the tables */
+#define rank_f32_avx2 rank_f32_generic
+#define rank_f64_avx2 rank_f64_generic
+#define sqdist_f32_avx2 sqdist_f32_generic
+#define sqdist_f64_avx2 sqdist_f64_generic
+#define center_avx2 center_generic
+#endif
+
+/* [AVX2 available][float64] */
+static const RankKernel RANK_KERNELS[2][2] = {{rank_f32_generic, rank_f64_generic},
+                                              {rank_f32_avx2, rank_f64_avx2}};
+static const SqDistKernel SQDIST_KERNELS[2][2] = {{sqdist_f32_generic, sqdist_f64_generic},
+                                                  {sqdist_f32_avx2, sqdist_f64_avx2}};
+static const CenterKernel CENTER_KERNELS[2] = {center_generic, center_avx2};
+
 static size_t
 scratch_bytes(int64_t n)
 {
@@ -284,24 +313,88 @@ rank_scratch_bytes(PyObject *self, PyObject *arg)
     return PyLong_FromSize_t(scratch_bytes(n) + 32);
 }
 
+/*
+ * Buffer checks. Every array argument is acquired through the buffer protocol with its
+ * format, and checked against what the kernel reads or writes: element kind and size,
+ * number of dimensions, C-contiguity and (for outputs) writability. Nothing about a
+ * buffer is taken from the other arguments: the row length of X and of the outputs comes
+ * from their shapes. A wrong format, a layout that is not C-contiguous or a read-only
+ * output raises TypeError; a wrong number of dimensions or a size that does not fit the
+ * call raises ValueError; an index value out of range raises IndexError. All of it is
+ * checked before any work.
+ */
+enum { ANY_FLOAT = 0 }; /* itemsize wildcard: float32 or float64 */
+
+typedef struct {
+    char kind;          /* 'f' floating point, 'i' signed integer, 0: any (raw bytes) */
+    Py_ssize_t itemsize; /* bytes per element; ANY_FLOAT: 4 or 8 */
+    int ndim;           /* 0: any */
+    int writable;
+    const char *label;  /* e.g. "int64", for messages */
+} Spec;
+
+static const Spec X_SPEC = {'f', ANY_FLOAT, 2, 0, "float32 or float64"};
+static const Spec X32_SPEC = {'f', 4, 2, 0, "float32"};
+static const Spec ROWS_SPEC = {'i', 8, 1, 0, "int64"};
+static const Spec INDEX_SPEC = {'i', 8, 1, 0, "int64"};
+static const Spec PAIRS_SPEC = {'i', 4, 2, 0, "int32"};
+static const Spec Z_SPEC = {'f', 8, 1, 0, "float64"};
+static const Spec F64_OUT_SPEC = {'f', 8, 1, 1, "float64"};
+static const Spec SCRATCH_SPEC = {0, 1, 0, 1, "byte"};
+
 /* The buffers one call acquires, released together whatever the exit path. */
 typedef struct {
     const char *fn; /* the Python-level function, for error messages */
-    Py_buffer views[8];
+    Py_buffer views[10];
     int count;
 } Buffers;
 
+/* 'f', 'i' or 'u' for a native single-element struct format ("f", "<d", "=q" ...), else 0 */
+static char
+format_kind(const char *format)
+{
+    if (format == NULL) return 'u'; /* plain bytes */
+    const char *f = format;
+    if (*f == '@' || *f == '=') f++;
+#if PY_LITTLE_ENDIAN
+    else if (*f == '<') f++;
+#else
+    else if (*f == '>' || *f == '!') f++;
+#endif
+    if (f[0] == '\0' || f[1] != '\0') return 0;
+    if (strchr("efd", f[0])) return 'f';
+    if (strchr("bhilqn", f[0])) return 'i';
+    if (strchr("BHILQN", f[0])) return 'u';
+    return 0;
+}
+
 static Py_buffer *
-acquire(Buffers *b, PyObject *obj, int writable, const char *name)
+acquire(Buffers *b, PyObject *obj, const char *name, const Spec *spec)
 {
     Py_buffer *view = &b->views[b->count];
-    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (spec->writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) != 0) {
-        PyErr_Format(PyExc_TypeError, "%s: %s must be a C-contiguous%s buffer", b->fn, name,
-                     writable ? " writable" : "");
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a C-contiguous%s %s array", b->fn, name,
+                     spec->writable ? " writable" : "", spec->label);
         return NULL;
     }
     b->count++;
+    if (spec->kind) {
+        const int size_ok = spec->itemsize == ANY_FLOAT
+                                ? (view->itemsize == 4 || view->itemsize == 8)
+                                : view->itemsize == spec->itemsize;
+        if (format_kind(view->format) != spec->kind || !size_ok) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s: %s must be a %s array, got format '%s' with itemsize %zd", b->fn,
+                         name, spec->label, view->format ? view->format : "B", view->itemsize);
+            return NULL;
+        }
+    }
+    if (spec->ndim && view->ndim != spec->ndim) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must be %d-D, got %d-D", b->fn, name, spec->ndim,
+                     view->ndim);
+        return NULL;
+    }
     return view;
 }
 
@@ -311,30 +404,19 @@ release_all(Buffers *b)
     while (b->count > 0) PyBuffer_Release(&b->views[--b->count]);
 }
 
-/* Columns [a, a + c) of the rows `rows` of X (row stride ld, nx elements in all) exist. */
-static int
-check_block(const char *fn, int64_t nx, const int64_t *rows, int64_t n, Py_ssize_t ld,
-            Py_ssize_t a, Py_ssize_t c)
+static Py_ssize_t
+length(const Py_buffer *v)
 {
-    if (n < 1 || ld < 1 || a < 0 || c < 1 || a + c > ld) {
-        PyErr_Format(PyExc_ValueError, "%s: bad shape arguments", fn);
-        return -1;
-    }
-    for (int64_t r = 0; r < n; r++) {
-        if (rows[r] < 0 || (rows[r] + 1) * ld > nx) {
-            PyErr_Format(PyExc_IndexError, "%s: row index out of range", fn);
-            return -1;
-        }
-    }
-    return 0;
+    return v->ndim == 0 ? 1 : v->shape[0];
 }
 
 /* Every index of v lies in [0, n). */
 static int
-check_indices(const char *fn, const char *what, const int64_t *v, int64_t count, int64_t n)
+check_indices(const char *fn, const char *what, const Py_buffer *v, int64_t n)
 {
-    for (int64_t q = 0; q < count; q++) {
-        if (v[q] < 0 || v[q] >= n) {
+    const int64_t *idx = (const int64_t *)v->buf;
+    for (Py_ssize_t q = 0; q < length(v); q++) {
+        if (idx[q] < 0 || idx[q] >= n) {
             PyErr_Format(PyExc_IndexError, "%s: %s out of range", fn, what);
             return -1;
         }
@@ -342,12 +424,51 @@ check_indices(const char *fn, const char *what, const int64_t *v, int64_t count,
     return 0;
 }
 
+/* X (2-D, rows of ld = shape[1] values) and the row indices `rows` into it; columns
+ * [a, a + c) of those rows must exist. */
+typedef struct {
+    Py_buffer *x, *rows;
+    int64_t n, ld;
+} Block;
+
+static int
+acquire_block(Buffers *b, PyObject *ox, const Spec *xspec, PyObject *orows, Py_ssize_t a,
+              Py_ssize_t c, Block *blk)
+{
+    if (!(blk->x = acquire(b, ox, "X", xspec)) || !(blk->rows = acquire(b, orows, "rows", &ROWS_SPEC)))
+        return -1;
+    blk->n = length(blk->rows);
+    blk->ld = blk->x->shape[1];
+    if (blk->n < 1 || a < 0 || c < 1 || a + c > blk->ld) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: columns [%zd, %zd) of %zd rows do not fit X of shape (%zd, %zd)", b->fn,
+                     a, a + c, (Py_ssize_t)blk->n, blk->x->shape[0], blk->x->shape[1]);
+        return -1;
+    }
+    return check_indices(b->fn, "row index", blk->rows, blk->x->shape[0]);
+}
+
+/* an output of at least `need_rows` rows of at least `c` values (2-D, `spec` format) */
+static Py_buffer *
+acquire_out(Buffers *b, PyObject *obj, const char *name, const Spec *spec, Py_ssize_t need_rows,
+            Py_ssize_t c)
+{
+    Py_buffer *v = acquire(b, obj, name, spec);
+    if (v != NULL && (v->shape[0] < need_rows || v->shape[1] < c)) {
+        PyErr_Format(PyExc_ValueError, "%s: %s is too small: needs (%zd, %zd), got (%zd, %zd)",
+                     b->fn, name, need_rows, c, v->shape[0], v->shape[1]);
+        return NULL;
+    }
+    return v;
+}
+
 /* z is empty (the origin, or the column mean) or holds at least c float64 values. */
 static int
 check_center(const char *fn, const Py_buffer *z, Py_ssize_t c)
 {
-    if (z->len != 0 && z->len < c * (Py_ssize_t)sizeof(double)) {
-        PyErr_Format(PyExc_IndexError, "%s: z is too short", fn);
+    if (length(z) != 0 && length(z) < c) {
+        PyErr_Format(PyExc_ValueError, "%s: z is too short: %zd values for %zd columns", fn,
+                     length(z), c);
         return -1;
     }
     return 0;
@@ -358,60 +479,50 @@ rank_columns(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *ox, *orows, *opairs, *oranks, *oout, *osw, *osums, *oscratch = NULL;
-    Py_ssize_t itemsize, ld, a, c, out_ld;
-    if (!PyArg_ParseTuple(args, "OnnOnnOOOnOO|O", &ox, &itemsize, &ld, &orows, &a, &c, &opairs,
-                          &oranks, &oout, &out_ld, &osw, &osums, &oscratch))
+    Py_ssize_t a, c;
+    if (!PyArg_ParseTuple(args, "OOnnOOOOO|O:rank_columns", &ox, &orows, &a, &c, &opairs, &oranks,
+                          &oout, &osw, &osums, &oscratch))
         return NULL;
-    if (itemsize != 4 && itemsize != 8) {
-        PyErr_SetString(PyExc_ValueError, "rank_columns: itemsize must be 4 or 8");
-        return NULL;
-    }
     Buffers b = {.fn = "rank_columns", .count = 0};
     PyObject *result = NULL;
     void *tile = NULL, *owned = NULL;
-    Py_buffer *bx, *brows, *bpairs, *branks, *bout, *bsw, *bsums, *bscratch;
-    if (!(bx = acquire(&b, ox, 0, "X")) || !(brows = acquire(&b, orows, 0, "rows")) ||
-        !(bpairs = acquire(&b, opairs, 0, "pairs")) || !(branks = acquire(&b, oranks, 0, "ranks")) ||
-        !(bout = acquire(&b, oout, 1, "out")) || !(bsw = acquire(&b, osw, 0, "sum_wires")) ||
-        !(bsums = acquire(&b, osums, 1, "sums")))
+    Block blk;
+    Py_buffer *bpairs, *branks, *bout, *bsw, *bsums, *bscratch;
+    if (acquire_block(&b, ox, &X_SPEC, orows, a, c, &blk) < 0) goto done;
+    const Spec out_spec = {'f', blk.x->itemsize, 2, 1, blk.x->itemsize == 4 ? "float32" : "float64"};
+    if (!(bpairs = acquire(&b, opairs, "pairs", &PAIRS_SPEC)) ||
+        !(branks = acquire(&b, oranks, "ranks", &INDEX_SPEC)) ||
+        !(bsw = acquire(&b, osw, "sum_wires", &INDEX_SPEC)) ||
+        !(bsums = acquire(&b, osums, "sums", &F64_OUT_SPEC)) ||
+        !(bout = acquire_out(&b, oout, "out (the dtype of X)", &out_spec, length(branks), c)))
         goto done;
-
-    const int64_t n = (int64_t)(brows->len / 8);
-    const int64_t np = (int64_t)(bpairs->len / 8);
-    const int64_t nr = (int64_t)(branks->len / 8);
-    const int64_t ns = (int64_t)(bsw->len / 8);
-    const int64_t *rows = (const int64_t *)brows->buf;
-    const int32_t *pairs = (const int32_t *)bpairs->buf;
-    const int64_t *ranks = (const int64_t *)branks->buf;
-    const int64_t *sw = (const int64_t *)bsw->buf;
-    if (check_block(b.fn, (int64_t)(bx->len / itemsize), rows, n, ld, a, c) < 0) goto done;
-    if (out_ld < c) {
-        PyErr_SetString(PyExc_ValueError, "rank_columns: bad shape arguments");
+    const int64_t n = blk.n, np = bpairs->shape[0], nr = length(branks), ns = length(bsw);
+    if (bpairs->shape[1] != 2) {
+        PyErr_Format(PyExc_ValueError, "rank_columns: pairs must have shape (m, 2), got (%zd, %zd)",
+                     bpairs->shape[0], bpairs->shape[1]);
         goto done;
     }
+    const int32_t *pairs = (const int32_t *)bpairs->buf;
     for (int64_t q = 0; q < 2 * np; q++) {
         if (pairs[q] < 0 || pairs[q] >= n) {
             PyErr_SetString(PyExc_IndexError, "rank_columns: network wire out of range");
             goto done;
         }
     }
-    if (check_indices(b.fn, "rank", ranks, nr, n) < 0) goto done;
-    if (check_indices(b.fn, "summed wire", sw, ns, n) < 0) goto done;
-    if (ns > 0 && bsums->len < c * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_IndexError, "rank_columns: sums is too small");
-        goto done;
-    }
-    if (nr > 0 && (nr - 1) * out_ld + c > (int64_t)(bout->len / itemsize)) {
-        PyErr_SetString(PyExc_IndexError, "rank_columns: out is too small");
+    if (check_indices(b.fn, "rank", branks, n) < 0) goto done;
+    if (check_indices(b.fn, "summed wire", bsw, n) < 0) goto done;
+    if (ns > 0 && length(bsums) < c) {
+        PyErr_Format(PyExc_ValueError, "rank_columns: sums is too small: %zd values for %zd columns",
+                     length(bsums), c);
         goto done;
     }
     const size_t tile_bytes = scratch_bytes(n);
     if (oscratch != NULL && oscratch != Py_None) {
         /* a caller-owned buffer reused across calls: no allocation (and no fresh pages for
          * the OS to zero) per call */
-        if (!(bscratch = acquire(&b, oscratch, 1, "scratch"))) goto done;
+        if (!(bscratch = acquire(&b, oscratch, "scratch", &SCRATCH_SPEC))) goto done;
         if ((size_t)bscratch->len < tile_bytes + 32) {
-            PyErr_SetString(PyExc_IndexError, "rank_columns: scratch is too small");
+            PyErr_SetString(PyExc_ValueError, "rank_columns: scratch is too small");
             goto done;
         }
         tile = (void *)(((uintptr_t)bscratch->buf + 31) & ~(uintptr_t)31);
@@ -423,25 +534,13 @@ rank_columns(PyObject *self, PyObject *args)
         }
         tile = owned;
     }
-    const int avx2 = have_avx2();
-    double *sums = (double *)bsums->buf;
+    const RankKernel kernel = RANK_KERNELS[have_avx2()][blk.x->itemsize == 8];
+    const int64_t *rows = (const int64_t *)blk.rows->buf, *ranks = (const int64_t *)branks->buf;
+    const int64_t *sw = (const int64_t *)bsw->buf, ld = blk.ld, out_ld = bout->shape[1];
     int finite;
     Py_BEGIN_ALLOW_THREADS
-#ifdef FORTIS_X86
-    if (avx2 && itemsize == 4)
-        finite = rank_f32_avx2((const float *)bx->buf, ld, rows, n, a, c, pairs, np, ranks, nr,
-                               (float *)bout->buf, out_ld, sw, ns, sums, (vf32 *)tile);
-    else if (avx2)
-        finite = rank_f64_avx2((const double *)bx->buf, ld, rows, n, a, c, pairs, np, ranks, nr,
-                               (double *)bout->buf, out_ld, sw, ns, sums, (vf64 *)tile);
-    else
-#endif
-    if (itemsize == 4)
-        finite = rank_f32_generic((const float *)bx->buf, ld, rows, n, a, c, pairs, np, ranks,
-                                  nr, (float *)bout->buf, out_ld, sw, ns, sums, (vf32 *)tile);
-    else
-        finite = rank_f64_generic((const double *)bx->buf, ld, rows, n, a, c, pairs, np, ranks,
-                                  nr, (double *)bout->buf, out_ld, sw, ns, sums, (vf64 *)tile);
+    finite = kernel(blk.x->buf, ld, rows, n, a, c, pairs, np, ranks, nr, bout->buf, out_ld, sw, ns,
+                    (double *)bsums->buf, tile);
     Py_END_ALLOW_THREADS
     result = PyBool_FromLong(finite);
 done:
@@ -455,45 +554,27 @@ sq_dists(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *ox, *orows, *oz, *oout;
-    Py_ssize_t itemsize, ld, a, c;
-    if (!PyArg_ParseTuple(args, "OnnOnnOO", &ox, &itemsize, &ld, &orows, &a, &c, &oz, &oout))
-        return NULL;
-    if (itemsize != 4 && itemsize != 8) {
-        PyErr_SetString(PyExc_ValueError, "sq_dists: itemsize must be 4 or 8");
-        return NULL;
-    }
+    Py_ssize_t a, c;
+    if (!PyArg_ParseTuple(args, "OOnnOO:sq_dists", &ox, &orows, &a, &c, &oz, &oout)) return NULL;
     Buffers b = {.fn = "sq_dists", .count = 0};
     PyObject *result = NULL;
-    Py_buffer *bx, *brows, *bz, *bout;
-    if (!(bx = acquire(&b, ox, 0, "X")) || !(brows = acquire(&b, orows, 0, "rows")) ||
-        !(bz = acquire(&b, oz, 0, "z")) || !(bout = acquire(&b, oout, 1, "out")))
+    Block blk;
+    Py_buffer *bz, *bout;
+    if (acquire_block(&b, ox, &X_SPEC, orows, a, c, &blk) < 0 ||
+        !(bz = acquire(&b, oz, "z", &Z_SPEC)) || !(bout = acquire(&b, oout, "out", &F64_OUT_SPEC)))
         goto done;
-    const int64_t n = (int64_t)(brows->len / 8);
-    const int64_t *rows = (const int64_t *)brows->buf;
-    if (check_block(b.fn, (int64_t)(bx->len / itemsize), rows, n, ld, a, c) < 0) goto done;
     if (check_center(b.fn, bz, c) < 0) goto done;
-    if (bout->len < n * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_IndexError, "sq_dists: out is too small");
+    if (length(bout) < blk.n) {
+        PyErr_Format(PyExc_ValueError, "sq_dists: out is too small: %zd values for %zd rows",
+                     length(bout), (Py_ssize_t)blk.n);
         goto done;
     }
-    const double *z = bz->len ? (const double *)bz->buf : NULL;
-    double *out = (double *)bout->buf;
-    const int avx2 = have_avx2();
+    const SqDistKernel kernel = SQDIST_KERNELS[have_avx2()][blk.x->itemsize == 8];
+    const double *z = length(bz) ? (const double *)bz->buf : NULL;
     Py_BEGIN_ALLOW_THREADS
-#ifdef FORTIS_X86
-    if (avx2 && itemsize == 4)
-        sqdist_f32_avx2((const float *)bx->buf, ld, rows, n, a, c, z, out);
-    else if (avx2)
-        sqdist_f64_avx2((const double *)bx->buf, ld, rows, n, a, c, z, out);
-    else
-#endif
-    if (itemsize == 4)
-        sqdist_f32_generic((const float *)bx->buf, ld, rows, n, a, c, z, out);
-    else
-        sqdist_f64_generic((const double *)bx->buf, ld, rows, n, a, c, z, out);
+    kernel(blk.x->buf, blk.ld, (const int64_t *)blk.rows->buf, blk.n, a, c, z, (double *)bout->buf);
     Py_END_ALLOW_THREADS
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = Py_NewRef(Py_None);
 done:
     release_all(&b);
     return result;
@@ -504,40 +585,26 @@ center_rows(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *ox, *orows, *oz, *oout;
-    Py_ssize_t ld, a, c, out_ld;
-    if (!PyArg_ParseTuple(args, "OnOnnOOn", &ox, &ld, &orows, &a, &c, &oz, &oout, &out_ld))
+    Py_ssize_t a, c;
+    if (!PyArg_ParseTuple(args, "OOnnOO:center_rows", &ox, &orows, &a, &c, &oz, &oout))
         return NULL;
     Buffers b = {.fn = "center_rows", .count = 0};
     PyObject *result = NULL;
-    Py_buffer *bx, *brows, *bz, *bout;
-    if (!(bx = acquire(&b, ox, 0, "X")) || !(brows = acquire(&b, orows, 0, "rows")) ||
-        !(bz = acquire(&b, oz, 0, "z")) || !(bout = acquire(&b, oout, 1, "out")))
+    Block blk;
+    Py_buffer *bz, *bout;
+    const Spec out_spec = {'f', 4, 2, 1, "float32"};
+    if (acquire_block(&b, ox, &X32_SPEC, orows, a, c, &blk) < 0 ||
+        !(bz = acquire(&b, oz, "z", &Z_SPEC)) ||
+        !(bout = acquire_out(&b, oout, "out", &out_spec, blk.n, c)))
         goto done;
-    const int64_t n = (int64_t)(brows->len / 8);
-    const int64_t *rows = (const int64_t *)brows->buf;
-    if (check_block(b.fn, (int64_t)(bx->len / 4), rows, n, ld, a, c) < 0) goto done;
-    if (out_ld < c) {
-        PyErr_SetString(PyExc_ValueError, "center_rows: bad shape arguments");
-        goto done;
-    }
     if (check_center(b.fn, bz, c) < 0) goto done;
-    if (bout->len < ((n - 1) * out_ld + c) * (Py_ssize_t)sizeof(float)) {
-        PyErr_SetString(PyExc_IndexError, "center_rows: out is too small");
-        goto done;
-    }
-    const double *z = bz->len ? (const double *)bz->buf : NULL;
-    float *out = (float *)bout->buf;
-    const int avx2 = have_avx2();
+    const CenterKernel kernel = CENTER_KERNELS[have_avx2()];
+    const double *z = length(bz) ? (const double *)bz->buf : NULL;
     Py_BEGIN_ALLOW_THREADS
-#ifdef FORTIS_X86
-    if (avx2)
-        center_avx2((const float *)bx->buf, ld, rows, n, a, c, z, out, out_ld);
-    else
-#endif
-        center_generic((const float *)bx->buf, ld, rows, n, a, c, z, out, out_ld);
+    kernel((const float *)blk.x->buf, blk.ld, (const int64_t *)blk.rows->buf, blk.n, a, c, z,
+           (float *)bout->buf, bout->shape[1]);
     Py_END_ALLOW_THREADS
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = Py_NewRef(Py_None);
 done:
     release_all(&b);
     return result;
@@ -545,16 +612,14 @@ done:
 
 static PyMethodDef methods[] = {
     {"rank_columns", rank_columns, METH_VARARGS,
-     "rank_columns(X, itemsize, ld, rows, a, c, pairs, ranks, out, out_ld, sum_wires, sums): "
-     "see the C "
+     "rank_columns(X, rows, a, c, pairs, ranks, out, sum_wires, sums[, scratch]): see the C "
      "source; called only through robust._ranking."},
     {"rank_scratch_bytes", rank_scratch_bytes, METH_O,
      "rank_scratch_bytes(n): bytes of the optional scratch buffer of rank_columns for n rows."},
     {"center_rows", center_rows, METH_VARARGS,
-     "center_rows(X, ld, rows, a, c, z, out, out_ld): see the C source; float32 X only."},
+     "center_rows(X, rows, a, c, z, out): see the C source; float32 X only."},
     {"sq_dists", sq_dists, METH_VARARGS,
-     "sq_dists(X, itemsize, ld, rows, a, c, z, out): see the C source; called only through "
-     "robust._rows."},
+     "sq_dists(X, rows, a, c, z, out): see the C source; called only through robust._rows."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -564,8 +629,19 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
+/* setup.py compiles in the SHA-256 of this file; robust._native compares it with the
+ * shipped source and refuses a stale build. */
+#ifndef FORTIS_KERNEL_SOURCE_SHA256
+#define FORTIS_KERNEL_SOURCE_SHA256 ""
+#endif
+
 PyMODINIT_FUNC
 PyInit__kernels(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddStringConstant(m, "SOURCE_SHA256", FORTIS_KERNEL_SOURCE_SHA256) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

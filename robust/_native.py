@@ -1,4 +1,4 @@
-"""The optional compiled kernels of robust (internal).
+"""The optional compiled kernels of robust (internal), and whether they are in use.
 
 ``robust._kernels`` is built from ``robust/_kernels.c`` at install when a C compiler is
 available. It provides three kernels, each with a numpy fallback that gives the same results
@@ -12,31 +12,69 @@ available. It provides three kernels, each with a numpy fallback that gives the 
 * ``center_rows``: a float32 column chunk centred on its float64 column mean in one pass,
   feeding the float32-product Gram of Krum, Multi-Krum, Bulyan and NNM.
 
-``FORTIS_KERNELS=numpy`` turns them off; ``FORTIS_KERNELS=compiled`` requires them (and
-uses the network for any number of rows).
+**A build must match its source.** ``setup.py`` compiles in the SHA-256 of
+``_kernels.c`` (``SOURCE_SHA256``). Where the source is shipped next to this file (a
+checkout or an editable install), a build whose hash differs (the source was edited and not
+rebuilt), or that has no hash (built some other way), is refused: robust uses numpy and
+:func:`kernel_status` says why. Without the source (a wheel) the build is used as is.
+
+``FORTIS_KERNELS=numpy`` turns the kernels off; ``FORTIS_KERNELS=compiled`` requires them
+(and uses the network for any number of rows).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-try:
-    from . import _kernels as kernels
-except ImportError:  # pragma: no cover - exercised on installs without a C compiler
-    kernels = None
+__all__ = ["available", "enabled", "kernel_status", "kernels", "mode"]
 
-__all__ = ["available", "mode", "kernels"]
+SOURCE = Path(__file__).with_name("_kernels.c")
+
+
+def _check_build() -> tuple[ModuleType | None, dict[str, Any]]:
+    """Import the build and compare its compiled-in source hash with the shipped source.
+    Returns (the module if usable, else None; the facts for :func:`kernel_status`)."""
+    try:
+        from . import _kernels as built
+    except ImportError as exc:
+        reason = f"robust._kernels is not built ({exc}); reinstall with a C compiler"
+        return None, {"built": False, "path": None, "source_hash_ok": None, "problem": reason}
+    facts: dict[str, Any] = {"built": True, "path": getattr(built, "__file__", None)}
+    compiled = getattr(built, "SOURCE_SHA256", "")
+    try:
+        source = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+    except OSError:  # a wheel: the source is not shipped, nothing to compare
+        return built, dict(facts, source_hash_ok=None, problem=None)
+    if compiled == source:
+        return built, dict(facts, source_hash_ok=True, problem=None)
+    if not compiled:
+        problem = "robust._kernels was built without a source hash (not by setup.py)"
+    else:
+        problem = (
+            f"robust._kernels is stale: built from a _kernels.c with SHA-256 {compiled[:12]}..., "
+            f"the source is now {source[:12]}..."
+        )
+    problem += "; rebuild with `pip install -e .` (numpy is used meanwhile)"
+    return None, dict(facts, source_hash_ok=False, problem=problem)
+
+
+#: The compiled module when it is built and matches its source, else None.
+kernels, _BUILD = _check_build()
 
 
 def available() -> bool:
-    """Whether ``robust._kernels`` was built and imported."""
+    """Whether ``robust._kernels`` was built, imported and matches its source."""
     return kernels is not None
 
 
 def mode() -> str:
     """``"compiled"``, ``"numpy"`` or ``"auto"`` (the default: compiled when available),
     from ``$FORTIS_KERNELS``. Raises RuntimeError for an unknown value, or for
-    ``compiled`` when the kernels were not built."""
+    ``compiled`` when no usable build exists (the message says why)."""
     value = os.environ.get("FORTIS_KERNELS", "").strip().lower()
     if value in ("", "auto"):
         return "auto"
@@ -44,10 +82,7 @@ def mode() -> str:
         return "numpy"
     if value == "compiled":
         if kernels is None:
-            raise RuntimeError(
-                "FORTIS_KERNELS=compiled but robust._kernels was not built "
-                "(reinstall fortis with a C compiler and the Python headers available)"
-            )
+            raise RuntimeError(f"FORTIS_KERNELS=compiled but {_BUILD['problem']}")
         return "compiled"
     raise RuntimeError(f"FORTIS_KERNELS must be 'auto', 'compiled' or 'numpy', got {value!r}")
 
@@ -56,3 +91,39 @@ def enabled() -> bool:
     """Whether the compiled kernels are to be used (see :func:`mode`)."""
     m = mode()
     return m == "compiled" or (m == "auto" and kernels is not None)
+
+
+def kernel_status() -> dict[str, Any]:
+    """Whether robust's compiled kernels are in use, and why (never raises).
+
+    Keys:
+        ``available``: built, imported and matching its source;
+        ``in_use``: available and not turned off by ``FORTIS_KERNELS``;
+        ``reason``: one line saying which and why, e.g. for ``fortis --version``;
+        ``source_hash_ok``: True (the build matches ``_kernels.c``), False (stale or
+        unhashed: refused) or None (not built, or no source shipped to compare with);
+        ``built``: whether the extension module exists; ``path``: its file (or None);
+        ``mode``: ``$FORTIS_KERNELS`` (``"auto"`` when unset).
+    """
+    setting = os.environ.get("FORTIS_KERNELS", "").strip().lower() or "auto"
+    try:
+        in_use = enabled()
+    except RuntimeError as exc:
+        in_use, reason = False, str(exc)
+    else:
+        if in_use:
+            checked = {True: "matches robust/_kernels.c", None: "source not shipped, unchecked"}
+            reason = f"compiled kernels in use ({checked[_BUILD['source_hash_ok']]})"
+        elif kernels is not None:
+            reason = "compiled kernels turned off by FORTIS_KERNELS=numpy"
+        else:
+            reason = _BUILD["problem"]
+    return {
+        "available": kernels is not None,
+        "in_use": in_use,
+        "reason": reason,
+        "source_hash_ok": _BUILD["source_hash_ok"],
+        "built": _BUILD["built"],
+        "path": _BUILD["path"],
+        "mode": setting,
+    }

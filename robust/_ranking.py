@@ -121,24 +121,12 @@ def rank_chunk_network(
 ) -> bool:
     """Fill ``out[q, :b-a]`` with the ``ranks[q]``-th smallest of columns ``a:b`` of
     ``X[rows]`` and ``sums[:b-a]`` with the float64 sum over ``sum_ranks`` (compiled
-    kernel; arguments are validated by the caller and bounds-checked by the kernel).
+    kernel, which checks every buffer's dtype, layout and size and every index).
     ``scratch`` (from :func:`scratch_for`) is reused instead of a per-call allocation.
     Returns whether every value read was finite (the outputs are meaningless otherwise)."""
     assert _native.kernels is not None
     return _native.kernels.rank_columns(
-        X,
-        X.itemsize,
-        X.shape[1],
-        rows,
-        a,
-        b - a,
-        pairs,
-        ranks,
-        out,
-        out.shape[1],
-        sum_ranks,
-        sums,
-        scratch,
+        X, rows, a, b - a, pairs, ranks, out, sum_ranks, sums, scratch
     )
 
 

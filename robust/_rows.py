@@ -220,7 +220,7 @@ class RowSet:
                     work = buf[:, : b - a]
                     if native:  # one pass: float64 column mean, centred float32 copy
                         zc = empty if z is None else z[a:b]
-                        _native.kernels.center_rows(self.X, d, rows, a, b - a, zc, buf, c)
+                        _native.kernels.center_rows(self.X, rows, a, b - a, zc, buf)
                     else:
                         ch = self.chunk(a, b)
                         work[...] = ch
@@ -290,7 +290,7 @@ class RowSet:
             out = np.zeros(n, dtype=np.float64)
             if b > a:
                 zc = empty if z is None else z[a:b]
-                _native.kernels.sq_dists(self.X, self.X.itemsize, d, rows, a, b - a, zc, out)
+                _native.kernels.sq_dists(self.X, rows, a, b - a, zc, out)
             return out
 
         if workers == 1:
