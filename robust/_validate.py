@@ -105,17 +105,11 @@ def require_n(rule: str, n: int, f: int, bound: str, min_n: Callable[[int], int]
 
 
 def check_weights(weights: object, n: int, name: str = "weights") -> np.ndarray | None:
-    """Validate trusted weights: shape (n,), finite, >= 0, positive sum. Returns float64."""
+    """Validate trusted weights: shape (n,), finite, >= 0, positive sum. Returns float64.
+    Raises :class:`WeightsError`."""
     if weights is None:
         return None
-    w = np.asarray(weights, dtype=np.float64) if not isinstance(weights, np.ndarray) else weights
-    if w.dtype.kind not in "iuf":
-        raise WeightsError(f"{name} must be numeric, got dtype {w.dtype}")
-    w = w.astype(np.float64, copy=False)
-    if w.shape != (n,):
-        raise WeightsError(f"{name} must have shape ({n},) (one per client), got {w.shape}")
-    if not np.isfinite(w).all():
-        raise WeightsError(f"{name} must be finite")
+    w = _finite_vector(weights, n, name, WeightsError, " (one per client)")
     if (w < 0).any():
         raise WeightsError(f"{name} must be >= 0, got min {w.min()}")
     if w.sum() <= 0:
@@ -136,14 +130,21 @@ def normalised_weights(weights: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def check_vector(v: object, d: int, name: str) -> np.ndarray:
+    """A finite float64 vector of shape (d,). Raises :class:`InputShapeError`."""
+    return _finite_vector(v, d, name, InputShapeError)
+
+
+def _finite_vector(
+    v: object, n: int, name: str, error: type[Exception], whose: str = ""
+) -> np.ndarray:
     arr = np.asarray(v)
     if arr.dtype.kind not in "iuf":
-        raise InputShapeError(f"{name} must be a numeric vector, got dtype {arr.dtype}")
+        raise error(f"{name} must be a numeric vector, got dtype {arr.dtype}")
     arr = arr.astype(np.float64, copy=False)
-    if arr.shape != (d,):
-        raise InputShapeError(f"{name} must have shape ({d},), got {arr.shape}")
+    if arr.shape != (n,):
+        raise error(f"{name} must have shape ({n},){whose}, got {arr.shape}")
     if not np.isfinite(arr).all():
-        raise InputShapeError(f"{name} must be finite")
+        raise error(f"{name} must be finite")
     return arr
 
 

@@ -182,6 +182,8 @@ def test_trusted_weights():
         robust.aggregate(X, "median", weights=w)
     with pytest.raises(WeightsError, match="shape"):
         robust.aggregate(X, "mean", weights=w[:3])
+    with pytest.raises(WeightsError, match="numeric"):  # was numpy's bare ValueError
+        robust.aggregate(X, "mean", weights=["a"] * 7)
     # bucket weight = sum of its members' weights
     res = robust.aggregate_detailed(X, "mean", pre=[("bucketing", {"s": 7, "seed": 0})], weights=w)
     np.testing.assert_allclose(res.vector, X.mean(0))
