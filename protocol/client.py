@@ -66,6 +66,7 @@ from secagg import shamir, vss
 from secagg.errors import EncodingOverflowError, SecAggError
 from secagg.masking import default_workers, mask_input, pairwise_seed
 
+from .audit import MASK_KEY, SELF_MASK_SEED, ClientAudit, frozen_map
 from .config import RoundConfig
 from .errors import SERVER_ID, MessageFormatError, ProtocolConfigError, ProtocolError, party_name
 from .events import LeaveRound, Refused, StartRound
@@ -279,7 +280,8 @@ class Client:
         self._partners: frozenset[int] = frozenset()  # who we masked with
         self._input_digest = b""
         self._context = b""  # round_context(config digest, graph seed), set at ServerKeys
-        self._signed_survivors: tuple[int, ...] | None = None
+        self._revealed: dict[int, str] = {}  # owner -> what we sent of it at unmasking
+        self._signed_split: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -341,6 +343,22 @@ class Client:
         if not isinstance(msg, Message):
             raise TypeError(f"{self.role}: receive expects a Message, got {type(msg).__name__}")
         return self._dispatch(msg, msg.sender)
+
+    def audit(self) -> ClientAudit:
+        """A read-only copy of this client's own secrets and round state
+        (:class:`protocol.audit.ClientAudit`), for tests and audits."""
+        return ClientAudit(
+            client_id=self.id,
+            stage=self.stage.value,
+            self_mask_seed=self._b,
+            mask_private_key=self._s.private_bytes() if self._s is not None else None,
+            share_public_key=self._c.public_bytes() if self._c is not None else None,
+            mask_public_key=self._s.public_bytes() if self._s is not None else None,
+            peer_mask_keys=frozen_map({j: s_pk for j, (_, s_pk) in self._peers.items()}),
+            partners=frozenset(self._partners),
+            held=frozen_map(self._held),
+            revealed=frozen_map(self._revealed),
+        )
 
     def abort(self, reason: str) -> Abort:
         """Leave the round voluntarily; returns the :class:`Abort` to send to the server."""
@@ -647,23 +665,35 @@ class Client:
         return [MaskedInput(cfg.round_id, self.id, y, tuple(senders), sig)]
 
     def _on_ConsistencyRequest(self, msg: ConsistencyRequest) -> list[Message]:
-        survivors = msg.survivors
-        self._check_survivor_claims(msg, survivors)
-        self._signed_survivors = survivors
-        sig = self._signing_key.sign(survivors_signing_bytes(self._context, self.id, survivors))
-        return [ConsistencySignature(self.config.round_id, self.id, sig)]
+        self._check_survivor_claims(msg, msg.survivors, msg.rejected)
+        self._signed_split = (msg.survivors, msg.rejected)
+        data = survivors_signing_bytes(self._context, self.id, msg.survivors, msg.rejected)
+        return [ConsistencySignature(self.config.round_id, self.id, self._signing_key.sign(data))]
 
-    def _check_survivor_claims(self, msg: Message, survivors: tuple[int, ...]) -> None:
-        """Checks shared by the consistency and unmask requests on the survivor list U3."""
-        surv = set(survivors)
-        outsiders = sorted(surv - set(self.config.population))
+    def _check_survivor_claims(
+        self, msg: Message, survivors: tuple[int, ...], rejected: tuple[int, ...]
+    ) -> None:
+        """Checks shared by the consistency and unmask requests on the survivor list U3 and
+        the rejected list (masked inputs left out of the sum by the server's filter)."""
+        surv, out = set(survivors), set(rejected)
+        outsiders = sorted((surv | out) - set(self.config.population))
         if outsiders:
             raise self._error(
-                f"survivors {outsiders[:10]} are not in the round's population", msg, msg.sender
+                f"survivors or rejected clients {outsiders[:10]} are not in the round's population",
+                msg,
+                msg.sender,
             )
+        both = sorted(surv & out)
+        if both:
+            raise self._error(
+                f"clients {both[:10]} are listed as both survivor and rejected", msg, msg.sender
+            )
+        if self.id in out:
+            return  # our input is left out of the sum: our self-mask seed is never revealed
         if self.id not in surv:
             raise self._error(
-                "this client sent its masked input but is not listed as a survivor",
+                "this client sent its masked input but is listed neither as a survivor nor "
+                "as rejected",
                 msg,
                 msg.sender,
             )
@@ -689,30 +719,33 @@ class Client:
         def bad(detail: str) -> ProtocolError:
             return self._error(detail, msg, msg.sender)
 
-        surv, dropped = set(msg.survivors), set(msg.dropped)
-        both = sorted(surv & dropped)
+        surv, dropped, rejected = set(msg.survivors), set(msg.dropped), set(msg.rejected)
+        both = sorted(surv & (dropped | rejected))
         if both:
             raise bad(
-                f"clients {both[:10]} are listed as both survivor and dropped: answering would "
-                "give the server both the self-mask seed and the mask key (refused)"
+                f"clients {both[:10]} are listed as both survivor and dropped or rejected: "
+                "answering would give the server both the self-mask seed and the mask key "
+                "(refused)"
             )
+        if dropped & rejected:
+            raise bad(f"clients {sorted(dropped & rejected)[:10]} are both dropped and rejected")
         if self.id in dropped:
             raise bad(
                 "this client is listed as dropped although it sent its masked input: the server "
                 "would learn the shares of its mask key (refused)"
             )
-        self._check_survivor_claims(msg, msg.survivors)
+        self._check_survivor_claims(msg, msg.survivors, msg.rejected)
         outsiders = sorted(dropped - set(cfg.population))
         if outsiders:
             raise bad(f"dropped clients {outsiders[:10]} are not in the round's population")
-        unaccounted = sorted(self._partners - surv - dropped)
+        unaccounted = sorted(self._partners - surv - dropped - rejected)
         if unaccounted:
-            raise bad(f"partners {unaccounted[:10]} are neither survivors nor dropped")
+            raise bad(f"partners {unaccounted[:10]} are neither survivors, dropped nor rejected")
         if cfg.hardened:
-            if msg.survivors != self._signed_survivors:
+            if (msg.survivors, msg.rejected) != self._signed_split:
                 raise bad(
-                    "the survivor set differs from the one this client signed in the "
-                    "consistency check (the server is lying about who dropped)"
+                    "the survivor or rejected set differs from the one this client signed in "
+                    "the consistency check (the server is lying about who dropped)"
                 )
             self._check_signatures(msg, surv, bad)
             self._check_partner_records(msg, surv, bad)
@@ -725,8 +758,10 @@ class Client:
         for owner in self._partners:
             if owner in surv:
                 seed_shares[owner] = self._held[owner][0]
-            elif owner in dropped:
+            elif owner in dropped or owner in rejected:
                 key_shares[owner] = self._held[owner][1]
+        self._revealed = {o: SELF_MASK_SEED for o in seed_shares}
+        self._revealed.update({o: MASK_KEY for o in key_shares})
         # Once answered, the stage becomes DONE: a second request (e.g. with the lists swapped)
         # is illegal, so the never-both invariant holds across requests too.
         return [UnmaskResponse(cfg.round_id, self.id, seed_shares, key_shares)]
@@ -735,16 +770,16 @@ class Client:
         """Hardened: enough valid consistency signatures over exactly this survivor set."""
         need = self.config.min_signatures(self._threshold)
         valid = 0
+        signers_allowed = surv | set(msg.rejected)
         for signer, sig in msg.signatures:
-            if signer not in surv:
+            if signer not in signers_allowed:
                 raise bad(f"consistency signature from client {signer}, not a survivor")
             vk = self._pki.get(signer)
             if vk is None:
                 raise bad(f"client {signer} has no identity key in the PKI")
             try:
-                sk.verify_signature(
-                    vk, sig, survivors_signing_bytes(self._context, signer, msg.survivors)
-                )
+                data = survivors_signing_bytes(self._context, signer, msg.survivors, msg.rejected)
+                sk.verify_signature(vk, sig, data)
             except SecAggError:
                 raise bad(f"consistency signature of client {signer} does not verify") from None
             valid += 1
@@ -756,7 +791,7 @@ class Client:
         at least t partners in the sum (so an honest partner's mask still hides x_i once b_i is
         known), and i masked with us as we masked with it."""
         t = self._threshold
-        want = (self._partners & surv) | {self.id}
+        want = (self._partners | {self.id}) & surv  # (a rejected client's b stays secret)
         records = dict(msg.partner_records)
         if set(records) != want:
             missing, extra = sorted(want - set(records)), sorted(set(records) - want)

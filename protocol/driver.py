@@ -109,7 +109,11 @@ class RoundResult:
         Sorted client ids whose input is in the sum (clients that dropped during unmasking are
         still in it). Empty if aborted.
     dropped:
-        Sorted client ids whose input is not in the sum.
+        Sorted client ids whose input is not in the sum, except the rejected ones.
+    rejected:
+        Client id -> why the server's input filter left its (received) masked input out of
+        the sum. Rejected clients are not dropouts: they take part in unmasking, and only their
+        mask keys are revealed.
     aborted, abort_reason:
         Whether the server aborted the round, and why (e.g. fewer than ``t`` clients left).
     faults:
@@ -149,6 +153,7 @@ class RoundResult:
     mean: bool = field(default=False)
     disputes: tuple[ShareDispute, ...] = ()
     pruned: dict[int, str] = field(default_factory=dict)
+    rejected: dict[int, str] = field(default_factory=dict)
 
 
 def _check_dropouts(
@@ -231,7 +236,9 @@ def _result(server: Server, clients: Mapping[int, Client], log: RouterLog, mean:
         aggregate=aggregate,
         encoded_sum=encoded_sum,
         survivors=survivors,
-        dropped=tuple(i for i in config.population if i not in set(survivors)),
+        dropped=tuple(
+            i for i in config.population if i not in set(survivors) and i not in server.rejected
+        ),
         aborted=server.aborted,
         abort_reason=server.abort_reason,
         faults=tuple(server.faults),
@@ -239,6 +246,7 @@ def _result(server: Server, clients: Mapping[int, Client], log: RouterLog, mean:
         refusals={i: str(c.refusal) for i, c in clients.items() if c.refusal is not None},
         excluded=dict(server.excluded),
         pruned=dict(server.pruned),
+        rejected=dict(server.rejected),
         transcript=transcript,
         config=config,
         threshold=server.threshold,

@@ -105,7 +105,7 @@ __all__ = [
 ]
 
 MAGIC = b"FRTS"
-VERSION = 1
+VERSION = 2  # 2: ConsistencyRequest and UnmaskRequest list rejected clients
 _HEADER = struct.Struct(">4sBBQII")
 HEADER_BYTES = _HEADER.size
 
@@ -677,14 +677,21 @@ class MaskedInput(Message):
 
 @dataclass(frozen=True, eq=False)
 class ConsistencyRequest(Message):
-    """Hardened mode, server -> one client: the survivor set U3 that every client must sign."""
+    """Hardened mode, server -> one client: the survivor set U3 (the clients in the sum) that
+    every client must sign, and the clients whose masked input arrived but was rejected by the
+    server's filter (left out of the sum; their mask keys are unmasked like a dropout's)."""
 
     recipient: int
     survivors: tuple[int, ...]
+    rejected: tuple[int, ...] = ()
 
     TAG: ClassVar[int] = 6
     ORIGIN: ClassVar[str] = "server"
-    FIELDS: ClassVar = (("recipient", _PartyId()), ("survivors", _Ids()))
+    FIELDS: ClassVar = (
+        ("recipient", _PartyId()),
+        ("survivors", _Ids()),
+        ("rejected", _Ids()),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -700,7 +707,10 @@ class ConsistencySignature(Message):
 
 @dataclass(frozen=True, eq=False)
 class UnmaskRequest(Message):
-    """Stage 4, server -> one client: who is in the sum (U3) and who dropped (U2 minus U3).
+    """Stage 4, server -> one client: who is in the sum (U3), who dropped before sending a
+    masked input (or was pruned), and who was rejected by the server's filter (its masked
+    input arrived but is left out of the sum). Dropped and rejected clients' mask keys are
+    unmasked; survivors' self-mask seeds are. No client is in two lists.
 
     In hardened mode ``signatures`` carries at least :meth:`RoundConfig.min_signatures`
     consistency signatures over ``survivors`` (signer id -> signature), and
@@ -715,6 +725,7 @@ class UnmaskRequest(Message):
     dropped: tuple[int, ...]
     signatures: tuple[tuple[int, bytes], ...] = ()
     partner_records: tuple[tuple[int, bytes], ...] = ()
+    rejected: tuple[int, ...] = ()
 
     TAG: ClassVar[int] = 8
     ORIGIN: ClassVar[str] = "server"
@@ -724,6 +735,7 @@ class UnmaskRequest(Message):
         ("dropped", _Ids()),
         ("signatures", _Blobs(max_blob=SIGNATURE_BYTES)),
         ("partner_records", _Blobs(max_blob=MAX_PARTNER_RECORD_BYTES)),
+        ("rejected", _Ids()),
     )
 
 
@@ -927,15 +939,20 @@ def round_context(config_digest: bytes, graph_seed: bytes) -> bytes:
     ).digest()
 
 
-def survivors_signing_bytes(context: bytes, signer: int, survivors: Iterable[int]) -> bytes:
-    """The bytes a client signs in the consistency check: (round context, signer, sorted U3)."""
-    ids = sorted(survivors)
+def survivors_signing_bytes(
+    context: bytes, signer: int, survivors: Iterable[int], rejected: Iterable[int] = ()
+) -> bytes:
+    """The bytes a client signs in the consistency check: (round context, signer, sorted U3,
+    sorted rejected set), so every honest client answers the unmask request for one split."""
+    ids, out = sorted(survivors), sorted(rejected)
     return (
-        b"fortis/consistency/v2"
+        b"fortis/consistency/v3"
         + _digest32(context)
         + _U32.pack(signer)
         + _U32.pack(len(ids))
         + np.asarray(ids, dtype=">u4").tobytes()
+        + _U32.pack(len(out))
+        + np.asarray(out, dtype=">u4").tobytes()
     )
 
 

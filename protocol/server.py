@@ -68,7 +68,7 @@ from __future__ import annotations
 import enum
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -80,6 +80,7 @@ from secagg.errors import SecAggError
 from secagg.graphs import k_core
 from secagg.masking import default_workers, pairwise_seed, sum_masked, unmask_sum
 
+from .audit import ServerAudit, frozen_map, readonly_array
 from .config import RoundConfig
 from .errors import SERVER_ID, MessageFormatError, ProtocolConfigError, ProtocolError, party_name
 from .events import RoundFailed, StageDeadline
@@ -243,6 +244,12 @@ class Server:
         consistency signatures early.
     max_message_size:
         Upper bound for :meth:`receive_bytes`.
+    input_filter:
+        Called once, when masked-input collection closes, with the ids whose masked inputs
+        arrived; returns the ones to leave out of the sum (id -> reason). They are *rejected*,
+        not dropped (:attr:`rejected`). The sketch filter of a later stage decides this from
+        encrypted sketches; until then this is the hook for it. An id outside the argument
+        raises :class:`ProtocolConfigError`.
 
     Attributes
     ----------
@@ -259,6 +266,7 @@ class Server:
         pki: Mapping[int, bytes] | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_BYTES,
         unmask_workers: int | None = None,
+        input_filter: Callable[[frozenset[int]], Mapping[int, str]] | None = None,
     ) -> None:
         if not isinstance(config, RoundConfig):
             raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
@@ -304,6 +312,11 @@ class Server:
         #: Clients whose masked input arrived but is left out of the sum because fewer than
         #: ``t`` of their partners survived (id -> reason); treated as dropped for unmasking.
         self.pruned: dict[int, str] = {}
+        #: Clients whose masked input arrived but that ``input_filter`` left out of the sum
+        #: (id -> reason). Not dropouts: they are listed as rejected to every client, and their
+        #: mask keys (never their self-mask seeds) are unmasked.
+        self.rejected: dict[int, str] = {}
+        self._input_filter = input_filter
         self.result: AggregateResult | None = None
         self.abort_reason: str | None = None
         # per-stage state
@@ -389,6 +402,21 @@ class Server:
     @property
     def aborted(self) -> bool:
         return self.stage is ServerStage.ABORTED
+
+    def audit(self) -> ServerAudit:
+        """A read-only copy of what the server holds (:class:`protocol.audit.ServerAudit`):
+        received shares, masked inputs, partner sets; for tests and audits."""
+        return ServerAudit(
+            stage=self.stage.value,
+            seed_shares=frozen_map(self._seed_shares),
+            key_shares=frozen_map(self._key_shares),
+            masked_inputs=frozen_map({i: readonly_array(y) for i, y in self._masked.items()}),
+            partners=frozen_map(self._partners),
+            keys_forwarded=frozen_map(self._keys_sent),
+            survivors=tuple(self.u3),
+            rejected=frozen_map(self.rejected),
+            pruned=frozen_map(self.pruned),
+        )
 
     def receive_strict(self, msg: Message) -> list[Message]:
         """Process one client message; raise :class:`ProtocolError` if it is illegal.
@@ -647,7 +675,7 @@ class Server:
         return commit
 
     def _check_ConsistencySignature(self, msg: ConsistencySignature):
-        data = survivors_signing_bytes(self.context, msg.sender, self.u3)
+        data = survivors_signing_bytes(self.context, msg.sender, self.u3, self.rejected)
         try:
             sk.verify_signature(self._pki[msg.sender], msg.signature, data)
         except (SecAggError, KeyError):
@@ -657,7 +685,8 @@ class Server:
     def _check_UnmaskResponse(self, msg: UnmaskResponse):
         me = msg.sender
         holds = self._masking_partners.get(me, frozenset()) | {me}
-        surv, dropped = set(self.u3), set(self.dropped_before_input)
+        surv = set(self.u3)
+        dropped = set(self.dropped_before_input) | set(self.rejected)
         seed_owners = {o for o, _ in msg.self_seed_shares}
         key_owners = {o for o, _ in msg.mask_key_shares}
         if seed_owners & key_owners:
@@ -906,19 +935,36 @@ class Server:
         # self-mask seed is revealed, an honest partner's mask must still hide its input.
         received = set(self._masked)
         t = self.threshold
-        u3 = k_core(self._partners, received, t)
-        for i in sorted(received - u3):
+        if self._input_filter is not None:
+            verdict = dict(self._input_filter(frozenset(received)))
+            strangers = sorted(set(verdict) - received)
+            if strangers:
+                raise ProtocolConfigError(
+                    f"server: input_filter rejected clients {strangers[:10]} whose masked "
+                    "inputs did not arrive"
+                )
+            self.rejected = {int(i): str(why) for i, why in verdict.items()}
+            for i, why in sorted(self.rejected.items()):
+                log.info("client %d rejected by the input filter: %s", i, why)
+        u3 = k_core(self._partners, received - set(self.rejected), t)
+        for i in sorted(received - set(self.rejected) - u3):
             live = len(self._partners[i] & u3)
             self.pruned[i] = f"only {live} of its partners sent masked inputs, t={t} needed"
             log.info("client %d left out of the sum: %s", i, self.pruned[i])
         self.u3 = tuple(sorted(u3))
-        self.dropped_before_input = tuple(sorted(set(self._masking_partners) - u3))
+        self.dropped_before_input = tuple(
+            sorted(set(self._masking_partners) - u3 - set(self.rejected))
+        )
         self._require(len(u3), "sent masked inputs with enough live partners")
-        return u3
+        # rejected clients still hold shares of the others' secrets: they are asked too
+        return u3 | set(self.rejected)
 
     def _open_collect_signatures(self) -> list[Message]:
         rid = self.config.round_id
-        return [ConsistencyRequest(rid, SERVER_ID, i, self.u3) for i in sorted(self._expected)]
+        rejected = tuple(sorted(self.rejected))
+        return [
+            ConsistencyRequest(rid, SERVER_ID, i, self.u3, rejected) for i in sorted(self._expected)
+        ]
 
     def _close_collect_signatures(self) -> set[int]:
         need = self.config.min_signatures(self.threshold)
@@ -929,9 +975,12 @@ class Server:
 
     def _open_collect_unmask(self) -> list[Message]:
         rid = self.config.round_id
+        rejected = tuple(sorted(self.rejected))
         if not self.config.hardened:
             return [
-                UnmaskRequest(rid, SERVER_ID, i, self.u3, self.dropped_before_input)
+                UnmaskRequest(
+                    rid, SERVER_ID, i, self.u3, self.dropped_before_input, rejected=rejected
+                )
                 for i in sorted(self._expected)
             ]
         sigs = {i: self._signatures[i] for i in self._expected}
@@ -939,10 +988,12 @@ class Server:
         out = []
         for i in sorted(self._expected):
             # the signed partner sets of the survivors whose self-mask shares i holds
-            owners = (self._masking_partners.get(i, frozenset()) & u3) | {i}
+            owners = (self._masking_partners.get(i, frozenset()) | {i}) & u3
             records = {o: self._partner_records[o] for o in owners}
             out.append(
-                UnmaskRequest(rid, SERVER_ID, i, self.u3, self.dropped_before_input, sigs, records)
+                UnmaskRequest(
+                    rid, SERVER_ID, i, self.u3, self.dropped_before_input, sigs, records, rejected
+                )
             )
         return out
 
@@ -1001,7 +1052,7 @@ class Server:
         }
         survivors = set(self.u3)
         jobs = []
-        for d in self.dropped_before_input:
+        for d in sorted(set(self.dropped_before_input) | set(self.rejected)):
             # the survivors that masked with d (d in their signed partner set)
             partners = sorted(i for i in survivors if d in self._partners[i])
             if partners:

@@ -126,7 +126,7 @@ def _partial_forwarding(n, graph, n_colluders, n_partners, **cfg_kw):
     }
     honest_holders = [i for i in u3 if i not in colluders]  # the victim is asked too
     for h in honest_holders:
-        owners = (set(clients[h]._partners) & set(u3)) | {h}
+        owners = (set(clients[h].audit().partners) & set(u3)) | {h}
         req = UnmaskRequest(
             cfg.round_id,
             SERVER_ID,
@@ -141,7 +141,7 @@ def _partial_forwarding(n, graph, n_colluders, n_partners, **cfg_kw):
                 if owner == victim:
                     view["seed_shares"][h + 1] = shamir.share_from_bytes(share)
     for c in colluders:  # the colluders hand over their own shares of V's seed
-        opened = clients[c]._held[victim]
+        opened = clients[c].audit().held[victim]
         view["seed_shares"][c + 1] = shamir.share_from_bytes(opened[0])
     return view, clients
 
@@ -185,7 +185,7 @@ def test_partial_forwarding_gives_the_server_fewer_than_t_seed_shares(n, graph, 
     while len(padded) < t - 1:
         padded[x] = secrets.randbelow(shamir.PRIME)
         x += 1
-    true_b = int.from_bytes(clients[0]._b, "big")
+    true_b = int.from_bytes(clients[0].audit().self_mask_seed, "big")
     for candidate in (true_b, int.from_bytes(secrets.token_bytes(32), "big")):
         coeffs = shamir.consistent_polynomial(padded, candidate, t)
         assert all(shamir.evaluate(coeffs, xk) == yk for xk, yk in padded.items())
@@ -215,7 +215,7 @@ def test_reused_round_id_is_refused_by_the_ledger(tmp_path):
         client = Client(cfg, 0, np.zeros(2), round_ledger=ledger)
         with pytest.raises(RoundReplayError, match="not after round 7"):
             client.start()
-        assert client._c is None
+        assert client.audit().share_public_key is None
     # the record survives a restart (a new ledger object reading the same file)
     again = Client(cfg7, 0, np.zeros(2), round_ledger=RoundLedger(path))
     with pytest.raises(RoundReplayError):
@@ -453,7 +453,9 @@ def test_hardened_client_refuses_a_server_chosen_graph_seed():
         clients[k.recipient].receive(chosen)
     # the honest message passes, and client and server derived the same graph
     (share_keys,) = clients[keys[1].recipient].receive(keys[1])
-    assert {j for j, _ in share_keys.shares} == set(server._keys_sent[keys[1].recipient])
+    assert {j for j, _ in share_keys.shares} == set(
+        server.audit().keys_forwarded[keys[1].recipient]
+    )
 
 
 def test_hardened_client_refuses_a_dropped_or_forged_advertisement_list():
@@ -507,7 +509,7 @@ def test_plain_mode_does_not_stop_an_active_server_with_a_split_view():
         (r,) = answer(clients, [UnmaskRequest(cfg.round_id, SERVER_ID, h, without, (victim,))])
         s_shares[h + 1] = shamir.share_from_bytes(dict(r.mask_key_shares)[victim])
     for c in colluders:
-        opened = clients[c]._held[victim]
+        opened = clients[c].audit().held[victim]
         b_shares[c + 1] = shamir.share_from_bytes(opened[0])
         s_shares[c + 1] = shamir.share_from_bytes(opened[1])
     b = shamir.reconstruct(b_shares, 6, 32)
@@ -516,7 +518,7 @@ def test_plain_mode_does_not_stop_an_active_server_with_a_split_view():
 
     pairwise = {}
     for j in range(1, n):
-        s_pk_j = clients[j]._s.public_bytes()
+        s_pk_j = clients[j].audit().mask_public_key
         key = vss.dh_agree(s_sk, s_pk_j, mask_agreement_info(cfg.round_id, victim, j))
         pairwise[(victim, j)] = pairwise_seed(key, cfg.round_id)
     enc = unmask_sum(y_victim, {victim: b}, pairwise, cfg.bits)

@@ -270,7 +270,7 @@ def test_client_rejects_server_keys_from_a_lying_server():
     with pytest.raises(ProtocolError, match="needs t=4 partners"):
         clients[1].receive(few)
     k3 = next(m for m in keys if m.recipient == 3)
-    mine = (clients[3]._c.public_bytes(), clients[3]._s.public_bytes())
+    mine = (clients[3].audit().share_public_key, clients[3].audit().mask_public_key)
     entries = [KeyEntry(e.client_id, *mine) if e.client_id == 0 else e for e in k3.keys]
     reflect = ServerKeys(
         k.round_id, k.sender, 3, k.graph_kind, k.graph_seed, k.threshold, k.degree, entries
@@ -321,7 +321,7 @@ def test_flower_failure_alive_and_dropped_refused_in_run():
     assert all(
         "both survivor and dropped" in v or "listed as dropped" in v for v in r.refusals.values()
     )
-    assert server._key_shares == {} and server._seed_shares == {}  # nothing leaked
+    assert not server.audit().key_shares and not server.audit().seed_shares  # nothing leaked
 
 
 def test_flower_failure_values_above_range_raise_instead_of_clipping():
