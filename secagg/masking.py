@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .encoding import dtype_for_bits
 from .errors import SecAggParameterError
-from .prg import SEED_BYTES, MaskExpander
+from .prg import SEED_BYTES, MaskExpander, add_streams
 
 __all__ = ["mask_input", "unmask_sum", "pairwise_seed", "self_seed_for_round", "get_expander"]
 
@@ -109,33 +108,9 @@ def default_workers() -> int:
 def _accumulate(
     out: np.ndarray, items: Sequence[tuple[bytes, int]], bits: int, workers: int
 ) -> None:
-    """In place: ``out += sum(sign * PRG(seed))`` modulo ``2**bits``.
-
-    With ``workers > 1`` the seeds are split between threads, each summing into its own
-    accumulator (``cryptography`` and numpy release the GIL for large buffers); the partial sums
-    are added at the end. The result is identical for any ``workers``.
-    """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise SecAggParameterError(f"workers must be an int >= 1, got {workers!r}")
-    workers = min(workers, max(1, len(items) // 4))
-    if workers == 1:
-        exp = get_expander(out.size, bits)
-        for seed, sign in items:
-            exp._add_raw(out, seed, sign)
-        exp.reduce(out)
-        return
-
-    def part(chunk: Sequence[tuple[bytes, int]]) -> np.ndarray:
-        acc = np.zeros_like(out)
-        exp = get_expander(out.size, bits)  # per-thread buffers
-        for seed, sign in chunk:
-            exp._add_raw(acc, seed, sign)
-        return acc
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        partials = list(pool.map(part, [items[w::workers] for w in range(workers)]))
-    for acc in partials:
-        np.add(out, acc, out=out)
+    """In place: ``out += sum(sign * PRG(seed))`` modulo ``2**bits`` (cache-blocked and
+    threaded by :func:`secagg.prg.add_streams`; identical for any ``workers``)."""
+    add_streams(out, list(items), workers=workers)
     get_expander(out.size, bits).reduce(out)
 
 

@@ -22,11 +22,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from .encoding import dtype_for_bits
 from .errors import SecAggParameterError
 
-__all__ = ["MaskExpander", "SEED_BYTES"]
+__all__ = ["MaskExpander", "SEED_BYTES", "add_streams"]
 
 SEED_BYTES = 32
 _BLOCK = 16
 _ZERO_IV = bytes(_BLOCK)
+#: Bytes of every stream generated per step of :func:`add_streams`: the accumulator slice and
+#: the keystream stay in the core's cache while every seed's stream is added to it.
+STREAM_CHUNK_BYTES = 1 << 17
 
 
 def _check_seed(seed: bytes) -> bytes:
@@ -122,3 +125,73 @@ class MaskExpander:
             )
         if not acc.flags.writeable:
             raise SecAggParameterError("acc must be writable")
+
+
+def _encryptor_at(seed: bytes, byte_offset: int):
+    """An AES-256-CTR keystream for ``seed`` positioned ``byte_offset`` bytes in (a multiple of
+    the block size): the initial counter block is the block index, as in :meth:`MaskExpander`
+    (which starts at block 0)."""
+    return Cipher(
+        algorithms.AES(_check_seed(seed)), modes.CTR((byte_offset // _BLOCK).to_bytes(16, "big"))
+    ).encryptor()
+
+
+def add_streams(acc: np.ndarray, items: list[tuple[bytes, int]], *, workers: int = 1) -> None:
+    """In place: ``acc += sum(sign * PRG(seed))`` modulo ``2**width`` of ``acc``'s dtype, for
+    ``(seed, sign)`` in ``items`` (``PRG`` is :meth:`MaskExpander.expand` before its top-bit
+    reduction, so the caller reduces to ``2**bits`` once at the end).
+
+    The vector is processed in slices of :data:`STREAM_CHUNK_BYTES`: every seed's keystream
+    for one slice is added while the slice is in cache, instead of streaming each whole mask
+    through memory. ``workers`` threads take contiguous, block-aligned ranges of the vector
+    (AES-CTR and numpy release the GIL), each with its own keystreams positioned at its range;
+    no partial sums are needed. The result is identical for any ``workers``.
+
+    Raises :class:`SecAggParameterError` for a non-contiguous, read-only or non-uint32/uint64
+    ``acc``, a sign other than +-1, or ``workers < 1``; ``TypeError``/``SecAggParameterError``
+    for a seed that is not 32 bytes.
+    """
+    if not isinstance(acc, np.ndarray) or acc.ndim != 1 or acc.dtype not in (np.uint32, np.uint64):
+        raise SecAggParameterError("acc must be a 1-D uint32 or uint64 array")
+    if not (acc.flags.c_contiguous and acc.flags.writeable):
+        raise SecAggParameterError("acc must be contiguous and writable")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SecAggParameterError(f"workers must be an int >= 1, got {workers!r}")
+    for _, sign in items:
+        if sign not in (1, -1):
+            raise SecAggParameterError(f"sign must be +1 or -1, got {sign!r}")
+    seeds = [(_check_seed(seed), sign) for seed, sign in items]
+    size = acc.dtype.itemsize
+    nbytes = acc.size * size
+    if not seeds or not nbytes:
+        return
+    le = acc.dtype.newbyteorder("<")
+    blocks = -(-nbytes // _BLOCK)
+    # contiguous, block-aligned ranges; at least one chunk of work per thread
+    workers = max(1, min(workers, blocks * _BLOCK // STREAM_CHUNK_BYTES))
+    cuts = [(blocks * w // workers) * _BLOCK for w in range(workers)] + [nbytes]
+
+    def run(lo: int, hi: int) -> None:
+        streams = [(_encryptor_at(seed, lo), sign) for seed, sign in seeds]
+        step = min(STREAM_CHUNK_BYTES, hi - lo)
+        zeros = np.zeros(step, dtype=np.uint8)
+        buf = np.empty(step + _BLOCK - 1, dtype=np.uint8)
+        for a in range(lo, hi, step):
+            b = min(hi, a + step)
+            n = b - a
+            part = acc[a // size : b // size]
+            for enc, sign in streams:
+                enc.update_into(zeros[:n], buf)
+                ks = buf[:n].view(le)
+                if sign == 1:
+                    np.add(part, ks, out=part)
+                else:
+                    np.subtract(part, ks, out=part)
+
+    if workers == 1:
+        run(0, nbytes)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(run, cuts[:-1], cuts[1:]))
