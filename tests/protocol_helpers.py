@@ -39,12 +39,22 @@ def run_to_masked(server, clients):
     return masked, [decode(e.data) for e in router.take_pending()]
 
 
-def make_parties(cfg, x, *, seed=0, graph_seed=None, signing=None):
+def expected_sum(cfg, x, survivors, seed=0):
+    """The exact encoded sum of the survivors' inputs, client i rounding with
+    ``default_rng([seed, i])`` as :func:`make_parties` sets it up."""
+    import numpy as np
+
+    enc = [cfg.encoder.encode(x[i], np.random.default_rng([seed, i])) for i in survivors]
+    return cfg.encoder.wrap(np.sum([e.astype(np.uint64) for e in enc], axis=0))
+
+
+def make_parties(cfg, x, *, seed=0, graph_seed=None, signing=None, **server_kw):
     """A Server and {id: Client} for ``cfg`` and updates ``x`` (row i is client i's).
 
     Client i rounds with ``default_rng([seed, i])``. Hardened configs get fresh Ed25519 keys
     (or ``signing``), a PKI and in-memory round ledgers; ``graph_seed`` is used in plain mode
-    only (hardened mode derives it). Returns ``(server, clients, signing)``.
+    only (hardened mode derives it); ``server_kw`` go to the Server. Returns
+    ``(server, clients, signing)``.
     """
     import numpy as np
 
@@ -56,7 +66,7 @@ def make_parties(cfg, x, *, seed=0, graph_seed=None, signing=None):
         signing = {i: sk.SigningKeyPair.generate() for i in ids}
     signing = signing or {}
     pki = {i: k.public_bytes() for i, k in signing.items()} if cfg.hardened else None
-    server = Server(cfg, graph_seed=None if cfg.hardened else graph_seed, pki=pki)
+    server = Server(cfg, graph_seed=None if cfg.hardened else graph_seed, pki=pki, **server_kw)
     clients = {
         i: Client(
             cfg,

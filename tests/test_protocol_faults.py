@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from protocol_helpers import route, to_server
+from protocol_helpers import expected_sum, route, to_server
 
 from protocol import (
     SERVER_ID,
@@ -56,11 +56,6 @@ def finish(server, clients, pending):
     """Run the remaining stages with everyone honest; return the server's result."""
     route(server, clients, pending=pending)
     return server.result
-
-
-def expected_sum(cfg, x, survivors, seed=0):
-    enc = [cfg.encoder.encode(x[i], np.random.default_rng([seed, i])) for i in survivors]
-    return cfg.encoder.wrap(np.sum([e.astype(np.uint64) for e in enc], axis=0))
 
 
 def assert_round_ok_without(server, clients, cfg, x, missing):

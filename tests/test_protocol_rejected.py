@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from protocol_helpers import make_parties, route
+from protocol_helpers import expected_sum, make_parties, route
 
-from protocol import ProtocolConfigError, RoundConfig, Server, run_parties
+from protocol import ProtocolConfigError, RoundConfig, run_parties
 from protocol.audit import MASK_KEY, SELF_MASK_SEED
 from protocol.messages import ConsistencyRequest, UnmaskRequest
 
@@ -17,20 +17,10 @@ def _setup(n=8, d=5, hardened=False, graph="complete", seed=0, input_filter=None
     cfg = RoundConfig(
         round_id=9, population=range(n), dim=d, value_range=1.0, graph=graph, hardened=hardened
     )
-    server, clients, _ = make_parties(cfg, x, seed=seed, graph_seed=bytes(range(32)))
-    if input_filter is not None:
-        server = Server(
-            cfg,
-            graph_seed=None if hardened else bytes(range(32)),
-            pki=server._pki if hardened else None,
-            input_filter=input_filter,
-        )
+    server, clients, _ = make_parties(
+        cfg, x, seed=seed, graph_seed=bytes(range(32)), input_filter=input_filter
+    )
     return cfg, server, clients, x
-
-
-def _exact(cfg, x, ids, seed=0):
-    enc = [cfg.encoder.encode(x[i], np.random.default_rng([seed, i])) for i in ids]
-    return cfg.encoder.wrap(np.sum([e.astype(np.uint64) for e in enc], axis=0))
 
 
 @pytest.mark.parametrize("hardened", [False, True])
@@ -40,7 +30,7 @@ def test_rejected_client_is_left_out_of_the_sum_and_only_its_mask_key_is_reveale
     assert not result.aborted, result.abort_reason
     assert result.rejected == {3: "outlier"} and 3 not in result.dropped
     assert result.survivors == (0, 1, 2, 4, 5, 6, 7) and result.refusals == {}
-    np.testing.assert_array_equal(result.encoded_sum, _exact(cfg, x, result.survivors))
+    np.testing.assert_array_equal(result.encoded_sum, expected_sum(cfg, x, result.survivors))
     audit = server.audit()
     assert audit.learned_both() == frozenset()
     assert 3 in audit.key_shares and 3 not in audit.seed_shares
@@ -70,7 +60,7 @@ def test_rejecting_a_clients_partners_prunes_it_rather_than_exposing_it():
     assert 0 in result.pruned and 0 not in result.survivors
     audit = server.audit()
     assert 0 not in audit.seed_shares and audit.learned_both() == frozenset()
-    np.testing.assert_array_equal(result.encoded_sum, _exact(cfg, x, result.survivors))
+    np.testing.assert_array_equal(result.encoded_sum, expected_sum(cfg, x, result.survivors))
 
 
 def test_filter_cannot_reject_a_client_whose_input_never_arrived():
