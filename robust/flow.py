@@ -59,9 +59,11 @@ class Flow:
         """Boolean mask of the clients whose update is still in a row."""
         return self.owner >= 0
 
-    def clients_in(self, rows: np.ndarray) -> np.ndarray:
+    def clients_in(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
         """Sorted indices of the clients whose update is in one of ``rows``."""
-        return np.flatnonzero(self.live & np.isin(self.owner, rows))
+        chosen = np.zeros(self.count + 1, dtype=bool)  # the last slot stands for "dropped"
+        chosen[np.asarray(rows, dtype=np.intp)] = True
+        return np.flatnonzero(chosen[self.owner])
 
     def reject(self, rows: np.ndarray, verdict: str) -> np.ndarray:
         """Drop ``rows`` (indices into the current rows); their clients get ``verdict`` and f
@@ -69,7 +71,9 @@ class Flow:
         rows = np.asarray(rows, dtype=np.intp)
         clients = self.clients_in(rows)
         self.verdicts[clients] = verdict
-        good = np.setdiff1d(np.arange(self.count), rows)
+        kept = np.ones(self.count, dtype=bool)
+        kept[rows] = False
+        good = np.flatnonzero(kept)
         remap = np.full(self.count, -1, dtype=np.intp)
         remap[good] = np.arange(len(good))
         self.owner = np.where(self.live, remap[np.maximum(self.owner, 0)], -1)

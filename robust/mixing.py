@@ -137,6 +137,6 @@ def bucketing_stage(flow: Flow, *, s: int, rng: object, seed: int | None) -> Non
     for b, members in enumerate(buckets):
         bucket_of_row[members] = b
     flow.replace(Y, bucket_of_row)
-    flow.record(
-        "bucketing", s=s, buckets=[flow.clients_in([b]).tolist() for b in range(len(buckets))]
-    )
+    owner = flow.owner  # -1 for a dropped client: in no bucket
+    members = [np.flatnonzero(owner == b).tolist() for b in range(len(buckets))]
+    flow.record("bucketing", s=s, buckets=members)
