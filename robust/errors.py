@@ -46,8 +46,8 @@ class ParameterError(RobustError):
 
 
 class UnknownRuleError(RobustError):
-    """A rule or pre-aggregator name is not in :data:`robust.RULES` /
-    :data:`robust.PRE_AGGREGATORS`."""
+    """A rule, pre-aggregator or post-rule stage name is not registered (see
+    :func:`robust.stages`, :data:`robust.RULES`, :data:`robust.PRE_AGGREGATORS`)."""
 
 
 class DistanceOnlyError(RobustError):

@@ -30,8 +30,12 @@ class AggregationResult:
         verdicts: one string per client: ``"accepted"`` or ``"rejected:<stage>"`` (e.g.
             ``"rejected:krum"``, ``"rejected:non_finite"``, ``"rejected:norm"``).
         f: the f the rule used (resolved when ``f="auto"``; counts non-finite rows).
-        stages: per-stage reports in pipeline order, e.g.
-            ``{"stage": "clip", "max_norm": 1.0, "clipped_count": 3, "clipped": [...]}``.
+        stages: per-stage reports in pipeline order: one for every stage given (pre,
+            rule, post), plus ``non_finite`` when rows were dropped and ``estimate_f`` for
+            ``f="auto"``. Each has ``"stage"``, the stage's measurements, and whom it
+            rejected (``"rejected_count"``, ``"rejected"``: client indices), e.g.
+            ``{"stage": "clip", "max_norm": 1.0, "clipped_count": 3, "clipped": [...],
+            "max_input_norm": 7.2, "rejected_count": 0, "rejected": []}``.
         info: rule details (iterations, converged, selected rows, score_kind ...).
         rule: name of the rule (or the callable's ``__name__``).
     """
