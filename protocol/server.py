@@ -983,7 +983,9 @@ class Server:
                 )
                 for i in sorted(self._expected)
             ]
-        sigs = {i: self._signatures[i] for i in self._expected}
+        # every client needs min_signatures valid ones; more would only cost bytes and checks
+        need = self.config.min_signatures(self.threshold)
+        sigs = {i: self._signatures[i] for i in sorted(self._expected)[:need]}
         u3 = set(self.u3)
         out = []
         for i in sorted(self._expected):
