@@ -5,13 +5,14 @@ What is timed (fortis)
     :class:`protocol.Server` and n :class:`protocol.Client` state machines with real
     cryptography, every message encoded to bytes and decoded by its receiver, default mask
     threads, a fresh Ed25519 PKI when ``hardened=True``. Nothing is re-assembled from ``secagg``
-    primitives: the numbers come from the round's own :class:`protocol.Transcript`
-    (``RoundResult.transcript``), in which the driver records the wall-clock seconds each party
-    spends per stage (protocol logic, crypto, encoding and decoding of messages) and the bytes of
+    primitives: ``run_round`` runs the parties through :class:`protocol.Router` (the one router
+    the tests use too), and the numbers come from the round's own :class:`protocol.Transcript`
+    (``RoundResult.transcript``), in which the router records the wall-clock seconds each party
+    spends per phase (protocol logic, crypto, encoding and decoding of messages) and the bytes of
     every encoded message. Reported:
 
     * client time: per round, the median over the clients whose input is in the sum of each
-      client's total (and, separately, of each stage). The driver runs the parties one after
+      client's total (and, separately, of each stage). The router runs the parties one after
       another, so this is per-client compute, not a network round trip;
     * server time: total and per stage (``advertise``, ``share_keys``, ``masked_input``,
       ``consistency`` when hardened, ``unmask``);
