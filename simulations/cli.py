@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fortis import FortisError
+
 DEFAULT_ATTACK = "scaling"
 DEFAULT_HARD_ATTACK = "alie"
 DEFAULT_DEFENCE = "multi_krum"
@@ -485,23 +487,17 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the user's options or data: reported in one line, no traceback."""
-    import robust.errors
-    from simulations.runner import CONFIG_ERRORS
-
-    return (*CONFIG_ERRORS, robust.errors.RobustError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``fortis`` command; a :class:`fortis.FortisError` exits 2 with one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "simulate":
             return cmd_simulate(args)
         return cmd_matrix(args)
-    except _user_errors() as exc:
-        parser.exit(2, f"fortis {args.command}: error: {exc}\n")
+    except FortisError as exc:
+        # Any typed fortis error (bad option, data, defence, secure setting): one line.
+        parser.exit(2, f"fortis {args.command}: error: {' '.join(str(exc).split())}\n")
     except KeyboardInterrupt:
         print(
             "\ninterrupted; completed matrix cells are kept and resumed next time", file=sys.stderr

@@ -13,11 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulations.errors import ConfigError
+
 TRAINING_MODES = ("fedavg", "fedprox", "dsgd")
-
-
-class ConfigError(ValueError):
-    """A simulation option is invalid. The message names the option and the allowed values."""
 
 
 def _freeze(params: dict[str, Any] | None) -> dict[str, Any]:

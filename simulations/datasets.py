@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simulations.errors import SimulationError
+
 __all__ = [
     "DATASETS",
     "Dataset",
@@ -44,7 +46,7 @@ DATASETS: tuple[str, ...] = ("digits", "breast_cancer", "mnist")
 MNIST_ENV_VAR = "FORTIS_MNIST_DIR"
 
 
-class DatasetError(ValueError):
+class DatasetError(SimulationError):
     """A dataset could not be loaded; the message names the dataset, file or field at fault."""
 
 

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from simulations.errors import SimulationError
+
 __all__ = [
     "MODELS",
     "ModelError",
@@ -42,11 +44,11 @@ MODELS: tuple[str, ...] = ("logreg", "mlp", "cnn")
 _MLP_HIDDEN = 128
 
 
-class ModelError(ValueError):
+class ModelError(SimulationError):
     """A model cannot be built for the requested name, input shape or class count."""
 
 
-class ParamsError(ValueError):
+class ParamsError(SimulationError):
     """A flat parameter vector does not fit the model (wrong shape/length, or non-finite)."""
 
 

@@ -27,6 +27,8 @@ import numbers
 
 import numpy as np
 
+from simulations.errors import SimulationError
+
 __all__ = ["PARTITIONS", "PartitionError", "partition", "label_histogram"]
 
 PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "label_sorted")
@@ -34,7 +36,7 @@ PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "label_sorted")
 _DIRICHLET_REDRAWS = 100
 
 
-class PartitionError(ValueError):
+class PartitionError(SimulationError):
     """An impossible or malformed partition request; the message names the argument."""
 
 

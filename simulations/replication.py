@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulations.errors import SimulationError
+
 __all__ = [
     "ReplicationCost",
     "ReplicationError",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 
-class ReplicationError(ValueError):
+class ReplicationError(SimulationError):
     """Invalid replication setup or inputs; the message names the argument or group at fault."""
 
 

@@ -22,8 +22,16 @@ and the remaining rounds are not run.
 Any other exception raised while a run trains is recorded as a *failure*
 (:class:`Failure`, with the traceback) and ends that run only, unless ``raise_errors=True``.
 Configuration errors are raised before any training: :func:`preflight` checks a config against
-its dataset (names, partition, trainer options, and one dry run of the defence on random rows
-with every client present).
+its dataset (names, partition, trainer options, the attack on a sample of the data, and one
+dry run of the defence on random rows with every client present).
+
+Errors
+------
+Everything the runner raises on purpose is a :class:`fortis.FortisError`: a
+:class:`~simulations.errors.ConfigError` (or another :class:`~simulations.SimulationError`)
+for a configuration that cannot run, :class:`~simulations.errors.SecureRoundError` for an
+aborted secure round, :class:`~simulations.errors.SimulationStateError` for a round asked of
+a finished run.
 """
 
 from __future__ import annotations
@@ -38,11 +46,18 @@ from typing import Any
 import numpy as np
 
 import robust
-from simulations.attacks import AttackConfigError, AttackContext, is_data_poisoning, make_attack
-from simulations.config import ConfigError, SimulationConfig
-from simulations.datasets import Dataset, DatasetError, load_dataset
+from fortis import FortisError
+from simulations.attacks import AttackContext, is_data_poisoning, make_attack
+from simulations.config import SimulationConfig
+from simulations.datasets import Dataset, load_dataset
+from simulations.errors import (
+    ConfigError,
+    SecureRoundError,
+    SimulationStateError,
+)
 from simulations.partition import PartitionError, partition
-from simulations.training import LocalTrainer, TrainingError
+from simulations.replication import ReplicationError
+from simulations.training import LocalTrainer
 
 ProgressCallback = Callable[[int, dict[str, Any]], None]
 
@@ -50,15 +65,10 @@ ProgressCallback = Callable[[int, dict[str, Any]], None]
 #: ``"loss"`` covers the clients' training loss (start of a round) and the test loss (end).
 DIVERGENCE_KINDS: tuple[str, ...] = ("loss", "honest_updates", "aggregate", "parameters")
 
-#: Errors that mean the user's configuration (options or data) cannot run. They are raised
-#: before any training; the CLI reports them in one line.
-CONFIG_ERRORS: tuple[type[Exception], ...] = (
-    ConfigError,
-    DatasetError,
-    AttackConfigError,
-    TrainingError,
-    PartitionError,
-)
+#: Errors that mean the user's configuration (options or data) cannot run: any typed fortis
+#: error raised while a run is set up. They are raised before any training (not recorded as a
+#: failed run); the CLI reports them in one line.
+CONFIG_ERRORS: tuple[type[Exception], ...] = (FortisError,)
 
 
 @dataclass(frozen=True)
@@ -264,10 +274,21 @@ def check_components(config: SimulationConfig) -> None:
     _dry_run_defence(config)
 
 
+def _check_no_f_param(config: SimulationConfig) -> None:
+    """The rule's f comes from the config (``byzantine`` or ``defence_f``), never from a rule
+    parameter, which would give it twice."""
+    if "f" in config.defence_params:
+        raise ConfigError(
+            f"defence {config.defence!r}: f is not a rule parameter; the defence's f is the "
+            "number of Byzantine clients (-f) or the f it assumes (--defence-f)"
+        )
+
+
 def _dry_run_defence(config: SimulationConfig) -> None:
     """Run the configured defence once on random rows, one per client, so that a rule that
     cannot run with these clients and f, or an invalid rule parameter, is a
     :class:`ConfigError` before training rather than an error in round 1."""
+    _check_no_f_param(config)
     if config.replication > 1 or config.secure:
         return  # majority vote / the protocol's mean: nothing configurable to check
     dim = 8
@@ -326,12 +347,17 @@ def preflight(config: SimulationConfig, dataset: Dataset) -> None:
 
     Checks the component names and parameters, one dry run of the defence
     (:func:`check_components`), the attack with the dataset's class count, the data split and
-    the trainer's options. Raises one of :data:`CONFIG_ERRORS` naming the option at fault; a
+    the trainer's options. Raises a :class:`fortis.FortisError` naming the option at fault; a
     config that passes fails later only for reasons that are not its own (reported as a
     :class:`Failure` by :func:`run_simulation`) or diverges (a measured outcome).
     """
     check_components(config)
-    make_attack(config.attack, **attack_kwargs(config, dataset.num_classes))
+    attack = make_attack(config.attack, **attack_kwargs(config, dataset.num_classes))
+    if is_data_poisoning(attack) and config.byzantine:
+        # Poison a few samples: an option that does not fit the data (a label_flip
+        # num_classes below the dataset's labels) fails here, not in setup after other runs.
+        sample = slice(0, min(len(dataset.y_train), 64))
+        attack.poison(dataset.x_train[sample], dataset.y_train[sample], np.random.default_rng(0))
     _client_shards(config, dataset)
     _trainer(config, dataset)
 
@@ -497,18 +523,23 @@ class Simulation:
 
         c = self.config
         finite = np.isfinite(X).all(axis=1)
-        result = run_round(
-            np.where(finite[:, None], X, 0.0),
-            value_range=c.clip,
-            bits=c.secure_bits,
-            graph=c.secure_graph,
-            mean=True,
-            seed=int(self.rng.integers(2**31)),
-            round_id=self._round_idx,
-            dropouts={"masked_input": np.flatnonzero(~finite).tolist()},
-        )
+        try:
+            result = run_round(
+                np.where(finite[:, None], X, 0.0),
+                value_range=c.clip,
+                bits=c.secure_bits,
+                graph=c.secure_graph,
+                mean=True,
+                seed=int(self.rng.integers(2**31)),
+                round_id=self._round_idx,
+                dropouts={"masked_input": np.flatnonzero(~finite).tolist()},
+            )
+        except FortisError as exc:
+            raise SecureRoundError(f"secure round {self._round_idx + 1}: {exc}") from exc
         if result.aborted:
-            raise RuntimeError(f"secure round {self._round_idx} aborted: {result.abort_reason}")
+            raise SecureRoundError(
+                f"secure round {self._round_idx + 1} aborted: {result.abort_reason}"
+            )
         accepted = np.zeros(len(X), dtype=bool)
         accepted[list(result.survivors)] = True
         t = result.transcript
@@ -525,7 +556,9 @@ class Simulation:
             groups.setdefault(shard, []).append(row)
         majority, accepted, _caught = majority_filter(X, list(groups.values()))
         if len(majority) == 0:
-            raise robust.errors.RobustError("no replication group reached a majority")
+            raise ReplicationError(
+                f"round {self._round_idx + 1}: no replication group reached a majority"
+            )
         vector = robust.aggregate(majority, "mean")
         return vector, np.asarray(accepted, dtype=bool)
 
@@ -573,12 +606,14 @@ class Simulation:
         """Run round ``round_idx`` and return its record.
 
         Never raises for a diverging model (see the module docstring): the record then has
-        ``diverged`` set and :attr:`divergence` says where. Raises :class:`RuntimeError` if
-        called after the run diverged, :class:`ConfigError` if the defence cannot run even
-        with every client present, and whatever an unexpected failure raises.
+        ``diverged`` set and :attr:`divergence` says where. Raises
+        :class:`~simulations.errors.SimulationStateError` if called after the run diverged,
+        :class:`ConfigError` if the defence cannot run even with every client present,
+        :class:`~simulations.errors.SecureRoundError` if a secure round aborts, and whatever
+        an unexpected failure raises.
         """
         if self.divergence is not None:
-            raise RuntimeError(f"the run already {self.divergence.describe()}")
+            raise SimulationStateError(f"the run already {self.divergence.describe()}")
         c = self.config
         t0 = time.perf_counter()
         self.param_history.append(self.params.copy())
@@ -740,9 +775,10 @@ def run_simulation(
     error while setting up or training is recorded as ``result.status == "failed"`` (reason
     and traceback in ``result.failure``) unless ``raise_errors`` is true.
 
-    Raises one of :data:`CONFIG_ERRORS` when the configuration cannot run: an invalid option
-    combination (for example a robust defence with ``secure=True``), a defence that cannot
-    run with these clients and f, or data that cannot be loaded or split.
+    Raises a :class:`fortis.FortisError` (:data:`CONFIG_ERRORS`) when the configuration
+    cannot run: an invalid option combination (for example a robust defence with
+    ``secure=True``), a defence that cannot run with these clients and f, or data that cannot
+    be loaded, split or poisoned as configured.
     """
     t0 = time.perf_counter()
     try:

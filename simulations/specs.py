@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from simulations.config import ConfigError
+from simulations.errors import ConfigError
 
 
 def parse_value(text: str) -> Any:

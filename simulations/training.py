@@ -52,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from simulations.errors import SimulationError
 from simulations.models import ParamsError, build_model, check_flat_params
 
 __all__ = ["MODES", "LocalTrainer", "TrainingError"]
@@ -61,7 +62,7 @@ MODES: tuple[str, ...] = ("fedavg", "fedprox", "dsgd")
 _STATE_FORMAT = "fortis.simulations.LocalTrainer/1"
 
 
-class TrainingError(ValueError):
+class TrainingError(SimulationError):
     """Bad trainer configuration, client data, or saved state; the message names the field."""
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from fortis import FortisError
 
-PACKAGES = ("robust", "secagg", "protocol")
+PACKAGES = ("robust", "secagg", "protocol", "simulations")
 
 
 def _public_errors(package: str) -> list[type[BaseException]]:
@@ -45,6 +45,7 @@ def test_package_base_errors_are_value_errors(package):
         "robust": "RobustError",
         "secagg": "SecAggError",
         "protocol": "ProtocolError",
+        "simulations": "SimulationError",
     }[package]
     cls = getattr(importlib.import_module(package), base)
     assert issubclass(cls, FortisError) and issubclass(cls, ValueError)

@@ -19,6 +19,7 @@ import simulations.runner as runner_mod
 from simulations.cli import main
 from simulations.config import ConfigError, SimulationConfig
 from simulations.datasets import load_dataset
+from simulations.errors import SimulationStateError
 from simulations.matrix import run_matrix
 from simulations.runner import DIVERGENCE_KINDS, RunResult, Simulation, run_simulation
 
@@ -112,7 +113,7 @@ def test_a_non_finite_aggregate_is_never_applied(digits):
     assert res.divergence.round == 1 and len(res.history) == 2
     assert res.history[0].accuracy > 0.5 and res.history[1].accuracy == pytest.approx(0.1)
     assert np.isfinite(sim.params).all()  # the model keeps round 1's parameters
-    with pytest.raises(RuntimeError, match="already diverged"):
+    with pytest.raises(SimulationStateError, match="already diverged"):
         sim.step(2)
 
 

@@ -39,6 +39,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from simulations.errors import SimulationError
+
 __all__ = [
     "KNOWLEDGE_LEVELS",
     "AttackConfigError",
@@ -58,7 +60,7 @@ __all__ = [
 KNOWLEDGE_LEVELS = ("omniscient", "limited")
 
 
-class AttackError(ValueError):
+class AttackError(SimulationError):
     """Base class of every error raised by the attack library."""
 
 

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulations.errors import SimulationError
+
 __all__ = ["DropoutFault", "FaultConfigError", "StragglerFault"]
 
 
-class FaultConfigError(ValueError):
+class FaultConfigError(SimulationError):
     """A fault model was configured wrongly or sampled with bad arguments."""
 
 
