@@ -1,9 +1,18 @@
-"""The ``fortis`` command line: ``fortis simulate`` and ``fortis matrix``."""
+"""The ``fortis`` command line: ``fortis simulate`` and ``fortis matrix``.
+
+The options that describe a run come from :class:`~simulations.config.SimulationConfig`'s
+fields (:mod:`simulations.options`); this module adds only what is about the command itself
+(the rows or grid to run, the output folder, progress).
+
+Errors: every :class:`fortis.FortisError` (a bad option, data that cannot load, a defence
+that cannot run with these clients ...) ends the command with one line on stderr and exit
+status 2, before anything trains. A row or cell that fails while training is reported and
+the rest run on; the command then exits 1.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -11,129 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from fortis import FortisError
+from simulations.options import add_config_arguments, config_kwargs
 
-DEFAULT_ATTACK = "scaling"
 DEFAULT_HARD_ATTACK = "alie"
-DEFAULT_DEFENCE = "multi_krum"
+DEFAULT_SECOND_PARTITION = "dirichlet"
+MATRIX_ATTACKS = "sign_flip,scaling,alie,ipm"
+MATRIX_DEFENCES = "mean,median,trimmed_mean,krum,multi_krum"
 
 
-def _add_common(p: argparse.ArgumentParser, *, matrix: bool) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset", default="digits", help="digits | breast_cancer | mnist (default: digits)"
-    )
-    g.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder of MNIST IDX files (default: $FORTIS_MNIST_DIR or ../shared/data/mnist)",
-    )
-    if not matrix:
-        g.add_argument(
-            "--partition",
-            "--split",
-            default="iid",
-            help="iid | dirichlet | label_sorted (default: iid)",
-        )
-    g.add_argument(
-        "--alpha", type=float, default=0.5, help="Dirichlet concentration (default: 0.5)"
-    )
-    g.add_argument(
-        "--gamma", type=float, default=0.0, help="label_sorted: fraction dealt IID (default: 0)"
-    )
-    g = p.add_argument_group("federation")
-    g.add_argument("--model", default="logreg", help="logreg | mlp | cnn (default: logreg)")
-    g.add_argument("--clients", type=int, default=20, help="number of clients n (default: 20)")
-    if not matrix:
-        g.add_argument(
-            "--byzantine",
-            "-f",
-            type=int,
-            default=None,
-            help="number of Byzantine clients (default: 20%% of clients)",
-        )
-    g.add_argument(
-        "--defence-f",
-        default=None,
-        help="f the defence assumes: an int or 'auto' (default: the true f)",
-    )
-    g.add_argument("--rounds", type=int, default=20, help="training rounds (default: 20)")
-    g.add_argument("--training", default="fedavg", help="fedavg | fedprox | dsgd (default: fedavg)")
-    g.add_argument("--local-epochs", type=int, default=1)
-    g.add_argument(
-        "--lr", type=float, default=None, help="client learning rate (default: 0.1; dsgd 0.5)"
-    )
-    g.add_argument("--server-lr", type=float, default=1.0)
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--momentum", type=float, default=0.9, help="client momentum (default: 0.9)")
-    g.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight (default: 0.01)")
-    g.add_argument("--eval-every", type=int, default=1)
-    g = p.add_argument_group("threat model")
-    g.add_argument(
-        "--attack-param",
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="attack parameter (repeatable)",
-    )
-    g.add_argument("--knowledge", default="omniscient", choices=["omniscient", "limited"])
-    g.add_argument("--independent", action="store_true", help="Byzantine clients do not collude")
-    g.add_argument(
-        "--dropout", type=float, default=0.0, help="benign fault: per-round dropout probability"
-    )
-    g.add_argument(
-        "--stragglers", type=float, default=0.0, help="benign fault: probability of a stale update"
-    )
-    g.add_argument("--max-staleness", type=int, default=2)
-    g = p.add_argument_group("defence")
-    g.add_argument(
-        "--defence-param",
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="rule parameter (repeatable)",
-    )
-    g.add_argument(
-        "--pre",
-        action="append",
-        default=[],
-        metavar="NAME[:K=V,...]",
-        help="pre-aggregator, in order (repeatable): clip, nnm, bucketing",
-    )
-    g.add_argument(
-        "--replication",
-        type=int,
-        default=1,
-        help="DRACO-style replication factor r (default: 1 = off)",
-    )
-    g.add_argument(
-        "--secure",
-        action="store_true",
-        help="aggregate through the secure-aggregation protocol (defence mean only)",
-    )
-    g.add_argument("--secure-bits", type=int, default=32)
-    g.add_argument(
-        "--secure-graph",
-        default="complete",
-        choices=["complete", "secagg+"],
-        help="masking graph: complete (Bonawitz et al.) or SecAgg+ sparse graph (Bell et al.)",
-    )
-    g.add_argument(
-        "--clip",
-        type=float,
-        default=None,
-        help="every client clips its update to this L2 norm before sending (the norm bound C); "
-        "in secure mode also the fixed-point range (default: no clipping; secure mode then "
-        "takes the range from the data). The no-defence baseline rows do not clip.",
-    )
-    g = p.add_argument_group("output")
-    g.add_argument("--seed", type=int, default=0)
+def _add_run_output(p: argparse.ArgumentParser, out: str) -> None:
+    g = p.add_argument_group("command output")
+    g.add_argument("--out", "-o", default=out, help=f"output folder (default: {out})")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``fortis`` parser; the run options of simulate and matrix come from the config."""
     parser = argparse.ArgumentParser(
         prog="fortis",
-        description="Private and Byzantine-robust federated aggregation: simulations and threat-model runs.",
+        description="Private and Byzantine-robust federated aggregation: simulations and "
+        "threat-model runs.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser(
@@ -141,107 +47,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="one training run under attack, with and without a defence",
         description="Federated training under a Byzantine attack. By default runs: clean (no "
         "attack), the attack with no defence (plain mean), the attack with the defence, and a "
-        "second attack that is hard for the defence. Writes results.json, summary.md and "
-        "accuracy.png to --out.",
+        "second attack that is hard for the defence. Each row is named by what it ran. Writes "
+        "results.json, summary.md and accuracy.png to --out.",
     )
-    _add_common(sim, matrix=False)
-    sim.add_argument(
-        "--attack", default=DEFAULT_ATTACK, help=f"attack name (default: {DEFAULT_ATTACK})"
-    )
-    sim.add_argument(
+    add_config_arguments(sim, "simulate")
+    g = sim.add_argument_group("rows")
+    g.add_argument(
         "--second-attack",
         default=DEFAULT_HARD_ATTACK,
-        help=f"an attack hard for the defence, shown as a second row ('none' to skip; default: {DEFAULT_HARD_ATTACK})",
+        metavar="NAME[:K=V,...]",
+        help="an attack hard for the defence, shown as more rows ('none' to skip; "
+        f"default: {DEFAULT_HARD_ATTACK})",
     )
-    sim.add_argument(
-        "--defence",
-        "--defense",
-        default=DEFAULT_DEFENCE,
-        help=f"rule, optionally with pre-aggregators: e.g. bucketing:s=2+krum (default: {DEFAULT_DEFENCE})",
-    )
-    sim.add_argument(
+    g.add_argument(
         "--second-partition",
-        default="dirichlet",
+        default=DEFAULT_SECOND_PARTITION,
         help="partition for the second attack's rows: ALIE-style attacks hide best in non-IID "
-        "spread ('same' to reuse --partition; default: dirichlet)",
+        f"spread ('same' to reuse --partition; default: {DEFAULT_SECOND_PARTITION})",
     )
-    sim.add_argument(
+    g.add_argument(
         "--no-baselines",
         action="store_true",
-        help="run only the defended run (skip clean and undefended)",
+        help="run only the defended rows (skip clean and undefended)",
     )
-    sim.add_argument(
-        "--out",
-        "-o",
-        default="fortis-out/simulate",
-        help="output folder (default: fortis-out/simulate)",
-    )
+    _add_run_output(sim, "fortis-out/simulate")
     mat = sub.add_parser(
         "matrix",
         help="attacks × defences × f × partitions, with a table and a heatmap",
         description="Runs every combination; completed cells are stored and resumed.",
     )
-    _add_common(mat, matrix=True)
-    mat.add_argument(
-        "--attacks", default="sign_flip,scaling,alie,ipm", help="comma-separated attacks"
+    add_config_arguments(mat, "matrix")
+    g = mat.add_argument_group("grid")
+    g.add_argument(
+        "--attacks",
+        default=MATRIX_ATTACKS,
+        help="comma-separated attack specs, each with its own parameters, e.g. "
+        f"adaptive:base=ipm,adaptive:base=alie,alie:z=1.5 (default: {MATRIX_ATTACKS})",
     )
-    mat.add_argument(
+    g.add_argument(
         "--defences",
         "--defenses",
-        default="mean,median,trimmed_mean,krum,multi_krum",
-        help="comma-separated defence specs, e.g. krum,bucketing+krum",
+        default=MATRIX_DEFENCES,
+        help=f"comma-separated defence specs, e.g. krum,bucketing+krum (default: {MATRIX_DEFENCES})",
     )
-    mat.add_argument(
+    g.add_argument(
         "--f",
         dest="fs",
         default=None,
-        help="comma-separated Byzantine counts (default: 20%% of clients)",
+        help="comma-separated Byzantine counts (default: 20%% of clients, at least 1)",
     )
-    mat.add_argument("--partitions", default="iid", help="comma-separated partitions")
-    mat.add_argument("--out", "-o", default="fortis-out/matrix")
+    g.add_argument("--partitions", default="iid", help="comma-separated partitions (default: iid)")
+    _add_run_output(mat, "fortis-out/matrix")
     return parser
-
-
-def _base_config(args: argparse.Namespace, **overrides: Any):
-    from simulations.config import SimulationConfig
-    from simulations.specs import parse_component, parse_params, parse_value
-
-    defence_f = None if args.defence_f is None else parse_value(args.defence_f)
-    lr = args.lr if args.lr is not None else (0.5 if args.training == "dsgd" else 0.1)
-    kwargs: dict[str, Any] = dict(
-        dataset=args.dataset,
-        data_dir=None if args.data_dir is None else os.path.abspath(args.data_dir),
-        alpha=args.alpha,
-        gamma=args.gamma,
-        model=args.model,
-        clients=args.clients,
-        defence_f=defence_f,
-        rounds=args.rounds,
-        training=args.training,
-        local_epochs=args.local_epochs,
-        lr=lr,
-        server_lr=args.server_lr,
-        batch_size=args.batch_size,
-        momentum=args.momentum,
-        mu=args.mu,
-        eval_every=args.eval_every,
-        attack_params=parse_params(args.attack_param, "--attack-param"),
-        knowledge=args.knowledge,
-        collusion=not args.independent,
-        dropout=args.dropout,
-        stragglers=args.stragglers,
-        max_staleness=args.max_staleness,
-        defence_params=parse_params(args.defence_param, "--defence-param"),
-        pre=tuple(parse_component(p, "--pre") for p in args.pre),
-        replication=args.replication,
-        secure=args.secure,
-        secure_bits=args.secure_bits,
-        secure_graph=args.secure_graph,
-        clip=args.clip,
-        seed=args.seed,
-    )
-    kwargs.update(overrides)
-    return SimulationConfig(**kwargs)
 
 
 class _RoundBar:
@@ -276,16 +133,10 @@ class _RoundBar:
         self.bar.close()
 
 
-def _undefended(cfg: Any) -> Any:
-    """The same run with a plain mean and no client clipping: the no-defence baseline. In
-    secure mode the clip stays, since it is the fixed-point range the protocol needs."""
-    return cfg.replace(
-        defence="mean",
-        defence_params={},
-        pre=(),
-        defence_f=None,
-        clip=cfg.clip if cfg.secure else None,
-    )
+def _base_config(args: argparse.Namespace, command: str, **overrides: Any):
+    from simulations.config import SimulationConfig
+
+    return SimulationConfig(**{**config_kwargs(args, command), **overrides})
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -296,68 +147,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """
     from simulations.datasets import load_dataset
     from simulations.report import summary_table, write_simulation_report
+    from simulations.rows import simulate_rows
     from simulations.runner import check_components, preflight, run_simulation
-    from simulations.specs import parse_defence
+    from simulations.specs import parse_attack
 
-    f = args.byzantine if args.byzantine is not None else max(1, round(0.2 * args.clients))
-    pre, rule, rule_params = parse_defence(args.defence)
-    base = _base_config(args, byzantine=f, attack=args.attack, partition=args.partition)
-    defended = base.replace(
-        defence=rule,
-        defence_params={**rule_params, **base.defence_params},
-        pre=(*base.pre, *pre),
+    defended = _base_config(args, "simulate")
+    second = (
+        None
+        if args.second_attack == "none"
+        else parse_attack(args.second_attack, "--second-attack")
     )
-    label = defended.defence_label()
-    runs: list[tuple[str, Any]] = []
-    if not args.no_baselines:
-        runs.append(
-            (
-                "clean (no attack, mean)",
-                _undefended(defended).replace(byzantine=0, attack="none", attack_params={}),
-            )
-        )
-        runs.append(
-            (
-                f"{args.attack}, no defence (mean)",
-                _undefended(defended),
-            )
-        )
-    runs.append((f"{args.attack}, {label}", defended))
-    if args.second_attack and args.second_attack != "none":
-        second = defended.replace(attack=args.second_attack, attack_params={})
-        where = ""
-        if args.second_partition not in ("same", defended.partition):
-            second = second.replace(partition=args.second_partition)
-            where = f" on {args.second_partition}"
-            if not args.no_baselines:
-                runs.append(
-                    (f"clean{where} (mean)", runs[0][1].replace(partition=args.second_partition))
-                )
-        runs.append((f"{args.second_attack}{where}, {label}", second))
-        if not args.no_baselines:
-            runs.append(
-                (
-                    f"{args.second_attack}{where}, no defence (mean)",
-                    _undefended(second),
-                )
-            )
-    # The second attack's rows repeat the first's when it is the same attack on the same split
-    # (e.g. --attack alie --partition dirichlet): run each distinct configuration once.
-    distinct: dict[str, tuple[str, Any]] = {}
-    for name, cfg in runs:
-        distinct.setdefault(cfg.key(), (name, cfg))
-    runs = list(distinct.values())
+    where = None if args.second_partition == "same" else args.second_partition
+    runs = simulate_rows(
+        defended, second_attack=second, second_partition=where, baselines=not args.no_baselines
+    )
     for _, cfg in runs:
-        check_components(cfg)
+        check_components(cfg)  # names and the defence first: before a dataset loads
     dataset = load_dataset(defended.dataset, defended.data_dir, seed=defended.seed)
     for _, cfg in runs:
         preflight(cfg, dataset)
     if not args.quiet:
         print(
             f"fortis simulate: {dataset.name} ({len(dataset.x_train)} train / "
-            f"{len(dataset.x_test)} test), {defended.clients} clients, f={f}, "
+            f"{len(dataset.x_test)} test), {defended.clients} clients, f={defended.byzantine}, "
             f"{defended.partition} split, {defended.model}, {defended.training}, "
-            f"{defended.rounds} rounds, {len(runs)} runs",
+            f"{defended.rounds} rounds, {len(runs)} runs"
+            + (f", secure aggregation ({defended.secure_graph} graph)" if defended.secure else ""),
             file=sys.stderr,
         )
     t0 = time.perf_counter()
@@ -389,7 +204,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _int_list(text: str, option: str) -> list[int]:
-    from simulations.config import ConfigError
+    from simulations.errors import ConfigError
 
     try:
         return [int(x) for x in text.split(",") if x.strip()]
@@ -405,15 +220,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     """
     from tqdm.auto import tqdm
 
-    from simulations.config import ConfigError
+    from simulations.config import default_byzantine
+    from simulations.errors import ConfigError
     from simulations.matrix import matrix_configs, run_matrix
     from simulations.report import matrix_markdown
     from simulations.specs import split_specs
 
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    attacks = split_specs(args.attacks)
     defences = split_specs(args.defences)
     partitions = [p.strip() for p in args.partitions.split(",") if p.strip()]
-    fs = _int_list(args.fs, "--f") if args.fs else [max(1, round(0.2 * args.clients))]
+    fs = _int_list(args.fs, "--f") if args.fs else [default_byzantine(args.clients)]
     for option, values in (
         ("--attacks", attacks),
         ("--defences", defences),
@@ -422,7 +238,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     ):
         if not values:
             raise ConfigError(f"{option} must name at least one value")
-    base = _base_config(args, byzantine=fs[0], attack=attacks[0], partition=partitions[0])
+    base = _base_config(args, "matrix", byzantine=fs[0], partition=partitions[0])
     total = len(matrix_configs(base, attacks, defences, fs, partitions))
     outer = tqdm(
         total=total,
@@ -487,23 +303,31 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = {"simulate": cmd_simulate, "matrix": cmd_matrix}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ``fortis`` command; a :class:`fortis.FortisError` exits 2 with one line."""
+    """Run one ``fortis`` command; returns its exit status.
+
+    A :class:`fortis.FortisError` from any command exits with status 2 and one line
+    ``fortis COMMAND: error: MESSAGE`` on stderr (``SystemExit``, as argparse does for a bad
+    option). Ctrl-C exits 130 and keeps what was stored.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "simulate":
-            return cmd_simulate(args)
-        return cmd_matrix(args)
+        return COMMANDS[args.command](args)
     except FortisError as exc:
-        # Any typed fortis error (bad option, data, defence, secure setting): one line.
-        parser.exit(2, f"fortis {args.command}: error: {' '.join(str(exc).split())}\n")
+        parser.exit(2, f"fortis {args.command}: error: {_one_line(exc)}\n")
     except KeyboardInterrupt:
         print(
             "\ninterrupted; completed matrix cells are kept and resumed next time", file=sys.stderr
         )
         return 130
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

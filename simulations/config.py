@@ -1,7 +1,9 @@
 """Simulation configuration: one frozen dataclass, validated once, serialisable to JSON.
 
-Every option of ``fortis simulate`` maps to one field here, so the CLI, the Python API, the
-matrix runner and the pytest helpers all describe a run the same way.
+Every option of ``fortis simulate`` maps to one field here, and the field is the one source of
+the option's default: its metadata says how it appears on the command line (see
+:mod:`simulations.options`, which builds the CLI from these fields). The CLI, the Python API,
+the matrix runner and the pytest helpers all describe a run the same way.
 """
 
 from __future__ import annotations
@@ -10,61 +12,264 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from simulations.errors import ConfigError
+from simulations.options import absolute_path, option
+from simulations.specs import (
+    component_label,
+    defence_label,
+    parse_component,
+    parse_params,
+    parse_value,
+)
+
+__all__ = ["DEFAULT_LR", "TRAINING_MODES", "ConfigError", "SimulationConfig", "default_byzantine"]
 
 TRAINING_MODES = ("fedavg", "fedprox", "dsgd")
+KNOWLEDGE_LEVELS = ("omniscient", "limited")
+SECURE_GRAPHS = ("complete", "secagg+")
+
+#: The client learning rate a training mode uses when ``lr`` is not given.
+DEFAULT_LR: dict[str, float] = {"fedavg": 0.1, "fedprox": 0.1, "dsgd": 0.5}
+
+#: The share of clients that are Byzantine when ``byzantine`` is not given.
+DEFAULT_BYZANTINE_FRACTION = 0.2
+
+
+def default_byzantine(clients: int) -> int:
+    """The f used when ``byzantine`` is not given: 20% of ``clients``, at least 1."""
+    return max(1, round(DEFAULT_BYZANTINE_FRACTION * clients))
 
 
 def _freeze(params: dict[str, Any] | None) -> dict[str, Any]:
     return dict(sorted((params or {}).items()))
 
 
+def _params_option(flag: str, group: str, help: str) -> Any:
+    """A ``dict`` field filled by a repeatable ``flag K=V`` option."""
+    return option(
+        {},
+        flag,
+        group=group,
+        action="append",
+        metavar="K=V",
+        to_value=lambda items: parse_params(items, flag),
+        help=help,
+    )
+
+
+def _pre(items: list[str]) -> tuple[tuple[str, dict[str, Any]], ...]:
+    return tuple(parse_component(p, "--pre") for p in items)
+
+
+def _lr_default_text() -> str:
+    by_rate: dict[float, list[str]] = {}
+    for mode, rate in DEFAULT_LR.items():
+        by_rate.setdefault(rate, []).append(mode)
+    return "; ".join(f"{'/'.join(modes)} {rate}" for rate, modes in by_rate.items())
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """One federated training run under attack.
 
-    ``byzantine`` is the number f of Byzantine clients; ``defence_f`` is the f the defence is
-    told (``None`` means the true f, ``"auto"`` asks the rule to estimate it).
+    ``byzantine`` is the number f of Byzantine clients (``None``: :func:`default_byzantine`
+    of ``clients``); ``defence_f`` is the f the defence is told (``None`` means the true f,
+    ``"auto"`` asks the rule to estimate it). ``lr`` ``None`` means :data:`DEFAULT_LR` of the
+    training mode. Both are resolved when the config is built, so :meth:`replace` keeps the
+    resolved value; pass ``None`` again to derive it anew.
     ``pre`` is a tuple of ``(name, params)`` pre-aggregators applied in order before the rule.
+
+    Each field's metadata holds its command-line option (:class:`~simulations.options.CliOption`).
     """
 
-    dataset: str = "digits"
-    data_dir: str | None = None
-    partition: str = "iid"
-    alpha: float = 0.5
-    gamma: float = 0.0
-    model: str = "logreg"
-    clients: int = 20
-    byzantine: int = 4
-    attack: str = "scaling"
-    attack_params: dict[str, Any] = field(default_factory=dict)
-    knowledge: str = "omniscient"
-    collusion: bool = True
-    defence: str = "multi_krum"
-    defence_params: dict[str, Any] = field(default_factory=dict)
-    defence_f: int | str | None = None
-    pre: tuple[tuple[str, dict[str, Any]], ...] = ()
-    rounds: int = 20
-    training: str = "fedavg"
-    local_epochs: int = 1
-    lr: float = 0.1
-    server_lr: float = 1.0
-    batch_size: int = 32
-    momentum: float = 0.9
-    mu: float = 0.01
-    dropout: float = 0.0
-    stragglers: float = 0.0
-    max_staleness: int = 2
-    replication: int = 1
-    secure: bool = False
-    secure_bits: int = 32
-    secure_graph: str = "complete"
-    clip: float | None = None
-    eval_every: int = 1
-    seed: int = 0
+    dataset: str = option(
+        "digits", "--dataset", group="data", help="digits | breast_cancer | mnist"
+    )
+    data_dir: str | None = option(
+        None,
+        "--data-dir",
+        group="data",
+        help="folder of the MNIST IDX files",
+        metavar="DIR",
+        to_value=absolute_path,
+        default_text="$FORTIS_MNIST_DIR, else ../shared/data/mnist",
+    )
+    partition: str = option(
+        "iid",
+        "--partition",
+        "--split",
+        group="data",
+        help="iid | dirichlet | label_sorted",
+        grid="--partitions",
+    )
+    alpha: float = option(0.5, "--alpha", group="data", parse=float, help="Dirichlet concentration")
+    gamma: float = option(
+        0.0, "--gamma", group="data", parse=float, help="label_sorted: fraction dealt IID"
+    )
+    model: str = option("logreg", "--model", group="federation", help="logreg | mlp | cnn")
+    clients: int = option(
+        20, "--clients", group="federation", parse=int, help="number of clients n"
+    )
+    byzantine: int | None = option(
+        None,
+        "--byzantine",
+        "-f",
+        group="federation",
+        parse=int,
+        metavar="F",
+        help="number of Byzantine clients f",
+        default_text=f"{DEFAULT_BYZANTINE_FRACTION:.0%} of clients, at least 1",
+        grid="--f",
+    )
+    attack: str = option(
+        "scaling",
+        "--attack",
+        group="threat model",
+        metavar="NAME[:K=V,...]",
+        help="attack, optionally with parameters, e.g. alie:z=1.5",
+        grid="--attacks",
+    )
+    attack_params: dict[str, Any] = _params_option(
+        "--attack-param", "threat model", "parameter of the one attack run (repeatable)"
+    )
+    knowledge: str = option(
+        "omniscient",
+        "--knowledge",
+        group="threat model",
+        choices=KNOWLEDGE_LEVELS,
+        help="what the attackers see: every honest update, or only their own",
+    )
+    collusion: bool = option(
+        True,
+        "--independent",
+        group="threat model",
+        action="store_false",
+        help="Byzantine clients do not collude",
+        default_text="they collude",
+    )
+    defence: str = option(
+        "multi_krum",
+        "--defence",
+        "--defense",
+        group="defence",
+        metavar="[PRE[:K=V,...]+]RULE[:K=V,...]",
+        help="rule, optionally with pre-aggregators and parameters, e.g. bucketing:s=2+krum",
+        grid="--defences",
+    )
+    defence_params: dict[str, Any] = _params_option(
+        "--defence-param", "defence", "rule parameter (repeatable)"
+    )
+    defence_f: int | str | None = option(
+        None,
+        "--defence-f",
+        group="defence",
+        parse=parse_value,
+        help="f the defence assumes: an int or 'auto'",
+        default_text="the true f",
+    )
+    pre: tuple[tuple[str, dict[str, Any]], ...] = option(
+        (),
+        "--pre",
+        group="defence",
+        action="append",
+        metavar="NAME[:K=V,...]",
+        to_value=_pre,
+        help="pre-aggregator, in order (repeatable): clip, nnm, bucketing",
+    )
+    rounds: int = option(20, "--rounds", group="federation", parse=int, help="training rounds")
+    training: str = option(
+        "fedavg",
+        "--training",
+        group="federation",
+        choices=TRAINING_MODES,
+        help="local training: FedAvg, FedProx, or distributed SGD with client momentum",
+    )
+    local_epochs: int = option(
+        1, "--local-epochs", group="federation", parse=int, help="local epochs per round"
+    )
+    lr: float | None = option(
+        None,
+        "--lr",
+        group="federation",
+        parse=float,
+        help="client learning rate",
+        default_text=_lr_default_text(),
+    )
+    server_lr: float = option(
+        1.0, "--server-lr", group="federation", parse=float, help="server learning rate"
+    )
+    batch_size: int = option(
+        32, "--batch-size", group="federation", parse=int, help="local batch size"
+    )
+    momentum: float = option(
+        0.9, "--momentum", group="federation", parse=float, help="client momentum"
+    )
+    mu: float = option(
+        0.01, "--mu", group="federation", parse=float, help="FedProx proximal weight"
+    )
+    dropout: float = option(
+        0.0,
+        "--dropout",
+        group="threat model",
+        parse=float,
+        help="benign fault: per-round dropout probability",
+    )
+    stragglers: float = option(
+        0.0,
+        "--stragglers",
+        group="threat model",
+        parse=float,
+        help="benign fault: probability of a stale update",
+    )
+    max_staleness: int = option(
+        2,
+        "--max-staleness",
+        group="threat model",
+        parse=int,
+        help="most rounds a straggler's update lags behind",
+    )
+    replication: int = option(
+        1,
+        "--replication",
+        group="defence",
+        parse=int,
+        help="DRACO-style replication factor r (1 = off)",
+    )
+    secure: bool = option(
+        False,
+        "--secure",
+        group="defence",
+        action="store_true",
+        help="aggregate through the secure-aggregation protocol (defence mean only)",
+        default_text="plaintext",
+    )
+    secure_bits: int = option(
+        32, "--secure-bits", group="defence", parse=int, help="secure mode: ring bits b of Z_2^b"
+    )
+    secure_graph: str = option(
+        "complete",
+        "--secure-graph",
+        group="defence",
+        choices=SECURE_GRAPHS,
+        help="masking graph: complete (Bonawitz et al.) or SecAgg+ sparse graph (Bell et al.)",
+    )
+    clip: float | None = option(
+        None,
+        "--clip",
+        group="defence",
+        parse=float,
+        help="every client clips its update to this L2 norm before sending (the norm bound "
+        "C); in secure mode also the fixed-point range. The no-defence baseline rows do not "
+        "clip",
+        default_text="no clipping; secure mode takes the range from the data",
+    )
+    eval_every: int = option(
+        1, "--eval-every", group="output", parse=int, help="test the model every N rounds"
+    )
+    seed: int = option(0, "--seed", group="output", parse=int, help="seed of every random choice")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attack_params", _freeze(self.attack_params))
@@ -72,6 +277,10 @@ class SimulationConfig:
         object.__setattr__(
             self, "pre", tuple((str(name), _freeze(params)) for name, params in self.pre)
         )
+        if self.byzantine is None and isinstance(self.clients, int):
+            object.__setattr__(self, "byzantine", default_byzantine(self.clients))
+        if self.lr is None:
+            object.__setattr__(self, "lr", DEFAULT_LR.get(self.training, DEFAULT_LR["fedavg"]))
         self.validate()
 
     def validate(self) -> None:
@@ -97,9 +306,9 @@ class SimulationConfig:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
         if self.training not in TRAINING_MODES:
             raise ConfigError(f"training must be one of {TRAINING_MODES}, got {self.training!r}")
-        if self.knowledge not in ("omniscient", "limited"):
+        if self.knowledge not in KNOWLEDGE_LEVELS:
             raise ConfigError(
-                f"knowledge must be 'omniscient' or 'limited', got {self.knowledge!r}"
+                f"knowledge must be one of {KNOWLEDGE_LEVELS}, got {self.knowledge!r}"
             )
         for name in ("dropout", "stragglers"):
             value = getattr(self, name)
@@ -134,9 +343,9 @@ class SimulationConfig:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.clip is not None and not self.clip > 0:
             raise ConfigError(f"clip must be positive, got {self.clip}")
-        if self.secure_graph not in ("complete", "secagg+"):
+        if self.secure_graph not in SECURE_GRAPHS:
             raise ConfigError(
-                f"secure_graph must be 'complete' or 'secagg+', got {self.secure_graph!r}"
+                f"secure_graph must be one of {SECURE_GRAPHS}, got {self.secure_graph!r}"
             )
         if self.secure:
             self._validate_secure()
@@ -191,12 +400,37 @@ class SimulationConfig:
         blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def defence_label(self) -> str:
-        """``bucketing(s=2)+krum``: the defence with its pre-aggregators and parameters."""
-        from simulations.specs import defence_label
+    def attack_label(self) -> str:
+        """The attack that runs, with its parameters: ``alie(z=1.5)``; ``none`` when no
+        client is Byzantine (the attack never runs then)."""
+        if self.byzantine == 0:
+            return "none"
+        return component_label(self.attack, self.attack_params)
 
-        return defence_label(self.pre, self.defence, self.defence_params)
+    def defence_label(self, *, client_clip: bool = False) -> str:
+        """``bucketing(s=2)+krum(f=auto)``: the defence with its pre-aggregators, parameters
+        and, when it is told one, the f it assumes. With ``client_clip``, the clients' own
+        clip comes first when set: ``client_clip(5)+median``."""
+        params = dict(self.defence_params)
+        if self.defence_f is not None:
+            params["f"] = self.defence_f
+        label = defence_label(self.pre, self.defence, params)
+        if client_clip and self.clip is not None:
+            label = f"client_clip({self.clip:g})+{label}"
+        return label
+
+    def aggregation_label(self) -> str:
+        """``plaintext``, or ``secure (complete graph, 32-bit ring)``."""
+        if not self.secure:
+            return "plaintext"
+        return f"secure ({self.secure_graph} graph, {self.secure_bits}-bit ring)"
 
     def label(self) -> str:
-        attack = self.attack if self.byzantine else "none"
-        return f"{attack} / {self.defence_label()}"
+        """What this run is, in the words of its options: ``alie(z=1.5) on dirichlet,
+        client_clip(5)+bucketing(s=2)+krum [secure]``. ``clean`` stands for no attack (f = 0);
+        the client clip and the secure tag appear when set. Two configs that differ in the
+        attack, its parameters, the split, the defence or the aggregation mode get different
+        labels."""
+        attack = "clean" if self.byzantine == 0 else self.attack_label()
+        secure = " [secure]" if self.secure else ""
+        return f"{attack} on {self.partition}, {self.defence_label(client_clip=True)}{secure}"

@@ -7,12 +7,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from simulations.config import ConfigError, SimulationConfig
+from simulations.config import SimulationConfig
 from simulations.datasets import Dataset, load_dataset
+from simulations.errors import ConfigError
 from simulations.io import atomic_write_json, atomic_write_text, read_json
+from simulations.options import merge_params
 from simulations.report import matrix_markdown, plot_matrix
 from simulations.runner import RunResult, check_components, preflight, run_simulation
-from simulations.specs import defence_label, parse_defence
+from simulations.specs import component_label, parse_attack, parse_defence
 
 
 def matrix_configs(
@@ -22,30 +24,45 @@ def matrix_configs(
     fs: Sequence[int],
     partitions: Sequence[str],
 ) -> list[tuple[dict[str, Any], SimulationConfig]]:
-    """Expand the grid into (cell coordinates, config) pairs, in a stable order."""
+    """Expand the grid into (cell coordinates, config) pairs, in a stable order.
+
+    ``attacks`` are specs ``NAME[:K=V,...]`` and ``defences`` specs ``[PRE+]RULE[:K=V,...]``;
+    each carries its own parameters. ``base``'s pre-aggregators and defence parameters apply to
+    every defence (the spec's add to them). ``base.attack_params`` (``--attack-param``) apply
+    only to a grid of one attack: with several, which attack they belong to is ambiguous, and
+    that is a :class:`ConfigError`. The cell coordinates name each attack and defence with its
+    parameters, so variants of one attack or defence get their own row or column.
+    """
+    parsed_attacks = [parse_attack(spec, "--attacks") for spec in attacks]
+    if base.attack_params and len(parsed_attacks) > 1:
+        given = ",".join(f"{k}={v}" for k, v in base.attack_params.items())
+        raise ConfigError(
+            f"--attack-param {given} is ambiguous with {len(parsed_attacks)} attacks; give each "
+            "attack its parameters in --attacks instead, e.g. --attacks alie:z=1.5,ipm:eps=0.5"
+        )
     cells = []
     for part in partitions:
         for f in fs:
             for spec in defences:
                 pre, rule, params = parse_defence(spec)
-                for attack in attacks:
-                    # Options given to the whole matrix (--pre, --defence-param) apply to
-                    # every defence; the spec's own pre-aggregators and parameters add to them.
-                    all_pre = (*base.pre, *pre)
-                    all_params = {**base.defence_params, **params}
+                for attack, attack_params in parsed_attacks:
                     cfg = base.replace(
                         partition=part,
                         byzantine=int(f),
                         attack=attack,
+                        attack_params=merge_params(
+                            f"attack {attack!r}", base.attack_params, attack_params
+                        ),
                         defence=rule,
-                        defence_params=all_params,
-                        pre=all_pre,
+                        defence_params={**base.defence_params, **params},
+                        pre=(*base.pre, *pre),
                     )
                     coords = {
                         "partition": part,
                         "f": int(f),
-                        "defence": defence_label(all_pre, rule, all_params),
-                        "attack": attack,
+                        "defence": cfg.defence_label(),
+                        "attack": component_label(attack, cfg.attack_params),
+                        "secure": cfg.secure,
                     }
                     cells.append((coords, cfg))
     return cells
@@ -65,7 +82,7 @@ def run_matrix(
     """Run every cell not already stored under ``out_dir/cells`` and write the report.
 
     Every cell's configuration is checked first (:func:`~simulations.runner.preflight`), so a
-    configuration error raises one of :data:`~simulations.runner.CONFIG_ERRORS` before any
+    configuration error raises a :class:`fortis.FortisError` before any
     training. After that no cell can stop the grid: a cell whose model diverges is a result
     (stored, scored at chance, marked in the report), and a cell that fails for another reason
     is recorded as failed, with its reason, and not stored, so that a later run retries it.
@@ -121,7 +138,8 @@ def write_matrix_report(
         "# fortis matrix",
         "",
         f"Dataset **{base.dataset}**, model {base.model}, training {base.training}, "
-        f"{base.clients} clients, {base.rounds} rounds, seed {base.seed}. Final test accuracy; "
+        f"{base.clients} clients, {base.rounds} rounds, seed {base.seed}, "
+        f"{base.aggregation_label()} aggregation. Final test accuracy; "
         "*worst case* is the minimum over attacks.",
         "",
         matrix_markdown(cells),

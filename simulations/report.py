@@ -39,20 +39,24 @@ def status_cell(res: RunResult) -> str:
 
 
 def summary_table(results: Sequence[tuple[str, RunResult]]) -> str:
-    """A Markdown table with one row per run; a diverged run's final accuracy is chance."""
+    """A Markdown table with one row per run; a diverged run's final accuracy is chance.
+
+    The columns show what the row ran, from its config: the attack with its parameters and
+    f, the defence with its pre-aggregators and the clients' clip, and the aggregation mode
+    (plaintext or secure)."""
     lines = [
-        "| run | split | attack | defence | final acc | best acc | honest rejected / round "
-        "| Byzantine rejected / round | backdoor ASR | status | time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | split | attack | defence | aggregation | final acc | best acc "
+        "| honest rejected / round | Byzantine rejected / round | backdoor ASR | status | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, res in results:
         s = res.summary()
         c = res.config
-        defence = c.defence_label()
-        attack = c.attack if c.byzantine else "none (all honest)"
+        attack = f"{c.attack_label()} (f={c.byzantine})" if c.byzantine else "none (all honest)"
         final = _fmt(s["final_accuracy"]) + (" (chance)" if res.divergence is not None else "")
         lines.append(
-            f"| {name} | {c.partition} | {attack} | {defence} | {final} "
+            f"| {name} | {c.partition} | {attack} | {c.defence_label(client_clip=True)} "
+            f"| {c.aggregation_label()} | {final} "
             f"| {_fmt(s['best_accuracy'])} | {s['honest_rejected_per_round']:.2f} "
             f"| {s['byzantine_rejected_per_round']:.2f} | {_fmt(s['backdoor_asr'])} "
             f"| {status_cell(res)} | {s['seconds']:.1f}s |"
@@ -152,7 +156,7 @@ def write_simulation_report(
         "",
         f"Dataset **{cfg.dataset}**, {cfg.clients} clients of which {cfg.byzantine} Byzantine "
         f"in attacked runs, model {cfg.model}, training {cfg.training}, "
-        f"{cfg.rounds} rounds, seed {cfg.seed}.",
+        f"{cfg.rounds} rounds, seed {cfg.seed}, {cfg.aggregation_label()} aggregation.",
         "",
         summary_table(results),
         "",
@@ -213,7 +217,8 @@ def matrix_markdown(cells: Sequence[dict[str, Any]]) -> str:
             for c in cells
             if c["partition"] == part and int(c["f"]) == f
         }
-        parts.append(f"### partition {part}, f = {f}\n")
+        secure = any(c.get("secure") for c in by_key.values())
+        parts.append(f"### partition {part}, f = {f}{', secure aggregation' if secure else ''}\n")
         parts.append("| defence | " + " | ".join(attacks) + " | worst case |")
         parts.append("|---|" + "---|" * (len(attacks) + 1))
         for d in g["defences"]:

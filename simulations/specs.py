@@ -1,4 +1,5 @@
-"""Parsing of command-line specs like ``bucketing:s=2+krum`` and ``z=1.5``."""
+"""Command-line specs like ``bucketing:s=2+krum``, ``alie:z=1.5`` and ``z=1.5``: parsing
+and the labels that name them in reports."""
 
 from __future__ import annotations
 
@@ -47,6 +48,14 @@ def parse_component(spec: str, what: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), parse_params(params, f"{what} {name.strip()!r}")
 
 
+def parse_attack(spec: str, what: str = "attack") -> tuple[str, dict[str, Any]]:
+    """``"adaptive:base=ipm"`` -> ``("adaptive", {"base": "ipm"})``. An attack is one
+    component: a ``+`` (which chains a defence's pre-aggregators) is a :class:`ConfigError`."""
+    if "+" in spec:
+        raise ConfigError(f"{what}: {spec!r} has a '+', but an attack is one NAME[:K=V,...]")
+    return parse_component(spec, what)
+
+
 def parse_defence(spec: str) -> tuple[tuple[tuple[str, dict[str, Any]], ...], str, dict[str, Any]]:
     """``"bucketing:s=2+krum"`` -> (pre-aggregators, rule, rule params)."""
     parts = [p for p in spec.split("+") if p.strip()]
@@ -57,7 +66,8 @@ def parse_defence(spec: str) -> tuple[tuple[tuple[str, dict[str, Any]], ...], st
     return tuple(components[:-1]), rule, params
 
 
-def _component_label(name: str, params: dict[str, Any]) -> str:
+def component_label(name: str, params: dict[str, Any]) -> str:
+    """``name(k=v,...)`` with the parameters sorted by key; the bare name without any."""
     if not params:
         return name
     return f"{name}(" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"
@@ -70,8 +80,8 @@ def defence_label(
 ) -> str:
     """``bucketing(s=2)+centered_clipping(tau=1)``: names with their explicit parameters, so
     defences that differ only in a parameter get different labels."""
-    parts = [_component_label(name, p) for name, p in pre]
-    parts.append(_component_label(rule, params or {}))
+    parts = [component_label(name, p) for name, p in pre]
+    parts.append(component_label(rule, params or {}))
     return "+".join(parts)
 
 

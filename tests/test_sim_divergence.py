@@ -215,14 +215,15 @@ def test_simulate_marks_the_diverged_row_and_runs_the_rest(tmp_path, capsys):
     # later in its run; the rows after it must still run to the end.
     assert main([*SIM, "--attack-param", "factor=-1e38", "--out", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "[2/6] scaling, no defence (mean): diverged in round 1 (loss)" in err
+    undefended = "scaling(factor=-1e+38) on iid, mean"
+    assert f"[2/6] {undefended}: diverged in round 1 (loss)" in err
     data = _strict_json(out / "results.json")
     statuses = {name: r["summary"]["status"] for name, r in data.items()}
-    assert statuses.pop("scaling, no defence (mean)") == "diverged"
+    assert statuses.pop(undefended) == "diverged"
     assert set(statuses.values()) == {"completed"} and len(statuses) == 5
     for name in statuses:
         assert len(data[name]["history"]) == 3
-    row = data["scaling, no defence (mean)"]
+    row = data[undefended]
     assert row["divergence"]["round"] == 0 and row["summary"]["final_accuracy"] == 0.1
     md = (out / "summary.md").read_text()
     assert "| 10.0% (chance) |" in md and "**diverged** r1 (loss)" in md
@@ -244,15 +245,15 @@ def test_simulate_records_a_failed_row_and_exits_1(tmp_path, capsys, monkeypatch
     assert code == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert "[3/3] scaling, median: failed in round 1: RuntimeError: injected fault" in err
+    assert "[3/3] scaling on iid, median: failed in round 1: RuntimeError: injected fault" in err
     assert "1 of 3 runs failed" in err
     data = _strict_json(out / "results.json")
     assert {name: r["summary"]["status"] for name, r in data.items()} == {
-        "clean (no attack, mean)": "completed",
-        "scaling, no defence (mean)": "completed",
-        "scaling, median": "failed",
+        "clean on iid, mean": "completed",
+        "scaling on iid, mean": "completed",
+        "scaling on iid, median": "failed",
     }
-    assert "median_breaks" in data["scaling, median"]["failure"]["traceback"]
+    assert "median_breaks" in data["scaling on iid, median"]["failure"]["traceback"]
     assert "**failed** r1" in (out / "summary.md").read_text()
 
 
@@ -310,7 +311,8 @@ def test_matrix_marks_a_diverged_cell_completes_the_grid_and_resumes_it(
     cli += ["--defences", "mean,median,trimmed_mean", "--out", str(out)]
     assert main(cli) == 0
     err = capsys.readouterr().err
-    assert "mean vs scaling (f=2), partition iid: diverged in round 1 (loss)" in err
+    # --attack-param with a single attack is that attack's parameter, named in its label.
+    assert "mean vs scaling(factor=-1e+38) (f=2), partition iid: diverged in round 1 (loss)" in err
     cells = _strict_json(out / "matrix.json")["cells"]
     assert {c["defence"]: c["status"] for c in cells} == {
         "mean": "diverged",
@@ -322,7 +324,7 @@ def test_matrix_marks_a_diverged_cell_completes_the_grid_and_resumes_it(
     assert all(c["rounds_run"] == 3 and c["final_accuracy"] > 0.5 for c in cells[1:])
     md = (out / "matrix.md").read_text()
     assert "| mean | 10.0% (diverged r1) | **10.0%** |" in md
-    assert "- mean vs scaling (partition iid, f = 2): diverged in round 1 (loss)" in md
+    assert "- mean vs scaling(factor=-1e+38) (partition iid, f = 2): diverged in round 1" in md
     assert (out / "matrix.png").stat().st_size > 0
 
     # A diverged cell is a result: it is stored and resumed, never recomputed.
