@@ -1,4 +1,4 @@
-"""The ``fortis`` command line: ``fortis simulate`` and ``fortis matrix``.
+"""The ``fortis`` command line: ``fortis simulate``, ``fortis matrix`` and ``fortis doctor``.
 
 The options that describe a run come from :class:`~simulations.config.SimulationConfig`'s
 fields (:mod:`simulations.options`); this module adds only what is about the command itself
@@ -13,13 +13,14 @@ the rest run on; the command then exits 1.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fortis import FortisError
+from fortis import FortisError, __version__
 from simulations.options import add_config_arguments, config_kwargs
 
 DEFAULT_HARD_ATTACK = "alie"
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Private and Byzantine-robust federated aggregation: simulations and "
         "threat-model runs.",
     )
+    parser.add_argument("--version", action="version", version=f"fortis {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser(
         "simulate",
@@ -98,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--partitions", default="iid", help="comma-separated partitions (default: iid)")
     _add_run_output(mat, "fortis-out/matrix")
+    doc = sub.add_parser(
+        "doctor",
+        help="versions, compiled kernels and data folders of this installation",
+        description="Shows fortis' and its dependencies' versions, whether torch imports, "
+        "whether robust's compiled kernels are in use, and where MNIST would be read from. "
+        "Exits 1 when a required dependency is missing.",
+    )
+    doc.add_argument(
+        "--data-dir", default=None, help="MNIST folder to check instead of the defaults"
+    )
+    doc.add_argument("--json", action="store_true", help="print the facts as JSON")
     return parser
 
 
@@ -303,7 +316,16 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"simulate": cmd_simulate, "matrix": cmd_matrix}
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Print :func:`simulations.doctor.diagnose`; 1 if a required dependency is missing."""
+    from simulations.doctor import diagnose, format_report, missing_required
+
+    facts = diagnose(args.data_dir)
+    print(json.dumps(facts, indent=2) if args.json else format_report(facts))
+    return 1 if missing_required(facts) else 0
+
+
+COMMANDS = {"simulate": cmd_simulate, "matrix": cmd_matrix, "doctor": cmd_doctor}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -35,8 +35,11 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "MNIST_ENV_VAR",
+    "MNIST_KEYS",
     "default_mnist_dirs",
     "load_dataset",
+    "mnist_file",
+    "mnist_folder",
     "read_idx",
 ]
 
@@ -166,6 +169,8 @@ _MNIST_FILES = {
     "test_labels": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
 }
 
+MNIST_KEYS: tuple[str, ...] = tuple(_MNIST_FILES)
+
 
 def default_mnist_dirs() -> list[Path]:
     """The folders tried, in order, when ``load_dataset("mnist")`` gets no ``data_dir``."""
@@ -178,25 +183,35 @@ def default_mnist_dirs() -> list[Path]:
     return dirs
 
 
+def _mnist_names(key: str) -> list[str]:
+    return [name for stem in _MNIST_FILES[key] for name in (stem, stem + ".gz")]
+
+
+def mnist_file(folder: Path, key: str) -> Path | None:
+    """The IDX file of ``key`` (``train_images``, ``train_labels``, ``test_images``,
+    ``test_labels``) in ``folder``, plain or gzipped, or ``None`` when there is none."""
+    return next((folder / n for n in _mnist_names(key) if (folder / n).is_file()), None)
+
+
+def mnist_folder(data_dir: str | os.PathLike | None) -> tuple[Path | None, list[Path]]:
+    """The folder MNIST is read from (``data_dir``, else the first existing of
+    :func:`default_mnist_dirs`; ``None`` when none exists) and the folders tried."""
+    candidates = [Path(data_dir)] if data_dir is not None else default_mnist_dirs()
+    return next((c for c in candidates if c.is_dir()), None), candidates
+
+
 def _find_mnist_file(folder: Path, key: str) -> Path:
-    tried = []
-    for stem in _MNIST_FILES[key]:
-        for name in (stem, stem + ".gz"):
-            candidate = folder / name
-            tried.append(name)
-            if candidate.is_file():
-                return candidate
-    raise DatasetError(
-        f"mnist: folder {str(folder)!r} has no {key.replace('_', ' ')} file (looked for {', '.join(tried)})"
-    )
+    path = mnist_file(folder, key)
+    if path is None:
+        raise DatasetError(
+            f"mnist: folder {str(folder)!r} has no {key.replace('_', ' ')} file "
+            f"(looked for {', '.join(_mnist_names(key))})"
+        )
+    return path
 
 
 def _load_mnist(data_dir: str | os.PathLike | None) -> Dataset:
-    if data_dir is not None:
-        candidates = [Path(data_dir)]
-    else:
-        candidates = default_mnist_dirs()
-    folder = next((c for c in candidates if c.is_dir()), None)
+    folder, candidates = mnist_folder(data_dir)
     if folder is None:
         tried = ", ".join(repr(str(c)) for c in candidates)
         hint = (

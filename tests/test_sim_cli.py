@@ -1,5 +1,5 @@
 """The ``fortis`` command line: options derived from the config, rows named by what they ran,
-matrix attack specs with their own parameters."""
+matrix attack specs with their own parameters, ``--version``."""
 
 import dataclasses
 import json
@@ -99,6 +99,15 @@ def test_an_attack_spec_has_no_plus(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["simulate", "--attack", "alie+ipm", "--quiet", "--out", str(tmp_path)])
     assert "an attack is one NAME" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    from fortis import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fortis {__version__}"
 
 
 # -- rows named by what they ran --------------------------------------------------------------
