@@ -4,10 +4,13 @@ Theory of operation
 ===================
 
 Rule 1: everything that decides the client's stage lives in this file: the stage table
-:data:`CLIENT_TRANSITIONS` below, plus the checks in the ``_on_*`` handlers. Rule 2: the client
-does no I/O, no sleeping and no threads. The application (a driver) calls :meth:`Client.start`
-once and then feeds every message from the server to :meth:`Client.receive`, which returns the
-messages to send back (a list with zero or one element).
+:data:`CLIENT_TRANSITIONS` below (built from :data:`CLIENT_STAGES`), plus the checks in the
+``_on_*`` handlers. Rule 2: the client does no I/O and no sleeping, and keeps no thread beyond
+one call (``mask_workers`` threads share the mask expansion and key agreements inside a call,
+then end). The application (a driver, e.g. :class:`protocol.router.Router`) calls
+:meth:`Client.start` once and then feeds every message from the server to :meth:`Client.receive`
+(or the bytes to the tolerant :meth:`Client.receive_bytes`), which returns the messages to send
+back (a list with zero or one element).
 
 A round follows Bonawitz et al. (CCS 2017), with the masking graph either complete or the SecAgg+
 random sparse graph of Bell et al. (CCS 2020), plus the partner-set binding of fortis:
@@ -58,6 +61,7 @@ from __future__ import annotations
 import enum
 import secrets
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -643,17 +647,13 @@ class Client:
             )
         senders = sorted(partners)
         self._partners = frozenset(senders)
-        seeds = {}
-        for j in senders:
-            key = vss.dh_agree(
-                self._s,
-                self._peers[j][1],
-                mask_agreement_info(cfg.round_id, self.id, j),
-                full_check=False,
-            )
-            seeds[j] = pairwise_seed(key, cfg.round_id)
+        seeds = {
+            j: pairwise_seed(key, cfg.round_id)
+            for j, key in zip(senders, self._agree_with(senders))
+        }
         encoded = cfg.encoder.encode(self._update, self._rng)
         y = mask_input(encoded, self.id, self._b, seeds, cfg.bits, workers=self.mask_workers)
+        y.flags.writeable = False  # ours alone: the message keeps it without a copy
         sig = b""
         if cfg.hardened:
             # Bind the partner set to this input: the server must show it to every holder of
@@ -663,6 +663,31 @@ class Client:
                 partners_signing_bytes(self._context, self.id, senders, self._input_digest)
             )
         return [MaskedInput(cfg.round_id, self.id, y, tuple(senders), sig)]
+
+    def _agree_with(self, partners: list[int]) -> list[bytes]:
+        """The pairwise mask keys with ``partners`` (in order): one Diffie-Hellman agreement
+        each in the Schnorr group, split over :attr:`mask_workers` threads (gmpy2 releases the
+        GIL). Public keys were validated when they arrived."""
+        cfg = self.config
+
+        def agree(chunk: list[int]) -> list[bytes]:
+            return vss.dh_agree_many(
+                self._s,
+                [self._peers[j][1] for j in chunk],
+                [mask_agreement_info(cfg.round_id, self.id, j) for j in chunk],
+                full_check=False,
+            )
+
+        workers = min(self.mask_workers, max(1, len(partners) // 8))
+        if workers == 1:
+            return agree(partners)
+        chunks = [partners[w::workers] for w in range(workers)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(agree, chunks))
+        keys: dict[int, bytes] = {}
+        for chunk, part in zip(chunks, parts):
+            keys.update(zip(chunk, part))
+        return [keys[j] for j in partners]
 
     def _on_ConsistencyRequest(self, msg: ConsistencyRequest) -> list[Message]:
         self._check_survivor_claims(msg, msg.survivors, msg.rejected)

@@ -797,9 +797,9 @@ def encode(msg: Message) -> bytes:
     body: list = []
     for fname, kind in msg.FIELDS:
         kind.write(getattr(msg, fname), body)
-    payload = b"".join(body)
-    header = _HEADER.pack(MAGIC, VERSION, msg.TAG, msg.round_id, msg.sender, len(payload))
-    return header + payload
+    length = sum(part.nbytes if isinstance(part, memoryview) else len(part) for part in body)
+    header = _HEADER.pack(MAGIC, VERSION, msg.TAG, msg.round_id, msg.sender, length)
+    return b"".join([header, *body])  # one copy of a large array, not two
 
 
 @dataclass(frozen=True)

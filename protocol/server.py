@@ -4,8 +4,10 @@ Theory of operation
 ===================
 
 Rule 1: everything that decides the server's stage lives in this file: the stage table
-:data:`SERVER_TRANSITIONS`, the stage-closing rules in ``_close_*`` and the checks in the
-``_check_*`` handlers. Rule 2: no I/O, no sleeping, no threads. A driver feeds client messages to
+:data:`SERVER_TRANSITIONS` (built from :data:`SERVER_STAGES`), the stage-closing rules in
+``_close_*``, the requests that open the next stage in ``_open_*``, and the checks in the
+``_check_*`` handlers. Rule 2: no I/O, no sleeping, and no thread beyond one call (unmasking
+spreads its arithmetic over ``unmask_workers`` threads, then they end). A driver feeds client messages to
 :meth:`Server.receive` and, when a stage's timer expires, calls :meth:`Server.deadline`; both
 return the messages to send (each server message names its ``recipient``).
 

@@ -643,7 +643,8 @@ def dh_agree_many(
         raise SecAggParameterError("one info per peer public key")
     group = private.group
     peers = [mpz(validate_dh_public_key(pk, group, full=full_check)) for pk in peer_publics]
-    shared = gmpy2.powmod_base_list(peers, private._private, group._p)
+    with gmpy2.context(gmpy2.get_context(), allow_release_gil=True):  # threads run in parallel
+        shared = gmpy2.powmod_base_list(peers, private._private, group._p)
     width = group.element_bytes
     return [
         HKDF(algorithm=hashes.SHA256(), length=DH_KEY_BYTES, salt=None, info=bytes(info)).derive(
