@@ -1,4 +1,5 @@
-"""The ``fortis`` command line: ``fortis simulate``, ``fortis matrix`` and ``fortis doctor``.
+"""The ``fortis`` command line: ``fortis simulate``, ``fortis matrix``, ``fortis defences`` and
+``fortis doctor``.
 
 The options that describe a run come from :class:`~simulations.config.SimulationConfig`'s
 fields (:mod:`simulations.options`); this module adds only what is about the command itself
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--defences",
         "--defenses",
         default=MATRIX_DEFENCES,
-        help=f"comma-separated defence specs, e.g. krum,bucketing+krum (default: {MATRIX_DEFENCES})",
+        help="comma-separated defence specs, e.g. krum,bucketing+krum (`fortis defences` "
+        f"lists the rules, pre-aggregators and their parameters; default: {MATRIX_DEFENCES})",
     )
     g.add_argument(
         "--f",
@@ -100,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--partitions", default="iid", help="comma-separated partitions (default: iid)")
     _add_run_output(mat, "fortis-out/matrix")
+    dfn = sub.add_parser(
+        "defences",
+        aliases=["defenses"],
+        help="the rules and pre-aggregators --defence and --pre take, with their parameters",
+        description="Lists the stages of robust's registry that a defence is built from: the "
+        "pre-aggregators (--pre NAME[:K=V,...], or PRE+ before the rule in --defence), applied "
+        "in order, then the rules (--defence RULE[:K=V,...]), each with its parameters, their "
+        "bounds and defaults, and the number of clients it needs.",
+    )
+    dfn.add_argument("names", nargs="*", metavar="NAME", help="only these stages (default: all)")
+    dfn.add_argument("--json", action="store_true", help="print the stages' schemas as JSON")
     doc = sub.add_parser(
         "doctor",
         help="versions, compiled kernels and data folders of this installation",
@@ -325,7 +338,55 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if missing_required(facts) else 0
 
 
-COMMANDS = {"simulate": cmd_simulate, "matrix": cmd_matrix, "doctor": cmd_doctor}
+#: The kinds of robust stage a defence spec takes, with the heading ``fortis defences`` gives
+#: each (post-rule stages have no option yet).
+DEFENCE_KINDS = {
+    "pre": "Pre-aggregators (--pre NAME[:K=V,...], or NAME[:K=V,...]+RULE), applied in order",
+    "rule": "Rules (--defence RULE[:K=V,...], --defence-param K=V)",
+}
+
+#: The per-call state a simulation supplies (``fortis defences`` marks it "per-call state").
+RUN_STATE = (
+    "In a simulation, centered_clipping's center is the previous round's aggregate (zeros at "
+    "first)."
+)
+
+
+def cmd_defences(args: argparse.Namespace) -> int:
+    """Print :func:`robust.stage_help` (or, with ``--json``, :func:`robust.stage_schema`) of
+    the stages named, or of every pre-aggregator and rule. An unknown name is a
+    :class:`~simulations.errors.ConfigError` listing the known ones."""
+    import robust
+    from simulations.errors import ConfigError
+
+    by_kind = {kind: robust.stages(kind) for kind in DEFENCE_KINDS}
+    known = [name for names in by_kind.values() for name in names]
+    for name in args.names:
+        if name not in known:
+            raise ConfigError(f"unknown defence stage {name!r}; known: {', '.join(known)}")
+    if args.json:
+        print(json.dumps([robust.stage_schema(n) for n in args.names or known], indent=2))
+    elif args.names:
+        print("\n\n".join(robust.stage_help(n) for n in args.names))
+    else:
+        print(
+            "\n\n".join(
+                f"{DEFENCE_KINDS[kind]}:\n\n" + "\n".join(robust.stage_help(n) for n in names)
+                for kind, names in by_kind.items()
+            )
+        )
+    if not args.json and (not args.names or "centered_clipping" in args.names):
+        print(f"\n{RUN_STATE}")
+    return 0
+
+
+COMMANDS = {
+    "simulate": cmd_simulate,
+    "matrix": cmd_matrix,
+    "defences": cmd_defences,
+    "defenses": cmd_defences,
+    "doctor": cmd_doctor,
+}
 
 
 def _one_line(exc: BaseException) -> str:

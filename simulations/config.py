@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import robust
 from simulations.errors import ConfigError
 from simulations.options import absolute_path, option
 from simulations.specs import (
@@ -156,7 +157,8 @@ class SimulationConfig:
         "--defense",
         group="defence",
         metavar="[PRE[:K=V,...]+]RULE[:K=V,...]",
-        help="rule, optionally with pre-aggregators and parameters, e.g. bucketing:s=2+krum",
+        help="rule, optionally with pre-aggregators and parameters, e.g. bucketing:s=2+krum; "
+        f"rules: {', '.join(robust.stages('rule'))} (`fortis defences` shows their parameters)",
         grid="--defences",
     )
     defence_params: dict[str, Any] = _params_option(
@@ -177,7 +179,7 @@ class SimulationConfig:
         action="append",
         metavar="NAME[:K=V,...]",
         to_value=_pre,
-        help="pre-aggregator, in order (repeatable): clip, nnm, bucketing",
+        help=f"pre-aggregator, in order (repeatable): {', '.join(robust.stages('pre'))}",
     )
     rounds: int = option(20, "--rounds", group="federation", parse=int, help="training rounds")
     training: str = option(

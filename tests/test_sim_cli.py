@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from simulations.cli import build_parser, main
+import robust
+from simulations.cli import DEFENCE_KINDS, RUN_STATE, build_parser, main
 from simulations.config import DEFAULT_LR, SimulationConfig, default_byzantine
 from simulations.errors import ConfigError
 from simulations.matrix import matrix_configs
@@ -71,6 +72,57 @@ def test_help_shows_the_config_defaults(capsys):
     # The derived defaults say what they derive from, with the config's numbers.
     assert "(default: 20% of clients, at least 1)" in text
     assert f"dsgd {DEFAULT_LR['dsgd']}" in text and "(default: 20)" in text
+
+
+# -- discovering the defences -----------------------------------------------------------------
+def _help(capsys, command):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_lists_the_registry_and_points_at_fortis_defences(command, capsys):
+    text = _help(capsys, command)
+    assert "pre-aggregator, in order (repeatable): " + ", ".join(robust.stages("pre")) in text
+    assert "`fortis defences`" in text
+    if command == "simulate":
+        assert "rules: " + ", ".join(robust.stages("rule")) in text
+
+
+def test_fortis_defences_shows_every_stage_a_defence_takes_with_its_help(capsys):
+    assert main(["defences"]) == 0
+    out = capsys.readouterr().out
+    pre, rules = robust.stages("pre"), robust.stages("rule")
+    for name in pre + rules:
+        assert f"\n{robust.stage_help(name)}\n" in out, name
+    # Pre-aggregators under their heading, then the rules under theirs, in pipeline order.
+    places = [out.index(f"\n{name} (") for name in pre + rules]
+    assert places == sorted(places)
+    assert out.index(DEFENCE_KINDS["pre"]) < places[0]
+    assert places[len(pre) - 1] < out.index(DEFENCE_KINDS["rule"]) < places[len(pre)]
+    assert out.rstrip().endswith(RUN_STATE)  # what "per-call state" is in a simulation
+
+
+def test_fortis_defences_names_and_json(capsys):
+    assert main(["defences", "krum", "bucketing"]) == 0
+    expected = robust.stage_help("krum") + "\n\n" + robust.stage_help("bucketing") + "\n"
+    assert capsys.readouterr().out == expected
+    assert main(["defenses", "--json", "multi_krum", "clip"]) == 0
+    schemas = json.loads(capsys.readouterr().out)
+    assert schemas == [robust.stage_schema("multi_krum"), robust.stage_schema("clip")]
+    assert main(["defences", "--json"]) == 0
+    names = [s["name"] for s in json.loads(capsys.readouterr().out)]
+    assert names == [*robust.stages("pre"), *robust.stages("rule")]
+
+
+def test_fortis_defences_refuses_an_unknown_name_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["defences", "median", "krun"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    known = ", ".join([*robust.stages("pre"), *robust.stages("rule")])
+    assert err == f"fortis defences: error: unknown defence stage 'krun'; known: {known}\n"
 
 
 def test_derived_defaults_live_in_the_config():
