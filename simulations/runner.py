@@ -22,8 +22,8 @@ and the remaining rounds are not run.
 Any other exception raised while a run trains is recorded as a *failure*
 (:class:`Failure`, with the traceback) and ends that run only, unless ``raise_errors=True``.
 Configuration errors are raised before any training: :func:`preflight` checks a config against
-its dataset (names, partition, trainer options, the attack on a sample of the data, and one
-dry run of the defence on random rows with every client present).
+its dataset (names, partition, trainer options, the attack on a sample of the data, and the
+defence checked against robust's stage registry with every client present).
 
 Errors
 ------
@@ -36,6 +36,7 @@ a finished run.
 
 from __future__ import annotations
 
+import inspect
 import time
 import traceback
 from collections import deque
@@ -228,16 +229,28 @@ class RunResult:
 
 
 def _check_secure_supported(config: SimulationConfig) -> None:
+    """``--secure`` runs the protocol's mean of the survivors, nothing else: a defence that
+    selects rows, or a pre-aggregator, is refused here rather than dropped silently."""
     if not config.secure:
         return
-    if config.defence != "mean" or config.pre:
-        kind = "coordinate-wise" if config.defence in robust.COORDINATE_RULES else "robust"
+    refused = []
+    if config.defence != "mean":
+        if robust.stage_schema(config.defence)["needs_coordinates"]:
+            why = "needs every client's update, which secure aggregation hides"
+        else:
+            why = (
+                "selects clients from their distances, and filtering on encrypted sketches "
+                "is not implemented yet"
+            )
+        refused.append(f"the defence {config.defence!r}, which {why}")
+    if config.pre:
+        names = [name for name, _ in config.pre]
+        refused.append(f"the pre-aggregators {names}, which need every client's update")
+    if refused:
         raise ConfigError(
-            f"--secure cannot run the {kind} defence {config.defence!r}"
-            + (f" with pre-aggregators {[p for p, _ in config.pre]}" if config.pre else "")
-            + ": secure aggregation hides individual updates, and filtering on encrypted "
-            "sketches is not implemented yet. Use --defence mean with --secure, or drop "
-            "--secure to run the defence in plaintext. fortis never falls back silently."
+            f"--secure cannot run {' or '.join(refused)}. Use --defence mean with --secure "
+            "(--clip clips on each client), or drop --secure to run the defence in plaintext; "
+            "fortis never falls back silently."
         )
     if config.replication > 1:
         raise ConfigError("--secure cannot be combined with --replication (needs plaintext rows)")
@@ -252,63 +265,73 @@ def attack_kwargs(config: SimulationConfig, num_classes: int) -> dict[str, Any]:
 
 
 def check_components(config: SimulationConfig) -> None:
-    """Fail fast, before any training, on an unknown attack, rule or pre-aggregator name.
+    """Fail fast, before any training, on an attack or defence that cannot run.
 
-    Raises :class:`ConfigError` (or the attack library's ``AttackConfigError`` for bad attack
-    parameters), naming the option and the valid choices.
+    Checks the attack's name and parameters, the defence (:func:`check_defence`) and the
+    secure-mode restrictions. Raises :class:`ConfigError` (or the attack library's
+    ``AttackConfigError`` for bad attack parameters), naming the option and the valid choices.
     """
     # num_classes only completes label_flip's parameters here; the real value comes from the
     # dataset when the simulation is built.
     make_attack(config.attack, **attack_kwargs(config, num_classes=2))
-    if config.defence not in robust.RULES:
-        raise ConfigError(
-            f"unknown defence {config.defence!r}; choose one of: {', '.join(sorted(robust.RULES))}"
-        )
-    for name, _ in config.pre:
-        if name not in robust.PRE_AGGREGATORS:
-            raise ConfigError(
-                f"unknown pre-aggregator {name!r}; choose from: "
-                f"{', '.join(sorted(robust.PRE_AGGREGATORS))}"
-            )
+    check_defence(config)
     _check_secure_supported(config)
-    _dry_run_defence(config)
 
 
-def _check_no_f_param(config: SimulationConfig) -> None:
-    """The rule's f comes from the config (``byzantine`` or ``defence_f``), never from a rule
-    parameter, which would give it twice."""
-    if "f" in config.defence_params:
+#: The keywords of :func:`robust.check_pipeline` (and so of :func:`robust.aggregate`): a rule
+#: parameter of one of these names would be given twice.
+_PIPELINE_KEYWORDS = frozenset(
+    name
+    for name, p in inspect.signature(robust.check_pipeline).parameters.items()
+    if p.kind is not inspect.Parameter.VAR_KEYWORD
+)
+#: What to use instead of a pipeline keyword given as a rule parameter.
+_INSTEAD = {
+    "f": "the defence's f is the number of Byzantine clients (-f) or the f it assumes "
+    "(--defence-f)",
+    "pre": "pre-aggregators go in --pre or before the rule: --defence PRE+RULE",
+}
+
+
+def check_defence(config: SimulationConfig) -> list[tuple[str, dict[str, Any]]]:
+    """Check the defence against robust's stage registry, without data: the rule's and the
+    pre-aggregators' names, their parameters (type and bound), and that each stage can run
+    on the rows it would get with every client present and the configured f.
+
+    Returns :func:`robust.check_pipeline`'s plan (stage names with their parameters, defaults
+    filled in). Raises :class:`ConfigError` naming the defence and what is wrong.
+    """
+    clash = sorted(_PIPELINE_KEYWORDS & set(config.defence_params))
+    if clash:
+        instead = _INSTEAD.get(clash[0], f"`fortis defences {config.defence}` lists its parameters")
         raise ConfigError(
-            f"defence {config.defence!r}: f is not a rule parameter; the defence's f is the "
-            "number of Byzantine clients (-f) or the f it assumes (--defence-f)"
+            f"defence {config.defence!r}: {clash[0]} is not a rule parameter; {instead}"
         )
-
-
-def _dry_run_defence(config: SimulationConfig) -> None:
-    """Run the configured defence once on random rows, one per client, so that a rule that
-    cannot run with these clients and f, or an invalid rule parameter, is a
-    :class:`ConfigError` before training rather than an error in round 1."""
-    _check_no_f_param(config)
-    if config.replication > 1 or config.secure:
-        return  # majority vote / the protocol's mean: nothing configurable to check
-    dim = 8
-    X = np.random.default_rng(0).normal(size=(config.clients, dim)).astype(np.float32)
-    params = dict(config.defence_params)
-    if config.defence == "centered_clipping" and "center" not in params:
-        params["center"] = np.zeros(dim, dtype=np.float32)
-    pre = [
-        (name, {**p, "seed": 0} if name == "bucketing" and not {"seed", "rng"} & set(p) else p)
-        for name, p in config.pre
-    ]
+    # With replication or secure aggregation the rule never runs on the clients' rows (a
+    # majority vote or the protocol's mean does): its names and parameters are checked, not
+    # its bound on the number of clients.
+    n = None if config.replication > 1 or config.secure else config.clients
     try:
-        robust.aggregate(X, config.defence, f=config.f_for_defence, pre=pre, **params)
-    except robust.errors.InsufficientClientsError as exc:
-        raise ConfigError(
+        return robust.check_pipeline(
+            config.defence,
+            f=config.f_for_defence,
+            n=n,
+            pre=list(config.pre),
+            **config.defence_params,
+        )
+    except robust.RobustError as exc:
+        raise _defence_error(config, exc) from exc
+
+
+def _defence_error(config: SimulationConfig, exc: robust.RobustError) -> ConfigError:
+    """The one-line :class:`ConfigError` for a defence robust refused."""
+    if isinstance(exc, robust.InsufficientClientsError):
+        return ConfigError(
             f"defence {config.defence_label()!r} cannot run with {config.clients} clients and "
             f"f={config.f_for_defence}: {exc}"
-        ) from exc
-    except robust.errors.RobustError as exc:
-        raise ConfigError(f"defence {config.defence_label()!r}: {exc}") from exc
+        )
+    hint = "; `fortis defences` describes each" if isinstance(exc, robust.UnknownRuleError) else ""
+    return ConfigError(f"defence {config.defence_label()!r}: {exc}{hint}")
 
 
 def _client_shards(config: SimulationConfig, dataset: Dataset) -> list[np.ndarray]:
@@ -345,7 +368,7 @@ def _trainer(config: SimulationConfig, dataset: Dataset) -> LocalTrainer:
 def preflight(config: SimulationConfig, dataset: Dataset) -> None:
     """Check that ``config`` can run on ``dataset`` without training anything.
 
-    Checks the component names and parameters, one dry run of the defence
+    Checks the component names and parameters, the defence against robust's registry
     (:func:`check_components`), the attack with the dataset's class count, the data split and
     the trainer's options. Raises a :class:`fortis.FortisError` naming the option at fault; a
     config that passes fails later only for reasons that are not its own (reported as a
@@ -643,13 +666,10 @@ class Simulation:
                 X = self._clip_finite(X, c.clip)
             try:
                 vector, accepted = self._aggregate(X)
-            except robust.errors.InsufficientClientsError as exc:
+            except robust.InsufficientClientsError as exc:
                 if len(ids) == c.clients:
                     # Not a benign fault: the defence cannot run even with every client present.
-                    raise ConfigError(
-                        f"defence {c.defence_label()!r} cannot run with "
-                        f"{c.clients} clients and f={c.f_for_defence}: {exc}"
-                    ) from exc
+                    raise _defence_error(c, exc) from exc
                 record.skipped = f"aggregation skipped: {exc}"
             else:
                 record.accepted = int(accepted.sum())

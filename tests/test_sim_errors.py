@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import robust
 import simulations.runner as runner_mod
 from fortis import FortisError
 from simulations.cli import main
 from simulations.config import SimulationConfig
 from simulations.errors import ConfigError, SecureRoundError, SimulationError
 from simulations.replication import ReplicationError
-from simulations.runner import Simulation, run_simulation
+from simulations.runner import Simulation, check_components, run_simulation
 
 FAST = dict(clients=10, byzantine=2, rounds=2, seed=3)
 
@@ -53,11 +54,71 @@ def _one_line_error(capsys, argv, tmp_path) -> str:
             "labels must lie in [0, 3)",
         ),
         (["simulate", "--secure", "--secure-bits", "70", "--defence", "mean"], "secure_bits"),
+        # was a TypeError traceback: robust.aggregate() got multiple values for 'pre'
+        (["simulate", "--defence-param", "pre=clip"], "pre is not a rule parameter"),
+        # were ignored: a secure round and a replicated one never ran the rule's parameters
+        (["simulate", "--secure", "--defence", "mean:zz=1"], "unknown parameter 'zz' for mean"),
+        (["simulate", "--replication", "2", "--defence", "krum:m=3"], "unknown parameter 'm'"),
     ],
 )
 def test_bad_options_are_one_line_before_any_round(argv, needle, tmp_path, capsys, monkeypatch):
     _no_training(monkeypatch)
     assert needle in _one_line_error(capsys, argv, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # Parameters robust's registry declares invalid: a bound, a type.
+        (
+            ["simulate", "--defence", "bucketing:s=-1+krum"],
+            "defence 'bucketing(s=-1)+krum': s must be >= 1, got -1",
+        ),
+        (
+            ["matrix", "--defences", "median,sign_vote:threshold=high"],
+            "defence 'sign_vote(threshold=high)': threshold must be a real number in [0.5, 1), "
+            "got 'high'",
+        ),
+        (
+            ["simulate", "--defence", "krum", "--pre", "clip"],
+            "defence 'clip+krum': clip needs max_norm= (L2 norm bound of a client's update)",
+        ),
+        (
+            ["simulate", "--defence", "bucketing:s=3+krum"],
+            "defence 'bucketing(s=3)+krum' cannot run with 20 clients and f=4: krum (after "
+            "bucketing: 7 rows) needs n >= 2f+3 = 11, got n=7 (f=4)",
+        ),
+        (
+            ["simulate", "--defence", "nnm+krun"],
+            "defence 'nnm+krun': unknown rule 'krun'; known: "
+            + ", ".join(robust.stages("rule"))
+            + "; `fortis defences` describes each",
+        ),
+        (
+            ["matrix", "--pre", "clip:max_norm=1", "--pre", "bucket"],
+            "defence 'clip(max_norm=1)+bucket+mean': unknown pre-aggregator 'bucket'; known: "
+            + ", ".join(robust.stages("pre"))
+            + "; `fortis defences` describes each",
+        ),
+    ],
+)
+def test_the_registry_refuses_a_defence_in_one_line_before_any_round(
+    argv, message, tmp_path, capsys, monkeypatch
+):
+    _no_training(monkeypatch)
+    assert _one_line_error(capsys, argv, tmp_path) == f"fortis {argv[0]}: error: {message}\n"
+
+
+def test_a_defence_is_checked_without_running_it(monkeypatch):
+    """The registry checks a defence from its spec alone: nothing aggregates, not even random
+    rows (a rule's error on made-up data would name made-up sizes)."""
+    for name in ("aggregate", "aggregate_detailed"):
+        monkeypatch.setattr(robust, name, lambda *a, **k: pytest.fail("aggregated"))
+    check_components(SimulationConfig(defence="centered_clipping", pre=(("bucketing", {}),)))
+    with pytest.raises(ConfigError, match=r"center must be a vector, got shape \(\)"):
+        check_components(
+            SimulationConfig(defence="centered_clipping", defence_params={"center": 3})
+        )
 
 
 def test_secure_bits_70_is_refused_by_the_installed_command_before_training(tmp_path):

@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 
+import robust
 import simulations.matrix as matrix_mod
 from simulations.cli import main
 from simulations.config import ConfigError, SimulationConfig
 from simulations.datasets import load_dataset
 from simulations.matrix import run_matrix
-from simulations.runner import RunResult, run_simulation
+from simulations.runner import RunResult, check_components, run_simulation
 from simulations.testing import ThreatModel
 
 FAST = dict(clients=10, byzantine=2, rounds=6, seed=3)
@@ -71,7 +72,25 @@ def test_secure_mode_refuses_robust_rules_instead_of_downgrading():
     with pytest.raises(ConfigError, match="secure"):
         run_simulation(SimulationConfig(**FAST, secure=True, defence="krum"))
     with pytest.raises(ConfigError, match="pre-aggregators"):
-        run_simulation(SimulationConfig(**FAST, secure=True, defence="mean", pre=(("clip", {}),)))
+        run_simulation(
+            SimulationConfig(**FAST, secure=True, defence="mean", pre=(("clip", {"max_norm": 1}),))
+        )
+
+
+@pytest.mark.parametrize("rule", robust.stages("rule"))
+def test_secure_mode_says_why_from_the_registry(rule):
+    """A rule that needs coordinates cannot see them; one that selects from distances waits
+    for filtering on encrypted sketches (the registry's needs_coordinates says which)."""
+    cfg = SimulationConfig(**FAST, defence=rule)
+    if rule == "mean":
+        check_components(cfg.replace(secure=True))
+        return
+    with pytest.raises(ConfigError) as exc:
+        check_components(cfg.replace(secure=True))
+    if robust.stage_schema(rule)["needs_coordinates"]:
+        assert "needs every client's update, which secure aggregation hides" in str(exc.value)
+    else:
+        assert "selects clients from their distances" in str(exc.value)
 
 
 def test_replication_catches_every_deviating_replica(digits):
