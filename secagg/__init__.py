@@ -9,6 +9,7 @@
   Schnorr group whose order is the Shamir field's prime.
 * :mod:`secagg.graphs` -- complete and SecAgg+ masking graphs with their threshold rules.
 * :mod:`secagg.masking` -- pairwise/self masking and unmasking.
+* :mod:`secagg.sketch` -- exact ±1 sketches P·x from an AES-CTR seed, the projection seed.
 * :mod:`secagg.errors` -- the typed errors.
 """
 
@@ -24,12 +25,15 @@ from .errors import (
     ShamirError,
     ShareDecryptionError,
     SignatureError,
+    SketchOverflowError,
+    SketchParameterError,
 )
 from .graphs import MaskingGraph, complete_graph, secaggplus_graph, secaggplus_parameters
 from .keys import KeyPair, SigningKeyPair, agree, open_sealed, seal, verify_signature
 from .masking import mask_input, pairwise_seed, unmask_sum
 from .prg import MaskExpander
 from .shamir import PRIME, reconstruct, share_from_bytes, share_to_bytes, split
+from .sketch import Sketcher, projection_matrix, projection_seed, sketch
 from .vss import (
     Commitments,
     DHKeyPair,
@@ -84,4 +88,10 @@ __all__ = [
     "KeyAgreementError",
     "GroupElementError",
     "GroupParameterError",
+    "Sketcher",
+    "sketch",
+    "projection_seed",
+    "projection_matrix",
+    "SketchParameterError",
+    "SketchOverflowError",
 ]

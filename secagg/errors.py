@@ -20,6 +20,8 @@ __all__ = [
     "KeyAgreementError",
     "GroupElementError",
     "GroupParameterError",
+    "SketchParameterError",
+    "SketchOverflowError",
 ]
 
 
@@ -68,3 +70,14 @@ class GroupElementError(SecAggError):
 class GroupParameterError(SecAggError):
     """The Schnorr-group parameters fail their check (sizes, primality, generator order), or no
     parameters exist for the requested size."""
+
+
+class SketchParameterError(SecAggParameterError):
+    """A sketch function got a bad argument: an input that is not a signed integer array of
+    shape ``(d,)``/``(m, d)``, a seed that is not 32 bytes, a bad ``k``, ``workers``, norm bound
+    or probability. The message names the argument."""
+
+
+class SketchOverflowError(SecAggError, OverflowError):
+    """An exact sketch, squared norm or distance cannot be held in int64 and the caller did not
+    ask for Python-int results. Raised instead of wrapping around."""
