@@ -224,7 +224,6 @@ class _Workspace:
         self.xt = np.empty((_GROUP, groups), dtype=np.int64)
         self.group_ids = np.arange(groups, dtype=np.intp)
         self.acc = np.zeros((rows, k), dtype=np.int64)
-        self.colsum = np.zeros(rows, dtype=np.int64)
 
 
 class Sketcher:
@@ -301,7 +300,7 @@ class Sketcher:
         """
         x = _check_input(x)
         seed = _check_seed(seed)
-        rows = x[None, :] if x.ndim == 1 else x
+        rows = np.ascontiguousarray(x[None, :] if x.ndim == 1 else x)
         m, d = rows.shape
         if m == 0:
             out = np.zeros((0, self.k), dtype=object if wide else np.int64)
@@ -357,24 +356,25 @@ class Sketcher:
         width = groups * _GROUP
         ws = self._space(worker, m)
         ws.acc.fill(0)
-        ws.colsum.fill(0)
         enc = _encryptor_at(seed, first * groups * k)
+        flat = ws.table.reshape(-1)
         for c in range(first, stop):
             a = c * width
             b = min(d, a + width)
             ng = -(-(b - a) // _GROUP)
-            n = ng * k
-            xs = ws.xpad[:, : ng * _GROUP]
-            xs[:, : b - a] = rows[:, a:b]
-            if b - a < ng * _GROUP:
+            if b - a == ng * _GROUP:
+                xs = rows[:, a:b]  # whole groups: a view, no copy
+            else:  # the last chunk ends inside a group: zero-padded copy
+                xs = ws.xpad[:, : ng * _GROUP]
+                xs[:, : b - a] = rows[:, a:b]
                 xs[:, b - a :] = 0
+            n = ng * k
             enc.update_into(ws.zeros[:n], ws.stream)
             signs = ws.stream[:n].reshape(ng, k)
-            # flat index of table[v, g] in a (256, groups) table: v * groups + g
+            # flat index of table[v, g] in the (256, groups) table: v * groups + g
             idx = ws.idx[:ng]
             np.left_shift(signs, self._shift, out=idx, dtype=np.intp)
             np.bitwise_or(idx, ws.group_ids[:ng, None], out=idx)
-            flat = ws.table.reshape(-1)
             gathered = ws.gathered[:ng]
             xt = ws.xt[:, :ng]
             for r in range(m):
@@ -383,8 +383,8 @@ class Sketcher:
                 np.take(flat, idx, out=gathered, mode="clip")
                 np.add.reduce(gathered, axis=0, out=ws.partial)
                 ws.acc[r] += ws.partial
-            ws.colsum += xs.sum(axis=1)
-        return ws.acc.copy(), ws.colsum.copy()
+        colsum = rows[:, first * width : min(d, stop * width)].sum(axis=1, dtype=np.int64)
+        return ws.acc.copy(), colsum
 
 
 def _subset_sums(xt: np.ndarray, table: np.ndarray) -> None:
