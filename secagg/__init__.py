@@ -9,7 +9,8 @@
   Schnorr group whose order is the Shamir field's prime.
 * :mod:`secagg.graphs` -- complete and SecAgg+ masking graphs with their threshold rules.
 * :mod:`secagg.masking` -- pairwise/self masking and unmasking.
-* :mod:`secagg.sketch` -- exact ±1 sketches P·x from an AES-CTR seed, the projection seed.
+* :mod:`secagg.sketch` -- exact ±1 sketches P·x from an AES-CTR seed, the projection seed;
+  :mod:`secagg.sketch_distances` (exact Gram/distances), :mod:`secagg.sketch_bounds` (norm bound).
 * :mod:`secagg.errors` -- the typed errors.
 """
 
@@ -34,6 +35,13 @@ from .masking import mask_input, pairwise_seed, unmask_sum
 from .prg import MaskExpander
 from .shamir import PRIME, reconstruct, share_from_bytes, share_to_bytes, split
 from .sketch import Sketcher, projection_matrix, projection_seed, sketch
+from .sketch_bounds import (
+    fixed_point_norm_bound,
+    norm_bound_epsilon,
+    norm_bound_false_rejection,
+    within_norm_bound,
+)
+from .sketch_distances import sketch_gram, sketch_squared_distances, sketch_squared_norms
 from .vss import (
     Commitments,
     DHKeyPair,
@@ -92,6 +100,13 @@ __all__ = [
     "sketch",
     "projection_seed",
     "projection_matrix",
+    "sketch_gram",
+    "sketch_squared_norms",
+    "sketch_squared_distances",
+    "norm_bound_epsilon",
+    "norm_bound_false_rejection",
+    "fixed_point_norm_bound",
+    "within_norm_bound",
     "SketchParameterError",
     "SketchOverflowError",
 ]
