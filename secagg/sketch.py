@@ -57,6 +57,19 @@ Distance error for each k
 The relative error of a squared distance ``‖P(x−y)‖²/k`` against ``‖x−y‖²`` has standard
 deviation ``≈ √(2/k)``: 0.177, 0.125, 0.088 for k = 64, 128, 256 (measured table: to come).
 
+Use
+---
+Client (step 4): ``s_i = sketch(encoder.to_signed(q_i), seed, k)`` on its quantised update
+``q_i`` (before masking), with ``seed = projection_seed(transcript_digest, round_context)``.
+Server (step 7): ``sketch(encoder.to_signed(unmasked_sum), seed, k, wide=True)`` and compare with
+``Σ_A s_i`` as Python ints. Linearity is exact (``P·(x+y) = P·x + P·y`` over the integers), so the
+check passes for honest clients. Soundness against a lone liar: if the committed input and the
+sketched vector differ by a non-zero integer vector ``w`` fixed before ``P`` is known, then
+``Pr[P·w = 0] <= 2**-k`` (each row's Rademacher sum ``p_l·w`` is zero with probability at most
+1/2: flipping the sign at one non-zero coordinate of ``w`` changes it, and rows are
+independent). The same holds for a sum that wrapped modulo ``2**bits`` (``w`` is then a
+non-zero multiple of ``2**bits``).
+
 Errors raised: :class:`SketchParameterError` (a ``SecAggParameterError``) for a wrong dtype,
 shape, ``k``, ``workers`` or seed; :class:`SketchOverflowError` when int64 cannot hold the
 result and ``wide`` is off.
@@ -311,9 +324,9 @@ class Sketcher:
             result = s.astype(object) if wide else s
         elif not wide:
             raise SketchOverflowError(
-                f"sketch entries are only bounded by d*max|x| = {d}*{_max_abs(rows)} and the "
-                f"computation needs 2*d*max|x| = {bound} < 2**63; pass wide=True for Python-int "
-                "results"
+                f"2*d*max|x| = 2*{d}*{_max_abs(rows)} = {bound} exceeds int64 (2**63 - 1): the "
+                "sketch's entries or its intermediate sums could wrap; pass wide=True for "
+                "Python-int results"
             )
         else:
             if 2 * d * (1 << _LIMB_BITS) > _INT64_LIMIT:

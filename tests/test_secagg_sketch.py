@@ -347,3 +347,40 @@ def test_errors_belong_to_the_secagg_family():
 def test_empty_batch():
     out = sketch(np.zeros((0, 10), dtype=np.int64), bytes(32), 8)
     assert out.shape == (0, 8) and out.dtype == np.int64
+
+
+# -- soundness of the verification: P·w = 0 with probability <= 2**-k ------------------------
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_kernel_hit_rate_is_at_most_two_to_minus_k(k):
+    # a lie that differs from the committed input by w = e_0 - e_1 (the hardest case: P·w = 0
+    # exactly when two columns agree, probability 2**-k) or a dense w
+    rng = np.random.default_rng(40 + k)
+    trials = 4000
+    w_pair = np.zeros(50, dtype=np.int64)
+    w_pair[[0, 1]] = 1, -1
+    w_dense = rng.integers(-3, 4, size=50)
+    w_dense[0] = 5
+    hits = np.zeros(2, dtype=int)
+    for _ in range(trials):
+        s = sketch(np.stack([w_pair, w_dense]), rng.bytes(32), k)
+        hits += ~s.any(axis=1)
+    bound = 2.0**-k
+    sd = np.sqrt(bound * (1 - bound) / trials)
+    assert hits[0] / trials < bound + 4 * sd  # equality case of the bound
+    assert hits[0] / trials > bound - 4 * sd
+    assert hits[1] / trials < bound + 4 * sd
+
+
+def test_a_lone_liar_is_caught_at_k_64():
+    rng = np.random.default_rng(64)
+    honest = rng.integers(-(2**20), 2**20, size=(9, 5000))
+    committed = rng.integers(-(2**20), 2**20, size=5000)  # what the liar masked
+    claimed = committed.copy()
+    claimed[17] += 1  # the smallest possible lie
+    for _ in range(200):
+        seed = rng.bytes(32)
+        sketches = np.vstack([sketch(honest, seed, 64), sketch(claimed, seed, 64)[None, :]])
+        total = np.vstack([honest, committed[None, :]]).sum(axis=0)
+        assert not np.array_equal(sketch(total, seed, 64), sketches.sum(axis=0))
