@@ -717,8 +717,8 @@ def markdown(meta: Mapping[str, Any], rows: Sequence[Row]) -> str:
         f"`Transcript`; dropouts at stage `{meta['drop_stage']}`",
         "",
         "| graph | mode | k | t | d | p | client ms | Flower ms | ratio | server s "
-        "| server runs | Flower s | ratio | KB/client | Flower KB | exact | load | CPU/wall |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|--:|--:|",
+        "| server runs | Flower s | ratio | KB/client | Flower KB | ratio | exact | load | CPU/wall |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|--:|--:|",
     ]
     for r in rows:
         fc, fs, fb = _fl(r, "client_s"), _fl(r, "server_s"), _fl(r, "bytes_per_client")
