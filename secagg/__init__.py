@@ -11,16 +11,23 @@
 * :mod:`secagg.masking` -- pairwise/self masking and unmasking.
 * :mod:`secagg.sketch` -- exact ±1 sketches P·x from an AES-CTR seed, the projection seed;
   :mod:`secagg.sketch_distances` (exact Gram/distances), :mod:`secagg.sketch_bounds` (norm bound).
+* :mod:`secagg.paillier` -- Paillier keys (phe-generated, gmpy2 arithmetic), pooled encryption,
+  CRT decryption, ciphertext validation and bytes, homomorphic operations;
+  :mod:`secagg.paillier_pool` (precomputed ``r**n``), :mod:`secagg.paillier_pack` (signed slots
+  with checked headroom), :mod:`secagg.paillier_multiexp` (multi-exponentiation).
 * :mod:`secagg.errors` -- the typed errors.
 """
 
 from .encoding import FixedPointEncoder
 from .errors import (
+    CiphertextError,
     EncodingOverflowError,
     GraphError,
     GroupElementError,
     GroupParameterError,
     KeyAgreementError,
+    PaillierKeyError,
+    PaillierOverflowError,
     SecAggError,
     SecAggParameterError,
     ShamirError,
@@ -32,6 +39,10 @@ from .errors import (
 from .graphs import MaskingGraph, complete_graph, secaggplus_graph, secaggplus_parameters
 from .keys import KeyPair, SigningKeyPair, agree, open_sealed, seal, verify_signature
 from .masking import mask_input, pairwise_seed, unmask_sum
+from .paillier import PaillierPrivateKey, PaillierPublicKey, generate_paillier_keypair
+from .paillier_multiexp import MultiExpTable, multi_exp
+from .paillier_pack import SlotLayout
+from .paillier_pool import ObfuscationPool
 from .prg import MaskExpander
 from .shamir import PRIME, reconstruct, share_from_bytes, share_to_bytes, split
 from .sketch import Sketcher, projection_matrix, projection_seed, sketch
@@ -86,6 +97,13 @@ __all__ = [
     "mask_input",
     "unmask_sum",
     "pairwise_seed",
+    "PaillierPublicKey",
+    "PaillierPrivateKey",
+    "generate_paillier_keypair",
+    "ObfuscationPool",
+    "SlotLayout",
+    "multi_exp",
+    "MultiExpTable",
     "SecAggError",
     "SecAggParameterError",
     "EncodingOverflowError",
@@ -96,6 +114,9 @@ __all__ = [
     "KeyAgreementError",
     "GroupElementError",
     "GroupParameterError",
+    "PaillierKeyError",
+    "CiphertextError",
+    "PaillierOverflowError",
     "Sketcher",
     "sketch",
     "projection_seed",

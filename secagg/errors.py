@@ -22,6 +22,9 @@ __all__ = [
     "GroupParameterError",
     "SketchParameterError",
     "SketchOverflowError",
+    "PaillierKeyError",
+    "CiphertextError",
+    "PaillierOverflowError",
 ]
 
 
@@ -81,3 +84,45 @@ class SketchParameterError(SecAggParameterError):
 class SketchOverflowError(SecAggError, OverflowError):
     """An exact sketch, squared norm or distance cannot be held in int64 and the caller did not
     ask for Python-int results. Raised instead of wrapping around."""
+
+
+class PaillierKeyError(SecAggError):
+    """A Paillier key is malformed or refused: wrong encoded length, a modulus that fails the
+    sanity checks (even, prime, a square, small factors, wrong size), factors that do not match
+    the modulus, or a size below the secure minimum without ``allow_insecure=True``."""
+
+
+class CiphertextError(SecAggError):
+    """A received Paillier ciphertext is invalid: wrong encoded length, zero or negative, not
+    below ``n**2``, or sharing a factor with ``n``.
+
+    Attributes ``reason`` (what is wrong), ``sender`` (whose ciphertext it was, when the caller
+    said) and ``index`` (its position in a batch, when it came in one) let a party count the
+    fault against its sender. The message never includes the ciphertext or a common factor.
+    """
+
+    def __init__(self, reason: str, *, sender: object = None, index: int | None = None):
+        self.reason = reason
+        self.sender = sender
+        self.index = index
+        where = "ciphertext" if index is None else f"ciphertext {index}"
+        if sender is not None:
+            where += f" from {sender}"
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):
+        return (_rebuild_ciphertext_error, (self.reason, self.sender, self.index))
+
+
+def _rebuild_ciphertext_error(reason: str, sender: object, index: int | None) -> CiphertextError:
+    return CiphertextError(reason, sender=sender, index=index)
+
+
+class PaillierOverflowError(SecAggError, OverflowError):
+    """A Paillier plaintext or a packed slot would not fit: a value beyond the layout's input
+    bound, a slot layout without the headroom the caller asked for, a plaintext outside
+    ``[0, n)``, or a decrypted packed plaintext whose slots do not decode (an operation exceeded
+    the headroom).
+
+    Raised instead of wrapping around modulo ``n`` or into the neighbouring slot.
+    """

@@ -1,0 +1,298 @@
+"""Multi-exponentiation ``prod_l bases[l]**exponents[l] mod modulus`` with shared work.
+
+On Paillier ciphertexts this is the homomorphic inner product ``Enc(sum_l e_l * m_l)``; the
+masked distance protocol spends most of its time here (``n * ceil(n/slots)`` products over ``k``
+bases with exponents of a few tens of bits).
+
+* :func:`multi_exp` — one product. Bucket method per window of ``w`` exponent bits (Pippenger):
+  the squarings of the accumulator are shared by all bases (``b`` squarings in all instead of
+  ``b`` per base), each base costs one multiplication per window whose digit is non-zero, and
+  each window's buckets are combined with ``2 * 2**w`` multiplications (running products).
+* :class:`MultiExpTable` — many products over the same bases (one per exponent vector). The
+  powers ``base**(2**(w*t))`` are computed once; each product then needs no squaring at all:
+  every (base, window) pair with a non-zero digit is multiplied into one bucket per digit value,
+  and the buckets are combined once, for ``k * ceil(b/w) + 2 * 2**w`` multiplications.
+* :func:`multi_exp_naive` — the reference: one ``powmod`` per base.
+
+Signed exponents are supported: a base with a negative exponent is inverted (all such bases with
+one modular inversion, Montgomery's batch trick) in :func:`multi_exp`; in
+:class:`MultiExpTable`, negative digits go to separate buckets whose combined product is
+inverted once per call. Every function returns exactly ``prod_l bases[l]**exponents[l] mod
+modulus`` (the tests compare it with :func:`multi_exp_naive`); bases must be invertible modulo
+``modulus`` when their exponent is negative (validated ciphertexts are).
+
+Threads: :meth:`MultiExpTable.many` splits the exponent vectors over ``workers`` threads, each
+with gmpy2's ``allow_release_gil`` context, so multiplications on different threads overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import gmpy2
+import numpy as np
+from gmpy2 import mpz
+
+from ._paillier_threads import check_workers, map_chunks
+from .errors import CiphertextError, SecAggParameterError
+
+__all__ = ["multi_exp", "multi_exp_naive", "MultiExpTable", "batch_invert"]
+
+_ONE = mpz(1)
+_MPZ = type(_ONE)
+_MAX_WINDOW = 14
+
+
+def _ints(exponents: Sequence[int]) -> list[int]:
+    out = []
+    for e in exponents:
+        if isinstance(e, int) and not isinstance(e, bool):
+            out.append(e)
+        elif type(e) is _MPZ or (isinstance(e, np.integer) and not isinstance(e, np.bool_)):
+            out.append(int(e))
+        else:
+            raise TypeError(f"exponents must be integers, got {type(e).__name__}")
+    return out
+
+
+def _check_lengths(bases: Sequence[mpz], exponents: Sequence[int]) -> None:
+    if len(bases) != len(exponents):
+        raise SecAggParameterError(
+            f"multi-exponentiation needs one exponent per base: {len(bases)} bases, "
+            f"{len(exponents)} exponents"
+        )
+
+
+def _check_window(window: int | None) -> None:
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= _MAX_WINDOW
+    ):
+        raise SecAggParameterError(f"window must be an int in [1, {_MAX_WINDOW}], got {window!r}")
+
+
+def batch_invert(values: Sequence[mpz], modulus: mpz) -> list[mpz]:
+    """The inverses of ``values`` modulo ``modulus`` with one ``gmpy2.invert`` and ``3(k-1)``
+    multiplications (Montgomery's trick).
+
+    Raises :class:`CiphertextError` if some value is not invertible (its ``index`` is set).
+    """
+    k = len(values)
+    if k == 0:
+        return []
+    prefix = [values[0]]
+    for v in values[1:]:
+        prefix.append(prefix[-1] * v % modulus)
+    try:
+        inv = gmpy2.invert(prefix[-1], modulus)
+    except ZeroDivisionError:
+        for i, v in enumerate(values):
+            if gmpy2.gcd(v, modulus) != 1:
+                raise CiphertextError("is not invertible", index=i) from None
+        raise  # pragma: no cover - the product of units is a unit
+    out = [_ONE] * k
+    for i in range(k - 1, 0, -1):
+        out[i] = inv * prefix[i - 1] % modulus
+        inv = inv * values[i] % modulus
+    out[0] = inv
+    return out
+
+
+def multi_exp_naive(bases: Sequence[mpz], exponents: Sequence[int], modulus: mpz) -> mpz:
+    """``prod_l powmod(bases[l], exponents[l], modulus)``: the reference (no shared work)."""
+    _check_lengths(bases, exponents)
+    acc = _ONE
+    for b, e in zip(bases, _ints(exponents)):
+        acc = acc * gmpy2.powmod(b, e, modulus) % modulus
+    return acc
+
+
+def _window_cost(k: int, bits: int, w: int, squarings: bool) -> float:
+    windows = math.ceil(bits / w)
+    per_window = k * (1.0 - 2.0**-w) + 2.0 * (2**w)
+    return (bits if squarings else 0) + windows * per_window
+
+
+def _best_window(k: int, bits: int, squarings: bool) -> int:
+    return min(range(1, _MAX_WINDOW + 1), key=lambda w: _window_cost(k, bits, w, squarings))
+
+
+def _combine(buckets: list[mpz | None], modulus: mpz) -> mpz | None:
+    """``prod_d buckets[d]**d`` with two multiplications per bucket (running products)."""
+    run = None
+    total = None
+    for d in range(len(buckets) - 1, 0, -1):
+        b = buckets[d]
+        if b is not None:
+            run = b if run is None else run * b % modulus
+        if run is not None:
+            total = run if total is None else total * run % modulus
+    return total
+
+
+def multi_exp(
+    bases: Sequence[mpz], exponents: Sequence[int], modulus: mpz, *, window: int | None = None
+) -> mpz:
+    """``prod_l bases[l]**exponents[l] mod modulus`` with shared squarings (bucket method).
+
+    Parameters
+    ----------
+    bases:
+        mpz values in ``[0, modulus)`` (those with a negative exponent must be invertible).
+    exponents:
+        Integers of any sign.
+    window:
+        Bits per window; ``None`` picks the cheapest for ``len(bases)`` and the longest exponent.
+
+    Raises
+    ------
+    SecAggParameterError
+        If the lengths differ or ``window`` is not in ``[1, 14]``.
+    CiphertextError
+        If a base with a negative exponent is not invertible.
+    """
+    _check_lengths(bases, exponents)
+    _check_window(window)
+    exps = _ints(exponents)
+    terms = [(b, e) for b, e in zip(bases, exps) if e]
+    if not terms:
+        return _ONE % modulus
+    neg = [i for i, (_, e) in enumerate(terms) if e < 0]
+    if neg:
+        inverses = batch_invert([terms[i][0] for i in neg], modulus)
+        for i, inv in zip(neg, inverses):
+            terms[i] = (inv, -terms[i][1])
+    if len(terms) == 1:
+        return gmpy2.powmod(terms[0][0], terms[0][1], modulus)
+    bits = max(e.bit_length() for _, e in terms)
+    w = window or _best_window(len(terms), bits, squarings=True)
+    mask = (1 << w) - 1
+    acc = None
+    for t in range(math.ceil(bits / w) - 1, -1, -1):
+        if acc is not None:
+            for _ in range(w):
+                acc = acc * acc % modulus
+        buckets: list[mpz | None] = [None] * (mask + 1)
+        shift = w * t
+        for b, e in terms:
+            d = (e >> shift) & mask
+            if d:
+                cur = buckets[d]
+                buckets[d] = b if cur is None else cur * b % modulus
+        total = _combine(buckets, modulus)
+        if total is not None:
+            acc = total if acc is None else acc * total % modulus
+    return _ONE % modulus if acc is None else acc
+
+
+class MultiExpTable:
+    """Fixed bases, many exponent vectors: ``table(e) == prod_l bases[l]**e[l] mod modulus``.
+
+    Precomputation (once): ``base**(2**(w*t))`` for every base and window ``t``, i.e. about
+    ``len(bases) * exp_bits`` squarings, run in ``gmpy2.powmod_base_list`` (GIL released); memory
+    ``len(bases) * ceil(exp_bits / w)`` residues. Each product afterwards costs about
+    ``len(bases) * ceil(exp_bits / w) + 2 * 2**w`` multiplications and no squaring, plus one
+    modular inversion when some exponent is negative.
+
+    Parameters
+    ----------
+    bases:
+        mpz values in ``[0, modulus)``; must be invertible if negative exponents are used.
+    modulus:
+        The modulus (``n**2`` for Paillier ciphertexts).
+    exp_bits:
+        Every exponent passed later satisfies ``|e| < 2**exp_bits``.
+    window:
+        Bits per window; ``None`` picks the cheapest per product.
+
+    Raises
+    ------
+    SecAggParameterError
+        For an empty ``bases``, ``exp_bits < 1`` or a window outside ``[1, 14]``; at call
+        time, for a vector of the wrong length or an exponent with ``|e| >= 2**exp_bits``.
+    """
+
+    def __init__(
+        self,
+        bases: Sequence[mpz],
+        modulus: int,
+        *,
+        exp_bits: int,
+        window: int | None = None,
+    ):
+        if len(bases) == 0:
+            raise SecAggParameterError("MultiExpTable needs at least one base")
+        if isinstance(exp_bits, bool) or not isinstance(exp_bits, int) or exp_bits < 1:
+            raise SecAggParameterError(f"exp_bits must be an int >= 1, got {exp_bits!r}")
+        _check_window(window)
+        self.modulus = mpz(modulus)
+        self.k = len(bases)
+        self.exp_bits = exp_bits
+        self.window = window or _best_window(self.k, exp_bits, squarings=False)
+        self.windows = math.ceil(exp_bits / self.window)
+        self._bound = 1 << exp_bits
+        step = mpz(1) << self.window
+        level = [mpz(b) % self.modulus for b in bases]
+        # powers[t][l] = bases[l] ** (2 ** (window * t))
+        self._powers: list[list[mpz]] = [level]
+        for _ in range(self.windows - 1):
+            level = gmpy2.powmod_base_list(level, step, self.modulus)
+            self._powers.append(level)
+
+    def __repr__(self) -> str:
+        return (
+            f"MultiExpTable(k={self.k}, exp_bits={self.exp_bits}, window={self.window}, "
+            f"modulus_bits={int(self.modulus.bit_length())})"
+        )
+
+    def __call__(self, exponents: Sequence[int]) -> mpz:
+        """``prod_l bases[l]**exponents[l] mod modulus``."""
+        if len(exponents) != self.k:
+            raise SecAggParameterError(
+                f"expected {self.k} exponents (one per base), got {len(exponents)}"
+            )
+        exps = _ints(exponents)
+        bound = self._bound
+        for e in exps:
+            if not -bound < e < bound:
+                raise SecAggParameterError(
+                    f"exponent of {abs(e).bit_length()} bits exceeds the table's "
+                    f"exp_bits={self.exp_bits}"
+                )
+        modulus = self.modulus
+        w, mask = self.window, (1 << self.window) - 1
+        pos: list[mpz | None] = [None] * (mask + 1)
+        neg: list[mpz | None] | None = None
+        for t, level in enumerate(self._powers):
+            shift = w * t
+            for b, e in zip(level, exps):
+                if e >= 0:
+                    d = (e >> shift) & mask
+                    if d:
+                        cur = pos[d]
+                        pos[d] = b if cur is None else cur * b % modulus
+                else:
+                    d = (-e >> shift) & mask
+                    if d:
+                        if neg is None:
+                            neg = [None] * (mask + 1)
+                        cur = neg[d]
+                        neg[d] = b if cur is None else cur * b % modulus
+        total = _combine(pos, modulus)
+        if neg is not None:
+            negative = _combine(neg, modulus)
+            if negative is not None:
+                try:
+                    inv = gmpy2.invert(negative, modulus)
+                except ZeroDivisionError:
+                    raise CiphertextError(
+                        "a base with a negative exponent is not invertible"
+                    ) from None
+                total = inv if total is None else total * inv % modulus
+        return _ONE % modulus if total is None else total
+
+    def many(self, exponent_rows: Sequence[Sequence[int]], *, workers: int = 1) -> list[mpz]:
+        """``[self(row) for row in exponent_rows]``, the rows split over ``workers`` threads
+        (gmpy2 releases the GIL inside each multiplication). Same result for any ``workers``."""
+        check_workers(workers)
+        return map_chunks(lambda rows: [self(r) for r in rows], list(exponent_rows), workers)
