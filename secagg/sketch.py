@@ -8,11 +8,13 @@ unmasking the server checks ``P·(Σ_A x_i) == Σ_A s_i``. Both sides call :func
 The projection
 --------------
 ``P`` is a ``k × d`` matrix with entries in ``{-1, +1}``. Its sign bits are the keystream of
-AES-256-CTR keyed by the seed, zero initial counter (as :mod:`secagg.prg`): columns are taken
-in groups of 8, and keystream byte ``g·k + l`` holds row ``l`` of columns ``8g .. 8g+7``, bit
-``t`` (least significant first) for column ``8g + t``; bit 1 means ``+1``, bit 0 means ``-1``.
-So ``P[:, j]`` depends only on ``(seed, k, j)``: never on ``d``, the chunking or the number of
-worker threads, and a vector's sketch is the same whichever party computes it.
+AES-256-CTR keyed by the seed, zero initial counter (as :mod:`secagg.prg`). Rows are taken 8 at a
+time (``kb = ⌈k/8⌉`` row bytes) and columns in blocks of ``BLOCK_COLUMNS = 2**15``: keystream
+byte ``c·kb·2**15 + r·2**15 + u`` holds rows ``8r .. 8r+7`` of column ``c·2**15 + u``, bit ``t``
+(least significant first) for row ``8r + t`` (bits of rows ``>= k`` are unused); bit 1 means
+``+1``, bit 0 means ``-1``. So ``P[:, j]`` depends only on ``(seed, k, j)``: never on ``d``, the
+number of worker threads or anything else, and a vector's sketch is the same whichever party
+computes it.
 
 Why dense ±1 (and not CountSketch or an integer SRHT)
 ------------------------------------------------------
@@ -31,26 +33,34 @@ an attacker's:
   from one orthogonal transform), its tail bounds carry extra ``log d`` factors, ``d`` must be
   padded to a power of two, and entries of ``H·D·x`` reach ``d·max|x|``.
 
-Dense ±1 costs ``k·d`` sign bits, made cheap here by 8-column lookup tables (below): at
-``d = 10^6``, ``k = 128`` it is the measured time in ``benchmarks/results/sketch_cost.md``.
+Dense ±1 costs ``k·d`` sign bits, made cheap here by histograms (below): at ``d = 10^6``,
+``k = 128`` it is the measured time in ``benchmarks/results/sketch_cost.md``.
 
 How it is computed (never a dense k×d matrix)
 ----------------------------------------------
-``P·x = 2·(B·x) − (Σ x)·1`` with ``B ∈ {0, 1}^{k×d}`` the sign bits. For a chunk of column
-groups, each group ``g`` gets a table ``T_g[v] = Σ_{t ∈ v} x_{8g+t}`` of its 256 subset sums;
-then ``(B·x)_l`` is the sum over groups of ``T_g[byte(g, l)]``: one table lookup per 8 entries
-of ``P``. The keystream of a chunk is written into a reused buffer (``update_into``); threads
-take contiguous ranges of chunks, each with its own AES-CTR stream positioned at its range, and
-the per-thread partial sketches are added at the end (integer addition: the result is identical
-for any worker count or chunk size).
+For one row byte ``r`` and one block, the 8 rows ``8r .. 8r+7`` of ``P·x`` only depend on which
+of the 256 sign patterns each column has. So ``np.bincount(byte_r, weights=x)`` sums the
+coordinates of ``x`` by pattern (one pass, one scatter-add per 8 entries of ``P``), the 256 sums
+are accumulated over blocks, and at the end ``(P·x)_{8r+t} = Σ_v H_r[v]·sign_t(v)``: a
+``256 × 8`` product per row byte. The keystream of a block is written into a reused buffer
+(``update_into``). Threads take contiguous ranges of blocks, each with its own AES-CTR stream
+positioned at its range, and their histograms are added at the end. ``np.bincount`` holds the
+GIL and is ~90% of the time, so a second worker does not help (measured 0-20% slower on 2
+cores); ``workers=1`` is the default and the sketch leaves the other core free, e.g. for the
+Paillier encryption that follows it. On one core the histogram kernel measured 2.3-2.6x faster
+(d = 10^6, k = 64..256) than the best GIL-releasing numpy formulation tried on two threads
+(8-column subset-sum tables read with ``np.take``; commit d74ab3b).
 
 Exactness
 ---------
-Every intermediate value (table entries, per-chunk and per-thread partial sums, ``2·B·x``) is a
-sum over a subset of the columns, so its magnitude is at most ``2·d·max|x|``. When
-``2·d·max|x| < 2**63`` the computation runs in int64 and cannot wrap. Otherwise :func:`sketch`
-raises :class:`SketchOverflowError`, or with ``wide=True`` splits ``x`` into two 32-bit limbs,
-sketches both exactly and combines them into Python ints (an object array). Nothing ever wraps.
+The histograms are float64, and every value they and the final products go through is a sum
+over a subset of the coordinates (with signs), so its magnitude is at most ``Σ_j |x_j| <=
+d·max|x|``. Float64 holds every integer below ``2**53`` exactly and adds such integers exactly
+in any order, so when ``d·max|x| < 2**53`` nothing is rounded. Larger inputs are split into
+limbs ``x = Σ_a L_a·2**(a·w)`` with ``d·2**w < 2**53``, each limb is sketched exactly, and the
+limb sketches are combined as Python ints. The result ``|s_l| <= d·max|x|`` is returned as
+int64 when ``d·max|x| < 2**63``; otherwise :func:`sketch` raises :class:`SketchOverflowError`,
+or returns Python ints (an object array) with ``wide=True``. Nothing ever wraps or rounds.
 
 Distance error for each k
 -------------------------
@@ -88,6 +98,7 @@ from .errors import SketchOverflowError, SketchParameterError
 __all__ = [
     "PROJECTION_SEED_BYTES",
     "MAX_SKETCH_DIM",
+    "BLOCK_COLUMNS",
     "Sketcher",
     "sketch",
     "projection_seed",
@@ -97,16 +108,15 @@ __all__ = [
 PROJECTION_SEED_BYTES = 32
 #: Largest supported sketch dimension (buffers grow with k; 4096 is far beyond any useful k).
 MAX_SKETCH_DIM = 4096
-_BLOCK = 16  # AES block size: chunk starts must be block aligned in the keystream
-_GROUP = 8  # columns per sign byte
-_TABLE = 1 << _GROUP  # subset sums per group
-#: Target number of keystream bytes (= table lookups) per chunk: idx/gather buffers of
-#: 8 bytes each then stay in a core's L2 cache.
-_CHUNK_LOOKUPS = 1 << 15
+#: Columns per keystream block (part of the definition of ``P``, see the module docstring).
+BLOCK_COLUMNS = 1 << 15
+#: Largest supported vector length.
+MAX_DIMENSION = 1 << 40
+_AES_BLOCK = 16
 _INT64_LIMIT = (1 << 63) - 1
-_LIMB_BITS = 32
-_DOMAIN = b"fortis/secagg/sketch-projection-seed/v1"
+_FLOAT_EXACT = 1 << 53  # float64 holds every integer of magnitude < 2**53
 _MAX_DENSE_ENTRIES = 1 << 24
+_DOMAIN = b"fortis/secagg/sketch-projection-seed/v1"
 
 
 def _check_seed(seed: bytes) -> bytes:
@@ -144,9 +154,9 @@ def _check_input(x: np.ndarray) -> np.ndarray:
         raise SketchParameterError(
             f"x must have a signed integer dtype (int8/16/32/64), got {x.dtype}{hint}"
         )
-    if x.ndim not in (1, 2) or x.shape[-1] < 1:
+    if x.ndim not in (1, 2) or not 1 <= x.shape[-1] <= MAX_DIMENSION:
         raise SketchParameterError(
-            f"x must have shape (d,) or (m, d) with d >= 1, got shape {x.shape}"
+            f"x must have shape (d,) or (m, d) with 1 <= d <= 2**40, got shape {x.shape}"
         )
     return x
 
@@ -192,8 +202,16 @@ def projection_seed(transcript_digest: bytes, round_context: bytes) -> bytes:
 
 def _encryptor_at(seed: bytes, byte_offset: int):
     """AES-256-CTR keystream of ``seed`` starting ``byte_offset`` (block aligned) bytes in."""
-    counter = (byte_offset // _BLOCK).to_bytes(_BLOCK, "big")
+    counter = (byte_offset // _AES_BLOCK).to_bytes(_AES_BLOCK, "big")
     return Cipher(algorithms.AES(seed), modes.CTR(counter)).encryptor()
+
+
+def _row_bytes(k: int) -> int:
+    return -(-k // 8)
+
+
+#: _SIGNS[v, t] = +1 if bit t of v is set else -1: the 8 signs of sign pattern v.
+_SIGNS = np.where((np.arange(256)[:, None] >> np.arange(8)[None, :]) & 1, 1.0, -1.0)
 
 
 def projection_matrix(seed: bytes, k: int, d: int) -> np.ndarray:
@@ -212,31 +230,23 @@ def projection_matrix(seed: bytes, k: int, d: int) -> np.ndarray:
         raise SketchParameterError(
             f"projection_matrix is for small sizes: k*d = {k * d} > {_MAX_DENSE_ENTRIES}"
         )
-    groups = -(-int(d) // _GROUP)
-    stream = _encryptor_at(seed, 0).update(bytes(groups * k))
-    bytes_ = np.frombuffer(stream, dtype=np.uint8).reshape(groups, k)
-    bits = np.unpackbits(bytes_[:, :, None], axis=2, bitorder="little")  # (groups, k, 8)
-    b = bits.transpose(1, 0, 2).reshape(k, groups * _GROUP)[:, :d]
-    return (2 * b.astype(np.int8) - 1).astype(np.int8)
+    kb, blocks = _row_bytes(k), -(-int(d) // BLOCK_COLUMNS)
+    stream = _encryptor_at(seed, 0).update(bytes(blocks * kb * BLOCK_COLUMNS))
+    b = np.frombuffer(stream, dtype=np.uint8).reshape(blocks, kb, BLOCK_COLUMNS)
+    bits = np.unpackbits(b[:, :, :, None], axis=3, bitorder="little")  # (blocks, kb, cols, 8)
+    rows = bits.transpose(1, 3, 0, 2).reshape(kb * 8, blocks * BLOCK_COLUMNS)
+    return (2 * rows[:k, :d].astype(np.int8) - 1).astype(np.int8)
 
 
 class _Workspace:
-    """Buffers of one worker thread for chunks of ``groups`` column groups and ``k`` rows."""
+    """Reused buffers of one worker: a block's keystream and one limb of it as float64."""
 
-    def __init__(self, k: int, groups: int, rows: int):
-        n = groups * k
+    def __init__(self, kb: int):
+        n = kb * BLOCK_COLUMNS
         self.zeros = np.zeros(n, dtype=np.uint8)
-        self.stream = np.empty(n + _BLOCK - 1, dtype=np.uint8)
-        self.idx = np.empty((groups, k), dtype=np.intp)
-        self.gathered = np.empty((groups, k), dtype=np.int64)
-        self.partial = np.empty(k, dtype=np.int64)
-        # table[v, g]: subset sum v of group g; groups contiguous so that every doubling step
-        # of _subset_sums is one long vector add
-        self.table = np.empty((_TABLE, groups), dtype=np.int64)
-        self.xpad = np.zeros((rows, groups * _GROUP), dtype=np.int64)
-        self.xt = np.empty((_GROUP, groups), dtype=np.int64)
-        self.group_ids = np.arange(groups, dtype=np.intp)
-        self.acc = np.zeros((rows, k), dtype=np.int64)
+        self.stream = np.empty(n + _AES_BLOCK - 1, dtype=np.uint8)
+        self.limb = np.empty(BLOCK_COLUMNS, dtype=np.float64)
+        self.scratch = np.empty(BLOCK_COLUMNS, dtype=np.int64)
 
 
 class Sketcher:
@@ -247,49 +257,22 @@ class Sketcher:
     k:
         Sketch dimension (rows of ``P``), in ``[1, MAX_SKETCH_DIM]``.
     workers:
-        Threads over contiguous ranges of columns (AES-CTR and numpy release the GIL). The
-        result is identical for any value.
-    chunk_groups:
-        Column groups (of 8 columns) per chunk, a power of two >= 16; ``None`` picks about
-        ``2**15 / k`` (so the per-chunk buffers fit a core's L2 cache). The result does not
-        depend on it.
+        Threads over contiguous ranges of column blocks. The result is identical for any value.
+        ``np.bincount`` holds the GIL, so more than one worker does not speed it up (see
+        ``benchmarks/results/sketch_cost.md``); the default 1 is the fastest measured.
 
     Not thread-safe: use one ``Sketcher`` per calling thread (:func:`sketch` caches one per
     thread). Raises :class:`SketchParameterError` for bad parameters.
     """
 
-    def __init__(self, k: int, *, workers: int = 1, chunk_groups: int | None = None):
+    def __init__(self, k: int, *, workers: int = 1):
         self.k = _check_k(k)
         self.workers = _check_workers(workers)
-        if chunk_groups is None:
-            chunk_groups = 1 << max(4, (_CHUNK_LOOKUPS // self.k).bit_length() - 1)
-        if (
-            isinstance(chunk_groups, bool)
-            or not isinstance(chunk_groups, (int, np.integer))
-            or not 16 <= chunk_groups <= 1 << 20
-            or chunk_groups & (chunk_groups - 1)
-        ):
-            raise SketchParameterError(
-                f"chunk_groups must be a power of two in [16, 2**20], got {chunk_groups!r}"
-            )
-        # A multiple of 16 makes every chunk start (chunk * chunk_groups * k bytes) a multiple
-        # of the AES block size, so each worker can seek its stream to its range; a power of
-        # two makes the table index a shift and an or.
-        self.chunk_groups = int(chunk_groups)
-        self._shift = self.chunk_groups.bit_length() - 1
-        self._spaces: dict[tuple[int, int], _Workspace] = {}
+        self._kb = _row_bytes(self.k)
+        self._spaces: list[_Workspace] = []
 
     def __repr__(self) -> str:
-        return f"Sketcher(k={self.k}, workers={self.workers}, chunk_groups={self.chunk_groups})"
-
-    def _space(self, worker: int, rows: int) -> _Workspace:
-        key = (worker, rows)
-        space = self._spaces.get(key)
-        if space is None:
-            if len(self._spaces) >= 4 * self.workers:
-                self._spaces.clear()
-            space = self._spaces[key] = _Workspace(self.k, self.chunk_groups, rows)
-        return space
+        return f"Sketcher(k={self.k}, workers={self.workers})"
 
     def sketch(self, x: np.ndarray, seed: bytes, *, wide: bool = False) -> np.ndarray:
         """Return ``P·x`` exactly, for ``P`` derived from ``seed`` (see the module docstring).
@@ -306,110 +289,102 @@ class Sketcher:
         SketchParameterError
             ``x`` is not a numpy array with a signed integer dtype (unsigned ring elements are
             refused: pass ``FixedPointEncoder.to_signed(y)``) and shape ``(d,)``/``(m, d)``,
-            ``d >= 1``; or ``seed`` is not 32 bytes.
+            ``1 <= d <= 2**40``; or ``seed`` is not 32 bytes.
         SketchOverflowError
-            ``2·d·max|x| >= 2**63`` and ``wide`` is false (int64 could not hold every
-            intermediate sum); or ``d >= 2**30`` with ``wide=True``.
+            ``d·max|x| > 2**63 - 1`` (the sketch's entries are only bounded by that, so int64
+            might not hold them) and ``wide`` is false.
         """
         x = _check_input(x)
         seed = _check_seed(seed)
-        rows = np.ascontiguousarray(x[None, :] if x.ndim == 1 else x)
+        rows = x[None, :] if x.ndim == 1 else x
         m, d = rows.shape
         if m == 0:
-            out = np.zeros((0, self.k), dtype=object if wide else np.int64)
-            return out
-        bound = 2 * d * _max_abs(rows)
-        if bound <= _INT64_LIMIT:
-            s = self._sketch_int64(rows, seed)
-            result = s.astype(object) if wide else s
-        elif not wide:
+            return np.zeros((0, self.k), dtype=object if wide else np.int64)
+        biggest = _max_abs(rows)
+        if not wide and d * biggest > _INT64_LIMIT:
             raise SketchOverflowError(
-                f"2*d*max|x| = 2*{d}*{_max_abs(rows)} = {bound} exceeds int64 (2**63 - 1): the "
-                "sketch's entries or its intermediate sums could wrap; pass wide=True for "
-                "Python-int results"
+                f"d*max|x| = {d}*{biggest} = {d * biggest} exceeds int64 (2**63 - 1): the "
+                "sketch's entries could too; pass wide=True for Python-int results"
             )
+        if d * biggest < _FLOAT_EXACT:
+            width, limbs = 0, 1  # no split: every sum stays below 2**53
         else:
-            if 2 * d * (1 << _LIMB_BITS) > _INT64_LIMIT:
-                raise SketchOverflowError(f"d = {d} is too large for the wide sketch (< 2**30)")
-            lo = rows & np.int64((1 << _LIMB_BITS) - 1)  # in [0, 2**32)
-            hi = rows.astype(np.int64) >> np.int64(_LIMB_BITS)  # in [-2**31, 2**31)
-            s = self._sketch_int64(np.concatenate([lo.astype(np.int64), hi]), seed)
-            result = s[m:].astype(object) * (1 << _LIMB_BITS) + s[:m].astype(object)
-        return result[0] if x.ndim == 1 else result
+            width = 53 - d.bit_length()  # d * 2**width < 2**53
+            limbs = -(-(biggest.bit_length() + 1) // width)
+        hist = self._histograms(rows, seed, width, limbs)  # (m, limbs, kb, 256)
+        # (P·L)_{8r+t} = Σ_v H_r[v]·sign_t(v): exact, every partial sum is below 2**53
+        sk = (hist @ _SIGNS).reshape(m, limbs, self._kb * 8)[:, :, : self.k]
+        if limbs == 1:
+            out = sk[:, 0].astype(np.int64)
+            out = out.astype(object) if wide else out
+        else:
+            out = np.zeros((m, self.k), dtype=object)
+            for a in range(limbs):
+                out += sk[:, a].astype(np.int64).astype(object) * (1 << (a * width))
+            if not wide:
+                out = out.astype(np.int64)  # |s_l| <= d·max|x| <= 2**63 - 1, checked above
+        return out[0] if x.ndim == 1 else out
 
-    def _sketch_int64(self, rows: np.ndarray, seed: bytes) -> np.ndarray:
-        """``P·rows.T`` as an (m, k) int64 array; the caller proved it cannot wrap."""
-        m, d = rows.shape
-        width = self.chunk_groups * _GROUP
-        chunks = -(-d // width)
-        workers = min(self.workers, chunks)
-        cuts = [chunks * w // workers for w in range(workers + 1)]
+    def _histograms(self, rows: np.ndarray, seed: bytes, width: int, limbs: int) -> np.ndarray:
+        """Sum over workers of their block ranges' histograms, shape (m, limbs, kb, 256)."""
+        d = rows.shape[1]
+        blocks = -(-d // BLOCK_COLUMNS)
+        workers = min(self.workers, blocks)
+        while len(self._spaces) < workers:
+            self._spaces.append(_Workspace(self._kb))
+        cuts = [blocks * w // workers for w in range(workers + 1)]
 
-        def run(w: int) -> tuple[np.ndarray, np.ndarray]:
-            return self._run_range(w, rows, seed, cuts[w], cuts[w + 1])
+        def run(w: int) -> np.ndarray:
+            return self._run_range(self._spaces[w], rows, seed, width, limbs, cuts[w], cuts[w + 1])
 
         if workers == 1:
-            parts = [run(0)]
-        else:
-            from concurrent.futures import ThreadPoolExecutor
+            return run(0)
+        from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                parts = list(pool.map(run, range(workers)))
-        out = np.zeros((m, self.k), dtype=np.int64)
-        for acc, colsum in parts:
-            # P·x = 2·B·x − (Σx)·1 over this worker's columns; a partial sketch, so bounded
-            out += 2 * acc - colsum[:, None]
-        return out
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(run, range(workers)))
+        total = parts[0]
+        for part in parts[1:]:
+            total += part  # sums of subset sums: still below 2**53, exact
+        return total
 
     def _run_range(
-        self, worker: int, rows: np.ndarray, seed: bytes, first: int, stop: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        ws: _Workspace,
+        rows: np.ndarray,
+        seed: bytes,
+        width: int,
+        limbs: int,
+        first: int,
+        stop: int,
+    ) -> np.ndarray:
         m, d = rows.shape
-        k, groups = self.k, self.chunk_groups
-        width = groups * _GROUP
-        ws = self._space(worker, m)
-        ws.acc.fill(0)
-        enc = _encryptor_at(seed, first * groups * k)
-        flat = ws.table.reshape(-1)
+        kb = self._kb
+        hist = np.zeros((m, limbs, kb, 256), dtype=np.float64)
+        enc = _encryptor_at(seed, first * kb * BLOCK_COLUMNS)
+        mask = np.int64((1 << width) - 1) if limbs > 1 else None
         for c in range(first, stop):
-            a = c * width
-            b = min(d, a + width)
-            ng = -(-(b - a) // _GROUP)
-            if b - a == ng * _GROUP:
-                xs = rows[:, a:b]  # whole groups: a view, no copy
-            else:  # the last chunk ends inside a group: zero-padded copy
-                xs = ws.xpad[:, : ng * _GROUP]
-                xs[:, : b - a] = rows[:, a:b]
-                xs[:, b - a :] = 0
-            n = ng * k
-            enc.update_into(ws.zeros[:n], ws.stream)
-            signs = ws.stream[:n].reshape(ng, k)
-            # flat index of table[v, g] in the (256, groups) table: v * groups + g
-            idx = ws.idx[:ng]
-            np.left_shift(signs, self._shift, out=idx, dtype=np.intp)
-            np.bitwise_or(idx, ws.group_ids[:ng, None], out=idx)
-            gathered = ws.gathered[:ng]
-            xt = ws.xt[:, :ng]
-            for r in range(m):
-                np.copyto(xt, xs[r].reshape(ng, _GROUP).T)
-                _subset_sums(xt, ws.table[:, :ng])
-                np.take(flat, idx, out=gathered, mode="clip")
-                np.add.reduce(gathered, axis=0, out=ws.partial)
-                ws.acc[r] += ws.partial
-        colsum = rows[:, first * width : min(d, stop * width)].sum(axis=1, dtype=np.int64)
-        return ws.acc.copy(), colsum
-
-
-def _subset_sums(xt: np.ndarray, table: np.ndarray) -> None:
-    """In place: ``table[v, g] = Σ_{t: bit t of v} xt[t, g]`` for ``v`` in 0..255.
-
-    Doubling: the sums over the first ``t`` columns are copied shifted by ``xt[t]`` into the
-    rows ``2**t .. 2**(t+1)-1``; eight vector adds over all groups at once.
-    """
-    table[0] = 0
-    for t in range(_GROUP):
-        w = 1 << t
-        np.add(table[:w], xt[t], out=table[w : 2 * w])
+            a = c * BLOCK_COLUMNS
+            n = min(d, a + BLOCK_COLUMNS) - a
+            # the whole block's keystream, so the next block starts at the right counter
+            enc.update_into(ws.zeros, ws.stream)
+            patterns = ws.stream[: kb * BLOCK_COLUMNS].reshape(kb, BLOCK_COLUMNS)[:, :n]
+            limb = ws.limb[:n]
+            for i in range(m):
+                xb = rows[i, a : a + n]
+                for al in range(limbs):
+                    if limbs == 1:
+                        np.copyto(limb, xb)  # |x| < 2**53: exact
+                    else:
+                        part = ws.scratch[:n]
+                        np.right_shift(xb, np.int64(al * width), out=part, casting="unsafe")
+                        if al < limbs - 1:
+                            np.bitwise_and(part, mask, out=part)  # in [0, 2**width)
+                        np.copyto(limb, part)  # |limb| <= 2**width: exact
+                    h = hist[i, al]
+                    for r in range(kb):
+                        h[r] += np.bincount(patterns[r], weights=limb, minlength=256)
+        return hist
 
 
 def _max_abs(rows: np.ndarray) -> int:
