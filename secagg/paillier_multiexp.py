@@ -7,11 +7,12 @@ bases with exponents of a few tens of bits).
 * :func:`multi_exp` — one product. Bucket method per window of ``w`` exponent bits (Pippenger):
   the squarings of the accumulator are shared by all bases (``b`` squarings in all instead of
   ``b`` per base), each base costs one multiplication per window whose digit is non-zero, and
-  each window's buckets are combined with ``2 * 2**w`` multiplications (running products).
-* :class:`MultiExpTable` — many products over the same bases (one per exponent vector). The
-  powers ``base**(2**(w*t))`` are computed once; each product then needs no squaring at all:
+  each window's buckets are combined with about ``2**w`` more (running products).
+* :class:`MultiExpTable` — many products over the same bases (one per exponent vector), the
+  masked distance protocol's case (the window tables are reused across the ``n`` mask vectors).
+  The powers ``base**(2**(w*t))`` are computed once; each product then needs no squaring at all:
   every (base, window) pair with a non-zero digit is multiplied into one bucket per digit value,
-  and the buckets are combined once, for ``k * ceil(b/w) + 2 * 2**w`` multiplications.
+  and the buckets are combined once, for about ``k * ceil(b/w) + 2**w`` multiplications.
 * :func:`multi_exp_naive` — the reference: one ``powmod`` per base.
 
 Signed exponents are supported: a base with a negative exponent is inverted (all such bases with
@@ -108,22 +109,60 @@ def multi_exp_naive(bases: Sequence[mpz], exponents: Sequence[int], modulus: mpz
 
 
 def _window_cost(k: int, bits: int, w: int, squarings: bool) -> float:
+    """Multiplications of :func:`multi_exp` (``squarings=True``: buckets combined per window)
+    or of one :class:`MultiExpTable` product (one combine for all windows).
+
+    A bucket's first entry costs nothing (it is assigned), so sorting ``items`` entries into
+    buckets and combining ``2**w - 1`` buckets with running products costs about
+    ``items + 2**w`` multiplications.
+    """
     windows = math.ceil(bits / w)
-    per_window = k * (1.0 - 2.0**-w) + 2.0 * (2**w)
-    return (bits if squarings else 0) + windows * per_window
+    items = k * (1.0 - 2.0**-w)
+    if squarings:
+        return bits + windows * (items + 2**w)
+    return windows * items + 2**w
 
 
 def _best_window(k: int, bits: int, squarings: bool) -> int:
     return min(range(1, _MAX_WINDOW + 1), key=lambda w: _window_cost(k, bits, w, squarings))
 
 
-def _combine(buckets: list[mpz | None], modulus: mpz) -> mpz | None:
-    """``prod_d buckets[d]**d`` with two multiplications per bucket (running products)."""
+def _digit_matrix(mags: Sequence[int], w: int, windows: int) -> np.ndarray:
+    """``out[t, l] = (mags[l] >> (w*t)) & (2**w - 1)`` as int64, vectorised when every
+    magnitude fits 64 bits."""
+    mask = (1 << w) - 1
+    if all(0 <= e < 1 << 64 for e in mags):
+        m = np.array(mags, dtype=np.uint64)
+        shifts = np.arange(windows, dtype=np.uint64) * np.uint64(w)
+        return ((m[None, :] >> shifts[:, None]) & np.uint64(mask)).astype(np.int64)
+    return np.array([[(e >> (w * t)) & mask for e in mags] for t in range(windows)], np.int64)
+
+
+def _sort_into_buckets(ids: np.ndarray, buckets: int) -> tuple[list[int], list[int]]:
+    """Entries sorted by bucket id, and ``ends[i]``: where bucket ``i`` stops in that order."""
+    order = np.argsort(ids, kind="stable").tolist()
+    ends = np.cumsum(np.bincount(ids, minlength=buckets)).tolist()
+    return order, ends
+
+
+def _combine_sorted(
+    entries: Sequence[mpz], order: list[int], ends: list[int], base: int, size: int, modulus: mpz
+) -> mpz | None:
+    """``prod_d B_d**d`` over ``d`` in ``[1, size)``, where ``B_d`` is the product of the
+    ``entries`` sorted into bucket ``base + d`` (bucket ``i`` is ``order[ends[i-1]:ends[i]]``).
+
+    A bucket's first entry is assigned, each further one costs a multiplication, and the
+    buckets are combined with running products (one or two multiplications per bucket);
+    ``None`` stands for an empty product.
+    """
     run = None
     total = None
-    for d in range(len(buckets) - 1, 0, -1):
-        b = buckets[d]
-        if b is not None:
+    for d in range(size - 1, 0, -1):
+        lo, hi = ends[base + d - 1], ends[base + d]
+        if lo < hi:
+            b = entries[order[lo]]
+            for i in order[lo + 1 : hi]:
+                b = b * entries[i] % modulus
             run = b if run is None else run * b % modulus
         if run is not None:
             total = run if total is None else total * run % modulus
@@ -166,20 +205,17 @@ def multi_exp(
         return gmpy2.powmod(terms[0][0], terms[0][1], modulus)
     bits = max(e.bit_length() for _, e in terms)
     w = window or _best_window(len(terms), bits, squarings=True)
-    mask = (1 << w) - 1
+    windows = math.ceil(bits / w)
+    entries = [b for b, _ in terms]
+    digits = _digit_matrix([e for _, e in terms], w, windows)
+    size = 1 << w
     acc = None
-    for t in range(math.ceil(bits / w) - 1, -1, -1):
+    for t in range(windows - 1, -1, -1):
         if acc is not None:
             for _ in range(w):
                 acc = acc * acc % modulus
-        buckets: list[mpz | None] = [None] * (mask + 1)
-        shift = w * t
-        for b, e in terms:
-            d = (e >> shift) & mask
-            if d:
-                cur = buckets[d]
-                buckets[d] = b if cur is None else cur * b % modulus
-        total = _combine(buckets, modulus)
+        order, ends = _sort_into_buckets(digits[t], size)
+        total = _combine_sorted(entries, order, ends, 0, size, modulus)
         if total is not None:
             acc = total if acc is None else acc * total % modulus
     return _ONE % modulus if acc is None else acc
@@ -188,11 +224,12 @@ def multi_exp(
 class MultiExpTable:
     """Fixed bases, many exponent vectors: ``table(e) == prod_l bases[l]**e[l] mod modulus``.
 
-    Precomputation (once): ``base**(2**(w*t))`` for every base and window ``t``, i.e. about
-    ``len(bases) * exp_bits`` squarings, run in ``gmpy2.powmod_base_list`` (GIL released); memory
-    ``len(bases) * ceil(exp_bits / w)`` residues. Each product afterwards costs about
-    ``len(bases) * ceil(exp_bits / w) + 2 * 2**w`` multiplications and no squaring, plus one
-    modular inversion when some exponent is negative.
+    Precomputation (once): ``base**(2**(w*t))`` for every base and window ``t`` by repeated
+    squaring, about ``len(bases) * exp_bits`` squarings; memory ``len(bases) * ceil(exp_bits/w)``
+    residues. Each product afterwards costs about ``len(bases) * ceil(exp_bits / w) + 2**w``
+    multiplications and no squaring, plus one modular inversion when some exponent is negative:
+    the window digits of all exponents are extracted with numpy, the table entries are sorted
+    into one bucket per digit value, and the buckets are combined with running products.
 
     Parameters
     ----------
@@ -231,13 +268,20 @@ class MultiExpTable:
         self.window = window or _best_window(self.k, exp_bits, squarings=False)
         self.windows = math.ceil(exp_bits / self.window)
         self._bound = 1 << exp_bits
-        step = mpz(1) << self.window
         level = [mpz(b) % self.modulus for b in bases]
-        # powers[t][l] = bases[l] ** (2 ** (window * t))
-        self._powers: list[list[mpz]] = [level]
+        # flat[t * k + l] = bases[l] ** (2 ** (window * t)), by repeated squaring (Python-level
+        # squarings beat powmod's per-call Montgomery set-up for these short exponents)
+        flat = list(level)
+        modulus = self.modulus
         for _ in range(self.windows - 1):
-            level = gmpy2.powmod_base_list(level, step, self.modulus)
-            self._powers.append(level)
+            nxt = []
+            for x in level:
+                for _ in range(self.window):
+                    x = x * x % modulus
+                nxt.append(x)
+            flat.extend(nxt)
+            level = nxt
+        self._flat: list[mpz] = flat
 
     def __repr__(self) -> str:
         return (
@@ -259,37 +303,28 @@ class MultiExpTable:
                     f"exponent of {abs(e).bit_length()} bits exceeds the table's "
                     f"exp_bits={self.exp_bits}"
                 )
-        modulus = self.modulus
-        w, mask = self.window, (1 << self.window) - 1
-        pos: list[mpz | None] = [None] * (mask + 1)
-        neg: list[mpz | None] | None = None
-        for t, level in enumerate(self._powers):
-            shift = w * t
-            for b, e in zip(level, exps):
-                if e >= 0:
-                    d = (e >> shift) & mask
-                    if d:
-                        cur = pos[d]
-                        pos[d] = b if cur is None else cur * b % modulus
-                else:
-                    d = (-e >> shift) & mask
-                    if d:
-                        if neg is None:
-                            neg = [None] * (mask + 1)
-                        cur = neg[d]
-                        neg[d] = b if cur is None else cur * b % modulus
-        total = _combine(pos, modulus)
-        if neg is not None:
-            negative = _combine(neg, modulus)
-            if negative is not None:
+        negative = None
+        mags = exps
+        if any(e < 0 for e in exps):
+            negative = np.fromiter((e < 0 for e in exps), dtype=np.int64, count=len(exps))
+            mags = [-e if e < 0 else e for e in exps]
+        digits = _digit_matrix(mags, self.window, self.windows)
+        size = 1 << self.window
+        # bucket id: the digit, plus `size` for the bases whose exponent is negative
+        ids = (digits + (negative * size)[None, :] if negative is not None else digits).reshape(-1)
+        order, ends = _sort_into_buckets(ids, 2 * size)
+        total = _combine_sorted(self._flat, order, ends, 0, size, self.modulus)
+        if negative is not None:
+            neg = _combine_sorted(self._flat, order, ends, size, size, self.modulus)
+            if neg is not None:
                 try:
-                    inv = gmpy2.invert(negative, modulus)
+                    inv = gmpy2.invert(neg, self.modulus)
                 except ZeroDivisionError:
                     raise CiphertextError(
                         "a base with a negative exponent is not invertible"
                     ) from None
-                total = inv if total is None else total * inv % modulus
-        return _ONE % modulus if total is None else total
+                total = inv if total is None else total * inv % self.modulus
+        return _ONE % self.modulus if total is None else total
 
     def many(self, exponent_rows: Sequence[Sequence[int]], *, workers: int = 1) -> list[mpz]:
         """``[self(row) for row in exponent_rows]``, the rows split over ``workers`` threads

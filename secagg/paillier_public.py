@@ -303,7 +303,7 @@ class PaillierPublicKey:
         n = self.n
         acc = _ONE
         for c in cs:
-            acc = acc * c % n
+            acc = acc * (c % n) % n  # reducing c first is cheaper than a 6144-bit product
         if gmpy2.gcd(acc, n) != 1:
             for i, c in enumerate(cs):
                 if gmpy2.gcd(c, n) != 1:
