@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import importlib
 import math
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -19,6 +21,7 @@ from secagg import (
     norm_bound_epsilon,
     norm_bound_false_rejection,
     sketch,
+    sketch_bounds,
     sketch_gram,
     sketch_squared_distances,
     sketch_squared_norms,
@@ -34,6 +37,17 @@ def sq_norm(v) -> int:
     return sum(int(a) * int(a) for a in v)
 
 
+def docstring_table(doc: str, columns: int) -> dict[int, tuple[float, ...]]:
+    """Rows ``k  v1  v2 ...`` of a reST table in a docstring, keyed by k."""
+    pattern = r"^(\d+)" + r"\s+([\d.]+)" * columns + r"\s*$"
+    rows = {}
+    for line in doc.splitlines():
+        m = re.match(pattern, line.strip())
+        if m:
+            rows[int(m.group(1))] = tuple(float(v) for v in m.groups()[1:])
+    return rows
+
+
 # -- E‖Px‖² and the distance error -----------------------------------------------------------
 
 
@@ -46,9 +60,13 @@ def test_expected_squared_norm_is_k_times_squared_norm():
     assert abs(np.mean(ratios) - 1.0) < 4 * math.sqrt(2 / k) / math.sqrt(trials)
 
 
-#: The RMS relative error of a squared distance documented in secagg/sketch.py (measured by
-#: benchmarks/sketch_cost.py at d = 10^5); the theory value is sqrt(2/k).
-DOCUMENTED_RMS = {64: math.sqrt(2 / 64), 128: math.sqrt(2 / 128), 256: math.sqrt(2 / 256)}
+#: The distance-error table of secagg/sketch.py's docstring (measured by
+#: benchmarks/sketch_cost.py at d = 10^5): k -> (sqrt(2/k), RMS, 99th pct, ε at 1e-6).
+DOCUMENTED = docstring_table(importlib.import_module("secagg.sketch").__doc__, 4)
+
+
+def test_distance_table_is_documented_for_each_k():
+    assert sorted(DOCUMENTED) == [64, 128, 256]
 
 
 @pytest.mark.parametrize("k", [64, 128, 256])
@@ -63,20 +81,22 @@ def test_distance_error_matches_the_documented_table(k):
         diff = sq_norm(sx[0] - sx[1]) / (k * sq_norm(x[0] - x[1]))
         errors.append(diff - 1.0)
     rms = math.sqrt(np.mean(np.square(errors)))
+    theory, documented_rms = DOCUMENTED[k][0], DOCUMENTED[k][1]
+    assert theory == round(math.sqrt(2 / k), 3)
     # the RMS of 400 samples has a relative sd of about 1/sqrt(2*400) = 3.5%: 15% is > 4 sd
-    assert abs(rms / DOCUMENTED_RMS[k] - 1.0) < 0.15, (k, rms)
-    assert abs(np.mean(errors)) < 4 * DOCUMENTED_RMS[k] / math.sqrt(trials)  # unbiased
+    assert abs(rms / documented_rms - 1.0) < 0.15, (k, rms)
+    assert abs(rms / theory - 1.0) < 0.15, (k, rms)
+    assert abs(np.mean(errors)) < 4 * theory / math.sqrt(trials)  # unbiased
+    # the documented ε column is the norm bound's at δ = 1e-6
+    assert DOCUMENTED[k][3] == math.ceil(norm_bound_epsilon(k, 1e-6) * 1000) / 1000
 
 
 # -- the norm bound --------------------------------------------------------------------------
 
 
 def test_epsilon_table_in_the_docstring():
-    documented = {
-        64: (0.280, 0.401, 0.496),
-        128: (0.196, 0.280, 0.345),
-        256: (0.137, 0.196, 0.241),
-    }
+    documented = docstring_table(sketch_bounds.__doc__, 3)
+    assert sorted(documented) == [64, 128, 256]
     for k, row in documented.items():
         for delta, eps in zip((1e-2, 1e-4, 1e-6), row):
             assert math.ceil(norm_bound_epsilon(k, delta) * 1000) / 1000 == eps, (k, delta)
