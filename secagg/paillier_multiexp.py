@@ -241,11 +241,14 @@ class MultiExpTable:
         Every exponent passed later satisfies ``|e| < 2**exp_bits``.
     window:
         Bits per window; ``None`` picks the cheapest per product.
+    workers:
+        Threads sharing the precomputation (the bases are split between them).
 
     Raises
     ------
     SecAggParameterError
-        For an empty ``bases``, ``exp_bits < 1`` or a window outside ``[1, 14]``; at call
+        For an empty ``bases``, ``exp_bits < 1``, a window outside ``[1, 14]`` or
+        ``workers < 1``; at call
         time, for a vector of the wrong length or an exponent with ``|e| >= 2**exp_bits``.
     """
 
@@ -256,32 +259,39 @@ class MultiExpTable:
         *,
         exp_bits: int,
         window: int | None = None,
+        workers: int = 1,
     ):
         if len(bases) == 0:
             raise SecAggParameterError("MultiExpTable needs at least one base")
         if isinstance(exp_bits, bool) or not isinstance(exp_bits, int) or exp_bits < 1:
             raise SecAggParameterError(f"exp_bits must be an int >= 1, got {exp_bits!r}")
         _check_window(window)
+        check_workers(workers)
         self.modulus = mpz(modulus)
         self.k = len(bases)
         self.exp_bits = exp_bits
         self.window = window or _best_window(self.k, exp_bits, squarings=False)
         self.windows = math.ceil(exp_bits / self.window)
         self._bound = 1 << exp_bits
-        level = [mpz(b) % self.modulus for b in bases]
-        # flat[t * k + l] = bases[l] ** (2 ** (window * t)), by repeated squaring (Python-level
-        # squarings beat powmod's per-call Montgomery set-up for these short exponents)
-        flat = list(level)
-        modulus = self.modulus
-        for _ in range(self.windows - 1):
-            nxt = []
-            for x in level:
-                for _ in range(self.window):
-                    x = x * x % modulus
-                nxt.append(x)
-            flat.extend(nxt)
-            level = nxt
-        self._flat: list[mpz] = flat
+        modulus, w, windows = self.modulus, self.window, self.windows
+
+        def powers(chunk: Sequence[mpz]) -> list[list[mpz]]:
+            # [b, b**(2**w), b**(2**(2w)), ...] by repeated squaring (Python-level squarings
+            # beat powmod's per-call Montgomery set-up for these short exponents)
+            out = []
+            for b in chunk:
+                x = mpz(b) % modulus
+                row = [x]
+                for _ in range(windows - 1):
+                    for _ in range(w):
+                        x = x * x % modulus
+                    row.append(x)
+                out.append(row)
+            return out
+
+        per_base = map_chunks(powers, list(bases), workers)
+        # flat[t * k + l] = bases[l] ** (2 ** (w * t))
+        self._flat: list[mpz] = [per_base[i][t] for t in range(windows) for i in range(self.k)]
 
     def __repr__(self) -> str:
         return (

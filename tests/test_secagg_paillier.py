@@ -303,6 +303,8 @@ def test_multi_exp_table_many_is_independent_of_workers(pk):
     table = MultiExpTable(bases, pk.nsquare, exp_bits=41)
     expected = [multi_exp_naive(bases, r, pk.nsquare) for r in rows]
     assert table.many(rows) == expected
+    built_on_two = MultiExpTable(bases, pk.nsquare, exp_bits=41, workers=2)
+    assert built_on_two._flat == table._flat and built_on_two.many(rows) == expected
     assert table.many(rows, workers=2) == expected
     assert table.many(rows, workers=16) == expected
     assert table.many([]) == []
