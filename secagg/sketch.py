@@ -45,7 +45,7 @@ are accumulated over blocks, and at the end ``(P·x)_{8r+t} = Σ_v H_r[v]·sign_
 ``256 × 8`` product per row byte. The keystream of a block is written into a reused buffer
 (``update_into``). Threads take contiguous ranges of blocks, each with its own AES-CTR stream
 positioned at its range, and their histograms are added at the end. ``np.bincount`` holds the
-GIL and is ~90% of the time, so a second worker does not help (measured 0-20% slower on 2
+GIL and is ~90% of the time, so a second worker does not help (measured 15-55% slower on 2
 cores); ``workers=1`` is the default and the sketch leaves the other core free, e.g. for the
 Paillier encryption that follows it. On one core the histogram kernel measured 2.3-2.6x faster
 (d = 10^6, k = 64..256) than the best GIL-releasing numpy formulation tried on two threads
