@@ -1,0 +1,367 @@
+"""The masked distance protocol: the server learns the pairwise squared distances of encrypted
+sketches; the key holder only ever decrypts values hidden under uniform masks.
+
+Parties: the server S holds Paillier encryptions ``Enc(s_i)`` of the rows ``s_i`` (clients'
+integer sketches, packed across coordinates with :meth:`DistanceLayouts.row`; a public row such as
+the zero vector or a centre is encrypted by S itself) and the public key; the key holder K holds
+the private key. Four messages, in the order of the functions below:
+
+1. :func:`server_mask_rows` (S -> K). S draws a mask ``M_i`` uniform in ``[0, 2**(beta+sigma))**k``
+   per row, where ``|s_il| <= B < 2**beta``, and sends ``Enc(s_i + M_i)``.
+2. :func:`keyholder_open_rows` (K -> S). K decrypts ``t_i = s_i + M_i`` -- each coordinate is
+   within ``2**(1-sigma)`` in statistical distance of uniform whatever ``s_i`` is -- and checks
+   ``-B <= t_il < 2**(beta+sigma) + B``: a row outside is its sender's fault (a client that
+   encrypted something other than a sketch bounded by B) and is reported, never used. K keeps
+   ``A_ij = ||t_i - t_j||**2`` and returns every coordinate re-encrypted *packed across rows*:
+   ``columns[b][l]`` holds coordinate ``l`` of rows ``b*slots ...``.
+3. :func:`server_cross_terms` (S -> K). For every block ``b`` and row ``j``, one
+   multi-exponentiation ``prod_l columns[b][l] ** M_jl`` encrypts ``C_ij = <t_i, M_j>`` for the
+   whole block of ``i`` at once. S adds a fresh blind ``R_ij`` uniform in ``[0, 2**(gamma+sigma))``
+   (``|C_ij| < 2**gamma``) to every slot and sends the results.
+4. :func:`keyholder_combine` (K -> S). K decrypts ``C'_ij = C_ij + R_ij`` (hidden by ``R_ij``) and
+   returns ``Z_ij = A_ij - 2 (C'_ii - C'_ij - C'_ji + C'_jj)``.
+5. :func:`server_distances` (S, local). ``D_ij = Z_ij + 2 (R_ii - R_ij - R_ji + R_jj) +
+   ||M_i - M_j||**2 = ||s_i - s_j||**2`` exactly, since
+   ``||s_i - s_j||**2 = ||t_i - t_j||**2 - 2 <t_i - t_j, M_i - M_j> + ||M_i - M_j||**2``.
+
+What each party sees. K: ``t_i`` and ``C'_ij``, each within ``2**(1-sigma)`` of uniform per value,
+independently of the sketches, plus which rows were out of range. S: ciphertexts, ``Z`` (a
+function of D and of its own masks) and therefore exactly D. Neither decrypts a sketch or a
+difference of sketches: the design that PEFL-style schemes got wrong.
+
+Cost. S's step 3 is ``rows * ceil(rows / slots)`` multi-exponentiations over ``k`` bases with
+``beta + sigma``-bit exponents, modulo ``n**2``; everything else is linear in ``rows * k`` or
+quadratic in ``rows`` with cheap integer arithmetic. ``slots`` is set by the width of a blinded
+cross term, about ``2 (beta + sigma) + log2 k + sigma`` bits.
+
+Measured (2048-bit key, ``B = 2**30``, ``sigma = 40``, k = 128, 2 threads, this first version):
+n = 20 rows: S 0.39 s, K 0.97 s; n = 100 rows: S 7.9 s (1,100 table multi-exponentiations over
+128 bases, 10 rows per column block), K 6.8 s (1,600 CRT decryptions and 1,408 re-encryptions
+with r**n computed on the spot). The issue's target for the whole filtering step at n = 100 is
+2.4 s: K's r**n belong in a pool filled between rounds, and S's products need a faster kernel.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from gmpy2 import mpz
+
+from .errors import PaillierOverflowError, SecAggParameterError
+from .paillier_multiexp import MultiExpTable
+from .paillier_pack import SlotLayout
+from .paillier_pool import ObfuscationPool
+from .paillier_private import PaillierPrivateKey
+from .paillier_public import PaillierPublicKey
+
+__all__ = [
+    "DEFAULT_SIGMA",
+    "DistanceLayouts",
+    "ServerMasks",
+    "KeyHolderRows",
+    "server_mask_rows",
+    "keyholder_open_rows",
+    "server_cross_terms",
+    "keyholder_combine",
+    "server_distances",
+    "exact_squared_distances",
+]
+
+#: Statistical hiding parameter: every value K decrypts is within 2**(1 - sigma) of uniform.
+DEFAULT_SIGMA = 40
+
+_LIMB_BITS = 24  # limb products summed over k <= 2**14 coordinates stay below 2**63
+
+
+@dataclass(frozen=True)
+class DistanceLayouts:
+    """Slot layouts of one run of the protocol, derived from public parameters only.
+
+    ``k`` coordinates per row, ``|s_il| <= bound``, ``sigma`` bits of statistical hiding.
+
+    * :attr:`row`: how a row is packed across its coordinates (clients pack their sketches with
+      it; ``input_bound = bound``); its slots have room for ``s + M``.
+    * :attr:`row_mask`: the same slots, for packing S's masks.
+    * :attr:`column`: K's packing of ``t`` across rows; room for the cross terms plus blinds.
+    * :attr:`column_blind`: the same slots, for packing S's blinds.
+
+    Raises :class:`SecAggParameterError` for non-positive ``k``/``bound``/``sigma``, and
+    :class:`PaillierOverflowError` if a blinded cross term does not fit one plaintext.
+    """
+
+    key: PaillierPublicKey
+    k: int
+    bound: int
+    sigma: int = DEFAULT_SIGMA
+
+    def __post_init__(self) -> None:
+        for name in ("k", "bound", "sigma"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SecAggParameterError(f"{name} must be an int >= 1, got {v!r}")
+        if self.k > 1 << 14:
+            raise SecAggParameterError(f"k must be <= 16384, got {self.k}")
+
+    @property
+    def mask_bits(self) -> int:
+        """Bits of a row mask: ``beta + sigma`` with ``2**beta > bound``."""
+        return self.bound.bit_length() + self.sigma
+
+    @property
+    def t_max(self) -> int:
+        """Largest ``|t_il|`` for an in-range row."""
+        return self.bound + (1 << self.mask_bits)
+
+    @property
+    def cross_max(self) -> int:
+        """Largest ``|C_ij| = |<t_i, M_j>|``."""
+        return self.k * self.t_max * ((1 << self.mask_bits) - 1)
+
+    @property
+    def blind_bits(self) -> int:
+        """Bits of a cross-term blind: ``gamma + sigma`` with ``2**gamma > cross_max``."""
+        return self.cross_max.bit_length() + self.sigma
+
+    @property
+    def row(self) -> SlotLayout:
+        return SlotLayout(self.key, max_abs=self.t_max, input_bound=self.bound)
+
+    @property
+    def row_mask(self) -> SlotLayout:
+        row = self.row
+        return SlotLayout(
+            self.key,
+            max_abs=self.t_max,
+            slot_bits=row.slot_bits,
+            input_bound=(1 << self.mask_bits) - 1,
+        )
+
+    @property
+    def column(self) -> SlotLayout:
+        return SlotLayout(
+            self.key, max_abs=self.cross_max + (1 << self.blind_bits), input_bound=self.t_max
+        )
+
+    @property
+    def column_blind(self) -> SlotLayout:
+        col = self.column
+        return SlotLayout(
+            self.key,
+            max_abs=col.max_abs,
+            slot_bits=col.slot_bits,
+            input_bound=(1 << self.blind_bits) - 1,
+        )
+
+    def row_ciphertexts(self) -> int:
+        """Ciphertexts per row: ``ceil(k / row.slots)``."""
+        return self.row.plaintexts_for(self.k)
+
+
+def _uniform(bits: int, shape: tuple[int, ...]) -> np.ndarray:
+    """An object array of independent uniform integers in ``[0, 2**bits)`` (OS CSPRNG)."""
+    out = np.empty(shape, dtype=object)
+    flat = out.reshape(-1)
+    for i in range(flat.size):
+        flat[i] = secrets.randbits(bits)
+    return out
+
+
+def _limbs(values: np.ndarray, bits: int) -> list[np.ndarray]:
+    """Non-negative object integers of at most ``bits`` bits as int64 limbs of _LIMB_BITS."""
+    count = -(-bits // _LIMB_BITS)
+    mask = (1 << _LIMB_BITS) - 1
+    out = []
+    rest = values
+    for _ in range(count):
+        out.append(np.asarray(rest & mask, dtype=np.int64))
+        rest = rest >> _LIMB_BITS
+    return out
+
+
+def exact_squared_distances(rows: np.ndarray) -> np.ndarray:
+    """``D[i, j] = ||rows[i] - rows[j]||**2`` exactly, for an ``(m, k)`` array of (Python or
+    numpy) integers of any size, as an object array of Python ints.
+
+    The Gram matrix is computed from int64 limb products (k <= 16384 keeps every limb sum below
+    2**63) and recombined with Python integers.
+    """
+    rows = np.asarray(rows, dtype=object)
+    if rows.ndim != 2:
+        raise SecAggParameterError(f"rows must be 2-D, got shape {rows.shape}")
+    m, k = rows.shape
+    if m == 0:
+        return np.zeros((0, 0), dtype=object)
+    if k > 1 << 14:
+        raise SecAggParameterError(f"at most 16384 coordinates, got {k}")
+    low = min((int(v) for v in rows.reshape(-1)), default=0)
+    shifted = rows - low  # distances do not change; limbs need non-negative values
+    bits = max(1, max(int(v) for v in shifted.reshape(-1)).bit_length())
+    limbs = _limbs(shifted, bits)
+    gram = np.zeros((m, m), dtype=object)
+    for a, la in enumerate(limbs):
+        for b, lb in enumerate(limbs):
+            part = (la @ lb.T).astype(object)
+            gram = gram + part * (1 << (_LIMB_BITS * (a + b)))
+    diag = np.array([gram[i, i] for i in range(m)], dtype=object)
+    return diag[:, None] + diag[None, :] - 2 * gram
+
+
+@dataclass
+class ServerMasks:
+    """S's secrets of one run: the row masks ``M`` (rows x k) and, after step 3, the blinds
+    ``R`` (rows x rows, ``R[i, j]`` blinds ``C_ij``). Never leaves S."""
+
+    layouts: DistanceLayouts
+    masks: np.ndarray
+    blinds: np.ndarray | None = None
+
+
+@dataclass
+class KeyHolderRows:
+    """K's state of one run: the rows it accepted (in range), their ``t`` and ``A``."""
+
+    layouts: DistanceLayouts
+    accepted: tuple[int, ...]
+    out_of_range: dict[int, str]
+    t: np.ndarray
+    a: np.ndarray
+
+
+def server_mask_rows(
+    key: PaillierPublicKey, rows: Sequence[Sequence[mpz]], layouts: DistanceLayouts
+) -> tuple[list[list[mpz]], ServerMasks]:
+    """Step 1: ``Enc(s_i + M_i)`` for every row (``rows[i]`` are row i's validated ciphertexts,
+    :meth:`DistanceLayouts.row_ciphertexts` of them), and S's masks.
+
+    Raises :class:`SecAggParameterError` if a row has the wrong number of ciphertexts.
+    """
+    per_row = layouts.row_ciphertexts()
+    bad = [i for i, r in enumerate(rows) if len(r) != per_row]
+    if bad:
+        raise SecAggParameterError(f"rows {bad[:10]} do not have {per_row} ciphertexts each")
+    masks = _uniform(layouts.mask_bits, (len(rows), layouts.k))
+    packer = layouts.row_mask
+    out = []
+    for i, cts in enumerate(rows):
+        plain = packer.pack(masks[i])
+        out.append([key.add_plain(c, m) for c, m in zip(cts, plain)])
+    return out, ServerMasks(layouts, masks)
+
+
+def keyholder_open_rows(
+    key: PaillierPrivateKey,
+    masked: Sequence[Sequence[mpz]],
+    layouts: DistanceLayouts,
+    *,
+    pool: ObfuscationPool | None = None,
+    workers: int = 1,
+) -> tuple[list[list[mpz]], KeyHolderRows]:
+    """Step 2: decrypt the masked rows, set aside the out-of-range ones, keep ``A`` and return
+    the accepted rows' coordinates re-encrypted packed across rows (``columns[b][l]``, blocks
+    of :attr:`DistanceLayouts.column` slots, in the order of ``accepted``).
+
+    The re-encryptions draw ``r**n`` from ``pool`` (filled ahead of time) or, without one,
+    compute them with the factorisation on ``workers`` threads.
+
+    A row that does not decode into slots, or whose ``t`` leaves ``[-B, 2**(beta+sigma) + B)``,
+    is listed in ``out_of_range`` (row index -> reason) and takes no further part.
+    """
+    row = layouts.row
+    accepted, t_rows, out_of_range = [], [], {}
+    hi = (1 << layouts.mask_bits) + layouts.bound
+    for i, cts in enumerate(masked):
+        try:
+            t = row.unpack(key.decrypt_many(cts, workers=workers), layouts.k)
+        except PaillierOverflowError as exc:
+            out_of_range[i] = f"masked row does not decode into slots ({exc})"
+            continue
+        t = np.asarray(t, dtype=object)
+        if any(v < -layouts.bound or v >= hi for v in t):
+            out_of_range[i] = "a masked coordinate is outside the range of a bounded sketch"
+            continue
+        accepted.append(i)
+        t_rows.append(t)
+    t = np.array(t_rows, dtype=object).reshape(len(accepted), layouts.k)
+    a = exact_squared_distances(t)
+    blocks = layouts.column.pack_columns(t)
+    pub = key.public_key
+    count = sum(len(block) for block in blocks)
+    if pool is not None:
+        obfuscators = [pool.draw() for _ in range(count)]
+    else:  # K's own r**n with the factorisation: ~4x cheaper than the public computation
+        obfuscators = key.random_obfuscators(count, workers=workers)
+    it = iter(obfuscators)
+    columns = [[pub.raw_encrypt(mpz(m), next(it)) for m in block] for block in blocks]
+    return columns, KeyHolderRows(layouts, tuple(accepted), out_of_range, t, a)
+
+
+def server_cross_terms(
+    key: PaillierPublicKey,
+    columns: Sequence[Sequence[mpz]],
+    masks: ServerMasks,
+    accepted: Sequence[int],
+    *,
+    workers: int = 1,
+) -> list[list[mpz]]:
+    """Step 3: ``out[b][j] = Enc(C_ij + R_ij for i in block b)`` for every accepted row ``j``
+    (indices into ``accepted``), blinded with fresh ``R``; ``columns`` are validated.
+
+    Raises :class:`SecAggParameterError` if the column blocks do not have ``k`` ciphertexts.
+    """
+    lay = masks.layouts
+    m = len(accepted)
+    if any(len(block) != lay.k for block in columns):
+        raise SecAggParameterError(f"every column block must hold k={lay.k} ciphertexts")
+    slots = lay.column.slots
+    if len(columns) != -(-m // slots):
+        raise SecAggParameterError(f"{len(columns)} column blocks for {m} rows of {slots} slots")
+    mask_rows = [[int(v) for v in row] for row in masks.masks[list(accepted)]]
+    blinds = _uniform(lay.blind_bits, (m, m))  # blinds[i, j] hides C_ij
+    packer = lay.column_blind
+    out: list[list[mpz]] = []
+    for b, block in enumerate(columns):
+        rows_in_block = range(b * slots, min(m, (b + 1) * slots))
+        # the block's bases are shared by every row j: one table, m products
+        table = MultiExpTable(block, key.nsquare, exp_bits=lay.mask_bits, workers=workers)
+        cross = table.many(mask_rows, workers=workers)
+        per_j = []
+        for j in range(m):
+            (blind,) = packer.pack([blinds[i, j] for i in rows_in_block])
+            per_j.append(key.add_plain(cross[j], blind))
+        out.append(per_j)
+    masks.blinds = blinds
+    return out
+
+
+def keyholder_combine(
+    key: PaillierPrivateKey, blinded: Sequence[Sequence[mpz]], state: KeyHolderRows
+) -> np.ndarray:
+    """Step 4: ``Z_ij = A_ij - 2 (C'_ii - C'_ij - C'_ji + C'_jj)`` over the accepted rows."""
+    lay = state.layouts
+    col = lay.column
+    m = len(state.accepted)
+    c = np.empty((m, m), dtype=object)  # c[i, j] = C'_ij
+    for b, per_j in enumerate(blinded):
+        if len(per_j) != m:
+            raise SecAggParameterError(f"block {b} holds {len(per_j)} cross terms, not {m}")
+        rows_in_block = list(range(b * col.slots, min(m, (b + 1) * col.slots)))
+        values = col.unpack(key.decrypt_many(per_j), len(per_j) * col.slots)
+        values = np.asarray(values, dtype=object).reshape(m, col.slots)
+        for slot, i in enumerate(rows_in_block):
+            c[i, :] = values[:, slot]
+    diag = np.array([c[i, i] for i in range(m)], dtype=object)
+    return state.a - 2 * (diag[:, None] - c - c.T + diag[None, :])
+
+
+def server_distances(z: np.ndarray, masks: ServerMasks, accepted: Sequence[int]) -> np.ndarray:
+    """Step 5: the exact squared distances ``D`` of the accepted rows (object array of ints)."""
+    if masks.blinds is None:
+        raise SecAggParameterError("server_cross_terms must run before server_distances")
+    r = masks.blinds
+    m = len(accepted)
+    diag = np.array([r[i, i] for i in range(m)], dtype=object)
+    own = exact_squared_distances(masks.masks[list(accepted)])
+    return z + 2 * (diag[:, None] - r - r.T + diag[None, :]) + own
