@@ -1,0 +1,142 @@
+"""Cost of secure filtering's building blocks: a client's sketch and encryption, and the masked
+distance protocol between the server S and the key holder K (``secagg.masked_distance``).
+
+Per (n, k): client ms (sketch of a d-dimensional fixed-point update plus Paillier encryption of
+the packed sketch with a pooled ``r**n``, the online work) and upload bytes; S seconds and K
+seconds for the distance protocol (K's ``r**n`` computed on the spot, and separately the share of
+that which a pool filled between rounds removes); bytes between S and K; and the plaintext floor
+(squared distances of the same sketches with numpy). Every run checks that S's distances equal
+the plaintext ones exactly.
+
+This times the secagg functions the protocol will call; when the key holder party lands, the
+whole secure round is timed through ``protocol.run_round`` instead (issue 9).
+
+    python benchmarks/sketch_bench.py --n 20 50 100 --k 64 128 256 --d 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from secagg import masked_distance as md
+from secagg.paillier_pool import ObfuscationPool
+from secagg.paillier_private import generate_paillier_keypair
+from secagg.sketch import sketch
+
+
+def _client(pub, lay, x, seed, k, pool):
+    t0 = time.perf_counter()
+    s = sketch(x, seed, k)
+    cts = [pub.encrypt(m, pool=pool) for m in lay.row.pack(s)]
+    return s, cts, time.perf_counter() - t0
+
+
+def run(n: int, k: int, d: int, key_bits: int, processes: int, pub=None, priv=None) -> dict:
+    if pub is None:
+        pub, priv = generate_paillier_keypair(key_bits)
+    rng = np.random.default_rng(n * 1000 + k)
+    seed = os.urandom(32)
+    scale = 2**12  # fixed-point updates with |x_j| <= 2**12, norm well under the bound below
+    x0 = rng.integers(-scale, scale + 1, d)
+    bound = int(np.abs(sketch(x0, seed, k)).max()) * 4
+    lay = md.DistanceLayouts(pub, k, bound)
+    pool = ObfuscationPool(pub)
+    pool.fill(lay.row_ciphertexts() + 1, workers=2)
+    _client(pub, lay, x0, seed, k, pool)  # warm-up (sketcher buffers)
+    xs = [rng.integers(-scale, scale + 1, d) for _ in range(3)]
+    client_s, sketches, rows = [], [], []
+    for x in xs:
+        pool.fill(lay.row_ciphertexts(), workers=2)
+        s, cts, secs = _client(pub, lay, x, seed, k, pool)
+        client_s.append(secs)
+    # the other rows: sketches of random vectors of the same size, encrypted the same way
+    for _ in range(n):
+        s = rng.integers(-bound // 4, bound // 4 + 1, k)
+        sketches.append(s)
+        rows.append([pub.encrypt(m) for m in lay.row.pack(s)])
+    width = (pub.nsquare.bit_length() + 7) // 8
+    t = {}
+    t0 = time.perf_counter()
+    masked, masks = md.server_mask_rows(pub, rows, lay)
+    t["S mask"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    columns, kh = md.keyholder_open_rows(priv, masked, lay, workers=2)
+    t["K open"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    priv.random_obfuscators(sum(len(b) for b in columns), workers=2)
+    t["K r^n (poolable)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    blinded = md.server_cross_terms(pub, columns, masks, kh.accepted, processes=processes)
+    t["S cross"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    z = md.keyholder_combine(priv, blinded, kh, workers=2)
+    t["K combine"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dist = md.server_distances(z, masks, kh.accepted)
+    t["S distances"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    floor = md.exact_squared_distances(np.array(sketches))
+    t["plaintext floor"] = time.perf_counter() - t0
+    exact = bool((dist == floor).all())
+    s_to_k = width * (sum(len(r) for r in masked) + sum(len(b) for b in blinded))
+    k_to_s = width * sum(len(b) for b in columns) + sum(
+        (int(v).bit_length() + 8) // 8 for v in z.reshape(-1)
+    )
+    return {
+        "n": n,
+        "k": k,
+        "d": d,
+        "key_bits": key_bits,
+        "client_ms": 1e3 * float(np.median(client_s)),
+        "upload_bytes": width * lay.row_ciphertexts(),
+        "server_s": t["S mask"] + t["S cross"] + t["S distances"],
+        "keyholder_s": t["K open"] + t["K combine"],
+        "keyholder_poolable_s": t["K r^n (poolable)"],
+        "bytes_s_to_k": s_to_k,
+        "bytes_k_to_s": k_to_s,
+        "stages_s": t,
+        "exact": exact,
+        "slots_row": lay.row.slots,
+        "slots_column": lay.column.slots,
+        "load": os.getloadavg()[0],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[20, 50, 100])
+    ap.add_argument("--k", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--d", type=int, default=1_000_000)
+    ap.add_argument("--key-bits", type=int, default=2048)
+    ap.add_argument("--processes", type=int, default=2, help="S's worker processes")
+    ap.add_argument("--json", help="write the rows here")
+    args = ap.parse_args()
+    pub, priv = generate_paillier_keypair(args.key_bits)
+    rows = []
+    print(
+        f"{'n':>4} {'k':>4} | client ms | upload KB | S s    | K s    (+pool) | S->K MB | K->S MB "
+        "| exact | load"
+    )
+    for n in args.n:
+        for k in args.k:
+            r = run(n, k, args.d, args.key_bits, args.processes, pub, priv)
+            rows.append(r)
+            print(
+                f"{n:>4} {k:>4} | {r['client_ms']:9.1f} | {r['upload_bytes'] / 1024:9.1f} "
+                f"| {r['server_s']:6.2f} | {r['keyholder_s']:6.2f} ({r['keyholder_poolable_s']:5.2f}) "
+                f"| {r['bytes_s_to_k'] / 2**20:7.2f} | {r['bytes_k_to_s'] / 2**20:7.2f} "
+                f"| {'yes' if r['exact'] else 'NO'}   | {r['load']:.2f}",
+                flush=True,
+            )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()
