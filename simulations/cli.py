@@ -152,6 +152,8 @@ class _RoundBar:
             post["acc"] = f"{100 * rec['accuracy']:.1f}%"
         post["rej honest"] = rec["honest_rejected"]
         post["rej byz"] = rec["byzantine_rejected"]
+        if rec.get("reputation_excluded"):
+            post["excl"] = len(rec["reputation_excluded"])
         self.bar.set_postfix(post, refresh=False)
         self.bar.update(1)
 
@@ -215,9 +217,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             print(f"[{i + 1}/{len(runs)}] {name}: {result.describe_status()}", file=sys.stderr)
     paths = write_simulation_report(results, args.out)
     print(summary_table(results))
-    print(
-        f"\nwrote {paths['json']}, {paths['md']}, {paths['png']} ({time.perf_counter() - t0:.1f}s)"
+    written = ", ".join(
+        str(paths[k]) for k in ("json", "md", "png", "reputation_png") if k in paths
     )
+    print(f"\nwrote {written} ({time.perf_counter() - t0:.1f}s)")
     failed = [name for name, res in results if res.status == "failed"]
     if failed:
         print(

@@ -65,6 +65,17 @@ def _pre(items: list[str]) -> tuple[tuple[str, dict[str, Any]], ...]:
     return tuple(parse_component(p, "--pre") for p in items)
 
 
+def _parse_reputation(text: str | None) -> dict[str, Any] | None:
+    from simulations.reputation import parse_reputation
+
+    return parse_reputation(text)
+
+
+#: Fields added after results were first stored: left out of :meth:`SimulationConfig.key`
+#: while at their default, so that stored matrix cells keep their keys and resume.
+_KEY_OMITS_AT_DEFAULT = {"reputation": None}
+
+
 def _lr_default_text() -> str:
     by_rate: dict[float, list[str]] = {}
     for mode, rate in DEFAULT_LR.items():
@@ -181,6 +192,18 @@ class SimulationConfig:
         to_value=_pre,
         help=f"pre-aggregator, in order (repeatable): {', '.join(robust.stages('pre'))}",
     )
+    reputation: dict[str, Any] | None = option(
+        None,
+        "--reputation",
+        group="defence",
+        metavar="beta[:K=V,...]",
+        to_value=lambda text: _parse_reputation(text),
+        help="per-client trust kept across rounds from the defence's verdicts; it weights "
+        "and excludes clients in the next rounds and is reported per client, e.g. "
+        "beta:decay=0.9,floor=0.2,weights=trust (keys: decay, a0, b0, non_finite_penalty, "
+        "floor, weights=trust|equal; weighted rules only unless weights=equal,floor=0)",
+        default_text="off",
+    )
     rounds: int = option(20, "--rounds", group="federation", parse=int, help="training rounds")
     training: str = option(
         "fedavg",
@@ -279,6 +302,10 @@ class SimulationConfig:
         object.__setattr__(
             self, "pre", tuple((str(name), _freeze(params)) for name, params in self.pre)
         )
+        if self.reputation is not None:
+            from simulations.reputation import normalize_reputation
+
+            object.__setattr__(self, "reputation", normalize_reputation(self.reputation))
         if self.byzantine is None and isinstance(self.clients, int):
             object.__setattr__(self, "byzantine", default_byzantine(self.clients))
         if self.lr is None:
@@ -353,6 +380,11 @@ class SimulationConfig:
             self._validate_secure()
         if isinstance(self.defence_f, str) and self.defence_f != "auto":
             raise ConfigError(f"defence_f must be an int, None or 'auto', got {self.defence_f!r}")
+        if self.reputation is not None and self.replication > 1:
+            raise ConfigError(
+                "--reputation cannot be combined with --replication (the majority vote "
+                "takes no weights)"
+            )
 
     def _validate_secure(self) -> None:
         """Secure-aggregation settings that would fail inside the first round, checked now."""
@@ -399,7 +431,11 @@ class SimulationConfig:
 
     def key(self) -> str:
         """A short stable hash of everything that affects the result (used to resume)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        d = self.to_dict()
+        for name, default in _KEY_OMITS_AT_DEFAULT.items():
+            if d.get(name) == default:
+                del d[name]
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def attack_label(self) -> str:
@@ -417,6 +453,10 @@ class SimulationConfig:
         if self.defence_f is not None:
             params["f"] = self.defence_f
         label = defence_label(self.pre, self.defence, params)
+        if self.reputation is not None:
+            from simulations.reputation import reputation_label
+
+            label = f"{label} with {reputation_label(self.reputation)}"
         if client_clip and self.clip is not None:
             label = f"client_clip({self.clip:g})+{label}"
         return label

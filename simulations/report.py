@@ -44,10 +44,12 @@ def summary_table(results: Sequence[tuple[str, RunResult]]) -> str:
     The columns show what the row ran, from its config: the attack with its parameters and
     f, the defence with its pre-aggregators and the clients' clip, and the aggregation mode
     (plaintext or secure)."""
+    with_rep = any(res.config.reputation is not None for _, res in results)
     lines = [
         "| run | split | attack | defence | aggregation | final acc | best acc "
-        "| honest rejected / round | Byzantine rejected / round | backdoor ASR | status | time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| honest rejected / round | Byzantine rejected / round | backdoor ASR | status | time |"
+        + (" final trust: honest min / Byzantine max |" if with_rep else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_rep else ""),
     ]
     for name, res in results:
         s = res.summary()
@@ -60,8 +62,148 @@ def summary_table(results: Sequence[tuple[str, RunResult]]) -> str:
             f"| {_fmt(s['best_accuracy'])} | {s['honest_rejected_per_round']:.2f} "
             f"| {s['byzantine_rejected_per_round']:.2f} | {_fmt(s['backdoor_asr'])} "
             f"| {status_cell(res)} | {s['seconds']:.1f}s |"
+            + (f" {_trust_cell(s)} |" if with_rep else "")
         )
     return "\n".join(lines)
+
+
+def _trust_cell(s: dict[str, Any]) -> str:
+    if "honest_trust_min" not in s:
+        return "–"
+    byz = s.get("byzantine_trust_max")
+    return f"{s['honest_trust_min']:.2f} / {'–' if byz is None else f'{byz:.2f}'}"
+
+
+def reputation_rows(res: RunResult) -> list[dict[str, Any]]:
+    """Per client of a ``--reputation`` run, lowest final trust first: id, Byzantine or not,
+    final and lowest trust, the rounds (from 1) it was excluded in. Empty without reputation."""
+    T = res.trust_history()
+    if T is None or len(T) == 0:
+        return []
+    byz = set(res.byzantine_ids)
+    excluded: dict[int, list[int]] = {}
+    for r in res.history:
+        for cid in r.reputation_excluded or ():
+            excluded.setdefault(cid, []).append(r.round + 1)
+    rows = [
+        {
+            "client": cid,
+            "byzantine": cid in byz,
+            "final_trust": float(T[-1, cid]),
+            "lowest_trust": float(T[:, cid].min()),
+            "excluded_rounds": excluded.get(cid, []),
+        }
+        for cid in range(T.shape[1])
+    ]
+    return sorted(rows, key=lambda row: (row["final_trust"], row["client"]))
+
+
+def _rounds_text(rounds: list[int]) -> str:
+    if not rounds:
+        return "never"
+    shown = ", ".join(str(r) for r in rounds[:8])
+    return f"{len(rounds)}: {shown}{', ...' if len(rounds) > 8 else ''}"
+
+
+def reputation_markdown(results: Sequence[tuple[str, RunResult]]) -> str:
+    """One table per ``--reputation`` run: every client's final and lowest trust and the
+    rounds reputation excluded it in, lowest trust first; '' when no run kept reputation."""
+    parts = []
+    for name, res in results:
+        rows = reputation_rows(res)
+        if not rows:
+            continue
+        floor = res.config.reputation["floor"]
+        honest_out = [r for r in rows if not r["byzantine"] and r["excluded_rounds"]]
+        byz_out = [r for r in rows if r["byzantine"] and r["excluded_rounds"]]
+        parts += [
+            f"### {name}",
+            "",
+            f"Floor {floor:g}: {len(honest_out)} honest and {len(byz_out)} of "
+            f"{len(res.byzantine_ids)} Byzantine clients were excluded at least once.",
+            "",
+            "| client | role | final trust | lowest trust | rounds excluded |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rows:
+            role = "**Byzantine**" if r["byzantine"] else "honest"
+            parts.append(
+                f"| {r['client']} | {role} | {r['final_trust']:.3f} | {r['lowest_trust']:.3f} "
+                f"| {_rounds_text(r['excluded_rounds'])} |"
+            )
+        parts.append("")
+    return "\n".join(parts)
+
+
+def plot_reputation(
+    results: Sequence[tuple[str, RunResult]], path: str | os.PathLike[str]
+) -> Path | None:
+    """Trust per client over rounds, one panel per ``--reputation`` run: honest clients in
+    blue, Byzantine ones in red (dashed), the floor as a grey line, an x where reputation
+    excluded a client from that round. ``None`` (nothing written) when no run kept it."""
+    runs = [(name, res) for name, res in results if res.trust_history() is not None]
+    runs = [(name, res) for name, res in runs if len(res.history)]
+    if not runs:
+        return None
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(
+        len(runs), 1, figsize=(8, 3.2 * len(runs)), squeeze=False, sharex=False
+    )
+    for ax, (name, res) in zip(axes[:, 0], runs):
+        T = res.trust_history()
+        assert T is not None
+        rounds = [r.round + 1 for r in res.history]
+        byz = set(res.byzantine_ids)
+        p = res.config.reputation
+        prior = p["a0"] / (p["a0"] + p["b0"])
+        for cid in range(T.shape[1]):
+            is_byz = cid in byz
+            ax.plot(
+                [0, *rounds],
+                [prior, *T[:, cid]],
+                color="tab:red" if is_byz else "tab:blue",
+                linestyle="--" if is_byz else "-",
+                linewidth=1.8 if is_byz else 0.9,
+                alpha=0.9 if is_byz else 0.55,
+                zorder=3 if is_byz else 2,
+            )
+        for r in res.history:
+            for cid in r.reputation_excluded or ():
+                ax.plot(
+                    r.round + 1,
+                    T[rounds.index(r.round + 1), cid],
+                    marker="x",
+                    color="tab:red" if cid in byz else "tab:blue",
+                    markersize=6,
+                    zorder=4,
+                )
+        floor = res.config.reputation["floor"]
+        if floor > 0:
+            ax.axhline(floor, color="0.4", linestyle=":", linewidth=1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("trust (0: prior)")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1, 0].set_xlabel("round")
+    handles = [
+        Line2D([], [], color="tab:blue", label="honest client"),
+        Line2D([], [], color="tab:red", linestyle="--", linewidth=1.8, label="Byzantine client"),
+        Line2D([], [], color="0.4", linestyle=":", label="floor (excluded below)"),
+        Line2D([], [], color="0.3", marker="x", linestyle="", label="excluded that round"),
+    ]
+    axes[0, 0].legend(handles=handles, fontsize=7, loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
 
 
 def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathLike[str]) -> Path:
@@ -141,7 +283,9 @@ def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathL
 def write_simulation_report(
     results: Sequence[tuple[str, RunResult]], out_dir: str | os.PathLike[str]
 ) -> dict[str, Path]:
-    """Write ``results.json``, ``summary.md`` and ``accuracy.png`` into ``out_dir``."""
+    """Write ``results.json``, ``summary.md`` and ``accuracy.png`` into ``out_dir``, and
+    ``reputation.png`` when a run kept ``--reputation`` (the per-round scores of every client
+    are in ``results.json``, each round's ``reputation``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -150,6 +294,9 @@ def write_simulation_report(
         ),
     }
     paths["png"] = plot_accuracy(results, out / "accuracy.png")
+    rep_png = plot_reputation(results, out / "reputation.png")
+    if rep_png is not None:
+        paths["reputation_png"] = rep_png
     cfg = max((res.config for _, res in results), key=lambda c: c.byzantine)
     md = [
         "# fortis simulate",
@@ -168,6 +315,20 @@ def write_simulation_report(
         "traceback in results.json. ![accuracy](accuracy.png)",
         "",
     ]
+    rep_md = reputation_markdown(results)
+    if rep_md:
+        md += [
+            "## Reputation",
+            "",
+            "Trust of each client after the last round (the posterior mean of its accepted "
+            "and rejected verdicts, older rounds forgotten by the decay). A client below the "
+            "floor is weighed 0 in the next round (at most f per round); an honest client "
+            "low in this table is one the defence keeps rejecting, e.g. for its skewed data. "
+            "Per-round scores: `reputation` of each round in results.json. "
+            "![reputation](reputation.png)",
+            "",
+            rep_md,
+        ]
     notes = [(name, note) for name, res in results for note in res.notes]
     if notes:
         md += ["## Notes", ""] + [f"- *{name}*: {note}" for name, note in notes] + [""]
@@ -227,6 +388,27 @@ def matrix_markdown(cells: Sequence[dict[str, Any]]) -> str:
             worst = min(present) if present else None
             texts = [_cell_text(g, (d, a), by_key) for a in attacks]
             parts.append(f"| {d} | " + " | ".join(texts) + f" | **{_fmt(worst)}** |")
+        parts.append("")
+    with_rep = [c for c in cells if "honest_trust_min" in c]
+    if with_rep:
+        parts += [
+            "### reputation at the end of each run\n",
+            "| partition | f | defence | attack | honest trust min / mean | Byzantine trust "
+            "max / mean | honest excluded / round | Byzantine excluded / round |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for c in with_rep:
+            byz = (
+                "–"
+                if c.get("byzantine_trust_max") is None
+                else f"{c['byzantine_trust_max']:.2f} / {c['byzantine_trust_mean']:.2f}"
+            )
+            parts.append(
+                f"| {c['partition']} | {c['f']} | {c['defence']} | {c['attack']} "
+                f"| {c['honest_trust_min']:.2f} / {c['honest_trust_mean']:.2f} | {byz} "
+                f"| {c['honest_excluded_per_round']:.2f} "
+                f"| {c['byzantine_excluded_per_round']:.2f} |"
+            )
         parts.append("")
     marked = [c for c in cells if c.get("status", "completed") != "completed"]
     if marked:

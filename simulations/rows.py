@@ -13,7 +13,8 @@ __all__ = ["simulate_rows", "undefended"]
 
 
 def undefended(cfg: SimulationConfig) -> SimulationConfig:
-    """The same run with a plain mean and no client clipping: the no-defence baseline. In
+    """The same run with a plain mean, no client clipping and no reputation: the no-defence
+    baseline. In
     secure mode the clip stays, since it is the fixed-point range the protocol needs."""
     return cfg.replace(
         defence="mean",
@@ -21,6 +22,7 @@ def undefended(cfg: SimulationConfig) -> SimulationConfig:
         pre=(),
         defence_f=None,
         clip=cfg.clip if cfg.secure else None,
+        reputation=None,
     )
 
 

@@ -115,6 +115,15 @@ class RoundRecord:
     seconds: float = 0.0
     bytes_sent: int = 0
     diverged: str | None = None
+    #: With ``--reputation``: every client's trust after this round (index = client id;
+    #: clients absent this round keep their score), the participants weighed 0 this round
+    #: because their trust was below the floor, and how many of those were honest/Byzantine.
+    #: ``accepted``/``honest_rejected``/``byzantine_rejected`` count who is (not) in the
+    #: aggregate, so they include these exclusions.
+    reputation: list[float] | None = None
+    reputation_excluded: list[int] | None = None
+    honest_excluded: int = 0
+    byzantine_excluded: int = 0
 
 
 @dataclass
@@ -181,9 +190,47 @@ class RunResult:
         values = [r.backdoor_asr for r in self.history if r.backdoor_asr is not None]
         return values[-1] if values else None
 
+    def trust_history(self) -> np.ndarray | None:
+        """``--reputation``: every client's trust after each round that updated it, as a
+        (rounds, clients) array (a round without an update repeats the previous scores;
+        rounds before the first update are at the prior mean). ``None`` without reputation."""
+        if self.config.reputation is None:
+            return None
+        p = self.config.reputation
+        prior = p["a0"] / (p["a0"] + p["b0"])
+        rows, last = [], [prior] * self.config.clients
+        for r in self.history:
+            if r.reputation is not None:
+                last = r.reputation
+            rows.append(last)
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), self.config.clients)
+
+    def reputation_summary(self) -> dict[str, Any]:
+        """``--reputation``: the final trust of the honest and Byzantine clients (lowest,
+        mean, highest) and the exclusions per round; empty without reputation."""
+        T = self.trust_history()
+        if T is None or len(T) == 0:
+            return {}
+        final = T[-1]
+        byz = np.zeros(self.config.clients, dtype=bool)
+        byz[self.byzantine_ids] = True
+        out: dict[str, Any] = {
+            "honest_trust_min": float(final[~byz].min()),
+            "honest_trust_mean": float(final[~byz].mean()),
+            "byzantine_trust_max": float(final[byz].max()) if byz.any() else None,
+            "byzantine_trust_mean": float(final[byz].mean()) if byz.any() else None,
+            "honest_excluded_per_round": float(np.mean([r.honest_excluded for r in self.history])),
+            "byzantine_excluded_per_round": float(
+                np.mean([r.byzantine_excluded for r in self.history])
+            ),
+        }
+        return out
+
     def summary(self) -> dict[str, Any]:
-        """The run in one flat dict (strict JSON: a value that is not a number is ``None``)."""
+        """The run in one flat dict (strict JSON: a value that is not a number is ``None``).
+        With ``--reputation`` it also has :meth:`reputation_summary`'s keys."""
         return {
+            **self.reputation_summary(),
             "label": self.config.label(),
             "final_accuracy": _number_or_none(self.final_accuracy),
             "best_accuracy": _number_or_none(self.best_accuracy),
@@ -276,6 +323,10 @@ def check_components(config: SimulationConfig) -> None:
     make_attack(config.attack, **attack_kwargs(config, num_classes=2))
     check_defence(config)
     _check_secure_supported(config)
+    if config.reputation is not None:
+        from simulations.reputation import check_reputation
+
+        check_reputation(config.reputation, config.defence, secure=config.secure)
 
 
 #: The keywords of :func:`robust.check_pipeline` (and so of :func:`robust.aggregate`): a rule
@@ -433,6 +484,13 @@ class Simulation:
             self.notes.append(replication_cost(config.clients, r).describe())
         self._round_bytes = 0
         self._round_idx = 0
+        #: ``--reputation``: the scores, kept across rounds, and this round's step.
+        self.reputation: robust.Reputation | None = None
+        if config.reputation is not None:
+            from simulations.reputation import tracker
+
+            self.reputation = tracker(config.reputation)
+        self._rep_step: Any = None
 
     # -- one round -------------------------------------------------------------------------
     def _participants(self) -> tuple[np.ndarray, np.ndarray]:
@@ -531,6 +589,21 @@ class Simulation:
             return self._aggregate_replicated(X)
         if c.secure:
             return self._aggregate_secure(X)
+        if self.reputation is not None:
+            from simulations.reputation import reputation_step
+
+            step = reputation_step(
+                self.reputation,
+                c.reputation,
+                self._round_ids,
+                c.defence,
+                f=c.f_for_defence,
+                X=X,
+                pre=self._pre(),
+                **self._defence_params(),
+            )
+            self._rep_step = step
+            return step.result.vector, step.contributes
         res = robust.aggregate_detailed(
             X, c.defence, f=c.f_for_defence, pre=self._pre(), **self._defence_params()
         )
@@ -546,6 +619,19 @@ class Simulation:
 
         c = self.config
         finite = np.isfinite(X).all(axis=1)
+        dropped = ~finite
+        if self.reputation is not None:
+            from simulations.reputation import round_weights
+
+            # Below the floor: dropped from the masked sum like a client that never sent.
+            _, excluded, _ = round_weights(
+                self.reputation, self._round_ids, c.reputation, f=c.f_for_defence
+            )
+            dropped = dropped | excluded
+            if dropped.all():
+                raise SecureRoundError(
+                    f"secure round {self._round_idx + 1}: every client is excluded or non-finite"
+                )
         try:
             result = run_round(
                 np.where(finite[:, None], X, 0.0),
@@ -555,7 +641,7 @@ class Simulation:
                 mean=True,
                 seed=int(self.rng.integers(2**31)),
                 round_id=self._round_idx,
-                dropouts={"masked_input": np.flatnonzero(~finite).tolist()},
+                dropouts={"masked_input": np.flatnonzero(dropped).tolist()},
             )
         except FortisError as exc:
             raise SecureRoundError(f"secure round {self._round_idx + 1}: {exc}") from exc
@@ -567,7 +653,36 @@ class Simulation:
         accepted[list(result.survivors)] = True
         t = result.transcript
         self._round_bytes = t.server_bytes_sent + sum(t.client_bytes_sent.values())
+        if self.reputation is not None:
+            self._record_secure_reputation(finite, excluded, accepted)
         return np.asarray(result.aggregate, dtype=np.float32), accepted
+
+    def _record_secure_reputation(
+        self, finite: np.ndarray, excluded: np.ndarray, accepted: np.ndarray
+    ) -> None:
+        """Secure mode runs the mean, whose verdict is "accepted" for every finite input
+        (the excluded clients' too, as for a zero-weight row in plaintext) and
+        ``rejected:non_finite`` for an input that could not be encoded."""
+        from simulations.reputation import ReputationStep, round_weights
+
+        rep, ids = self.reputation, self._round_ids
+        assert rep is not None
+        weights, _, trust = round_weights(rep, ids, self.config.reputation, f=0)
+        verdicts = tuple(
+            robust.result.ACCEPTED if ok else robust.result.NON_FINITE for ok in finite
+        )
+        rep.update([int(i) for i in ids], list(verdicts))
+        result = robust.AggregationResult(
+            vector=None, accepted=finite.copy(), scores=None, verdicts=verdicts, f=0, rule="mean"
+        )
+        self._rep_step = ReputationStep(
+            result=result,
+            weights=None,
+            excluded=excluded,
+            contributes=accepted,
+            trust=trust,
+            trust_after=rep.weights([int(i) for i in ids]),
+        )
 
     def _aggregate_replicated(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from simulations.replication import majority_filter
@@ -676,6 +791,7 @@ class Simulation:
                 record.honest_rejected = int((~accepted & ~byz_mask).sum())
                 record.byzantine_rejected = int((~accepted & byz_mask).sum())
                 record.bytes_sent, self._round_bytes = self._round_bytes, 0
+                self._record_reputation(record, ids, byz_mask)
                 if not np.all(np.isfinite(vector)):
                     # Only an undefended rule lets this happen: the model is destroyed, which is
                     # the measured outcome of the run, not a crash.
@@ -708,6 +824,18 @@ class Simulation:
             self._evaluate(record)
         record.seconds = time.perf_counter() - t0
         return record
+
+    def _record_reputation(
+        self, record: RoundRecord, ids: np.ndarray, byz_mask: np.ndarray
+    ) -> None:
+        """Copy this round's reputation step (if any) into the record."""
+        step, self._rep_step = self._rep_step, None
+        if step is None or self.reputation is None:
+            return
+        record.reputation = [float(t) for t in self.reputation.weights(range(self.config.clients))]
+        record.reputation_excluded = [int(i) for i in ids[step.excluded]]
+        record.honest_excluded = int((step.excluded & ~byz_mask).sum())
+        record.byzantine_excluded = int((step.excluded & byz_mask).sum())
 
     def _evaluate(self, record: RoundRecord) -> None:
         ds = self.dataset
