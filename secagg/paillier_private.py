@@ -185,6 +185,14 @@ class PaillierPrivateKey:
         The exponentiations run in ``gmpy2.powmod_base_list`` calls (the GIL is released inside
         them): with ``workers >= 2`` the ``p`` and ``q`` halves, and chunks of the batch, run on
         parallel threads. The result does not depend on ``workers``.
+
+        Raises
+        ------
+        CiphertextError
+            If any ciphertext fails validation (``index`` names the first bad one, ``sender`` is
+            carried over); nothing is decrypted then.
+        SecAggParameterError
+            If ``workers < 1``.
         """
         check_workers(workers)
         cs = self.public_key.validate_many(ciphertexts, sender=sender)

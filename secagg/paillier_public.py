@@ -370,7 +370,10 @@ class PaillierPublicKey:
         return acc
 
     def negate(self, ciphertext: mpz) -> mpz:
-        """``Enc(-m mod n)``: the inverse of the ciphertext modulo ``n**2``."""
+        """``Enc(-m mod n)``: the inverse of the ciphertext modulo ``n**2``.
+
+        Raises :class:`CiphertextError` if it has no inverse (it was never validated).
+        """
         try:
             return gmpy2.invert(ciphertext, self.nsquare)
         except ZeroDivisionError:
