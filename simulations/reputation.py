@@ -21,6 +21,14 @@ posterior with forgetting, see its docstring) over the whole run. Each round:
    excluded in a bad stretch recovers as soon as the rule accepts it again, and a client
    pushed out for good is one the rule keeps rejecting.
 
+For the secure path (filtering on sketch distances, in protocol/): S holds the sketch
+distances ``D_sketch`` of the committed inputs, so it calls
+``reputation_step(rep, params, ids, rule, f=f, distances=D_sketch)`` and unmasks the
+``contributes`` set, whose weighted mean is the aggregate; or, if the protocol runs the rule
+itself, :func:`round_weights` before the round and :func:`record_verdicts` with its verdicts
+after. Either way the selection is the one
+``robust.aggregate_detailed(None, rule, f=f, distances=D_sketch, weights=w)`` returns.
+
 Weights need a weighted rule (``robust.stage_schema(rule)["weighted"]``: mean, multi_krum,
 geometric_median, rfa, centered_clipping, distance_filter). With another rule reputation can
 only be tracked (``weights=equal,floor=0``): scores and the report, no effect on the run.
@@ -45,6 +53,7 @@ __all__ = [
     "normalize_reputation",
     "parse_reputation",
     "reputation_label",
+    "record_verdicts",
     "reputation_step",
     "round_weights",
     "tracker",
@@ -230,11 +239,30 @@ def reputation_step(
         gram=gram,
         **rule_params,
     )
+    return record_verdicts(rep, ids, result, weights=use, excluded=excluded, trust=trust)
+
+
+def record_verdicts(
+    rep: robust.Reputation,
+    ids: Sequence[int],
+    result: robust.AggregationResult,
+    *,
+    weights: np.ndarray | None,
+    excluded: np.ndarray,
+    trust: np.ndarray,
+    contributes: np.ndarray | None = None,
+) -> ReputationStep:
+    """The update step alone: ``rep.update(ids, result)`` with verdicts decided elsewhere
+    (by :func:`reputation_step`, or by a secure round that ran the rule on sketch distances
+    with the ``weights`` of :func:`round_weights`). ``contributes`` defaults to the accepted
+    clients with a positive weight."""
     rep.update([int(i) for i in ids], result)
-    contributes = np.asarray(result.accepted, dtype=bool) & (weights > 0)
+    if contributes is None:
+        w = np.ones(len(excluded)) if weights is None else weights
+        contributes = np.asarray(result.accepted, dtype=bool) & (w > 0) & ~excluded
     return ReputationStep(
         result=result,
-        weights=use,
+        weights=weights,
         excluded=excluded,
         contributes=contributes,
         trust=trust,

@@ -663,25 +663,19 @@ class Simulation:
         """Secure mode runs the mean, whose verdict is "accepted" for every finite input
         (the excluded clients' too, as for a zero-weight row in plaintext) and
         ``rejected:non_finite`` for an input that could not be encoded."""
-        from simulations.reputation import ReputationStep, round_weights
+        from simulations.reputation import record_verdicts, round_weights
 
         rep, ids = self.reputation, self._round_ids
         assert rep is not None
-        weights, _, trust = round_weights(rep, ids, self.config.reputation, f=0)
+        _, _, trust = round_weights(rep, ids, self.config.reputation, f=0)
         verdicts = tuple(
             robust.result.ACCEPTED if ok else robust.result.NON_FINITE for ok in finite
         )
-        rep.update([int(i) for i in ids], list(verdicts))
         result = robust.AggregationResult(
             vector=None, accepted=finite.copy(), scores=None, verdicts=verdicts, f=0, rule="mean"
         )
-        self._rep_step = ReputationStep(
-            result=result,
-            weights=None,
-            excluded=excluded,
-            contributes=accepted,
-            trust=trust,
-            trust_after=rep.weights([int(i) for i in ids]),
+        self._rep_step = record_verdicts(
+            rep, ids, result, weights=None, excluded=excluded, trust=trust, contributes=accepted
         )
 
     def _aggregate_replicated(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
