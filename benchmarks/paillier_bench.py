@@ -38,6 +38,8 @@ Usage::
     python benchmarks/paillier_bench.py                       # 2048 and 3072 bits
     python benchmarks/paillier_bench.py --quick               # smoke run (2048 bits, few repeats)
     python benchmarks/paillier_bench.py --markdown benchmarks/results/paillier_bench.md
+    python benchmarks/paillier_bench.py --bits 2048 --sections multiexp,protocol \
+        --markdown benchmarks/results/paillier_bench.md --append --title "rerun: threads"
 """
 
 from __future__ import annotations
@@ -126,7 +128,10 @@ def loadavg() -> str:
         return "n/a"
 
 
-def bench_key(bits: int, quick: bool, rows: list[dict]) -> None:
+SECTIONS = ("encrypt", "pool", "decrypt", "mulmod", "multiexp", "validate", "pack", "protocol")
+
+
+def bench_key(bits: int, quick: bool, rows: list[dict], sections: set[str]) -> None:
     rnd = random.Random(bits)
     reps = 3 if quick else 5
 
@@ -145,25 +150,56 @@ def bench_key(bits: int, quick: bool, rows: list[dict]) -> None:
     n, nsq = pk.n, pk.nsquare
     m = mpz(rnd.randrange(int(n) // 3))  # phe encodes integers up to n/3
 
-    # -- encryption ---------------------------------------------------------------------------
-    batch = 4 if quick else 10
-    t_phe = per_op(lambda: [phe_pub.encrypt(int(m)) for _ in range(batch)], batch, reps)
-    row("encrypt", "phe encrypt (r**n online)", t_phe)
     pool = ObfuscationPool(sk)
-    enc_batch = 500
-    pool.fill(enc_batch * reps, workers=2)
-    t_pool = per_op(lambda: [pk.encrypt(m, pool=pool) for _ in range(enc_batch)], enc_batch, reps)
-    assert pool.online_draws == 0
-    row(
-        "encrypt",
-        "pooled encrypt (r**n precomputed)",
-        t_pool,
-        f"phe/pooled = {t_phe.cpu / t_pool.cpu:,.0f}x (cpu)",
-    )
-    t_online = per_op(lambda: [pk.encrypt(m) for _ in range(batch)], batch, reps)
-    row("encrypt", "fortis encrypt, r**n online", t_online)
+    dec_n = 16 if quick else 64
+    pool.fill(dec_n, workers=2)
+    cs = pk.encrypt_many([rnd.randrange(int(n)) for _ in range(dec_n)], pool=pool)
 
-    fill = 8 if quick else 32
+    # -- encryption ---------------------------------------------------------------------------
+    if "encrypt" in sections:
+        batch = 4 if quick else 10
+        t_phe = per_op(lambda: [phe_pub.encrypt(int(m)) for _ in range(batch)], batch, reps)
+        row("encrypt", "phe encrypt (r**n online)", t_phe)
+        enc_batch = 500
+        pool.fill(enc_batch * reps, workers=2)
+        t_pool = per_op(
+            lambda: [pk.encrypt(m, pool=pool) for _ in range(enc_batch)], enc_batch, reps
+        )
+        assert pool.online_draws == 0
+        row(
+            "encrypt",
+            "pooled encrypt (r**n precomputed)",
+            t_pool,
+            f"phe/pooled = {t_phe.cpu / t_pool.cpu:,.0f}x (cpu)",
+        )
+        t_online = per_op(lambda: [pk.encrypt(m) for _ in range(batch)], batch, reps)
+        row("encrypt", "fortis encrypt, r**n online", t_online)
+    if "pool" in sections:
+        bench_pool(pk, sk, 8 if quick else 32, reps, row)
+    if "decrypt" in sections:
+        bench_decrypt(sk, phe_priv, cs, reps, row)
+    if "mulmod" in sections:
+        bench_mulmod(nsq, cs[0], cs[1], reps, row)
+    if "multiexp" in sections:
+        bases_all = cs * (256 // len(cs) + 1)
+        ks = (64, 128) if quick else (64, 128, 256)
+        ebits_list = (40, 56) if quick else (40, 56, 70)
+        for k in ks:
+            for ebits in ebits_list:
+                bench_multi_exp(bases_all[:k], ebits, nsq, rnd, 1 if quick else 3, row)
+    if "validate" in sections:
+        bench_validate(pk, cs, reps, row)
+    if "pack" in sections:
+        bench_pack(pk, 12800, reps, row)
+    if "protocol" in sections:
+        if bits == 2048 and not quick:
+            bench_cross_terms(sk, 100, 128, 64, 24, row)
+        elif quick:
+            bench_cross_terms(sk, 20, 64, 64, 24, row)
+    print(f"  (load average now {loadavg()})", flush=True)
+
+
+def bench_pool(pk: object, sk: PaillierPrivateKey, fill: int, reps: int, row: Callable) -> None:
     t_fill_pub = per_op(lambda: ObfuscationPool(pk).fill(fill), fill, reps)
     row("pool", "fill, public key (r**n mod n**2)", t_fill_pub)
     t_fill_crt = per_op(lambda: ObfuscationPool(sk).fill(fill), fill, reps)
@@ -188,9 +224,11 @@ def bench_key(bits: int, quick: bool, rows: list[dict]) -> None:
         speedup(t_fill_crt, t_fill_crt2),
     )
 
-    # -- decryption ---------------------------------------------------------------------------
-    dec_n = 16 if quick else 64
-    cs = pk.encrypt_many([rnd.randrange(int(n)) for _ in range(dec_n)], pool=pool)
+
+def bench_decrypt(
+    sk: PaillierPrivateKey, phe_priv: object, cs: list[mpz], reps: int, row: Callable
+) -> None:
+    dec_n = len(cs)
     t_dec = per_op(lambda: [sk.decrypt(c) for c in cs], dec_n, reps)
     row("decrypt", "decrypt (CRT, validated)", t_dec)
     t_phe_dec = per_op(lambda: [phe_priv.raw_decrypt(int(c)) for c in cs], dec_n, reps)
@@ -205,8 +243,8 @@ def bench_key(bits: int, quick: bool, rows: list[dict]) -> None:
     t_dec2 = per_op(lambda: sk.decrypt_many(cs, workers=2), dec_n, reps)
     row("decrypt", "decrypt_many, 2 threads (per ciphertext)", t_dec2, speedup(t_dec1, t_dec2))
 
-    # -- mulmod -------------------------------------------------------------------------------
-    a, b = cs[0], cs[1]
+
+def bench_mulmod(nsq: mpz, a: mpz, b: mpz, reps: int, row: Callable) -> None:
     ia, ib, insq = int(a), int(b), int(nsq)
     mm = 20000
     t_mpz = per_op(lambda: [a * b % nsq for _ in range(mm)], mm, reps)
@@ -214,15 +252,9 @@ def bench_key(bits: int, quick: bool, rows: list[dict]) -> None:
     t_int = per_op(lambda: [ia * ib % insq for _ in range(mm // 10)], mm // 10, reps)
     row("mulmod", "a*b % n**2, Python int", t_int, f"int/mpz = {t_int.cpu / t_mpz.cpu:.1f}x (cpu)")
 
-    # -- multi-exponentiation ------------------------------------------------------------------
-    bases_all = cs * (256 // len(cs) + 1)
-    ks = (64, 128) if quick else (64, 128, 256)
-    ebits_list = (40, 56) if quick else (40, 56, 70)
-    for k in ks:
-        for ebits in ebits_list:
-            bench_multi_exp(bases_all[:k], ebits, nsq, rnd, 1 if quick else 3, row)
 
-    # -- validation ----------------------------------------------------------------------------
+def bench_validate(pk: object, cs: list[mpz], reps: int, row: Callable) -> None:
+    n = pk.n
     vn = 1000
     vcs = (cs * (vn // len(cs) + 1))[:vn]
     data = pk.ciphertexts_to_bytes(vcs)
@@ -239,14 +271,6 @@ def bench_key(bits: int, quick: bool, rows: list[dict]) -> None:
     row("validate", "bare gmpy2.gcd(c, n) (per ciphertext)", t_gcd)
     t_vb = per_op(lambda: pk.ciphertexts_from_bytes(data), vn, reps)
     row("validate", "ciphertexts_from_bytes (per ciphertext)", t_vb)
-    # -- packing -------------------------------------------------------------------------------
-    bench_pack(pk, 12800, reps, row)
-
-    if bits == 2048 and not quick:
-        bench_cross_terms(sk, 100, 128, 64, 24, row)
-    elif quick:
-        bench_cross_terms(sk, 20, 64, 64, 24, row)
-    print(f"  (load average now {loadavg()})", flush=True)
 
 
 def bench_multi_exp(
@@ -369,16 +393,16 @@ def bench_cross_terms(
     assert got[: len(want)].tolist() == want, "cross terms are not exact"
 
 
-def markdown(rows: list[dict], command: str) -> str:
+def markdown(rows: list[dict], command: str, title: str) -> str:
     out = [
-        "# Paillier primitives (`secagg.paillier*`)",
+        f"# {title}",
         "",
         f"Command: `{command}`  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"Python {platform.python_version()}, gmpy2 {gmpy2.version()}, {gmpy2.mp_version()}, "
         f"{os.cpu_count()} CPUs; load average at the end {loadavg()}.",
         "",
-        "Per-operation wall time and process CPU time (all threads), medians over repeated "
+        "Per-operation wall time and process CPU time (all threads), the fastest of repeated "
         "batches (see the script's docstring).",
         "",
     ]
@@ -405,7 +429,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 2048 bits, few repeats")
     parser.add_argument("--json", type=Path, default=None, help="write the raw rows here")
     parser.add_argument("--markdown", type=Path, default=None, help="write a Markdown table here")
+    parser.add_argument("--append", action="store_true", help="append to --markdown")
+    parser.add_argument("--title", default="Paillier primitives (`secagg.paillier*`)")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)}",
+    )
     args = parser.parse_args(argv)
+    sections = {x.strip() for x in args.sections.split(",") if x.strip()}
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {','.join(SECTIONS)}")
     bits_list = args.bits or ([2048] if args.quick else [2048, 3072])
     command = "python benchmarks/paillier_bench.py " + " ".join(
         sys.argv[1:] if argv is None else argv
@@ -413,11 +448,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {command.strip()}  ({os.cpu_count()} CPUs, load average {loadavg()})")
     rows: list[dict] = []
     for bits in bits_list:
-        bench_key(bits, args.quick, rows)
+        bench_key(bits, args.quick, rows, sections)
     if args.json:
         args.json.write_text(json.dumps({"command": command, "rows": rows}, indent=1))
     if args.markdown:
-        args.markdown.write_text(markdown(rows, command.strip()) + "\n")
+        text = markdown(rows, command.strip(), args.title) + "\n"
+        if args.append and args.markdown.exists():
+            deeper = "\n".join("#" + ln if ln.startswith("#") else ln for ln in text.splitlines())
+            text = args.markdown.read_text() + "\n" + deeper + "\n"
+        args.markdown.write_text(text)
 
 
 if __name__ == "__main__":
