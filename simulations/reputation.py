@@ -21,8 +21,9 @@ posterior with forgetting, see its docstring) over the whole run. Each round:
    excluded in a bad stretch recovers as soon as the rule accepts it again, and a client
    pushed out for good is one the rule keeps rejecting.
 
-For the secure path (filtering on sketch distances, in protocol/): S holds the sketch
-distances ``D_sketch`` of the committed inputs, so it calls
+For the secure path (filtering on sketch distances): nothing in protocol/ may import
+simulations/, so the runner, which drives each secure round, takes the sketch distances
+``D_sketch`` the round reports and calls
 ``reputation_step(rep, params, ids, rule, f=f, distances=D_sketch)`` and unmasks the
 ``contributes`` set, whose weighted mean is the aggregate; or, if the protocol runs the rule
 itself, :func:`round_weights` before the round and :func:`record_verdicts` with its verdicts
