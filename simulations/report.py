@@ -196,14 +196,7 @@ def plot_reputation(
         Line2D([], [], color="0.3", marker="x", linestyle="", label="excluded that round"),
     ]
     axes[0, 0].legend(handles=handles, fontsize=7, loc="lower left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save_figure(fig, path)
 
 
 def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathLike[str]) -> Path:
@@ -270,14 +263,7 @@ def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathL
     ax2.set_ylabel("honest clients\nrejected")
     ax2.set_xlabel("round")
     ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save_figure(fig, path)
 
 
 def write_simulation_report(
@@ -462,6 +448,21 @@ def plot_matrix(cells: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -
         fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write atomically (temporary file, then rename) and close ``fig``; return the
+    path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
