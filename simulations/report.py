@@ -446,18 +446,12 @@ def plot_matrix(cells: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -
                     )
         ax.set_title(f"test accuracy (%) — partition {part}, f = {f}")
         fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save_figure(fig, path)
 
 
 def _save_figure(fig, path: str | Path) -> Path:
     """Lay out, write atomically (temporary file, then rename) and close ``fig``; return the
-    path."""
+    path. Every plot of the reports (accuracy, reputation, the matrix heatmap) goes through it."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
