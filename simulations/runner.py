@@ -770,10 +770,12 @@ class Simulation:
             if self._check_training(record, ids, byz_mask, X, losses):
                 record.seconds = time.perf_counter() - t0
                 return record
-            X = self._craft(X, byz_mask, round_idx)
-            if c.clip is not None:
-                X = self._clip_finite(X, c.clip)
             try:
+                # an adaptive attack runs the defence on the same rows, so it hits the same
+                # too-few-clients bound as the aggregation: both skip the round alike
+                X = self._craft(X, byz_mask, round_idx)
+                if c.clip is not None:
+                    X = self._clip_finite(X, c.clip)
                 vector, accepted = self._aggregate(X)
             except robust.InsufficientClientsError as exc:
                 if len(ids) == c.clients:

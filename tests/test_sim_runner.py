@@ -319,3 +319,22 @@ def test_cli_simulate_runs_each_distinct_row_once(tmp_path):
         "alie on dirichlet, multi_krum",
         "clean on dirichlet, mean",
     ]
+
+
+def test_adaptive_attack_with_dropouts_skips_rounds_the_defence_cannot_run(digits):
+    """With 20% dropout some rounds leave fewer than 2f+3 rows for Multi-Krum. The adaptive
+    attack simulates the defence on those rows, so it hits the bound too: the round is skipped
+    as an aggregation without enough clients, not a failed run (it crashed in round 1 before)."""
+    cfg = SimulationConfig(
+        **{**FAST, "rounds": 8},
+        attack="adaptive",
+        defence="multi_krum",
+        partition="dirichlet",
+        alpha=0.1,
+        dropout=0.2,
+    )
+    res = run_simulation(cfg, dataset=digits)
+    assert res.failure is None and res.status == "completed"
+    skipped = [r for r in res.history if r.skipped]
+    assert skipped and all("multi_krum needs n >= 2f+3" in r.skipped for r in skipped)
+    assert len(skipped) < len(res.history) == cfg.rounds
