@@ -275,9 +275,12 @@ def keyholder_open_rows(
     row = layouts.row
     accepted, t_rows, out_of_range = [], [], {}
     hi = (1 << layouts.mask_bits) + layouts.bound
-    for i, cts in enumerate(masked):
+    # one batch of decryptions for every row (the threads share it), then row by row
+    flat = key.decrypt_many([c for cts in masked for c in cts], sender="server", workers=workers)
+    starts = np.cumsum([0] + [len(cts) for cts in masked])
+    for i in range(len(masked)):
         try:
-            t = row.unpack(key.decrypt_many(cts, workers=workers), layouts.k)
+            t = row.unpack(flat[starts[i] : starts[i + 1]], layouts.k)
         except PaillierOverflowError as exc:
             out_of_range[i] = f"masked row does not decode into slots ({exc})"
             continue
