@@ -16,7 +16,7 @@ import numpy as np
 from secagg.errors import EncodingOverflowError
 from secagg.keys import SigningKeyPair
 
-from .client import Client
+from .client import CLIENT_STAGES, Client
 from .config import GRAPH_KINDS, RoundConfig
 from .errors import SERVER_ID, ProtocolConfigError
 from .ledger import RoundLedger
@@ -27,14 +27,8 @@ __all__ = ["run_round", "run_parties", "RoundResult", "Transcript", "DROPOUT_STA
 
 #: Stage names accepted in ``dropouts``; a client listed under a stage never sends that stage's
 #: message nor anything after it.
-DROPOUT_STAGES = (
-    "advertise",
-    "share_keys",
-    "complaints",
-    "masked_input",
-    "consistency",
-    "unmask",
-)
+DROPOUT_STAGES = tuple(stage.phase for stage in CLIENT_STAGES)
+_HARDENED_ONLY = frozenset(stage.phase for stage in CLIENT_STAGES if stage.hardened_only)
 
 
 @dataclass(frozen=True)
@@ -172,10 +166,8 @@ def _check_dropouts(
             raise ProtocolConfigError(
                 f"dropouts: unknown stage {stage!r}; stages are {DROPOUT_STAGES}"
             )
-        if stage == "consistency" and not hardened:
-            raise ProtocolConfigError(
-                "dropouts: stage 'consistency' exists only with hardened=True"
-            )
+        if stage in _HARDENED_ONLY and not hardened:
+            raise ProtocolConfigError(f"dropouts: stage {stage!r} exists only with hardened=True")
         for i in ids:
             if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or int(i) not in members:
                 raise ProtocolConfigError(

@@ -49,6 +49,7 @@ import secrets
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from gmpy2 import mpz
@@ -128,35 +129,23 @@ class DistanceLayouts:
         """Bits of a cross-term blind: ``gamma + sigma`` with ``2**gamma > cross_max``."""
         return self.cross_max.bit_length() + self.sigma
 
-    @property
+    @cached_property
     def row(self) -> SlotLayout:
         return SlotLayout(self.key, max_abs=self.t_max, input_bound=self.bound)
 
-    @property
+    @cached_property
     def row_mask(self) -> SlotLayout:
-        row = self.row
-        return SlotLayout(
-            self.key,
-            max_abs=self.t_max,
-            slot_bits=row.slot_bits,
-            input_bound=(1 << self.mask_bits) - 1,
-        )
+        return self.row.with_input_bound((1 << self.mask_bits) - 1)
 
-    @property
+    @cached_property
     def column(self) -> SlotLayout:
         return SlotLayout(
             self.key, max_abs=self.cross_max + (1 << self.blind_bits), input_bound=self.t_max
         )
 
-    @property
+    @cached_property
     def column_blind(self) -> SlotLayout:
-        col = self.column
-        return SlotLayout(
-            self.key,
-            max_abs=col.max_abs,
-            slot_bits=col.slot_bits,
-            input_bound=(1 << self.blind_bits) - 1,
-        )
+        return self.column.with_input_bound((1 << self.blind_bits) - 1)
 
     def row_ciphertexts(self) -> int:
         """Ciphertexts per row: ``ceil(k / row.slots)``."""

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .encoding import dtype_for_bits
 from .errors import SecAggParameterError
-from .prg import SEED_BYTES, MaskExpander, add_streams
+from .prg import SEED_BYTES, MaskExpander, add_streams, reduce_bits
 
 __all__ = ["mask_input", "unmask_sum", "pairwise_seed", "self_seed_for_round", "get_expander"]
 
@@ -111,7 +111,7 @@ def _accumulate(
     """In place: ``out += sum(sign * PRG(seed))`` modulo ``2**bits`` (cache-blocked and
     threaded by :func:`secagg.prg.add_streams`; identical for any ``workers``)."""
     add_streams(out, list(items), workers=workers)
-    get_expander(out.size, bits).reduce(out)
+    reduce_bits(out, bits)
 
 
 def mask_input(

@@ -214,6 +214,20 @@ class SlotLayout:
             f"max_abs={self.max_abs}, input_bound={self.input_bound})"
         )
 
+    def with_input_bound(self, input_bound: int) -> SlotLayout:
+        """The same slots (width, count, headroom, margin) packing values up to ``input_bound``:
+        e.g. a mask or blind added to values packed with this layout.
+
+        Raises :class:`PaillierOverflowError` if ``input_bound > max_abs``.
+        """
+        return SlotLayout(
+            self.n,
+            max_abs=self.max_abs,
+            slot_bits=self.slot_bits,
+            input_bound=input_bound,
+            margin=self.margin,
+        )
+
     @property
     def max_additions(self) -> int:
         """How many packed inputs may be summed: ``max_abs // input_bound``."""

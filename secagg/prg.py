@@ -32,13 +32,29 @@ _ZERO_IV = bytes(_BLOCK)
 STREAM_CHUNK_BYTES = 1 << 17
 
 
-def _check_seed(seed: bytes) -> bytes:
+def check_seed(
+    seed: bytes,
+    *,
+    error: type[Exception] = SecAggParameterError,
+    type_error: type[Exception] = TypeError,
+) -> bytes:
+    """``seed`` as ``bytes`` of :data:`SEED_BYTES`; raises ``type_error`` if it is not bytes-like
+    and ``error`` for another length (callers choose their module's error types)."""
     if not isinstance(seed, (bytes, bytearray, memoryview)):
-        raise TypeError(f"seed must be bytes, got {type(seed).__name__}")
+        raise type_error(f"seed must be bytes, got {type(seed).__name__}")
     seed = bytes(seed)
     if len(seed) != SEED_BYTES:
-        raise SecAggParameterError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
+        raise error(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
     return seed
+
+
+_check_seed = check_seed
+
+
+def reduce_bits(acc: np.ndarray, bits: int) -> None:
+    """In place: reduce an unsigned ``acc`` modulo ``2**bits`` (a no-op at the dtype width)."""
+    if bits < 8 * acc.dtype.itemsize:
+        acc &= acc.dtype.type((1 << bits) - 1)
 
 
 class MaskExpander:
@@ -114,8 +130,7 @@ class MaskExpander:
 
     def reduce(self, acc: np.ndarray) -> None:
         """In place: reduce ``acc`` modulo ``2**bits`` (a no-op when bits is the dtype width)."""
-        if self._top_mask is not None:
-            acc &= self._top_mask
+        reduce_bits(acc, self.bits)
 
     def _check_acc(self, acc: np.ndarray) -> None:
         if not isinstance(acc, np.ndarray) or acc.dtype != self.dtype or acc.shape != (self.d,):

@@ -110,6 +110,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .errors import SketchOverflowError, SketchParameterError
+from .prg import SEED_BYTES, check_seed
 
 __all__ = [
     "PROJECTION_SEED_BYTES",
@@ -121,7 +122,7 @@ __all__ = [
     "projection_matrix",
 ]
 
-PROJECTION_SEED_BYTES = 32
+PROJECTION_SEED_BYTES = SEED_BYTES
 #: Largest supported sketch dimension (buffers grow with k; 4096 is far beyond any useful k).
 MAX_SKETCH_DIM = 4096
 #: Columns per keystream block (part of the definition of ``P``, see the module docstring).
@@ -136,12 +137,7 @@ _DOMAIN = b"fortis/secagg/sketch-projection-seed/v1"
 
 
 def _check_seed(seed: bytes) -> bytes:
-    if not isinstance(seed, (bytes, bytearray, memoryview)):
-        raise SketchParameterError(f"seed must be bytes, got {type(seed).__name__}")
-    seed = bytes(seed)
-    if len(seed) != PROJECTION_SEED_BYTES:
-        raise SketchParameterError(f"seed must be {PROJECTION_SEED_BYTES} bytes, got {len(seed)}")
-    return seed
+    return check_seed(seed, error=SketchParameterError, type_error=SketchParameterError)
 
 
 def _check_k(k: int) -> int:

@@ -70,8 +70,7 @@ def server_blinded_difference(
             f"an expected sketch value exceeds the layout's max_abs={layout.max_abs}: the "
             "sum cannot equal it (reject the round) or the layout is too narrow"
         )
-    wide = SlotLayout(key, max_abs=layout.max_abs, slot_bits=layout.slot_bits, margin=layout.margin)
-    packed_expected = wide.pack(expected)
+    packed_expected = layout.with_input_bound(layout.max_abs).pack(expected)
     if len(packed_expected) != per_row:
         raise SecAggParameterError(
             f"expected has {len(expected)} values: {len(packed_expected)} plaintexts, rows have "
