@@ -110,3 +110,16 @@ def _dec(env):
     from protocol import decode
 
     return decode(env.data)
+
+
+def test_consistency_signatures_cover_the_rejected_list():
+    """The bytes a client signs change with the rejected list, so signatures gathered for one
+    split cannot be shown to a client as signatures over another."""
+    from protocol.messages import survivors_signing_bytes
+
+    ctx = bytes(32)
+    plain = survivors_signing_bytes(ctx, 1, (0, 1, 2, 4))
+    assert survivors_signing_bytes(ctx, 1, (0, 1, 2, 4), (3,)) != plain
+    assert survivors_signing_bytes(ctx, 1, (0, 1, 2, 4), (5,)) != survivors_signing_bytes(
+        ctx, 1, (0, 1, 2, 4), (3,)
+    )
