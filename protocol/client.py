@@ -69,6 +69,8 @@ from secagg import keys as sk
 from secagg import shamir, vss
 from secagg.errors import EncodingOverflowError, SecAggError
 from secagg.masking import default_workers, mask_input, pairwise_seed
+from secagg.paillier_pool import ObfuscationPool
+from secagg.sketch import projection_seed, sketch
 
 from .audit import MASK_KEY, SELF_MASK_SEED, ClientAudit, frozen_map
 from .config import RoundConfig
@@ -89,9 +91,12 @@ from .messages import (
     ServerKeys,
     ShareComplaints,
     ShareKeys,
+    SketchCommit,
+    SketchRequest,
     UnmaskRequest,
     UnmaskResponse,
     advertise_signing_bytes,
+    committed_digest,
     decode,
     decode_partner_record,
     decode_share_payload,
@@ -119,6 +124,7 @@ class ClientStage(enum.Enum):
     WAIT_KEYS = "WAIT_KEYS"
     WAIT_SHARES = "WAIT_SHARES"
     WAIT_PARTNERS = "WAIT_PARTNERS"
+    WAIT_SKETCH = "WAIT_SKETCH"
     WAIT_CONSISTENCY = "WAIT_CONSISTENCY"
     WAIT_UNMASK = "WAIT_UNMASK"
     DONE = "DONE"
@@ -134,10 +140,22 @@ _EXITS = {Abort: S.ABORTED, LeaveRound: S.ABORTED, Refused: S.FAILED}
 
 
 def _waiting(
-    stage: ClientStage, message: type, phase: str, *, hardened_only: bool = False
+    stage: ClientStage,
+    message: type,
+    phase: str,
+    *,
+    hardened_only: bool = False,
+    filtering_only: bool = False,
 ) -> Stage:
     """A stage waiting for one server message, which moves it to the next stage."""
-    return Stage(stage, message, phase, exits=_EXITS, hardened_only=hardened_only)
+    return Stage(
+        stage,
+        message,
+        phase,
+        exits=_EXITS,
+        hardened_only=hardened_only,
+        filtering_only=filtering_only,
+    )
 
 
 #: The client's stages in round order; the phase is that of the answer the client sends. Each
@@ -147,16 +165,19 @@ CLIENT_STAGES: tuple[Stage, ...] = (
     _waiting(S.WAIT_KEYS, ServerKeys, "share_keys"),
     _waiting(S.WAIT_SHARES, ForwardShares, "complaints"),
     _waiting(S.WAIT_PARTNERS, MaskingPartners, "masked_input"),
+    _waiting(S.WAIT_SKETCH, SketchRequest, "sketch", filtering_only=True),
     _waiting(S.WAIT_CONSISTENCY, ConsistencyRequest, "consistency", hardened_only=True),
     _waiting(S.WAIT_UNMASK, UnmaskRequest, "unmask"),
 )
 
-#: mode (hardened?) -> stage -> {event or message type -> next stage}. Anything not listed is
-#: illegal in that stage and raises ProtocolError. After DONE the server may still abort.
-CLIENT_TRANSITIONS: dict[bool, dict[ClientStage, dict[type, ClientStage]]] = {
-    hardened: build_transitions(
+#: mode (hardened?, filtering?) -> stage -> {event or message type -> next stage}. Anything
+#: not listed is illegal in that stage and raises ProtocolError. After DONE the server may
+#: still abort.
+CLIENT_TRANSITIONS: dict[tuple[bool, bool], dict[ClientStage, dict[type, ClientStage]]] = {
+    (hardened, filtering): build_transitions(
         CLIENT_STAGES,
         hardened=hardened,
+        filtering=filtering,
         done=S.DONE,
         terminal={
             S.DONE: {Abort: S.ABORTED, LeaveRound: S.ABORTED, Refused: S.FAILED},
@@ -165,6 +186,7 @@ CLIENT_TRANSITIONS: dict[bool, dict[ClientStage, dict[type, ClientStage]]] = {
         },
     )
     for hardened in (False, True)
+    for filtering in (False, True)
 }
 
 #: Local events that the table lists but that never arrive through :meth:`Client.receive`.
@@ -189,6 +211,10 @@ class Client:
     signing_key, pki:
         Hardened mode: this client's Ed25519 key pair and the map client id -> Ed25519 public key
         used to verify the other clients' advertisements and consistency signatures.
+    paillier_pool:
+        Secure filtering: an :class:`~secagg.paillier_pool.ObfuscationPool` for the round's
+        Paillier key, filled ahead of time, so encrypting the sketch online costs one
+        multiplication per ciphertext (without one, ``r**n`` is computed on the spot).
     round_ledger:
         The client's record of the last round id it joined per federation
         (:class:`protocol.ledger.RoundLedger`). Required in hardened mode; :meth:`start` refuses
@@ -215,6 +241,7 @@ class Client:
         pki: Mapping[int, bytes] | None = None,
         mask_workers: int | None = None,
         round_ledger: RoundLedger | None = None,
+        paillier_pool: ObfuscationPool | None = None,
     ) -> None:
         if not isinstance(config, RoundConfig):
             raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
@@ -240,8 +267,18 @@ class Client:
                 f"{self.role}: update[{bad}] = {x[bad]} exceeds value_range={config.value_range}; fortis never "
                 "clips silently: clip the update first or use a larger value_range"
             )
+        if config.filtering is not None:
+            norm = float(np.linalg.norm(x))
+            if norm > config.filtering.clip_norm:
+                raise EncodingOverflowError(
+                    f"{self.role}: update norm {norm:.6g} exceeds the round's clip_norm="
+                    f"{config.filtering.clip_norm:g}; fortis never clips silently: clip the "
+                    "update to that norm first"
+                )
         self._update = x
         self._rng = rng if rng is not None else np.random.default_rng()
+        self._pool = paillier_pool
+        self._signed_input: np.ndarray | None = None  # filtering: what the client sketches
         if config.hardened:
             if signing_key is None or pki is None:
                 raise ProtocolConfigError(f"{self.role}: hardened mode needs signing_key and pki")
@@ -379,7 +416,7 @@ class Client:
         )
 
     def _table(self) -> dict[type, ClientStage]:
-        return CLIENT_TRANSITIONS[self.config.hardened][self.stage]
+        return CLIENT_TRANSITIONS[(self.config.hardened, self.config.filtered)][self.stage]
 
     @property
     def phase(self) -> str:
@@ -652,8 +689,12 @@ class Client:
             for j, key in zip(senders, self._agree_with(senders))
         }
         encoded = cfg.encoder.encode(self._update, self._rng)
+        if cfg.filtered:
+            self._signed_input = cfg.encoder.to_signed(encoded).astype(np.int64)
         y = mask_input(encoded, self.id, self._b, seeds, cfg.bits, workers=self.mask_workers)
         y.flags.writeable = False  # ours alone: the message keeps it without a copy
+        if cfg.filtered:
+            self._input_digest = input_digest(y)
         sig = b""
         if cfg.hardened:
             # Bind the partner set to this input: the server must show it to every holder of
@@ -688,6 +729,39 @@ class Client:
         for chunk, part in zip(chunks, parts):
             keys.update(zip(chunk, part))
         return [keys[j] for j in partners]
+
+    def _on_SketchRequest(self, msg: SketchRequest) -> list[Message]:
+        """Check the projection seed (a hash of the committed inputs, ours among them), then
+        send ``Enc(P·x)`` of the signed fixed-point input we masked."""
+        cfg = self.config
+        committed = dict(msg.committed)
+
+        def bad(detail: str) -> ProtocolError:
+            return self._error(detail, msg, msg.sender)
+
+        if committed.get(self.id) != self._input_digest:
+            raise bad("the committed inputs do not list this client's masked input with its digest")
+        strangers = sorted(set(committed) - set(cfg.population))
+        if strangers:
+            raise bad(f"committed inputs of clients {strangers[:10]} outside the population")
+        seed = projection_seed(committed_digest(committed.items()), self._context)
+        if msg.seed != seed:
+            raise bad(
+                "the projection seed is not the hash of the committed inputs (the server "
+                "may not choose the projection)"
+            )
+        lay = cfg.layouts
+        values = sketch(self._sketch_input(), seed, lay.k)
+        plain = lay.row.pack(values)
+        key = cfg.filtering.key
+        cts = [key.encrypt(int(m), pool=self._pool) for m in plain]
+        return [SketchCommit(cfg.round_id, self.id, key.ciphertexts_to_bytes(cts))]
+
+    def _sketch_input(self) -> np.ndarray:
+        """The vector this client sketches: its signed fixed-point input, the one it masked.
+        (The lying-sketch attack of :mod:`simulations` overrides this; verification catches
+        it.)"""
+        return self._signed_input
 
     def _on_ConsistencyRequest(self, msg: ConsistencyRequest) -> list[Message]:
         self._check_survivor_claims(msg, msg.survivors, msg.rejected)

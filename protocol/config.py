@@ -19,7 +19,8 @@ import numpy as np
 from secagg.encoding import FixedPointEncoder
 from secagg.graphs import MaskingGraph, complete_graph, secaggplus_graph
 
-from .errors import SERVER_ID, ProtocolConfigError
+from .errors import KEYHOLDER_ID, ProtocolConfigError
+from .filtering import FilterConfig
 
 __all__ = ["RoundConfig", "GRAPH_KINDS"]
 
@@ -80,6 +81,10 @@ class RoundConfig:
         Inputs of the SecAgg+ degree/threshold rule (ignored for the complete graph).
         ``corrupt_rate`` also sets how many colluding clients the hardened-mode signature bound
         must withstand (:meth:`max_colluders`).
+    filtering:
+        Secure filtering (:class:`protocol.filtering.FilterConfig`: the key holder's Paillier
+        key, the norm bound, the rule, the sketch dimension), or ``None`` for plain secure
+        aggregation.
     federation:
         Name of the server (or federation) running the round, at most 64 bytes of UTF-8. It is
         part of :attr:`digest`, so signatures never carry over between federations, and clients
@@ -106,6 +111,7 @@ class RoundConfig:
     dropout_rate: float = 0.1
     corrupt_rate: float = 0.1
     federation: str = "fortis"
+    filtering: FilterConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.round_id, bool) or not isinstance(self.round_id, (int, np.integer)):
@@ -125,9 +131,9 @@ class RoundConfig:
             raise ProtocolConfigError(
                 f"population: secure aggregation needs >= 2 clients, got {len(pop)}"
             )
-        if pop[0] < 0 or pop[-1] >= SERVER_ID:
+        if pop[0] < 0 or pop[-1] >= KEYHOLDER_ID:
             raise ProtocolConfigError(
-                f"population: ids must be in [0, {SERVER_ID}), got {pop[0]}..{pop[-1]}"
+                f"population: ids must be in [0, {KEYHOLDER_ID}), got {pop[0]}..{pop[-1]}"
             )
         object.__setattr__(self, "population", pop)
         if (
@@ -158,6 +164,10 @@ class RoundConfig:
             if not isinstance(value, (int, float, np.floating)) or not 0 <= value < 1:
                 raise ProtocolConfigError(f"{name} must be a number in [0, 1), got {value!r}")
             object.__setattr__(self, name, float(value))
+        if self.filtering is not None and not isinstance(self.filtering, FilterConfig):
+            raise ProtocolConfigError(
+                f"filtering must be a FilterConfig or None, got {type(self.filtering).__name__}"
+            )
         _ = self.encoder  # headroom check now, not in the middle of a round
 
     @cached_property
@@ -202,7 +212,22 @@ class RoundConfig:
         for opt in (self.threshold, self.degree):
             h.update(struct.pack(">q", -1 if opt is None else int(opt)))
         h.update(struct.pack(">?dd", self.hardened, self.dropout_rate, self.corrupt_rate))
+        if self.filtering is not None:
+            h.update(b"filtering" + self.filtering.digest)
         return h.digest()
+
+    @property
+    def filtered(self) -> bool:
+        """Whether the round runs secure filtering (sketches, distances, verification)."""
+        return self.filtering is not None
+
+    @cached_property
+    def layouts(self):
+        """The masked distance protocol's slot layouts (secure filtering only)."""
+        if self.filtering is None:
+            raise ProtocolConfigError("this round has no secure filtering")
+        enc = self.encoder
+        return self.filtering.layouts(enc.scale, self.dim, enc.max_int)
 
     @cached_property
     def round_threshold(self) -> int:

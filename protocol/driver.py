@@ -15,20 +15,32 @@ import numpy as np
 
 from secagg.errors import EncodingOverflowError
 from secagg.keys import SigningKeyPair
+from secagg.paillier_pool import ObfuscationPool
+from secagg.paillier_private import PaillierPrivateKey, generate_paillier_keypair
 
 from .client import CLIENT_STAGES, Client
 from .config import GRAPH_KINDS, RoundConfig
-from .errors import SERVER_ID, ProtocolConfigError
+from .errors import KEYHOLDER_ID, SERVER_ID, ProtocolConfigError
+from .filtering import FilterConfig, FilterDecision
+from .keyholder import KeyHolder
 from .ledger import RoundLedger
 from .router import Dropouts, Layer, Router, RouterLog
-from .server import Fault, Server, ShareDispute
+from .server import Fault, Server, ShareDispute, Verification
 
-__all__ = ["run_round", "run_parties", "RoundResult", "Transcript", "DROPOUT_STAGES"]
+__all__ = [
+    "run_round",
+    "run_parties",
+    "RoundResult",
+    "Transcript",
+    "DROPOUT_STAGES",
+    "LyingSketchClient",
+]
 
 #: Stage names accepted in ``dropouts``; a client listed under a stage never sends that stage's
 #: message nor anything after it.
 DROPOUT_STAGES = tuple(stage.phase for stage in CLIENT_STAGES)
 _HARDENED_ONLY = frozenset(stage.phase for stage in CLIENT_STAGES if stage.hardened_only)
+_FILTERING_ONLY = frozenset(stage.phase for stage in CLIENT_STAGES if stage.filtering_only)
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,9 @@ class Transcript:
     server_seconds: dict[str, float]
     client_seconds: dict[int, dict[str, float]]
     messages: int
+    keyholder_bytes_sent: int = 0
+    keyholder_bytes_received: int = 0
+    keyholder_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def server_total_seconds(self) -> float:
@@ -78,6 +93,9 @@ class Transcript:
     def summary(self) -> dict[str, float]:
         """Headline numbers (for reports and benchmarks)."""
         return {
+            "keyholder_seconds": sum(self.keyholder_seconds.values()),
+            "keyholder_bytes_sent": self.keyholder_bytes_sent,
+            "keyholder_bytes_received": self.keyholder_bytes_received,
             "server_seconds": self.server_total_seconds,
             "mean_client_seconds": self.mean_client_seconds,
             "server_bytes_sent": self.server_bytes_sent,
@@ -125,7 +143,13 @@ class RoundResult:
         Client id -> why its masked input, although received, is left out of the sum (fewer
         than ``t`` of its partners sent theirs; its mask key is then unmasked like a dropout's).
     transcript:
-        Bytes and seconds per party (:class:`Transcript`).
+        Bytes and seconds per party (:class:`Transcript`), the key holder's included.
+    filter:
+        Secure filtering only: the filter's :class:`protocol.filtering.FilterDecision` (sketch
+        distances and norms in update units, who was rejected and why, the rule's report).
+    verification:
+        Secure filtering only: the :class:`protocol.server.Verification` of the unmasked sum
+        against the committed sketches; a failed one means ``aggregate`` is ``None``.
     config:
         The :class:`RoundConfig` used (encoding, threshold, graph).
     threshold:
@@ -148,10 +172,15 @@ class RoundResult:
     disputes: tuple[ShareDispute, ...] = ()
     pruned: dict[int, str] = field(default_factory=dict)
     rejected: dict[int, str] = field(default_factory=dict)
+    filter: FilterDecision | None = None
+    verification: Verification | None = None
 
 
 def _check_dropouts(
-    dropouts: Mapping[str, Iterable[int]] | None, population: Sequence[int], hardened: bool
+    dropouts: Mapping[str, Iterable[int]] | None,
+    population: Sequence[int],
+    hardened: bool,
+    filtered: bool = False,
 ) -> dict[int, str]:
     if dropouts is None:
         return {}
@@ -168,6 +197,10 @@ def _check_dropouts(
             )
         if stage in _HARDENED_ONLY and not hardened:
             raise ProtocolConfigError(f"dropouts: stage {stage!r} exists only with hardened=True")
+        if stage in _FILTERING_ONLY and not filtered:
+            raise ProtocolConfigError(
+                f"dropouts: stage {stage!r} exists only with secure filtering (rule=...)"
+            )
         for i in ids:
             if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or int(i) not in members:
                 raise ProtocolConfigError(
@@ -185,6 +218,7 @@ def run_parties(
     server: Server,
     clients: Mapping[int, Client],
     *,
+    keyholder: KeyHolder | None = None,
     dropouts: Mapping[str, Iterable[int]] | None = None,
     mean: bool = False,
     layers: Sequence[Layer] = (),
@@ -196,11 +230,14 @@ def run_parties(
     stage (a :class:`~protocol.router.Dropouts` layer); further fault ``layers`` (tampering,
     replays, recording) are stacked after it. Clients that refuse a message send an ``Abort``
     with the reason instead of an answer; refusals are reported in
-    :attr:`RoundResult.refusals`.
+    :attr:`RoundResult.refusals`. A filtered round needs its ``keyholder``.
     """
     config = server.config
-    drop_at = _check_dropouts(dropouts, config.population, config.hardened)
-    router = Router([server, *clients.values()], layers=[Dropouts(drop_at), *layers])
+    if config.filtered and keyholder is None:
+        raise ProtocolConfigError("a round with secure filtering needs its keyholder=")
+    drop_at = _check_dropouts(dropouts, config.population, config.hardened, config.filtered)
+    parties = [server, *clients.values(), *([keyholder] if keyholder is not None else [])]
+    router = Router(parties, layers=[Dropouts(drop_at), *layers])
     log = router.run()
     return _result(server, clients, log, mean)
 
@@ -223,6 +260,9 @@ def _result(server: Server, clients: Mapping[int, Client], log: RouterLog, mean:
         server_seconds=dict(log.seconds.get(SERVER_ID, {})),
         client_seconds={i: dict(log.seconds.get(i, {})) for i in ids},
         messages=log.messages_sent,
+        keyholder_bytes_sent=log.bytes_sent.get(KEYHOLDER_ID, 0),
+        keyholder_bytes_received=log.bytes_received.get(KEYHOLDER_ID, 0),
+        keyholder_seconds=dict(log.seconds.get(KEYHOLDER_ID, {})),
     )
     return RoundResult(
         aggregate=aggregate,
@@ -243,6 +283,8 @@ def _result(server: Server, clients: Mapping[int, Client], log: RouterLog, mean:
         config=config,
         threshold=server.threshold,
         mean=mean,
+        filter=server.filter_decision,
+        verification=server.verification,
     )
 
 
@@ -301,6 +343,15 @@ def run_round(
     round_id: int = 0,
     dropout_rate: float = 0.1,
     corrupt_rate: float = 0.1,
+    rule: str | None = None,
+    f: int | str = 0,
+    rule_params: Mapping[str, object] | None = None,
+    sketch_dim: int = 128,
+    clip_norm: float | None = None,
+    paillier_key: PaillierPrivateKey | None = None,
+    false_rejection: float = 1e-6,
+    sketched: Mapping[int, Sequence[float]] | None = None,
+    keyholder_pool: ObfuscationPool | None = None,
 ) -> RoundResult:
     """Securely aggregate ``updates`` in memory with the full protocol; return a RoundResult.
 
@@ -353,6 +404,30 @@ def run_round(
         clients that may collude with the server; they set its degree and threshold (rule of
         :mod:`secagg.graphs`). More dropouts than planned can make the round abort (cleanly,
         with the reason). Ignored for the complete graph.
+    rule, f, rule_params:
+        Secure filtering (:mod:`protocol.filtering`): a distance-based rule of :mod:`robust`
+        (``"multi_krum"``, ``"krum"``, ``"distance_filter"``, ``"mean"``), its ``f`` (int or
+        ``"auto"``) and other parameters. The server runs it on the exact pairwise distances
+        of the clients' encrypted sketches, obtained with a key holder that only decrypts
+        masked values; rejected clients are left out of the sum like dropouts, and the sum is
+        verified against the committed sketches before it is released. ``None``: plain secure
+        aggregation. Coordinate-wise rules are refused (the server never sees coordinates).
+    sketch_dim:
+        ``k`` of the sketches (relative distance error about ``sqrt(2/k)``).
+    clip_norm:
+        The norm bound ``C`` of secure filtering: an update longer than that raises (clip
+        first); a sketch longer than ``C*(1+eps)`` is rejected. ``None``: the smallest power of
+        two above the largest update norm (data-dependent; pass it in deployments).
+    paillier_key:
+        The key holder's Paillier key (``None``: a fresh 2048-bit key, which takes seconds;
+        reuse one across rounds).
+    false_rejection:
+        Bound on the probability that the norm bound rejects an honest update.
+    sketched:
+        Client index -> the update that client *sketches* instead of the one it masks: the
+        lying-sketch attack (:class:`LyingSketchClient`), for threat-model tests.
+    keyholder_pool:
+        Obfuscators for the key holder's re-encryptions, filled ahead of time.
 
     Returns
     -------
@@ -360,7 +435,8 @@ def run_round(
         ``.aggregate`` (float64 sum or mean over ``.survivors``, or ``None`` if aborted),
         ``.survivors``, ``.dropped``, ``.aborted``/``.abort_reason``, ``.encoded_sum`` (exact,
         integer domain), ``.faults``, ``.refusals`` and ``.transcript`` (bytes and seconds per
-        party and stage).
+        party and stage); with a ``rule``, ``.rejected`` (the filter's verdicts), ``.filter``
+        and ``.verification``.
 
     Raises
     ------
@@ -392,6 +468,35 @@ def run_round(
                 f"({int(over.any(axis=1).sum())} clients affected); fortis never clips silently: "
                 "clip the updates first or pass a larger value_range="
             )
+    filtering = None
+    if rule is not None:
+        if paillier_key is None:
+            paillier_key = generate_paillier_keypair()[1]
+        if not isinstance(paillier_key, PaillierPrivateKey):
+            raise TypeError(
+                f"paillier_key must be a PaillierPrivateKey, got {type(paillier_key).__name__}"
+            )
+        norms = np.linalg.norm(x, axis=1)
+        if clip_norm is None:
+            clip_norm = _default_value_range(norms[:, None])
+        over = norms > clip_norm
+        if over.any():
+            i = int(np.argmax(over))
+            raise EncodingOverflowError(
+                f"updates[{i}] has norm {norms[i]:.6g} > clip_norm={clip_norm}; fortis never "
+                "clips silently: clip the updates first or pass a larger clip_norm="
+            )
+        filtering = FilterConfig(
+            paillier_key.public_key,
+            clip_norm,
+            rule=rule,
+            f=f,
+            rule_params=dict(rule_params or {}),
+            sketch_dim=sketch_dim,
+            false_rejection=false_rejection,
+        )
+    elif sketched:
+        raise ProtocolConfigError("sketched= needs secure filtering (rule=...)")
     rng = np.random.default_rng(seed)
     graph_seed = rng.bytes(32) if seed is not None else None
     client_rngs = rng.spawn(n)
@@ -406,23 +511,54 @@ def run_round(
         hardened=hardened,
         dropout_rate=dropout_rate,
         corrupt_rate=corrupt_rate,
+        filtering=filtering,
     )
     signing = pki = None
     if hardened:
         signing = {i: SigningKeyPair.generate() for i in range(n)}
         pki = {i: k.public_bytes() for i, k in signing.items()}
-    _check_dropouts(dropouts, config.population, hardened)
+    _check_dropouts(dropouts, config.population, hardened, filtering is not None)
+    lies = {int(i): np.asarray(v, dtype=np.float64) for i, v in (sketched or {}).items()}
+    strangers = sorted(set(lies) - set(range(n)))
+    if strangers:
+        raise ProtocolConfigError(f"sketched: {strangers[:10]} are not clients of this round")
     server = Server(config, graph_seed=None if hardened else graph_seed, pki=pki)
-    clients = {
-        i: Client(
-            config,
-            i,
-            x[i],
+    clients = {}
+    for i in range(n):
+        kwargs = dict(
             rng=client_rngs[i],
             signing_key=signing[i] if signing else None,
             pki=pki,
             round_ledger=RoundLedger.in_memory() if hardened else None,
         )
-        for i in range(n)
-    }
-    return run_parties(server, clients, dropouts=dropouts, mean=mean)
+        if i in lies:
+            clients[i] = LyingSketchClient(config, i, x[i], sketched_update=lies[i], **kwargs)
+        else:
+            clients[i] = Client(config, i, x[i], **kwargs)
+    keyholder = None
+    if filtering is not None:
+        keyholder = KeyHolder(config, paillier_key, pool=keyholder_pool)
+    return run_parties(server, clients, keyholder=keyholder, dropouts=dropouts, mean=mean)
+
+
+class LyingSketchClient(Client):
+    """A Byzantine client that masks its update but sketches another one (``sketched_update``,
+    e.g. a benign-looking vector), hoping the filter judges the sketch while the sum gets the
+    masked update. The verification of a filtered round catches it (:mod:`secagg.zero_test`);
+    this class exists for threat-model tests and the attack library.
+
+    Raises what :class:`Client` raises, also for a bad ``sketched_update``.
+    """
+
+    def __init__(self, config: RoundConfig, client_id: int, update, *, sketched_update, **kw):
+        super().__init__(config, client_id, update, **kw)
+        fake = np.asarray(sketched_update, dtype=np.float64)
+        if fake.shape != (config.dim,) or not np.isfinite(fake).all():
+            raise ProtocolConfigError(
+                f"client {client_id}: sketched_update must be finite, shape ({config.dim},)"
+            )
+        self._fake = fake
+
+    def _sketch_input(self) -> np.ndarray:
+        enc = self.config.encoder
+        return enc.to_signed(enc.encode(self._fake, self._rng)).astype(np.int64)

@@ -16,18 +16,30 @@ from __future__ import annotations
 
 from fortis.errors import FortisError
 
-__all__ = ["ProtocolError", "ProtocolConfigError", "MessageFormatError", "party_name", "SERVER_ID"]
+__all__ = [
+    "ProtocolError",
+    "ProtocolConfigError",
+    "MessageFormatError",
+    "party_name",
+    "SERVER_ID",
+    "KEYHOLDER_ID",
+]
 
-#: The sender id used by the server on the wire. Client ids are in ``[0, SERVER_ID)``.
+#: The sender id used by the server on the wire.
 SERVER_ID = 0xFFFFFFFF
+#: The key holder's wire id. Client ids are in ``[0, KEYHOLDER_ID)``.
+KEYHOLDER_ID = 0xFFFFFFFE
 
 
 def party_name(party: int | None) -> str:
-    """Human-readable name of a wire id: ``"server"``, ``"client 3"`` or ``"unknown sender"``."""
+    """Human-readable name of a wire id: ``"server"``, ``"key holder"``, ``"client 3"`` or
+    ``"unknown sender"``."""
     if party is None:
         return "unknown sender"
     if party == SERVER_ID:
         return "server"
+    if party == KEYHOLDER_ID:
+        return "key holder"
     return f"client {party}"
 
 

@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import SERVER_ID, MessageFormatError, ProtocolConfigError
+from .errors import KEYHOLDER_ID, SERVER_ID, MessageFormatError, ProtocolConfigError, party_name
 
 __all__ = [
     "MAGIC",
@@ -81,7 +81,18 @@ __all__ = [
     "UnmaskRequest",
     "UnmaskResponse",
     "Abort",
+    "SketchRequest",
+    "SketchCommit",
+    "DistanceRequest",
+    "DistanceColumns",
+    "DistanceCrossTerms",
+    "DistanceCombined",
+    "ZeroTestRequest",
+    "ZeroTestResult",
     "MESSAGE_TYPES",
+    "committed_digest",
+    "encode_signed_matrix",
+    "decode_signed_matrix",
     "encode",
     "decode",
     "Header",
@@ -105,7 +116,7 @@ __all__ = [
 ]
 
 MAGIC = b"FRTS"
-VERSION = 2  # 2: ConsistencyRequest and UnmaskRequest list rejected clients
+VERSION = 3  # 2: rejected lists; 3: secure filtering messages, the key holder's wire id
 _HEADER = struct.Struct(">4sBBQII")
 HEADER_BYTES = _HEADER.size
 
@@ -115,6 +126,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_PARTIES = 1 << 20
 #: Upper bound on one sealed share, signature or share blob.
 MAX_BLOB_BYTES = 1 << 16
+#: Upper bound on one field of concatenated Paillier ciphertexts (the message bound).
+MAX_CIPHERTEXT_FIELD_BYTES = DEFAULT_MAX_MESSAGE_BYTES
 #: Upper bound on an abort reason or graph-kind string.
 MAX_TEXT_BYTES = 4096
 #: Upper bound on one encoded partner record (partner ids, input digest, signature).
@@ -210,13 +223,14 @@ class _UInt:
 
 
 class _PartyId(_UInt):
-    """A client id: u32 below SERVER_ID."""
+    """A client id: u32 below KEYHOLDER_ID (the two top ids are the server's and the key
+    holder's)."""
 
     def __init__(self) -> None:
         super().__init__(4)
 
     def normalise(self, value: Any) -> int:
-        return _check_int(value, SERVER_ID)
+        return _check_int(value, KEYHOLDER_ID)
 
 
 class _Bytes:
@@ -280,7 +294,7 @@ class _Ids:
     def normalise(self, value: Any) -> tuple[int, ...]:
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
             raise _FieldError(f"must be an iterable of ids, got {type(value).__name__}")
-        ids = [_check_int(v, SERVER_ID) for v in value]
+        ids = [_check_int(v, KEYHOLDER_ID) for v in value]
         if len(ids) > MAX_PARTIES:
             raise _FieldError(f"has {len(ids)} ids, above the limit {MAX_PARTIES}")
         if len(set(ids)) != len(ids):
@@ -295,8 +309,8 @@ class _Ids:
         n = r.count()
         ids = np.frombuffer(r.take(4 * n), dtype=">u4").tolist()
         _check_increasing(ids)
-        if ids and ids[-1] >= SERVER_ID:
-            raise _FieldError(f"id {ids[-1]} is reserved for the server")
+        if ids and ids[-1] >= KEYHOLDER_ID:
+            raise _FieldError(f"id {ids[-1]} is reserved for the server or the key holder")
         return tuple(ids)
 
 
@@ -315,7 +329,10 @@ class _Blobs:
             if not isinstance(item, tuple) or len(item) != 2:
                 raise _FieldError("entries must be (id, bytes) pairs")
             pairs.append(
-                (_check_int(item[0], SERVER_ID), _check_bytes(item[1], None, None, self.max_blob))
+                (
+                    _check_int(item[0], KEYHOLDER_ID),
+                    _check_bytes(item[1], None, None, self.max_blob),
+                )
             )
         if len(pairs) > MAX_PARTIES:
             raise _FieldError(f"has {len(pairs)} entries, above the limit {MAX_PARTIES}")
@@ -334,8 +351,8 @@ class _Blobs:
         pairs = []
         for _ in range(n):
             ident, length = r.u32(), r.u32()
-            if ident >= SERVER_ID:
-                raise _FieldError(f"id {ident} is reserved for the server")
+            if ident >= KEYHOLDER_ID:
+                raise _FieldError(f"id {ident} is reserved for the server or the key holder")
             if length > self.max_blob:
                 raise _FieldError(f"entry for id {ident} declares {length} bytes > {self.max_blob}")
             pairs.append((ident, bytes(r.take(length))))
@@ -363,7 +380,7 @@ class _KeyRecords:
                 raise _FieldError(f"entries must be KeyEntry, got {type(entry).__name__}")
             out.append(
                 KeyEntry(
-                    _check_int(entry.client_id, SERVER_ID),
+                    _check_int(entry.client_id, KEYHOLDER_ID),
                     _check_bytes(entry.c_pk, KEY_BYTES, None, KEY_BYTES),
                     _check_bytes(entry.s_pk, MASK_KEY_BYTES, None, MASK_KEY_BYTES),
                     _check_bytes(entry.signature, None, (0, SIGNATURE_BYTES), SIGNATURE_BYTES),
@@ -469,9 +486,10 @@ _SENDER = _UInt(4)
 class Message:
     """Base of every wire message: the round it belongs to and the sender's wire id.
 
-    ``sender`` is a client id in ``[0, SERVER_ID)`` for client messages and ``SERVER_ID`` for
-    server messages. Subclasses declare ``TAG`` (wire type tag), ``ORIGIN`` ("client", "server"
-    or "any") and ``FIELDS`` (body fields in wire order).
+    ``sender`` is a client id in ``[0, KEYHOLDER_ID)`` for client messages, ``SERVER_ID`` for
+    server messages and ``KEYHOLDER_ID`` for the key holder's. Subclasses declare ``TAG`` (wire
+    type tag), ``ORIGIN`` ("client", "server", "keyholder" or "any") and ``FIELDS`` (body fields
+    in wire order).
     """
 
     round_id: int
@@ -488,16 +506,23 @@ class Message:
                 object.__setattr__(self, fname, kind.normalise(getattr(self, fname)))
             except _FieldError as exc:
                 raise MessageFormatError(str(exc), field=fname, event=name) from None
-        if self.ORIGIN == "client" and self.sender == SERVER_ID:
+        if self.ORIGIN == "client" and self.sender >= KEYHOLDER_ID:
             raise MessageFormatError(
-                f"{name} is a client message but the sender is the server id",
+                f"{name} is a client message but the sender is the {party_name(self.sender)} id",
                 field="sender",
                 sender=self.sender,
                 event=name,
             )
         if self.ORIGIN == "server" and self.sender != SERVER_ID:
             raise MessageFormatError(
-                f"{name} is a server message but the sender is client id {self.sender}",
+                f"{name} is a server message but the sender is {party_name(self.sender)}",
+                field="sender",
+                sender=self.sender,
+                event=name,
+            )
+        if self.ORIGIN == "keyholder" and self.sender != KEYHOLDER_ID:
+            raise MessageFormatError(
+                f"{name} is a key-holder message but the sender is {party_name(self.sender)}",
                 field="sender",
                 sender=self.sender,
                 event=name,
@@ -771,6 +796,141 @@ class Abort(Message):
     FIELDS: ClassVar = (("recipient", _UInt(4)), ("reason", _Text()))
 
 
+# -- secure filtering (protocol.filtering): sketches, the masked distance protocol, the zero test
+
+
+@dataclass(frozen=True, eq=False)
+class SketchRequest(Message):
+    """Secure filtering, server -> one client whose masked input arrived: the projection seed
+    and the committed inputs it hashes (client id -> SHA-256 of its masked input).
+
+    The seed is :func:`secagg.sketch.projection_seed` of :func:`committed_digest` of
+    ``committed`` and the round context, so it is fixed only after every listed input is; the
+    client checks that, and that its own input is listed with its own digest, before it sketches.
+    """
+
+    recipient: int
+    seed: bytes
+    committed: tuple[tuple[int, bytes], ...]
+
+    TAG: ClassVar[int] = 13
+    ORIGIN: ClassVar[str] = "server"
+    FIELDS: ClassVar = (
+        ("recipient", _PartyId()),
+        ("seed", _Bytes(exact=SEED_BYTES)),
+        ("committed", _Blobs(max_blob=32)),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class SketchCommit(Message):
+    """Secure filtering, client -> server: ``Enc(s_i)``, the Paillier encryption (under the key
+    holder's key) of the sketch of its signed fixed-point input, packed across coordinates with
+    the round's row layout: fixed-width ciphertexts, concatenated."""
+
+    ciphertexts: bytes
+
+    TAG: ClassVar[int] = 14
+    ORIGIN: ClassVar[str] = "client"
+    FIELDS: ClassVar = (("ciphertexts", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),)
+
+
+@dataclass(frozen=True, eq=False)
+class DistanceRequest(Message):
+    """Masked distance protocol, step 1, server -> key holder: ``Enc(s_r + M_r)`` for every row
+    ``r`` (rows of ``clients`` in id order, then ``public_rows`` rows the server encrypted
+    itself, e.g. the zero row that gives the norms). Fixed-width ciphertexts, row after row."""
+
+    recipient: int
+    clients: tuple[int, ...]
+    public_rows: int
+    ciphertexts: bytes
+
+    TAG: ClassVar[int] = 15
+    ORIGIN: ClassVar[str] = "server"
+    FIELDS: ClassVar = (
+        ("recipient", _UInt(4)),
+        ("clients", _Ids()),
+        ("public_rows", _UInt(4)),
+        ("ciphertexts", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class DistanceColumns(Message):
+    """Step 2, key holder -> server: which rows (indices into the request's rows) decrypted
+    into the range of a bounded sketch, the reason for each that did not, and the accepted
+    rows' masked coordinates re-encrypted packed across rows (column blocks of ``k``
+    ciphertexts each)."""
+
+    accepted: tuple[int, ...]
+    out_of_range: tuple[tuple[int, bytes], ...]
+    columns: bytes
+
+    TAG: ClassVar[int] = 16
+    ORIGIN: ClassVar[str] = "keyholder"
+    FIELDS: ClassVar = (
+        ("accepted", _Ids()),
+        ("out_of_range", _Blobs(max_blob=MAX_TEXT_BYTES)),
+        ("columns", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class DistanceCrossTerms(Message):
+    """Step 3, server -> key holder: the blinded cross terms, one ciphertext per (column
+    block, accepted row), block after block."""
+
+    recipient: int
+    cross: bytes
+
+    TAG: ClassVar[int] = 17
+    ORIGIN: ClassVar[str] = "server"
+    FIELDS: ClassVar = (
+        ("recipient", _UInt(4)),
+        ("cross", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class DistanceCombined(Message):
+    """Step 4, key holder -> server: ``Z`` (accepted x accepted), fixed-width signed big-endian
+    integers row after row (:func:`encode_signed_matrix`)."""
+
+    z: bytes
+
+    TAG: ClassVar[int] = 18
+    ORIGIN: ClassVar[str] = "keyholder"
+    FIELDS: ClassVar = (("z", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),)
+
+
+@dataclass(frozen=True, eq=False)
+class ZeroTestRequest(Message):
+    """Verification, server -> key holder: folded, re-randomised differences, one ciphertext
+    per test (:func:`secagg.zero_test.server_blinded_difference`)."""
+
+    recipient: int
+    tests: bytes
+
+    TAG: ClassVar[int] = 19
+    ORIGIN: ClassVar[str] = "server"
+    FIELDS: ClassVar = (
+        ("recipient", _UInt(4)),
+        ("tests", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ZeroTestResult(Message):
+    """Verification, key holder -> server: one byte per test, 1 if it decrypted to zero."""
+
+    equal: bytes
+
+    TAG: ClassVar[int] = 20
+    ORIGIN: ClassVar[str] = "keyholder"
+    FIELDS: ClassVar = (("equal", _Bytes(max_len=MAX_PARTIES)),)
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TAG: cls
     for cls in (
@@ -786,6 +946,14 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         UnmaskRequest,
         UnmaskResponse,
         Abort,
+        SketchRequest,
+        SketchCommit,
+        DistanceRequest,
+        DistanceColumns,
+        DistanceCrossTerms,
+        DistanceCombined,
+        ZeroTestRequest,
+        ZeroTestResult,
     )
 }
 
@@ -1129,3 +1297,37 @@ def share_agreement_info(round_id: int, a: int, b: int) -> bytes:
 def share_aad(round_id: int, sender: int, recipient: int) -> bytes:
     """AES-GCM associated data binding a sealed share to (round, sender, recipient)."""
     return b"fortis/share-aad/v1" + _U64.pack(round_id) + _U32.pack(sender) + _U32.pack(recipient)
+
+
+def committed_digest(committed: Iterable[tuple[int, bytes]]) -> bytes:
+    """SHA-256 of the committed masked inputs (id, input digest) in id order: what the
+    projection seed of a filtered round hashes."""
+    h = hashlib.sha256(b"fortis/committed-inputs/v1")
+    for ident, digest in sorted(committed):
+        h.update(_U32.pack(ident) + _digest32(digest))
+    return h.digest()
+
+
+def encode_signed_matrix(values: np.ndarray, width: int) -> bytes:
+    """Integers (any size) as ``width``-byte two's-complement big-endian, row after row.
+
+    Raises :class:`OverflowError` if a value does not fit ``width`` bytes.
+    """
+    return b"".join(int(v).to_bytes(width, "big", signed=True) for v in np.ravel(values))
+
+
+def decode_signed_matrix(data: bytes, rows: int, width: int) -> np.ndarray:
+    """Inverse of :func:`encode_signed_matrix` for a ``rows x rows`` matrix (object ints).
+
+    Raises :class:`MessageFormatError` (field ``"z"``) for a wrong length.
+    """
+    if len(data) != rows * rows * width:
+        raise MessageFormatError(
+            f"{len(data)} bytes, expected {rows}x{rows} values of {width} bytes", field="z"
+        )
+    view = memoryview(data)
+    out = np.empty((rows, rows), dtype=object)
+    flat = out.reshape(-1)
+    for i in range(rows * rows):
+        flat[i] = int.from_bytes(view[i * width : (i + 1) * width], "big", signed=True)
+    return out

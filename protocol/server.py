@@ -78,14 +78,30 @@ import numpy as np
 
 from secagg import keys as sk
 from secagg import shamir, vss
-from secagg.errors import SecAggError
+from secagg.errors import PaillierOverflowError, SecAggError
 from secagg.graphs import k_core
+from secagg.masked_distance import (
+    ServerMasks,
+    server_cross_terms,
+    server_distances,
+    server_mask_rows,
+)
 from secagg.masking import default_workers, pairwise_seed, sum_masked, unmask_sum
+from secagg.sketch import projection_seed, sketch
+from secagg.zero_test import server_blinded_difference
 
 from .audit import ServerAudit, frozen_map, readonly_array
 from .config import RoundConfig
-from .errors import SERVER_ID, MessageFormatError, ProtocolConfigError, ProtocolError, party_name
+from .errors import (
+    KEYHOLDER_ID,
+    SERVER_ID,
+    MessageFormatError,
+    ProtocolConfigError,
+    ProtocolError,
+    party_name,
+)
 from .events import RoundFailed, StageDeadline
+from .filtering import FilterDecision, decide
 from .messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     HEADER_BYTES,
@@ -98,6 +114,10 @@ from .messages import (
     Complaint,
     ConsistencyRequest,
     ConsistencySignature,
+    DistanceColumns,
+    DistanceCombined,
+    DistanceCrossTerms,
+    DistanceRequest,
     ForwardShares,
     KeyEntry,
     MaskedInput,
@@ -106,12 +126,18 @@ from .messages import (
     ServerKeys,
     ShareComplaints,
     ShareKeys,
+    SketchCommit,
+    SketchRequest,
     UnmaskRequest,
     UnmaskResponse,
+    ZeroTestRequest,
+    ZeroTestResult,
     advertise_signing_bytes,
+    committed_digest,
     decode,
     decode_complaint,
     decode_share_payload,
+    decode_signed_matrix,
     encode_partner_record,
     encode_share_payload,
     graph_seed_from_adverts,
@@ -130,6 +156,8 @@ __all__ = [
     "ServerStage",
     "SERVER_STAGES",
     "SERVER_TRANSITIONS",
+    "KEYHOLDER_STAGES",
+    "Verification",
     "Fault",
     "AggregateResult",
 ]
@@ -147,8 +175,12 @@ class ServerStage(enum.Enum):
     COLLECT_SHARES = "COLLECT_SHARES"
     COLLECT_COMPLAINTS = "COLLECT_COMPLAINTS"
     COLLECT_MASKED = "COLLECT_MASKED"
+    COLLECT_SKETCHES = "COLLECT_SKETCHES"
+    AWAIT_COLUMNS = "AWAIT_COLUMNS"
+    AWAIT_COMBINED = "AWAIT_COMBINED"
     COLLECT_SIGNATURES = "COLLECT_SIGNATURES"
     COLLECT_UNMASK = "COLLECT_UNMASK"
+    AWAIT_ZERO_TEST = "AWAIT_ZERO_TEST"
     DONE = "DONE"
     ABORTED = "ABORTED"
 
@@ -157,11 +189,16 @@ S = ServerStage
 
 
 def _collecting(
-    stage: ServerStage, message: type, phase: str, *, hardened_only: bool = False
+    stage: ServerStage,
+    message: type,
+    phase: str,
+    *,
+    hardened_only: bool = False,
+    filtering_only: bool = False,
 ) -> Stage:
-    """A collecting stage: ``message`` (one per expected client) and ``Abort`` keep it;
-    ``StageDeadline`` (or every expected client having answered) closes it into the next stage;
-    ``RoundFailed`` ends the round."""
+    """A collecting stage: ``message`` (one per expected party: clients, or the key holder)
+    and ``Abort`` keep it; ``StageDeadline`` (or every expected party having answered) closes
+    it into the next stage; ``RoundFailed`` ends the round."""
     return Stage(
         stage,
         advances_on=StageDeadline,
@@ -169,6 +206,7 @@ def _collecting(
         stays_on=(message, Abort),
         exits={RoundFailed: S.ABORTED},
         hardened_only=hardened_only,
+        filtering_only=filtering_only,
     )
 
 
@@ -180,20 +218,29 @@ SERVER_STAGES: tuple[Stage, ...] = (
     _collecting(S.COLLECT_SHARES, ShareKeys, "share_keys"),
     _collecting(S.COLLECT_COMPLAINTS, ShareComplaints, "complaints"),
     _collecting(S.COLLECT_MASKED, MaskedInput, "masked_input"),
+    _collecting(S.COLLECT_SKETCHES, SketchCommit, "sketch", filtering_only=True),
+    _collecting(S.AWAIT_COLUMNS, DistanceColumns, "distances", filtering_only=True),
+    _collecting(S.AWAIT_COMBINED, DistanceCombined, "distances", filtering_only=True),
     _collecting(S.COLLECT_SIGNATURES, ConsistencySignature, "consistency", hardened_only=True),
     _collecting(S.COLLECT_UNMASK, UnmaskResponse, "unmask"),
+    _collecting(S.AWAIT_ZERO_TEST, ZeroTestResult, "verify", filtering_only=True),
 )
 
-#: mode (hardened?) -> stage -> {event or message type -> next stage}. Anything not listed is
-#: illegal in that stage. Late aborts after the end are harmless and ignored.
-SERVER_TRANSITIONS: dict[bool, dict[ServerStage, dict[type, ServerStage]]] = {
-    hardened: build_transitions(
+#: The stages in which the server waits for the key holder rather than for clients.
+KEYHOLDER_STAGES = frozenset({S.AWAIT_COLUMNS, S.AWAIT_COMBINED, S.AWAIT_ZERO_TEST})
+
+#: mode (hardened?, filtering?) -> stage -> {event or message type -> next stage}. Anything
+#: not listed is illegal in that stage. Late aborts after the end are harmless and ignored.
+SERVER_TRANSITIONS: dict[tuple[bool, bool], dict[ServerStage, dict[type, ServerStage]]] = {
+    (hardened, filtering): build_transitions(
         SERVER_STAGES,
         hardened=hardened,
+        filtering=filtering,
         done=S.DONE,
         terminal={S.DONE: {Abort: S.DONE}, S.ABORTED: {Abort: S.ABORTED}},
     )
     for hardened in (False, True)
+    for filtering in (False, True)
 }
 
 
@@ -231,6 +278,21 @@ class AggregateResult:
     survivors: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of the verification of a filtered round (DESIGN.md, round step 7).
+
+    ``passed``: the key holder's blinded zero test found ``P·Σ_A x_i == Σ_A s_i`` (every
+    accepted client masked the input it sketched, and the masks cancelled); ``reason`` says
+    why not otherwise. ``clients`` are the accepted clients the test covered. A failed round
+    is never applied: its sum is not released.
+    """
+
+    passed: bool
+    clients: tuple[int, ...]
+    reason: str = ""
+
+
 class Server:
     """The server's side of a round.
 
@@ -258,6 +320,9 @@ class Server:
     stage, faults, excluded, result, abort_reason:
         Current :class:`ServerStage`; rejected messages; clients dropped for a fault or their own
         ``Abort`` (id -> reason); the :class:`AggregateResult` once ``DONE``; why it aborted.
+    filter_decision, verification:
+        Secure filtering only: the filter's :class:`protocol.filtering.FilterDecision` (sketch
+        distances and norms, verdicts, the rule's report) and the :class:`Verification`.
     """
 
     def __init__(
@@ -297,6 +362,7 @@ class Server:
                     f"has {config.n} clients (lower corrupt_rate or use the complete graph)"
                 )
         self._pki = dict(pki) if pki is not None else {}
+        self._mode = (config.hardened, config.filtered)
         self.max_message_size = max_message_size
         self.unmask_workers = default_workers() if unmask_workers is None else int(unmask_workers)
         if self.unmask_workers < 1:
@@ -347,6 +413,22 @@ class Server:
         self._signatures: dict[int, bytes] = {}
         self._seed_shares: dict[int, dict[int, int]] = {}
         self._key_shares: dict[int, dict[int, int]] = {}
+        # secure filtering
+        self.filter_decision: FilterDecision | None = None
+        self.verification: Verification | None = None
+        self.projection_seed: bytes | None = None
+        self._candidates: tuple[int, ...] = ()  # inputs judged by the filter
+        self._sketches: dict[int, list] = {}  # client -> validated Enc(s_i) ciphertexts
+        self._rows: tuple[int, ...] = ()  # clients of the distance request's rows
+        self._row_masks: ServerMasks | None = None
+        self._masked_rows: list = []
+        self._columns: DistanceColumns | None = None
+        self._cross: list = []
+        self._z = None
+        self._zero_test: ZeroTestResult | None = None
+        self._keyholder_contacted = False
+        self._keyholder_failure: str | None = None
+        self._pending: AggregateResult | None = None
 
     def _set_graph(self, seed: bytes) -> None:
         if len(seed) != 32:
@@ -354,6 +436,13 @@ class Server:
         self.graph_seed = seed
         self.graph = self.config.masking_graph(seed)
         self.context = round_context(self.config.digest, seed)
+
+    def _sketch_bytes(self) -> int:
+        """Bytes of one client's encrypted sketch (0 without filtering)."""
+        if not self.config.filtered:
+            return 0
+        lay = self.config.layouts
+        return lay.row_ciphertexts() * self.config.filtering.key.ciphertext_bytes
 
     def _message_size_limits(self) -> dict[type, int]:
         """Largest legal encoding of each client message type in this round (header included)."""
@@ -380,6 +469,7 @@ class Server:
             + 4
             + SIGNATURE_BYTES,
             ConsistencySignature: 4 + SIGNATURE_BYTES,
+            SketchCommit: 4 + self._sketch_bytes(),
             UnmaskResponse: 2 * (4 + n * (blob + shamir.SHARE_BYTES)),
             Abort: 4 + 4 + MAX_TEXT_BYTES,
         }
@@ -479,7 +569,8 @@ class Server:
             )
             return self._record_fault(exc, sender if sender in self._population else None)
         try:
-            msg = decode(data, max_size=self.max_message_size, max_count=self.config.n)
+            extra = 4 if sender == KEYHOLDER_ID else 0  # the key holder's rows add public rows
+            msg = decode(data, max_size=self.max_message_size, max_count=self.config.n + extra)
         except MessageFormatError as exc:
             exc.role, exc.stage = self.role, self.stage.value
             return self._record_fault(exc, sender)
@@ -491,7 +582,7 @@ class Server:
             return (
                 f"header claims sender {party_name(header.sender)} on {party_name(peer)}'s channel"
             )
-        if header.sender not in self._population:
+        if header.sender not in self._population and not self._keyholder_may_send(header.sender):
             return "sender is not in the round's population"
         if header.round_id != self.config.round_id:
             return f"message is for round {header.round_id}, this is round {self.config.round_id}"
@@ -499,11 +590,12 @@ class Server:
             return None
         if header.sender in self.excluded:
             return f"sender was excluded earlier ({self.excluded[header.sender]})"
-        table = SERVER_TRANSITIONS[self.config.hardened][self.stage]
+        table = SERVER_TRANSITIONS[self._mode][self.stage]
         if header.type not in table:
             allowed = ", ".join(t.__name__ for t in table if t is not StageDeadline)
             return f"not allowed in this stage (expects {allowed or 'nothing'})"
-        limit = min(self._size_limits.get(header.type, 0), self.max_message_size)
+        default = self.max_message_size if header.sender == KEYHOLDER_ID else 0
+        limit = min(self._size_limits.get(header.type, default), self.max_message_size)
         if header.size > limit:
             return f"{header.size} bytes, above the {limit}-byte limit for this message type"
         return None
@@ -525,15 +617,24 @@ class Server:
             event=type(msg).__name__,
         )
 
+    def _keyholder_may_send(self, sender: int) -> bool:
+        """The key holder speaks in the stages that wait for it (filtered rounds only)."""
+        return (
+            sender == KEYHOLDER_ID
+            and self.config.filtered
+            and (self.stage in KEYHOLDER_STAGES or self.done)
+        )
+
     def _check(self, msg: Message):
         cfg = self.config
-        if msg.sender not in self._population:
+        keyholder = msg.sender == KEYHOLDER_ID
+        if msg.sender not in self._population and not self._keyholder_may_send(msg.sender):
             raise self._error("sender is not in the round's population", msg)
         if msg.round_id != cfg.round_id:
             raise self._error(
                 f"message is for round {msg.round_id}, this is round {cfg.round_id}", msg
             )
-        table = SERVER_TRANSITIONS[cfg.hardened][self.stage]
+        table = SERVER_TRANSITIONS[self._mode][self.stage]
         if type(msg) not in table:
             allowed = ", ".join(t.__name__ for t in table if t is not StageDeadline)
             raise self._error(f"not allowed in this stage (expects {allowed or 'nothing'})", msg)
@@ -544,6 +645,8 @@ class Server:
         if isinstance(msg, Abort):
             if msg.recipient != SERVER_ID:
                 raise self._error(f"Abort addressed to {party_name(msg.recipient)}", msg)
+            if keyholder:
+                return lambda: self._keyholder_failed(f"the key holder aborted: {msg.reason}")
             return lambda: self._exclude(msg.sender, f"client aborted: {msg.reason}")
         if msg.sender in self._received:
             raise self._error(f"duplicate {type(msg).__name__} (replayed?)", msg)
@@ -716,6 +819,49 @@ class Server:
 
         return commit
 
+    def _check_SketchCommit(self, msg: SketchCommit):
+        key = self.config.filtering.key
+        count = self.config.layouts.row_ciphertexts()
+        try:
+            cts = key.ciphertexts_from_bytes(msg.ciphertexts, count=count, sender=msg.sender)
+        except SecAggError as exc:
+            raise self._error(f"encrypted sketch: {exc}", msg) from None
+        return lambda: self._sketches.__setitem__(msg.sender, cts)
+
+    def _check_DistanceColumns(self, msg: DistanceColumns):
+        rows = len(self._rows) + 1  # the clients' rows and the public zero row
+        accepted, out = set(msg.accepted), {r for r, _ in msg.out_of_range}
+        if accepted & out or accepted | out != set(range(rows)):
+            raise self._error(
+                f"accepted and out-of-range rows must split the {rows} rows sent", msg
+            )
+        if rows - 1 not in accepted:
+            raise self._error("the server's own zero row was reported out of range", msg)
+        lay = self.config.layouts
+        blocks = -(-len(accepted) // lay.column.slots)
+        try:
+            self.config.filtering.key.ciphertexts_from_bytes(
+                msg.columns, count=blocks * lay.k, sender="key holder"
+            )
+        except SecAggError as exc:
+            raise self._error(f"column ciphertexts: {exc}", msg) from None
+        return lambda: setattr(self, "_columns", msg)
+
+    def _check_DistanceCombined(self, msg: DistanceCombined):
+        from .keyholder import z_width
+
+        m = len(self._columns.accepted)
+        try:
+            z = decode_signed_matrix(msg.z, m, z_width(self.config.layouts))
+        except MessageFormatError as exc:
+            raise self._error(exc.detail, msg) from None
+        return lambda: setattr(self, "_z", z)
+
+    def _check_ZeroTestResult(self, msg: ZeroTestResult):
+        if len(msg.equal) != 1 or msg.equal[0] not in (0, 1):
+            raise self._error("expected one answer byte, 0 or 1", msg)
+        return lambda: setattr(self, "_zero_test", msg)
+
     # -- faults, exclusion and stage closing ----------------------------------------------------
 
     def _record_fault(self, exc: ProtocolError, sender: int | None) -> list[Message]:
@@ -729,7 +875,16 @@ class Server:
         if sender is not None and sender in self._population and sender not in self.excluded:
             self._exclude(sender, f"fault in {self.stage.value}: {exc.detail}")
             return self._maybe_close()
+        if sender == KEYHOLDER_ID and self.stage in KEYHOLDER_STAGES:
+            self._keyholder_failed(f"the key holder's answer was rejected: {exc.detail}")
+            return self._maybe_close()
         return []
+
+    def _keyholder_failed(self, reason: str) -> None:
+        """Without the key holder the filter (or the verification) cannot finish: the stage
+        closes and the round aborts with ``reason``."""
+        self._keyholder_failure = reason
+        self._expected.discard(KEYHOLDER_ID)
 
     def _exclude(self, client: int, reason: str) -> None:
         self.excluded[client] = reason
@@ -754,7 +909,7 @@ class Server:
             return self._abort(str(exc))
 
     def _table(self) -> dict[type, ServerStage]:
-        return SERVER_TRANSITIONS[self.config.hardened][self.stage]
+        return SERVER_TRANSITIONS[self._mode][self.stage]
 
     @property
     def phase(self) -> str:
@@ -767,7 +922,10 @@ class Server:
         self.abort_reason = reason
         log.warning("server aborted round %d: %s", self.config.round_id, reason)
         rid = self.config.round_id
-        return [Abort(rid, SERVER_ID, c, reason) for c in notify]
+        out = [Abort(rid, SERVER_ID, c, reason) for c in notify if c != KEYHOLDER_ID]
+        if self._keyholder_contacted and self._keyholder_failure is None:
+            out.append(Abort(rid, SERVER_ID, KEYHOLDER_ID, reason))
+        return out
 
     def _prune(self, alive: set[int], what: str, partners=None) -> set[int]:
         """Keep the clients with at least t live neighbours in the masking graph, or t live
@@ -935,8 +1093,8 @@ class Server:
         # Every accepted masked input counts, even if its sender faulted later. A client stays
         # in the sum only with at least t partners in it (t-core of the partner graph): once its
         # self-mask seed is revealed, an honest partner's mask must still hide its input.
+        rejected: dict[int, str] = {}
         received = set(self._masked)
-        t = self.threshold
         if self._input_filter is not None:
             verdict = dict(self._input_filter(frozenset(received)))
             strangers = sorted(set(verdict) - received)
@@ -945,21 +1103,122 @@ class Server:
                     f"server: input_filter rejected clients {strangers[:10]} whose masked "
                     "inputs did not arrive"
                 )
-            self.rejected = {int(i): str(why) for i, why in verdict.items()}
-            for i, why in sorted(self.rejected.items()):
+            rejected = {int(i): str(why) for i, why in verdict.items()}
+            for i, why in sorted(rejected.items()):
                 log.info("client %d rejected by the input filter: %s", i, why)
-        u3 = k_core(self._partners, received - set(self.rejected), t)
-        for i in sorted(received - set(self.rejected) - u3):
-            live = len(self._partners[i] & u3)
+        if not self.config.filtered:
+            return self._settle(rejected)
+        # Secure filtering: the inputs are committed; ask their senders for their sketches.
+        self.rejected = rejected
+        candidates = self._core(received - set(rejected))
+        self._require(len(candidates), "sent masked inputs with enough live partners")
+        self._candidates = tuple(sorted(candidates))
+        return candidates
+
+    def _core(self, alive: set[int]) -> set[int]:
+        """The t-core of ``alive`` in the partner graph; the others are pruned (left out of
+        the sum, their mask keys unmasked like a dropout's)."""
+        t = self.threshold
+        core = k_core(self._partners, alive, t)
+        for i in sorted(alive - core):
+            live = len(self._partners[i] & core)
             self.pruned[i] = f"only {live} of its partners sent masked inputs, t={t} needed"
             log.info("client %d left out of the sum: %s", i, self.pruned[i])
+        return core
+
+    def _settle(self, rejected: Mapping[int, str]) -> set[int]:
+        """Fix the sum's set U3: the received inputs, minus the rejected ones, pruned to the
+        partner graph's t-core. Returns who is asked next (U3 and the rejected clients, who
+        still hold shares of the others' secrets)."""
+        self.rejected = dict(rejected)
+        received = set(self._masked) - set(self.pruned)
+        u3 = self._core(received - set(self.rejected))
         self.u3 = tuple(sorted(u3))
         self.dropped_before_input = tuple(
             sorted(set(self._masking_partners) - u3 - set(self.rejected))
         )
         self._require(len(u3), "sent masked inputs with enough live partners")
-        # rejected clients still hold shares of the others' secrets: they are asked too
         return u3 | set(self.rejected)
+
+    # -- secure filtering: sketches, distances with the key holder, the filter ------------------
+
+    def _open_collect_sketches(self) -> list[Message]:
+        committed = {i: input_digest(self._masked[i]) for i in self._candidates}
+        seed = projection_seed(committed_digest(committed.items()), self.context)
+        self.projection_seed = seed
+        rid = self.config.round_id
+        return [SketchRequest(rid, SERVER_ID, i, seed, committed) for i in sorted(self._expected)]
+
+    def _close_collect_sketches(self) -> set[int]:
+        missing = sorted(set(self._candidates) - set(self._sketches))
+        for i in missing:
+            self.rejected[i] = "no encrypted sketch arrived: its input cannot be judged"
+        self._rows = tuple(i for i in self._candidates if i in self._sketches)
+        self._require(len(self._rows), "committed sketches")
+        return {KEYHOLDER_ID}
+
+    def _open_await_columns(self) -> list[Message]:
+        cfg = self.config
+        key, lay = cfg.filtering.key, cfg.layouts
+        zero_row = [key.encrypt(0) for _ in range(lay.row_ciphertexts())]
+        rows = [self._sketches[i] for i in self._rows] + [zero_row]
+        masked, self._row_masks = server_mask_rows(key, rows, lay)
+        self._keyholder_contacted = True
+        data = key.ciphertexts_to_bytes(c for row in masked for c in row)
+        return [DistanceRequest(cfg.round_id, SERVER_ID, KEYHOLDER_ID, self._rows, 1, data)]
+
+    def _keyholder_answer(self, what: str):
+        if self._keyholder_failure is not None:
+            raise _RoundAbort(self._keyholder_failure)
+        if KEYHOLDER_ID not in self._received:
+            raise _RoundAbort(f"the key holder did not answer the {what} in time")
+
+    def _close_await_columns(self) -> set[int]:
+        self._keyholder_answer("distance request")
+        cols = self._columns
+        for r, why in cols.out_of_range:
+            client = self._rows[r]
+            reason = (
+                f"its encrypted sketch is not a bounded sketch ({why.decode(errors='replace')})"
+            )
+            self.rejected[client] = reason
+            self.faults.append(Fault(client, self.stage.value, "SketchCommit", reason))
+        key, lay = self.config.filtering.key, self.config.layouts
+        flat = key.ciphertexts_from_bytes(cols.columns, sender="key holder")
+        columns = [flat[b * lay.k : (b + 1) * lay.k] for b in range(len(flat) // lay.k)]
+        blinded = server_cross_terms(key, columns, self._row_masks, cols.accepted)
+        self._cross = blinded
+        return {KEYHOLDER_ID}
+
+    def _open_await_combined(self) -> list[Message]:
+        key = self.config.filtering.key
+        data = key.ciphertexts_to_bytes(c for block in self._cross for c in block)
+        return [DistanceCrossTerms(self.config.round_id, SERVER_ID, KEYHOLDER_ID, data)]
+
+    def _close_await_combined(self) -> set[int]:
+        self._keyholder_answer("blinded cross terms")
+        accepted = self._columns.accepted
+        d = server_distances(self._z, self._row_masks, accepted)
+        zero = len(accepted) - 1  # the public zero row is the last row sent, always accepted
+        ids = tuple(self._rows[r] for r in accepted[:-1])
+        enc = self.config.encoder
+        decision = decide(
+            self.config.filtering,
+            ids,
+            d[:zero, :zero],
+            d[:zero, zero],
+            scale=enc.scale,
+            dim=self.config.dim,
+        )
+        self.filter_decision = decision
+        rejected = dict(self.rejected)
+        for i, why in sorted(decision.rejected.items()):
+            rejected[i] = why
+            log.info("client %d rejected by the filter: %s", i, why)
+        self._row_masks = None  # S's masks are no longer needed
+        return self._settle(rejected)
+
+    # -- consistency, unmasking, verification ------------------------------------------------
 
     def _open_collect_signatures(self) -> list[Message]:
         rid = self.config.round_id
@@ -1003,6 +1262,41 @@ class Server:
 
     def _close_collect_unmask(self) -> set[int]:
         self._finish()
+        if self.config.filtered:
+            self._pending, self.result = self.result, None  # released once verified
+            return {KEYHOLDER_ID}
+        return set()
+
+    def _open_await_zero_test(self) -> list[Message]:
+        cfg, pending = self.config, self._pending
+        key, lay = cfg.filtering.key, cfg.layouts
+        signed = cfg.encoder.to_signed(pending.encoded_sum).astype(np.int64)
+        expected = sketch(signed, self.projection_seed, lay.k, wide=True)
+        rows = [self._sketches[i] for i in self.u3]
+        try:
+            test = server_blinded_difference(key, rows, expected, lay.row)
+        except PaillierOverflowError as exc:
+            self._verification_failed(
+                f"the sketch of the sum cannot equal the sketches' sum ({exc})"
+            )
+            raise _RoundAbort(self.verification.reason) from None
+        data = key.ciphertexts_to_bytes([test])
+        return [ZeroTestRequest(cfg.round_id, SERVER_ID, KEYHOLDER_ID, data)]
+
+    def _verification_failed(self, reason: str) -> None:
+        self.verification = Verification(False, self.u3, reason)
+
+    def _close_await_zero_test(self) -> set[int]:
+        self._keyholder_answer("zero test")
+        if self._zero_test.equal[0] != 1:
+            self._verification_failed(
+                "the unmasked sum does not match the accepted clients' committed sketches "
+                "(a client masked another input than it sketched, or masks did not cancel); "
+                "the round is not applied"
+            )
+            raise _RoundAbort(f"verification failed: {self.verification.reason}")
+        self.verification = Verification(True, self.u3)
+        self.result, self._pending = self._pending, None
         return set()
 
     def _open_done(self) -> list[Message]:

@@ -31,7 +31,8 @@ class Stage:
     stage takes one message per client); ``advances_on`` is the event or message type that
     moves to the next stage of the list; ``exits`` maps further event or message types to a
     terminal stage (e.g. ``Abort -> ABORTED``). ``hardened_only`` stages are left out of the
-    plain-mode table.
+    plain-mode table, ``filtering_only`` stages (sketches, distances, verification) out of the
+    table of a round without secure filtering.
     """
 
     stage: enum.Enum
@@ -40,21 +41,27 @@ class Stage:
     stays_on: tuple[type, ...] = ()
     exits: Mapping[type, enum.Enum] | None = None
     hardened_only: bool = False
+    filtering_only: bool = False
+
+    def present(self, *, hardened: bool, filtering: bool) -> bool:
+        """Whether this stage is part of a round in that mode."""
+        return (hardened or not self.hardened_only) and (filtering or not self.filtering_only)
 
 
 def build_transitions(
     stages: Sequence[Stage],
     *,
     hardened: bool,
+    filtering: bool = False,
     done: enum.Enum,
     terminal: Mapping[enum.Enum, Mapping[type, enum.Enum]],
 ) -> dict[enum.Enum, dict[type, enum.Enum]]:
-    """The transition table of one mode: each stage advances to the next one present in this
+    """The transition table of one mode (hardened or not, with secure filtering or not): each stage advances to the next one present in this
     mode, the last one to ``done``; ``terminal`` gives the (few) events terminal stages take.
 
     Raises ``ValueError`` if a stage appears twice (a table edit gone wrong).
     """
-    present = [s for s in stages if hardened or not s.hardened_only]
+    present = [s for s in stages if s.present(hardened=hardened, filtering=filtering)]
     names = [s.stage for s in present]
     if len(set(names)) != len(names):
         raise ValueError(f"stage listed twice: {names}")

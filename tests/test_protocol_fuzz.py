@@ -206,7 +206,7 @@ def test_server_survives_mutated_messages_in_every_stage_cheaply(hardened):
                     # channel (content the protocol cannot judge at this layer, e.g. a flipped
                     # bit inside a sealed share or a masked input)
                     header = peek_header(mutated)
-                    assert header.type in SERVER_TRANSITIONS[hardened][stage]
+                    assert header.type in SERVER_TRANSITIONS[(hardened, False)][stage]
                     assert peer is None or header.sender == peer
     finally:
         tracemalloc.stop()

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from protocol.errors import SERVER_ID, MessageFormatError, ProtocolError
+from protocol.errors import KEYHOLDER_ID, SERVER_ID, MessageFormatError, ProtocolError
 from protocol.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     HEADER_BYTES,
@@ -18,6 +18,10 @@ from protocol.messages import (
     AdvertiseKeys,
     ConsistencyRequest,
     ConsistencySignature,
+    DistanceColumns,
+    DistanceCombined,
+    DistanceCrossTerms,
+    DistanceRequest,
     ForwardShares,
     KeyEntry,
     MaskedInput,
@@ -25,13 +29,18 @@ from protocol.messages import (
     ServerKeys,
     ShareComplaints,
     ShareKeys,
+    SketchCommit,
+    SketchRequest,
     UnmaskRequest,
     UnmaskResponse,
+    ZeroTestRequest,
+    ZeroTestResult,
     decode,
     decode_share_payload,
     encode,
     encode_complaint,
     encode_share_payload,
+    encode_signed_matrix,
 )
 
 K = bytes(range(32))
@@ -64,6 +73,15 @@ def examples():
         UnmaskResponse(7, 3, {1: b"s" * 33}, {2: b"k" * 33}),
         Abort(7, SERVER_ID, 3, "too few clients: ünïcode"),
         Abort(7, 3, SERVER_ID, "bye"),
+        Abort(7, SERVER_ID, KEYHOLDER_ID, "round failed"),
+        SketchRequest(7, SERVER_ID, 3, K, {3: K2, 1: K}),
+        SketchCommit(7, 3, b"\x01" * 512),
+        DistanceRequest(7, SERVER_ID, KEYHOLDER_ID, [1, 3], 1, b"\x02" * 768),
+        DistanceColumns(7, KEYHOLDER_ID, [0, 2], {1: b"out of range"}, b"\x03" * 256),
+        DistanceCrossTerms(7, SERVER_ID, KEYHOLDER_ID, b"\x04" * 256),
+        DistanceCombined(7, KEYHOLDER_ID, encode_signed_matrix(np.array([[0, -5], [-5, 0]]), 4)),
+        ZeroTestRequest(7, SERVER_ID, KEYHOLDER_ID, b"\x05" * 256),
+        ZeroTestResult(7, KEYHOLDER_ID, b"\x01"),
     ]
 
 

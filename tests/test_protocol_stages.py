@@ -9,6 +9,7 @@ import pytest
 
 from protocol.client import CLIENT_STAGES, CLIENT_TRANSITIONS, ClientStage
 from protocol.events import LeaveRound, Refused, RoundFailed, StageDeadline
+from protocol.keyholder import KEYHOLDER_STAGES
 from protocol.messages import Abort, ConsistencySignature, MaskedInput, UnmaskResponse
 from protocol.server import SERVER_STAGES, SERVER_TRANSITIONS, ServerStage
 from protocol.stages import Stage, build_transitions, phase_of
@@ -25,10 +26,15 @@ def _path(table, start, event_of):
 
 def test_server_table_chains_the_stages_of_each_mode_into_done_or_aborted():
     S = ServerStage
-    for hardened, table in SERVER_TRANSITIONS.items():
+    for (hardened, filtering), table in SERVER_TRANSITIONS.items():
         path = _path(table, S.COLLECT_KEYS, lambda s: StageDeadline)
         assert path[-1] is S.DONE
         assert (S.COLLECT_SIGNATURES in path) is hardened
+        for stage in (S.COLLECT_SKETCHES, S.AWAIT_COLUMNS, S.AWAIT_COMBINED, S.AWAIT_ZERO_TEST):
+            assert (stage in path) is filtering
+        if filtering:  # filter before unmasking, verify after
+            assert path.index(S.AWAIT_COMBINED) < path.index(S.COLLECT_UNMASK)
+            assert path.index(S.COLLECT_UNMASK) < path.index(S.AWAIT_ZERO_TEST)
         for stage in path[:-1]:
             assert table[stage][RoundFailed] is S.ABORTED  # failure is in the table too
             assert table[stage][Abort] is stage
@@ -39,10 +45,11 @@ def test_server_table_chains_the_stages_of_each_mode_into_done_or_aborted():
 def test_client_table_chains_the_stages_and_lists_every_exit():
     S = ClientStage
     specs = {s.stage: s for s in CLIENT_STAGES}
-    for hardened, table in CLIENT_TRANSITIONS.items():
+    for (hardened, filtering), table in CLIENT_TRANSITIONS.items():
         path = _path(table, S.NEW, lambda st: specs[st].advances_on if st in specs else None)
         assert path[-1] is S.DONE
         assert (S.WAIT_CONSISTENCY in path) is hardened
+        assert (S.WAIT_SKETCH in path) is filtering
         for stage in path[:-1]:
             assert table[stage][Refused] is S.FAILED
             assert table[stage][LeaveRound] is S.ABORTED
@@ -52,7 +59,12 @@ def test_client_table_chains_the_stages_and_lists_every_exit():
 def test_server_and_client_name_the_same_phases():
     server = [s.phase for s in SERVER_STAGES]
     client = [s.phase for s in CLIENT_STAGES]
-    assert server == client  # one phase per stage, in the same order, for both parties
+    keyholder = [s.phase for s in KEYHOLDER_STAGES]
+    # the clients' and the key holder's phases are the server's, in the same order (the
+    # server alone waits for both)
+    assert [p for p in server if p in client] == client
+    assert [p for p in server if p in keyholder] == keyholder
+    assert set(server) == set(client) | set(keyholder)
     assert phase_of(SERVER_STAGES, ServerStage.DONE) == "done"
 
 
