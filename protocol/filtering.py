@@ -50,9 +50,18 @@ __all__ = [
     "check_secure_rule",
 ]
 
+#: Distance rules that would release a single client's update: the sum of one accepted input
+#: is that input, which the privacy contract forbids (S learns only aggregates of >= t).
+_SINGLE_SELECTION = {
+    "krum": "krum selects a single client, so the 'aggregate' would be that client's update "
+    "in the clear; use multi_krum (it averages the m most central clients, m >= t)",
+}
+
 #: Rules that run on the sketch distances alone (the secure path); every other rule needs
-#: coordinates and is refused in secure mode.
-SECURE_RULES: tuple[str, ...] = tuple(robust.DISTANCE_RULES)
+#: coordinates, or selects a single client, and is refused in secure mode.
+SECURE_RULES: tuple[str, ...] = tuple(
+    r for r in robust.DISTANCE_RULES if r not in _SINGLE_SELECTION
+)
 
 
 def check_secure_rule(rule: str) -> None:
@@ -63,6 +72,10 @@ def check_secure_rule(rule: str) -> None:
     """
     if rule in SECURE_RULES:
         return
+    if rule in _SINGLE_SELECTION:
+        raise ProtocolConfigError(
+            f"rule {rule!r} cannot run under secure aggregation: {_SINGLE_SELECTION[rule]}"
+        )
     if rule in robust.RULES:
         raise ProtocolConfigError(
             f"rule {rule!r} needs the clients' coordinates, which the server never sees under "

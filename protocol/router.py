@@ -182,6 +182,11 @@ class Router:
         phase = party.phase if party is not None else "injected"
         self._emit(sender, phase, list(msgs), time.perf_counter())
 
+    @property
+    def pending(self) -> tuple[Envelope, ...]:
+        """The envelopes in flight, in delivery order (a copy; use in ``run(until=...)``)."""
+        return tuple(self._queue)
+
     def take_pending(self) -> list[Envelope]:
         """Remove and return the envelopes still in flight (e.g. after a ``run(until=...)``
         stop, for a test that goes on by hand)."""
