@@ -448,3 +448,55 @@ def test_run_round_api_reports_verdicts_verification_and_keyholder_costs():
     assert {"sketch", "distances", "verify"} <= set(t.server_seconds)
     with pytest.raises(ProtocolConfigError, match="needs the clients' coordinates"):
         run_round(x, value_range=1.0, rule="trimmed_mean", clip_norm=1.0, paillier_key=KEY)
+
+
+def test_hardened_filtered_round_signs_the_rejected_list_and_verifies():
+    x = _updates(8, 16, seed=21, outliers=1)
+    r = run_round(
+        x,
+        value_range=1.0,
+        rule="multi_krum",
+        f=1,
+        clip_norm=1.0,
+        paillier_key=KEY,
+        sketch_dim=16,
+        hardened=True,
+    )
+    assert not r.aborted, r.abort_reason
+    assert 0 in r.rejected and r.verification.passed
+    assert "consistency" in r.transcript.server_seconds
+
+
+class _Shifter(Client):
+    """Byzantine colluder: sketches its fixed-point input plus an integer shift."""
+
+    shift = np.zeros(1, dtype=np.int64)
+
+    def _sketch_input(self):
+        return self._signed_input + self.shift
+
+
+def test_colluders_who_shift_sketch_mass_pass_only_with_a_sum_of_filtered_vectors():
+    # Two colluders mask q1 and q2 but sketch q1 + E and q2 - E: the sum of their sketches is
+    # P(q1 + q2), so the zero test passes. What DESIGN.md's soundness argument promises is not
+    # "every sketch is true" but "the summed contribution equals the sum of sketches that each
+    # passed the filter"; here both shifted sketches pass it, and the released sum is exactly
+    # the sum of the masked inputs. A lone liar with the same shift is caught.
+    x = _updates(8, 16, seed=30)
+    shift = np.full(16, 1 << 12, dtype=np.int64)
+
+    def run(shifts):
+        server, clients, keyholder = _parties(x, rule="mean", f=0)
+        for i, sign in shifts.items():
+            c = _Shifter(server.config, i, x[i])
+            c.shift = sign * shift
+            clients[i] = c
+        return run_parties(server, clients, keyholder=keyholder), clients, server
+
+    r, clients, server = run({1: 1, 2: -1})
+    assert not r.aborted and r.verification.passed
+    assert set(r.survivors) == set(range(8))
+    want = sum(c._signed_input.astype(object) for c in clients.values())
+    assert np.array_equal(server.config.encoder.to_signed(r.encoded_sum).astype(object), want)
+    lone, _, _ = run({1: 1})
+    assert lone.aborted and not lone.verification.passed
