@@ -19,6 +19,7 @@ from .client import Client, ClientStage
 from .config import RoundConfig
 from .driver import (
     DROPOUT_STAGES,
+    CulpritSearch,
     LyingSketchClient,
     RoundResult,
     Transcript,
@@ -74,6 +75,7 @@ __all__ = [
     "check_secure_rule",
     "Verification",
     "LyingSketchClient",
+    "CulpritSearch",
     "StartRound",
     "StageDeadline",
     "encode",

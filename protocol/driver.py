@@ -7,6 +7,7 @@ time per phase. Dropouts are a :class:`protocol.router.Dropouts` layer over it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ __all__ = [
     "Transcript",
     "DROPOUT_STAGES",
     "LyingSketchClient",
+    "CulpritSearch",
 ]
 
 #: Stage names accepted in ``dropouts``; a client listed under a stage never sends that stage's
@@ -150,6 +152,8 @@ class RoundResult:
     verification:
         Secure filtering only: the :class:`protocol.server.Verification` of the unmasked sum
         against the committed sketches; a failed one means ``aggregate`` is ``None``.
+    culprit_search:
+        The :class:`CulpritSearch` after a failed verification, when asked for.
     config:
         The :class:`RoundConfig` used (encoding, threshold, graph).
     threshold:
@@ -174,6 +178,7 @@ class RoundResult:
     rejected: dict[int, str] = field(default_factory=dict)
     filter: FilterDecision | None = None
     verification: Verification | None = None
+    culprit_search: CulpritSearch | None = None
 
 
 def _check_dropouts(
@@ -352,6 +357,8 @@ def run_round(
     false_rejection: float = 1e-6,
     sketched: Mapping[int, Sequence[float]] | None = None,
     keyholder_pool: ObfuscationPool | None = None,
+    culprit_search: bool = False,
+    min_group: int = 4,
 ) -> RoundResult:
     """Securely aggregate ``updates`` in memory with the full protocol; return a RoundResult.
 
@@ -428,6 +435,14 @@ def run_round(
         lying-sketch attack (:class:`LyingSketchClient`), for threat-model tests.
     keyholder_pool:
         Obfuscators for the key holder's re-encryptions, filled ahead of time.
+    culprit_search, min_group:
+        After a failed verification, look for the liars by re-running the accepted clients in
+        disjoint groups of at least ``min_group`` (halving the failing groups while they have
+        ``2 * min_group`` members), each group a fresh filtered round of its own that is
+        verified alone. What that reveals: the server learns the sum of every group tested
+        (the groups are nested halves, so nothing finer than a sum over ``min_group`` or more
+        clients) and the key holder one bit per group. Opt-in for that reason; the outcome
+        is in :attr:`RoundResult.culprit_search`.
 
     Returns
     -------
@@ -538,7 +553,72 @@ def run_round(
     keyholder = None
     if filtering is not None:
         keyholder = KeyHolder(config, paillier_key, pool=keyholder_pool)
-    return run_parties(server, clients, keyholder=keyholder, dropouts=dropouts, mean=mean)
+    result = run_parties(server, clients, keyholder=keyholder, dropouts=dropouts, mean=mean)
+    v = result.verification
+    if culprit_search and v is not None and not v.passed:
+        search = _search_culprits(
+            x,
+            v.clients,
+            min_group,
+            lies,
+            dict(
+                value_range=value_range,
+                bits=bits,
+                rule="mean",
+                clip_norm=filtering.clip_norm,
+                paillier_key=paillier_key,
+                sketch_dim=sketch_dim,
+                false_rejection=false_rejection,
+                round_id=round_id,
+            ),
+        )
+        result = dataclasses.replace(result, culprit_search=search)
+    return result
+
+
+@dataclass(frozen=True)
+class CulpritSearch:
+    """Where a failed verification's liars are, as far as groups of ``min_group`` allow.
+
+    ``tests``: every group re-run, with whether its own verification passed, in the order
+    run. ``suspects``: the members of the smallest failing groups (every liar that lied
+    again is among them). What it cost in privacy: the server learned each tested group's
+    sum, the key holder one bit per group (:func:`run_round`, ``culprit_search``).
+    """
+
+    min_group: int
+    tests: tuple[tuple[tuple[int, ...], bool], ...]
+    suspects: tuple[int, ...]
+
+
+def _search_culprits(x, accepted, min_group, lies, kwargs) -> CulpritSearch:
+    if isinstance(min_group, bool) or not isinstance(min_group, int) or min_group < 2:
+        raise ProtocolConfigError(f"min_group must be an int >= 2, got {min_group!r}")
+    tests: list[tuple[tuple[int, ...], bool]] = []
+    suspects: list[int] = []
+
+    def test(group: tuple[int, ...]) -> bool:
+        rows = list(group)
+        r = run_round(
+            x[rows],
+            sketched={p: lies[i] for p, i in enumerate(rows) if i in lies},
+            **kwargs,
+        )
+        ok = not r.aborted and r.verification is not None and r.verification.passed
+        tests.append((group, ok))
+        return ok
+
+    def split(group: tuple[int, ...]) -> None:
+        if len(group) < 2 * min_group:
+            suspects.extend(group)
+            return
+        half = len(group) // 2
+        for part in (group[:half], group[half:]):
+            if not test(part):
+                split(part)
+
+    split(tuple(sorted(accepted)))
+    return CulpritSearch(min_group, tuple(tests), tuple(sorted(suspects)))
 
 
 class LyingSketchClient(Client):

@@ -500,3 +500,34 @@ def test_colluders_who_shift_sketch_mass_pass_only_with_a_sum_of_filtered_vector
     assert np.array_equal(server.config.encoder.to_signed(r.encoded_sum).astype(object), want)
     lone, _, _ = run({1: 1})
     assert lone.aborted and not lone.verification.passed
+
+
+def test_culprit_search_narrows_a_failed_round_to_a_group_of_min_group():
+    x = _updates(16, 12, seed=40)
+    r = run_round(
+        x,
+        value_range=1.0,
+        rule="mean",
+        clip_norm=1.0,
+        paillier_key=KEY,
+        sketch_dim=16,
+        sketched={5: x[6]},
+        culprit_search=True,
+        min_group=4,
+    )
+    assert r.aborted and not r.verification.passed
+    search = r.culprit_search
+    assert search.suspects == (4, 5, 6, 7)
+    # halves, depth first into a failing half: each tested group has >= min_group clients
+    assert [g for g, _ in search.tests] == [
+        tuple(range(8)),
+        (0, 1, 2, 3),
+        (4, 5, 6, 7),
+        tuple(range(8, 16)),
+    ]
+    assert [ok for _, ok in search.tests] == [False, True, False, True]
+    assert all(len(g) >= 4 for g, _ in search.tests)
+    honest = run_round(
+        x, value_range=1.0, rule="mean", clip_norm=1.0, paillier_key=KEY, culprit_search=True
+    )
+    assert honest.verification.passed and honest.culprit_search is None
