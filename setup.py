@@ -1,12 +1,18 @@
-"""Build of the optional compiled kernel; all other metadata is in pyproject.toml.
+"""Build of the optional compiled kernels; all other metadata is in pyproject.toml.
 
-``robust._kernels`` (column order statistics by a vectorised comparator network, and
-float64 squared distances in one pass) is optional: if no C compiler is available the build
-goes on without it and robust falls back to numpy (same results, slower).
+Both extensions are optional: if one does not build (no C compiler, or no ``gmp.h``), the
+install goes on without it and the package falls back to its pure-Python path (same results,
+slower).
 
-The SHA-256 of ``robust/_kernels.c`` is compiled in (``FORTIS_KERNEL_SOURCE_SHA256``), so
-that ``robust._native`` can refuse a build that no longer matches its source (an edited
-``_kernels.c`` without a rebuild); ``robust.kernel_status()`` reports it.
+* ``robust._kernels`` (column order statistics by a vectorised comparator network, and
+  float64 squared distances in one pass); robust falls back to numpy.
+* ``secagg._multiexp`` (Montgomery multi-exponentiation on GMP's mpn layer, for the masked
+  distance protocol); secagg falls back to gmpy2 (:class:`secagg.paillier_multiexp.MultiExpTable`).
+
+The SHA-256 of each source is compiled in (``FORTIS_KERNEL_SOURCE_SHA256``), so that
+``robust._native`` and ``secagg._native_multiexp`` can refuse a build that no longer matches its
+source (an edited ``.c`` file without a rebuild); ``robust.kernel_status()`` and
+``secagg._native_multiexp.kernel_status()`` report it.
 """
 
 import hashlib
@@ -15,18 +21,24 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 
-SOURCE = "robust/_kernels.c"
-source_sha256 = hashlib.sha256((Path(__file__).parent / SOURCE).read_bytes()).hexdigest()
 compile_args = [] if sys.platform == "win32" else ["-O3", "-std=c11"]
+
+
+def _extension(name: str, source: str, **kwargs) -> Extension:
+    source_sha256 = hashlib.sha256((Path(__file__).parent / source).read_bytes()).hexdigest()
+    return Extension(
+        name,
+        sources=[source],
+        define_macros=[("FORTIS_KERNEL_SOURCE_SHA256", f'"{source_sha256}"')],
+        extra_compile_args=compile_args,
+        optional=True,
+        **kwargs,
+    )
+
 
 setup(
     ext_modules=[
-        Extension(
-            "robust._kernels",
-            sources=[SOURCE],
-            define_macros=[("FORTIS_KERNEL_SOURCE_SHA256", f'"{source_sha256}"')],
-            extra_compile_args=compile_args,
-            optional=True,
-        )
+        _extension("robust._kernels", "robust/_kernels.c"),
+        _extension("secagg._multiexp", "secagg/_multiexp.c", libraries=["gmp"]),
     ]
 )

@@ -1,17 +1,20 @@
 """Cost of secure filtering's building blocks: a client's sketch and encryption, and the masked
 distance protocol between the server S and the key holder K (``secagg.masked_distance``).
 
-Per (n, k): client ms (sketch of a d-dimensional fixed-point update plus Paillier encryption of
-the packed sketch with a pooled ``r**n``, the online work) and upload bytes; S seconds and K
-seconds for the distance protocol (K's ``r**n`` computed on the spot, and separately the share of
-that which a pool filled between rounds removes); bytes between S and K; and the plaintext floor
-(squared distances of the same sketches with numpy). Every run checks that S's distances equal
-the plaintext ones exactly.
+Per (n, k, backend): client ms (sketch of a d-dimensional fixed-point update plus Paillier
+encryption of the packed sketch with a pooled ``r**n``, the online work) and upload bytes; S
+seconds and K's online seconds for the distance protocol (K's ``r**n`` for its column
+encryptions come from a pool filled beforehand, as between rounds; the time to fill it is shown
+separately); bytes between S and K; and the plaintext floor (squared distances of the same
+sketches with numpy). ``backend`` is S's multi-exponentiation: ``compiled`` (secagg._multiexp,
+threads) or ``python`` (gmpy2, processes). Every run checks that S's distances equal the
+plaintext ones exactly.
 
 This times the secagg functions the protocol will call; when the key holder party lands, the
 whole secure round is timed through ``protocol.run_round`` instead (issue 9).
 
-    python benchmarks/sketch_bench.py --n 20 50 100 --k 64 128 256 --d 1000000
+    python benchmarks/sketch_bench.py --n 20 50 100 --k 64 128 256 --d 1000000 \
+        --backend compiled python
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ def _client(pub, lay, x, seed, k, pool):
     return s, cts, time.perf_counter() - t0
 
 
-def run(n: int, k: int, d: int, key_bits: int, processes: int, pub=None, priv=None) -> dict:
+def run(
+    n: int, k: int, d: int, key_bits: int, workers: int, backend: str, pub=None, priv=None
+) -> dict:
+    os.environ["FORTIS_KERNELS"] = "numpy" if backend == "python" else "compiled"
     if pub is None:
         pub, priv = generate_paillier_keypair(key_bits)
     rng = np.random.default_rng(n * 1000 + k)
@@ -65,16 +71,25 @@ def run(n: int, k: int, d: int, key_bits: int, processes: int, pub=None, priv=No
     masked, masks = md.server_mask_rows(pub, rows, lay)
     t["S mask"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    columns, kh = md.keyholder_open_rows(priv, masked, lay, workers=2)
-    t["K open"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    priv.random_obfuscators(sum(len(b) for b in columns), workers=2)
+    k_pool = ObfuscationPool(priv)  # K's r**n for its column encryptions, between rounds
+    k_pool.fill(lay.k * -(-n // lay.column.slots), workers=workers)
     t["K r^n (poolable)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    blinded = md.server_cross_terms(pub, columns, masks, kh.accepted, processes=processes)
+    columns, kh = md.keyholder_open_rows(priv, masked, lay, pool=k_pool, workers=workers)
+    t["K open"] = time.perf_counter() - t0
+    assert k_pool.online_draws == 0
+    t0 = time.perf_counter()
+    blinded = md.server_cross_terms(
+        pub,
+        columns,
+        masks,
+        kh.accepted,
+        workers=workers,
+        processes=workers if backend == "python" else 1,
+    )
     t["S cross"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    z = md.keyholder_combine(priv, blinded, kh, workers=2)
+    z = md.keyholder_combine(priv, blinded, kh, workers=workers)
     t["K combine"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     dist = md.server_distances(z, masks, kh.accepted)
@@ -90,12 +105,16 @@ def run(n: int, k: int, d: int, key_bits: int, processes: int, pub=None, priv=No
     return {
         "n": n,
         "k": k,
+        "backend": backend,
         "d": d,
         "key_bits": key_bits,
         "client_ms": 1e3 * float(np.median(client_s)),
         "upload_bytes": width * lay.row_ciphertexts(),
         "server_s": t["S mask"] + t["S cross"] + t["S distances"],
         "keyholder_s": t["K open"] + t["K combine"],
+        "filtering_s": sum(
+            v for name, v in t.items() if name[0] in "SK" and "poolable" not in name
+        ),
         "keyholder_poolable_s": t["K r^n (poolable)"],
         "bytes_s_to_k": s_to_k,
         "bytes_k_to_s": k_to_s,
@@ -113,26 +132,30 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--d", type=int, default=1_000_000)
     ap.add_argument("--key-bits", type=int, default=2048)
-    ap.add_argument("--processes", type=int, default=2, help="S's worker processes")
+    ap.add_argument("--workers", type=int, default=2, help="threads (processes for python)")
+    ap.add_argument("--backend", nargs="+", default=["compiled"], choices=["compiled", "python"])
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
     pub, priv = generate_paillier_keypair(args.key_bits)
     rows = []
     print(
-        f"{'n':>4} {'k':>4} | client ms | upload KB | S s    | K s    (+pool) | S->K MB | K->S MB "
-        "| exact | load"
+        f"{'n':>4} {'k':>4} {'backend':>8} | client ms | upload KB | S s    | K s    (pool) "
+        "| S+K s  | slots | S->K MB | K->S MB | exact | load"
     )
     for n in args.n:
         for k in args.k:
-            r = run(n, k, args.d, args.key_bits, args.processes, pub, priv)
-            rows.append(r)
-            print(
-                f"{n:>4} {k:>4} | {r['client_ms']:9.1f} | {r['upload_bytes'] / 1024:9.1f} "
-                f"| {r['server_s']:6.2f} | {r['keyholder_s']:6.2f} ({r['keyholder_poolable_s']:5.2f}) "
-                f"| {r['bytes_s_to_k'] / 2**20:7.2f} | {r['bytes_k_to_s'] / 2**20:7.2f} "
-                f"| {'yes' if r['exact'] else 'NO'}   | {r['load']:.2f}",
-                flush=True,
-            )
+            for backend in args.backend:  # peers side by side, interleaved
+                r = run(n, k, args.d, args.key_bits, args.workers, backend, pub, priv)
+                rows.append(r)
+                print(
+                    f"{n:>4} {k:>4} {backend:>8} | {r['client_ms']:9.1f} "
+                    f"| {r['upload_bytes'] / 1024:9.1f} | {r['server_s']:6.2f} "
+                    f"| {r['keyholder_s']:6.2f} ({r['keyholder_poolable_s']:5.2f}) "
+                    f"| {r['filtering_s']:6.2f} | {r['slots_row']:2d}/{r['slots_column']:2d} "
+                    f"| {r['bytes_s_to_k'] / 2**20:7.2f} | {r['bytes_k_to_s'] / 2**20:7.2f} "
+                    f"| {'yes' if r['exact'] else 'NO'}   | {r['load']:.2f}",
+                    flush=True,
+                )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1, default=float)

@@ -54,8 +54,9 @@ from functools import cached_property
 import numpy as np
 from gmpy2 import mpz
 
+from ._paillier_threads import check_workers
 from .errors import PaillierOverflowError, SecAggParameterError
-from .paillier_multiexp import MultiExpTable
+from .paillier_multiexp import MultiExpTable, default_backend
 from .paillier_pack import SlotLayout
 from .paillier_pool import ObfuscationPool
 from .paillier_private import PaillierPrivateKey
@@ -91,6 +92,7 @@ class DistanceLayouts:
     * :attr:`row_mask`: the same slots, for packing S's masks.
     * :attr:`column`: K's packing of ``t`` across rows; room for the cross terms plus blinds.
     * :attr:`column_blind`: the same slots, for packing S's blinds.
+    * :attr:`column_mask`: the same slots, for packing S's masks (taken off K's columns).
 
     Raises :class:`SecAggParameterError` for non-positive ``k``/``bound``/``sigma``, and
     :class:`PaillierOverflowError` if a blinded cross term does not fit one plaintext.
@@ -121,8 +123,8 @@ class DistanceLayouts:
 
     @property
     def cross_max(self) -> int:
-        """Largest ``|C_ij| = |<t_i, M_j>|``."""
-        return self.k * self.t_max * ((1 << self.mask_bits) - 1)
+        """Largest cross term ``|Q_ij| = |<s_i, M_j>|``: ``k * bound * (2**mask_bits - 1)``."""
+        return self.k * self.bound * ((1 << self.mask_bits) - 1)
 
     @property
     def blind_bits(self) -> int:
@@ -146,6 +148,11 @@ class DistanceLayouts:
     @cached_property
     def column_blind(self) -> SlotLayout:
         return self.column.with_input_bound((1 << self.blind_bits) - 1)
+
+    @cached_property
+    def column_mask(self) -> SlotLayout:
+        """The column slots, for packing S's masks across rows (S takes them off K's columns)."""
+        return self.column.with_input_bound((1 << self.mask_bits) - 1)
 
     def row_ciphertexts(self) -> int:
         """Ciphertexts per row: ``ceil(k / row.slots)``."""
@@ -300,12 +307,22 @@ def server_cross_terms(
     accepted: Sequence[int],
     *,
     processes: int = 1,
+    workers: int = 1,
 ) -> list[list[mpz]]:
-    """Step 3: ``out[b][j] = Enc(C_ij + R_ij for i in block b)`` for every accepted row ``j``
-    (indices into ``accepted``), blinded with fresh ``R``; ``columns`` are validated. Blocks are
-    spread over ``processes`` worker processes when there are several.
+    """Step 3: ``out[b][j] = Enc(Q_ij + R_ij for i in block b)`` for every accepted row ``j``
+    (indices into ``accepted``), with ``Q_ij = <s_i, M_j>`` and fresh blinds ``R``; ``columns``
+    are validated.
 
-    Raises :class:`SecAggParameterError` if the column blocks do not have ``k`` ciphertexts.
+    S first takes its masks off K's columns (``Enc(t_il) * Enc(-M_il) = Enc(s_il)``, packed
+    across rows), so the cross terms, and the slots that hold them, are ``sigma + 1`` bits
+    narrower than ``<t_i, M_j>`` would need. Each block is then one
+    :class:`~secagg.paillier_multiexp.MultiExpTable` over its ``k`` columns, with one product
+    per row ``j``. With the compiled kernel the products run on ``max(workers, processes)``
+    threads (it releases the GIL); without it, blocks are spread over ``processes`` worker
+    processes when there are several. The result does not depend on either.
+
+    Raises :class:`SecAggParameterError` if the column blocks do not have ``k`` ciphertexts or
+    do not match the number of rows.
     """
     lay = masks.layouts
     m = len(accepted)
@@ -314,13 +331,23 @@ def server_cross_terms(
     slots = lay.column.slots
     if len(columns) != -(-m // slots):
         raise SecAggParameterError(f"{len(columns)} column blocks for {m} rows of {slots} slots")
-    mask_rows = [[int(v) for v in row] for row in masks.masks[list(accepted)]]
-    blinds = _uniform(lay.blind_bits, (m, m))  # blinds[i, j] hides C_ij
+    check_workers(workers)
+    check_workers(processes)
+    own = masks.masks[list(accepted)]
+    mask_rows = [[int(v) for v in row] for row in own]
+    unmask = lay.column_mask.pack_columns(-own) if m else []
+    sketch_columns = [
+        [key.add_plain(c, u) for c, u in zip(block, plain)] for block, plain in zip(columns, unmask)
+    ]
+    blinds = _uniform(lay.blind_bits, (m, m))  # blinds[i, j] hides Q_ij
     packer = lay.column_blind
-    jobs = [(list(block), key.nsquare, lay.mask_bits, mask_rows) for block in columns]
-    if processes > 1 and len(jobs) > 1:
-        # the products are Python-level big-integer arithmetic that holds the GIL: processes,
-        # not threads, use the other cores (spawned, so no forked locks or pool threads)
+    jobs = [(block, key.nsquare, lay.mask_bits, mask_rows, 1) for block in sketch_columns]
+    threads = max(workers, processes)
+    if jobs and default_backend(key.nsquare) == "compiled":
+        products = [_block_products(job[:4] + (threads,)) for job in jobs]
+    elif processes > 1 and len(jobs) > 1:
+        # the gmpy2 products hold the GIL between multiplications: processes, not threads,
+        # use the other cores (spawned, so no forked locks or pool threads)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(processes, len(jobs)), mp_context=ctx) as pool:
             products = list(pool.map(_block_products, jobs))
@@ -338,12 +365,12 @@ def server_cross_terms(
     return out
 
 
-def _block_products(job: tuple[list[mpz], mpz, int, list[list[int]]]) -> list[mpz]:
+def _block_products(job: tuple[list[mpz], mpz, int, list[list[int]], int]) -> list[mpz]:
     """One column block's cross terms: ``prod_l block[l] ** M_jl`` for every row ``j``, from one
-    multi-exponentiation table (the block's bases are shared by every row)."""
-    block, modulus, exp_bits, mask_rows = job
-    table = MultiExpTable(block, modulus, exp_bits=exp_bits)
-    return table.many(mask_rows)
+    multi-exponentiation table (the block's bases are shared by every row), on ``threads``."""
+    block, modulus, exp_bits, mask_rows, threads = job
+    table = MultiExpTable(block, modulus, exp_bits=exp_bits, workers=threads)
+    return table.many(mask_rows, workers=threads)
 
 
 def keyholder_combine(
@@ -378,4 +405,4 @@ def server_distances(z: np.ndarray, masks: ServerMasks, accepted: Sequence[int])
     m = len(accepted)
     diag = np.array([r[i, i] for i in range(m)], dtype=object)
     own = exact_squared_distances(masks.masks[list(accepted)])
-    return z + 2 * (diag[:, None] - r - r.T + diag[None, :]) + own
+    return z + 2 * (diag[:, None] - r - r.T + diag[None, :]) - own

@@ -22,8 +22,15 @@ inverted once per call. Every function returns exactly ``prod_l bases[l]**expone
 modulus`` (the tests compare it with :func:`multi_exp_naive`); bases must be invertible modulo
 ``modulus`` when their exponent is negative (validated ciphertexts are).
 
-Threads: :meth:`MultiExpTable.many` splits the exponent vectors over ``workers`` threads, each
-with gmpy2's ``allow_release_gil`` context, so multiplications on different threads overlap.
+Compiled kernel: for an odd modulus (every Paillier ``n**2``) :class:`MultiExpTable` runs on
+``secagg._multiexp`` when it is built (:mod:`secagg._native_multiexp`; ``FORTIS_KERNELS=numpy``
+turns it off): Montgomery products on GMP's mpn layer, and Pippenger's output grouping over
+exponent bits, about ``k * exp_bits / 10`` products per vector (``r`` vectors share one pass
+over the table: every entry goes to the bucket of its ``r``-bit pattern). Same results.
+
+Threads: :meth:`MultiExpTable.many` splits the exponent vectors over ``workers`` threads. The
+compiled kernel releases the GIL; the gmpy2 path runs each thread with gmpy2's
+``allow_release_gil`` context, so multiplications on different threads overlap.
 """
 
 from __future__ import annotations
@@ -35,14 +42,16 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
+from . import _native_multiexp as native
 from ._paillier_threads import check_workers, map_chunks
 from .errors import CiphertextError, SecAggParameterError
 
-__all__ = ["multi_exp", "multi_exp_naive", "MultiExpTable", "batch_invert"]
+__all__ = ["multi_exp", "multi_exp_naive", "MultiExpTable", "batch_invert", "default_backend"]
 
 _ONE = mpz(1)
 _MPZ = type(_ONE)
 _MAX_WINDOW = 14
+_BACKENDS = ("compiled", "python")
 
 
 def _ints(exponents: Sequence[int]) -> list[int]:
@@ -221,15 +230,40 @@ def multi_exp(
     return _ONE % modulus if acc is None else acc
 
 
+def default_backend(modulus: int) -> str:
+    """The backend :class:`MultiExpTable` picks for ``modulus`` when none is named:
+    ``"compiled"`` if ``secagg._multiexp`` is built and enabled (see
+    :mod:`secagg._native_multiexp`) and the modulus is odd and ``>= 3``, else ``"python"``.
+
+    Raises :class:`SecAggParameterError` for an invalid ``$FORTIS_KERNELS``, or for
+    ``FORTIS_KERNELS=compiled`` without a usable build.
+    """
+    try:
+        on = native.enabled()
+    except RuntimeError as exc:
+        raise SecAggParameterError(str(exc)) from None
+    return "compiled" if on and modulus % 2 == 1 and modulus >= 3 else "python"
+
+
 class MultiExpTable:
     """Fixed bases, many exponent vectors: ``table(e) == prod_l bases[l]**e[l] mod modulus``.
 
-    Precomputation (once): ``base**(2**(w*t))`` for every base and window ``t`` by repeated
-    squaring, about ``len(bases) * exp_bits`` squarings; memory ``len(bases) * ceil(exp_bits/w)``
-    residues. Each product afterwards costs about ``len(bases) * ceil(exp_bits / w) + 2**w``
-    multiplications and no squaring, plus one modular inversion when some exponent is negative:
-    the window digits of all exponents are extracted with numpy, the table entries are sorted
-    into one bucket per digit value, and the buckets are combined with running products.
+    Two backends give the same products:
+
+    * ``"compiled"`` (the default when ``secagg._multiexp`` is built, the modulus is odd and
+      ``FORTIS_KERNELS`` does not turn it off): ``base**(2**b)`` for every bit ``b`` in
+      Montgomery form (``len(bases) * exp_bits`` squarings, as many residues of memory); vectors
+      are then taken about ten at a time, each table entry goes to the bucket of its pattern of
+      exponent bits across those vectors, and the buckets are folded into the ten products: about
+      ``len(bases) * exp_bits / 10`` Montgomery products per vector.
+    * ``"python"`` (gmpy2): ``base**(2**(w*t))`` for every base and window ``t`` (about
+      ``len(bases) * exp_bits`` squarings, ``len(bases) * ceil(exp_bits/w)`` residues); each
+      product costs about ``len(bases) * ceil(exp_bits / w) + 2**w`` multiplications and no
+      squaring: the window digits are extracted with numpy, the table entries are sorted into one
+      bucket per digit value, and the buckets are combined with running products.
+
+    Negative exponents cost one modular inversion per product (the compiled backend computes the
+    positive and the negative parts as two products).
 
     Parameters
     ----------
@@ -240,16 +274,19 @@ class MultiExpTable:
     exp_bits:
         Every exponent passed later satisfies ``|e| < 2**exp_bits``.
     window:
-        Bits per window; ``None`` picks the cheapest per product.
+        Bits per window of the ``"python"`` backend; ``None`` picks the cheapest per product.
     workers:
         Threads sharing the precomputation (the bases are split between them).
+    backend:
+        ``"compiled"``, ``"python"`` or ``None`` (compiled when available, see above).
 
     Raises
     ------
     SecAggParameterError
-        For an empty ``bases``, ``exp_bits < 1``, a window outside ``[1, 14]`` or
-        ``workers < 1``; at call
-        time, for a vector of the wrong length or an exponent with ``|e| >= 2**exp_bits``.
+        For an empty ``bases``, ``exp_bits < 1``, a window outside ``[1, 14]``,
+        ``workers < 1``, an unknown backend, or ``"compiled"`` when it cannot be used (not built,
+        turned off, or an even modulus); at call time, for a vector of the wrong length or an
+        exponent with ``|e| >= 2**exp_bits``.
     """
 
     def __init__(
@@ -260,6 +297,7 @@ class MultiExpTable:
         exp_bits: int,
         window: int | None = None,
         workers: int = 1,
+        backend: str | None = None,
     ):
         if len(bases) == 0:
             raise SecAggParameterError("MultiExpTable needs at least one base")
@@ -273,14 +311,23 @@ class MultiExpTable:
         self.window = window or _best_window(self.k, exp_bits, squarings=False)
         self.windows = math.ceil(exp_bits / self.window)
         self._bound = 1 << exp_bits
+        self.backend = self._pick_backend(backend)
         modulus, w, windows = self.modulus, self.window, self.windows
+        reduced = [mpz(b) % modulus for b in bases]
+        self._native: native.NativeTable | None = None
+        self._flat: list[mpz] = []
+        if self.backend == "compiled":
+            table = native.NativeTable(reduced, modulus, exp_bits)
+            parts = map_chunks(lambda chunk: [table.powers(chunk)], reduced, workers)
+            table._table = b"".join(parts)
+            self._native = table
+            return
 
         def powers(chunk: Sequence[mpz]) -> list[list[mpz]]:
             # [b, b**(2**w), b**(2**(2w)), ...] by repeated squaring (Python-level squarings
             # beat powmod's per-call Montgomery set-up for these short exponents)
             out = []
-            for b in chunk:
-                x = mpz(b) % modulus
+            for x in chunk:
                 row = [x]
                 for _ in range(windows - 1):
                     for _ in range(w):
@@ -289,18 +336,30 @@ class MultiExpTable:
                 out.append(row)
             return out
 
-        per_base = map_chunks(powers, list(bases), workers)
+        per_base = map_chunks(powers, reduced, workers)
         # flat[t * k + l] = bases[l] ** (2 ** (w * t))
-        self._flat: list[mpz] = [per_base[i][t] for t in range(windows) for i in range(self.k)]
+        self._flat = [per_base[i][t] for t in range(windows) for i in range(self.k)]
+
+    def _pick_backend(self, backend: str | None) -> str:
+        if backend is not None and backend not in _BACKENDS:
+            raise SecAggParameterError(
+                f"backend must be one of {_BACKENDS} or None, got {backend!r}"
+            )
+        if backend == "python":
+            return "python"
+        auto = default_backend(self.modulus)
+        if backend == "compiled" and auto != "compiled":
+            why = native.kernel_status()["reason"] if native.kernels is None else "even modulus"
+            raise SecAggParameterError(f"the compiled multi-exponentiation cannot be used: {why}")
+        return auto
 
     def __repr__(self) -> str:
         return (
-            f"MultiExpTable(k={self.k}, exp_bits={self.exp_bits}, window={self.window}, "
-            f"modulus_bits={int(self.modulus.bit_length())})"
+            f"MultiExpTable(k={self.k}, exp_bits={self.exp_bits}, backend={self.backend!r}, "
+            f"window={self.window}, modulus_bits={int(self.modulus.bit_length())})"
         )
 
-    def __call__(self, exponents: Sequence[int]) -> mpz:
-        """``prod_l bases[l]**exponents[l] mod modulus``."""
+    def _checked(self, exponents: Sequence[int]) -> list[int]:
         if len(exponents) != self.k:
             raise SecAggParameterError(
                 f"expected {self.k} exponents (one per base), got {len(exponents)}"
@@ -313,6 +372,49 @@ class MultiExpTable:
                     f"exponent of {abs(e).bit_length()} bits exceeds the table's "
                     f"exp_bits={self.exp_bits}"
                 )
+        return exps
+
+    def __call__(self, exponents: Sequence[int]) -> mpz:
+        """``prod_l bases[l]**exponents[l] mod modulus``."""
+        exps = self._checked(exponents)
+        if self._native is not None:
+            return self._native_rows([exps])[0]
+        return self._python_product(exps)
+
+    def _invert(self, value: mpz) -> mpz:
+        try:
+            return gmpy2.invert(value, self.modulus)
+        except ZeroDivisionError:
+            raise CiphertextError("a base with a negative exponent is not invertible") from None
+
+    def _native_rows(self, rows: Sequence[list[int]]) -> list[mpz]:
+        """Checked rows on the compiled kernel: a row with negative exponents is computed as
+        its positive part times the inverse of its negative part."""
+        assert self._native is not None
+        flat: list[list[int]] = []
+        signed = []
+        for exps in rows:
+            if any(e < 0 for e in exps):
+                signed.append(len(flat))
+                flat.append([e if e > 0 else 0 for e in exps])
+                flat.append([-e if e < 0 else 0 for e in exps])
+            else:
+                flat.append(exps)
+        got = self._native.products(flat)
+        if not signed:
+            return got
+        out = []
+        i = 0
+        for exps in rows:
+            if any(e < 0 for e in exps):
+                out.append(got[i] * self._invert(got[i + 1]) % self.modulus)
+                i += 2
+            else:
+                out.append(got[i])
+                i += 1
+        return out
+
+    def _python_product(self, exps: list[int]) -> mpz:
         negative = None
         mags = exps
         if any(e < 0 for e in exps):
@@ -327,17 +429,16 @@ class MultiExpTable:
         if negative is not None:
             neg = _combine_sorted(self._flat, order, ends, size, size, self.modulus)
             if neg is not None:
-                try:
-                    inv = gmpy2.invert(neg, self.modulus)
-                except ZeroDivisionError:
-                    raise CiphertextError(
-                        "a base with a negative exponent is not invertible"
-                    ) from None
+                inv = self._invert(neg)
                 total = inv if total is None else total * inv % self.modulus
         return _ONE % self.modulus if total is None else total
 
     def many(self, exponent_rows: Sequence[Sequence[int]], *, workers: int = 1) -> list[mpz]:
         """``[self(row) for row in exponent_rows]``, the rows split over ``workers`` threads
-        (gmpy2 releases the GIL inside each multiplication). Same result for any ``workers``."""
+        (the compiled kernel and gmpy2's multiplications release the GIL). Same result for any
+        ``workers``; every row is checked before any product is computed."""
         check_workers(workers)
-        return map_chunks(lambda rows: [self(r) for r in rows], list(exponent_rows), workers)
+        rows = [self._checked(r) for r in exponent_rows]
+        if self._native is not None:
+            return map_chunks(self._native_rows, rows, workers)
+        return map_chunks(lambda part: [self._python_product(r) for r in part], rows, workers)
