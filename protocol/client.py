@@ -269,7 +269,7 @@ class Client:
             )
         if config.filtering is not None:
             norm = float(np.linalg.norm(x))
-            if norm > config.filtering.clip_norm:
+            if not config.filtering.admits(norm):
                 raise EncodingOverflowError(
                     f"{self.role}: update norm {norm:.6g} exceeds the round's clip_norm="
                     f"{config.filtering.clip_norm:g}; fortis never clips silently: clip the "

@@ -494,7 +494,7 @@ def run_round(
         norms = np.linalg.norm(x, axis=1)
         if clip_norm is None:
             clip_norm = _default_value_range(norms[:, None])
-        over = norms > clip_norm
+        over = norms > clip_norm * (1.0 + 1e-6)  # as FilterConfig.admits
         if over.any():
             i = int(np.argmax(over))
             raise EncodingOverflowError(

@@ -157,6 +157,12 @@ class FilterConfig:
         except RobustError as exc:
             raise ProtocolConfigError(f"filter rule {self.rule!r}: {exc}") from None
 
+    def admits(self, norm: float) -> bool:
+        """Whether an update of L2 norm ``norm`` is within ``clip_norm``, up to a relative
+        1e-6, so that a vector normalised in floating point (float32: norm ``1 + 1e-7``)
+        counts as clipped. :meth:`norm_bound` includes that tolerance."""
+        return norm <= self.clip_norm * (1.0 + _NORM_TOLERANCE)
+
     @cached_property
     def epsilon(self) -> float:
         """``ε`` of the norm bound (:func:`secagg.norm_bound_epsilon`)."""
@@ -176,9 +182,9 @@ class FilterConfig:
         return h.digest()
 
     def norm_bound(self, scale: float, dim: int) -> float:
-        """``C`` in fixed-point units, covering the stochastic rounding
-        (:func:`secagg.fixed_point_norm_bound`)."""
-        return fixed_point_norm_bound(self.clip_norm, scale, dim)
+        """``C`` (with the tolerance of :meth:`admits`) in fixed-point units, covering the
+        stochastic rounding (:func:`secagg.fixed_point_norm_bound`)."""
+        return fixed_point_norm_bound(self.clip_norm * (1.0 + _NORM_TOLERANCE), scale, dim)
 
     def sketch_bound(self, scale: float, dim: int, max_int: int) -> int:
         """``B >= |s_l|`` for every honest sketch: ``|(P·q)_l| <= ‖q‖_1 <= √d·‖q‖``, and at most
@@ -192,6 +198,8 @@ class FilterConfig:
             self.key, self.sketch_dim, self.sketch_bound(scale, dim, max_int), self.sigma
         )
 
+
+_NORM_TOLERANCE = 1e-6
 
 _LAYOUT_CACHE: dict[tuple, DistanceLayouts] = {}
 
