@@ -308,6 +308,9 @@ class Server:
         consistency signatures early.
     max_message_size:
         Upper bound for :meth:`receive_bytes`.
+    unmask_workers:
+        Threads for unmasking and, in a filtered round, for the distance protocol's
+        multi-exponentiations (default: the machine's cores).
     input_filter:
         Called once, when masked-input collection closes, with the ids whose masked inputs
         arrived; returns the ones to leave out of the sum (id -> reason). They are *rejected*,
@@ -1186,7 +1189,9 @@ class Server:
         key, lay = self.config.filtering.key, self.config.layouts
         flat = key.ciphertexts_from_bytes(cols.columns, sender="key holder")
         columns = [flat[b * lay.k : (b + 1) * lay.k] for b in range(len(flat) // lay.k)]
-        blinded = server_cross_terms(key, columns, self._row_masks, cols.accepted)
+        blinded = server_cross_terms(
+            key, columns, self._row_masks, cols.accepted, workers=self.unmask_workers
+        )
         self._cross = blinded
         return {KEYHOLDER_ID}
 
