@@ -28,6 +28,8 @@ DEFAULT_HARD_ATTACK = "alie"
 DEFAULT_SECOND_PARTITION = "dirichlet"
 MATRIX_ATTACKS = "sign_flip,scaling,alie,ipm"
 MATRIX_DEFENCES = "mean,median,trimmed_mean,krum,multi_krum"
+#: ``fortis matrix --secure`` without ``--defences``: the rules secure filtering runs.
+MATRIX_SECURE_DEFENCES = "mean,multi_krum,distance_filter"
 
 
 def _add_run_output(p: argparse.ArgumentParser, out: str) -> None:
@@ -90,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--defences",
         "--defenses",
-        default=MATRIX_DEFENCES,
+        default=None,
         help="comma-separated defence specs, e.g. krum,bucketing+krum (`fortis defences` "
-        f"lists the rules, pre-aggregators and their parameters; default: {MATRIX_DEFENCES})",
+        f"lists the rules, pre-aggregators and their parameters; default: {MATRIX_DEFENCES}, "
+        f"with --secure {MATRIX_SECURE_DEFENCES})",
     )
     g.add_argument(
         "--f",
@@ -148,6 +151,8 @@ class _RoundBar:
         post = {}
         if rec.get("diverged"):
             post["DIVERGED"] = rec["diverged"]
+        if rec.get("aborted"):
+            post["NOT APPLIED"] = rec.get("verification") or "aborted"
         if rec.get("accuracy") is not None:
             post["acc"] = f"{100 * rec['accuracy']:.1f}%"
         post["rej honest"] = rec["honest_rejected"]
@@ -256,7 +261,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from simulations.specs import split_specs
 
     attacks = split_specs(args.attacks)
-    defences = split_specs(args.defences)
+    default = MATRIX_SECURE_DEFENCES if args.secure else MATRIX_DEFENCES
+    defences = split_specs(args.defences if args.defences is not None else default)
     partitions = [p.strip() for p in args.partitions.split(",") if p.strip()]
     fs = _int_list(args.fs, "--f") if args.fs else [default_byzantine(args.clients)]
     for option, values in (

@@ -31,6 +31,10 @@ __all__ = ["DEFAULT_LR", "TRAINING_MODES", "ConfigError", "SimulationConfig", "d
 TRAINING_MODES = ("fedavg", "fedprox", "dsgd")
 KNOWLEDGE_LEVELS = ("omniscient", "limited")
 SECURE_GRAPHS = ("complete", "secagg+")
+#: Paillier key sizes ``--paillier-bits`` takes; 1024 is for tests and quick demos only.
+PAILLIER_BITS = (1024, 2048, 3072, 4096)
+#: The smallest key size that is not a test key.
+SECURE_PAILLIER_BITS = 2048
 
 #: The client learning rate a training mode uses when ``lr`` is not given.
 DEFAULT_LR: dict[str, float] = {"fedavg": 0.1, "fedprox": 0.1, "dsgd": 0.5}
@@ -73,7 +77,7 @@ def _parse_reputation(text: str | None) -> dict[str, Any] | None:
 
 #: Fields added after results were first stored: left out of :meth:`SimulationConfig.key`
 #: while at their default, so that stored matrix cells keep their keys and resume.
-_KEY_OMITS_AT_DEFAULT = {"reputation": None}
+_KEY_OMITS_AT_DEFAULT = {"reputation": None, "sketch_dim": 128, "paillier_bits": 2048}
 
 
 def _lr_default_text() -> str:
@@ -268,7 +272,8 @@ class SimulationConfig:
         "--secure",
         group="defence",
         action="store_true",
-        help="aggregate through the secure-aggregation protocol (defence mean only)",
+        help="aggregate through the secure-aggregation protocol: the mean, or a distance rule "
+        "(krum, multi_krum, distance_filter) run on encrypted sketches (needs --clip)",
         default_text="plaintext",
     )
     secure_bits: int = option(
@@ -280,6 +285,23 @@ class SimulationConfig:
         group="defence",
         choices=SECURE_GRAPHS,
         help="masking graph: complete (Bonawitz et al.) or SecAgg+ sparse graph (Bell et al.)",
+    )
+    sketch_dim: int = option(
+        128,
+        "--sketch-dim",
+        group="defence",
+        parse=int,
+        help="secure filtering: rows k of the +-1 sketch the distances are measured on "
+        "(relative distance error about sqrt(2/k))",
+    )
+    paillier_bits: int = option(
+        SECURE_PAILLIER_BITS,
+        "--paillier-bits",
+        group="defence",
+        parse=int,
+        choices=PAILLIER_BITS,
+        help="secure filtering: size of the key holder's Paillier key, made once per run "
+        "(1024 only for tests and quick demos: it warns)",
     )
     clip: float | None = option(
         None,
@@ -391,7 +413,15 @@ class SimulationConfig:
         from secagg.encoding import FixedPointEncoder
         from secagg.errors import SecAggError
         from secagg.graphs import secaggplus_parameters
+        from secagg.sketch import MAX_SKETCH_DIM
 
+        k = self.sketch_dim
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_SKETCH_DIM:
+            raise ConfigError(f"sketch_dim must be an int in [1, {MAX_SKETCH_DIM}], got {k!r}")
+        if self.paillier_bits not in PAILLIER_BITS:
+            raise ConfigError(
+                f"paillier_bits must be one of {PAILLIER_BITS}, got {self.paillier_bits!r}"
+            )
         bits = self.secure_bits
         if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 64:
             raise ConfigError(f"secure_bits must be an int in [2, 64], got {bits!r}")

@@ -54,7 +54,7 @@ class CliOption:
     parse: Callable[[str], Any] | None = None
     to_value: Callable[[Any], Any] | None = None
     action: str = "store"
-    choices: tuple[str, ...] | None = None
+    choices: tuple[Any, ...] | None = None
     metavar: str | None = None
     default_text: str | None = None
     grid: str | None = None

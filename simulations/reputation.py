@@ -137,20 +137,26 @@ def affects_aggregate(params: Mapping[str, Any]) -> bool:
 
 
 def check_reputation(params: Mapping[str, Any], rule: str, *, secure: bool) -> None:
-    """Refuse what cannot run: weights or exclusions with an unweighted rule, trust weights
-    in secure mode (the protocol sums unweighted inputs). Raises :class:`ConfigError`."""
+    """Refuse what cannot run: weights or exclusions with an unweighted rule in plaintext,
+    trust weights in secure mode (the protocol sums unweighted inputs). In secure mode any
+    rule that runs there works with ``weights=equal``: a client below the floor is dropped
+    from the masked sum, and with a distance rule the secure filter's verdicts feed the
+    scores. Raises :class:`ConfigError`."""
+    if secure:
+        if params["weights"] == "trust":
+            raise ConfigError(
+                "--reputation with --secure: the secure sum is unweighted, so trust cannot "
+                "weight it; use --reputation beta:weights=equal (clients below the floor are "
+                "dropped from the masked sum; with a distance rule the secure filter's "
+                "verdicts update the scores)"
+            )
+        return
     weighted = [r for r in robust.stages("rule") if robust.stage_schema(r)["weighted"]]
     if affects_aggregate(params) and rule not in weighted:
         raise ConfigError(
             f"--reputation: the defence {rule!r} takes no weights, so reputation cannot weight "
             f"or exclude clients there; use a weighted rule ({', '.join(weighted)}) or only "
             "track the scores with --reputation beta:weights=equal,floor=0"
-        )
-    if secure and params["weights"] == "trust":
-        raise ConfigError(
-            "--reputation with --secure: the secure sum is unweighted, so trust cannot weight "
-            "it; use --reputation beta:weights=equal (clients below the floor are dropped from "
-            "the masked sum)"
         )
 
 

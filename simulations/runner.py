@@ -39,6 +39,7 @@ from __future__ import annotations
 import inspect
 import time
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,8 +49,13 @@ import numpy as np
 
 import robust
 from fortis import FortisError
-from simulations.attacks import AttackContext, is_data_poisoning, make_attack
-from simulations.config import SimulationConfig
+from simulations.attacks import (
+    AttackContext,
+    is_data_poisoning,
+    make_attack,
+    needs_secure_filtering,
+)
+from simulations.config import SECURE_PAILLIER_BITS, SimulationConfig
 from simulations.datasets import Dataset, load_dataset
 from simulations.errors import (
     ConfigError,
@@ -124,6 +130,22 @@ class RoundRecord:
     reputation_excluded: list[int] | None = None
     honest_excluded: int = 0
     byzantine_excluded: int = 0
+    #: Secure filtering: ``"passed"`` or ``"failed"`` (the unmasked sum against the committed
+    #: sketches; ``None`` when the round ran no verification), and the protocol's reason when
+    #: the round aborted. An aborted round is not applied: the model is unchanged, ``accepted``
+    #: is 0 and the rejected counts are the filter's own rejections.
+    verification: str | None = None
+    aborted: str | None = None
+
+
+class _RoundNotApplied(Exception):
+    """A secure-filtering round aborted (its verification failed, or the filter left too
+    few clients): the round is recorded and not applied, and the run goes on."""
+
+    def __init__(self, reason: str, filter_rejected: np.ndarray) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.filter_rejected = filter_rejected
 
 
 @dataclass
@@ -239,6 +261,7 @@ class RunResult:
                 np.mean([r.byzantine_rejected for r in self.history]) if self.history else 0.0
             ),
             "backdoor_asr": self.final_backdoor_asr,
+            "rounds_not_applied": sum(r.aborted is not None for r in self.history),
             "seconds": self.seconds,
             "rounds_run": len(self.history),
             "status": self.status,
@@ -275,32 +298,68 @@ class RunResult:
         )
 
 
+def secure_filtering(config: SimulationConfig) -> bool:
+    """Whether ``config`` runs secure filtering: ``--secure`` with a distance rule other than
+    the mean, or with an attack that lies about its sketch (the mean then runs with the norm
+    bound and the verification of the sum, so the lie has something to fool). The plain
+    secure mean needs no sketches and no Paillier key."""
+    return config.secure and (config.defence != "mean" or needs_secure_filtering(config.attack))
+
+
+#: Why a pre-aggregator cannot run under ``--secure``, by name (the default: it needs rows).
+_SECURE_PRE_WHY = {
+    "clip": "clipping runs on each client before masking: use --clip C instead (in secure "
+    "filtering C is also the filter's norm bound)",
+}
+
+
 def _check_secure_supported(config: SimulationConfig) -> None:
-    """``--secure`` runs the protocol's mean of the survivors, nothing else: a defence that
-    selects rows, or a pre-aggregator, is refused here rather than dropped silently."""
+    """``--secure`` runs the protocol's mean of the survivors, or secure filtering with a
+    distance rule of :data:`protocol.SECURE_RULES` on encrypted sketches. A rule that needs
+    coordinates, or a pre-aggregator, is refused here rather than dropped silently; so is an
+    attack that lies about sketches outside secure filtering."""
     if not config.secure:
-        return
-    refused = []
-    if config.defence != "mean":
-        if robust.stage_schema(config.defence)["needs_coordinates"]:
-            why = "needs every client's update, which secure aggregation hides"
-        else:
-            why = (
-                "selects clients from their distances, and filtering on encrypted sketches "
-                "is not implemented yet"
+        if needs_secure_filtering(config.attack):
+            raise ConfigError(
+                f"attack {config.attack!r} masks one update and sketches another: it exists "
+                "only under secure filtering (--secure with --defence "
+                f"{'|'.join(protocol_rules())} and --clip); without --secure no client commits "
+                "a sketch"
             )
-        refused.append(f"the defence {config.defence!r}, which {why}")
+        return
+    from protocol import check_secure_rule
+
+    refused = []
+    try:
+        check_secure_rule(config.defence)
+    except FortisError as exc:
+        refused.append(f"the defence {config.defence!r}: {' '.join(str(exc).split())}")
     if config.pre:
-        names = [name for name, _ in config.pre]
-        refused.append(f"the pre-aggregators {names}, which need every client's update")
+        for name, _ in config.pre:
+            why = _SECURE_PRE_WHY.get(
+                name, "it needs every client's update (rows), which secure aggregation hides"
+            )
+            refused.append(f"the pre-aggregator {name!r}: {why}")
     if refused:
         raise ConfigError(
-            f"--secure cannot run {' or '.join(refused)}. Use --defence mean with --secure "
-            "(--clip clips on each client), or drop --secure to run the defence in plaintext; "
-            "fortis never falls back silently."
+            f"--secure cannot run {'; nor '.join(refused)}. fortis never falls back silently: "
+            "drop --secure to run it in plaintext (pre-aggregators included)."
         )
     if config.replication > 1:
         raise ConfigError("--secure cannot be combined with --replication (needs plaintext rows)")
+    if secure_filtering(config) and config.clip is None:
+        raise ConfigError(
+            f"--secure with the defence {config.defence!r} (secure filtering) needs --clip C: "
+            "every client clips its update to C before masking, and the filter rejects a "
+            "sketch longer than C*(1+eps)"
+        )
+
+
+def protocol_rules() -> tuple[str, ...]:
+    """The rules ``--secure`` runs (:data:`protocol.SECURE_RULES`)."""
+    from protocol import SECURE_RULES
+
+    return tuple(SECURE_RULES)
 
 
 def attack_kwargs(config: SimulationConfig, num_classes: int) -> dict[str, Any]:
@@ -321,8 +380,8 @@ def check_components(config: SimulationConfig) -> None:
     # num_classes only completes label_flip's parameters here; the real value comes from the
     # dataset when the simulation is built.
     make_attack(config.attack, **attack_kwargs(config, num_classes=2))
-    check_defence(config)
     _check_secure_supported(config)
+    check_defence(config)
     if config.reputation is not None:
         from simulations.reputation import check_reputation
 
@@ -358,10 +417,11 @@ def check_defence(config: SimulationConfig) -> list[tuple[str, dict[str, Any]]]:
         raise ConfigError(
             f"defence {config.defence!r}: {clash[0]} is not a rule parameter; {instead}"
         )
-    # With replication or secure aggregation the rule never runs on the clients' rows (a
+    # With replication or the plain secure mean the rule never runs on the clients' rows (a
     # majority vote or the protocol's mean does): its names and parameters are checked, not
-    # its bound on the number of clients.
-    n = None if config.replication > 1 or config.secure else config.clients
+    # its bound on the number of clients. Secure filtering runs it on every client's sketch.
+    plain_secure = config.secure and not secure_filtering(config)
+    n = None if config.replication > 1 or plain_secure else config.clients
     try:
         return robust.check_pipeline(
             config.defence,
@@ -491,6 +551,19 @@ class Simulation:
 
             self.reputation = tracker(config.reputation)
         self._rep_step: Any = None
+        #: Secure filtering: the key holder's Paillier key (one per run, reused every round),
+        #: what the Byzantine clients sketch this round (lying_sketch), and the last round's
+        #: :class:`protocol.RoundResult` (filter decision, verification, transcript).
+        self._paillier_key: Any = None
+        if secure_filtering(config):
+            self._paillier_key = paillier_key(config.paillier_bits)
+            if config.paillier_bits < SECURE_PAILLIER_BITS:
+                self.notes.append(
+                    f"{config.paillier_bits}-bit Paillier test key: not secure, for tests and "
+                    "demos only"
+                )
+        self._sketched: dict[int, np.ndarray] = {}
+        self.last_secure_round: Any = None
 
     # -- one round -------------------------------------------------------------------------
     def _participants(self) -> tuple[np.ndarray, np.ndarray]:
@@ -540,6 +613,10 @@ class Simulation:
         )
         X = X.copy()
         X[byz_mask] = self.attack.craft(ctx)
+        if needs_secure_filtering(self.attack):
+            # masked: the crafted rows; sketched: the benign rows (row index -> vector)
+            sketched = self.attack.last_sketched
+            self._sketched = {int(r): sketched[k] for k, r in enumerate(np.flatnonzero(byz_mask))}
         return X
 
     @staticmethod
@@ -610,21 +687,26 @@ class Simulation:
         return res.vector, np.asarray(res.accepted, dtype=bool)
 
     def _aggregate_secure(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean over the survivors of one in-memory secure-aggregation round.
+        """Mean over the survivors of one in-memory secure-aggregation round; with secure
+        filtering, over the clients the distance rule accepted on the sketch distances.
 
         A row that cannot be encoded (non-finite) is a client that never manages to send a
-        masked input: it drops out at that stage and the round goes on without it.
+        masked input: it drops out at that stage and the round goes on without it. With
+        ``--reputation`` the clients below the floor drop out the same way. A filtering round
+        that aborts (failed verification) raises :class:`_RoundNotApplied`.
         """
         from protocol import run_round
 
         c = self.config
         finite = np.isfinite(X).all(axis=1)
         dropped = ~finite
+        excluded = np.zeros(len(X), dtype=bool)
+        trust = None
         if self.reputation is not None:
             from simulations.reputation import round_weights
 
             # Below the floor: dropped from the masked sum like a client that never sent.
-            _, excluded, _ = round_weights(
+            _, excluded, trust = round_weights(
                 self.reputation, self._round_ids, c.reputation, f=c.f_for_defence
             )
             dropped = dropped | excluded
@@ -632,9 +714,29 @@ class Simulation:
                 raise SecureRoundError(
                     f"secure round {self._round_idx + 1}: every client is excluded or non-finite"
                 )
+        filtering: dict[str, Any] = {}
+        rows = np.where(finite[:, None], X, 0.0)
+        if self._paillier_key is not None:
+            assert c.clip is not None  # checked by _check_secure_supported
+            rows = _within_norm(rows, c.clip)
+            sketched, self._sketched = self._sketched, {}
+            filtering = dict(
+                rule=c.defence,
+                f=c.f_for_defence,
+                rule_params=dict(c.defence_params),
+                sketch_dim=c.sketch_dim,
+                clip_norm=c.clip,
+                paillier_key=self._paillier_key,
+                sketched={
+                    i: _within_norm(v[None, :], c.clip)[0]
+                    for i, v in sketched.items()
+                    if not dropped[i]
+                }
+                or None,
+            )
         try:
             result = run_round(
-                np.where(finite[:, None], X, 0.0),
+                rows,
                 value_range=c.clip,
                 bits=c.secure_bits,
                 graph=c.secure_graph,
@@ -642,25 +744,77 @@ class Simulation:
                 seed=int(self.rng.integers(2**31)),
                 round_id=self._round_idx,
                 dropouts={"masked_input": np.flatnonzero(dropped).tolist()},
+                **filtering,
             )
         except FortisError as exc:
             raise SecureRoundError(f"secure round {self._round_idx + 1}: {exc}") from exc
-        if result.aborted:
-            raise SecureRoundError(
-                f"secure round {self._round_idx + 1} aborted: {result.abort_reason}"
-            )
-        accepted = np.zeros(len(X), dtype=bool)
-        accepted[list(result.survivors)] = True
+        self.last_secure_round = result
         t = result.transcript
-        self._round_bytes = t.server_bytes_sent + sum(t.client_bytes_sent.values())
-        if self.reputation is not None:
-            self._record_secure_reputation(finite, excluded, accepted)
-        return np.asarray(result.aggregate, dtype=np.float32), accepted
+        self._round_bytes = (
+            t.server_bytes_sent + sum(t.client_bytes_sent.values()) + t.keyholder_bytes_sent
+        )
+        if not filtering:
+            if result.aborted:
+                raise SecureRoundError(
+                    f"secure round {self._round_idx + 1} aborted: {result.abort_reason}"
+                )
+            accepted = _mask(len(X), result.survivors)
+            if self.reputation is not None:
+                self._record_secure_reputation(finite, excluded, accepted)
+            return np.asarray(result.aggregate, dtype=np.float32), accepted
+        filter_rejected = _mask(len(X), result.rejected)
+        if self.reputation is not None and result.filter is not None:
+            assert trust is not None
+            self._record_filter_reputation(result, finite, excluded, trust)
+        if result.aborted:
+            raise _RoundNotApplied(str(result.abort_reason), filter_rejected)
+        return np.asarray(result.aggregate, dtype=np.float32), _mask(len(X), result.survivors)
+
+    def _record_filter_reputation(
+        self, result: Any, finite: np.ndarray, excluded: np.ndarray, trust: np.ndarray
+    ) -> None:
+        """Secure filtering: the filter's verdicts update the scores. A client the filter
+        judged gets ``accepted`` or its rejection (the norm bound counts as a rejection),
+        a non-finite input ``rejected:non_finite``; a client excluded by its low trust was
+        not in the round and keeps its score. The verdicts are exactly the rule's on the
+        sketch distances (``robust.aggregate_detailed(None, rule, distances=D_sketch)``)."""
+        from simulations.reputation import ReputationStep
+
+        rep, ids = self.reputation, self._round_ids
+        assert rep is not None
+        judged = set(result.filter.judged)
+        rows, verdicts = [], []
+        for row in range(len(ids)):
+            if not finite[row]:
+                verdict = robust.result.NON_FINITE
+            elif row not in judged:
+                continue
+            elif row in result.rejected:
+                reason = result.rejected[row]
+                verdict = (
+                    reason.split(" ")[0]
+                    if reason.startswith("rejected")
+                    else ("rejected:norm_bound")
+                )
+            else:
+                verdict = robust.result.ACCEPTED
+            rows.append(row)
+            verdicts.append(verdict)
+        rep.update([int(ids[r]) for r in rows], verdicts)
+        contributes = _mask(len(ids), () if result.aborted else result.survivors)
+        self._rep_step = ReputationStep(
+            result=result.filter,
+            weights=None,
+            excluded=excluded,
+            contributes=contributes,
+            trust=trust,
+            trust_after=rep.weights([int(i) for i in ids]),
+        )
 
     def _record_secure_reputation(
         self, finite: np.ndarray, excluded: np.ndarray, accepted: np.ndarray
     ) -> None:
-        """Secure mode runs the mean, whose verdict is "accepted" for every finite input
+        """The plain secure mean, whose verdict is "accepted" for every finite input
         (the excluded clients' too, as for a zero-weight row in plaintext) and
         ``rejected:non_finite`` for an input that could not be encoded."""
         from simulations.reputation import record_verdicts, round_weights
@@ -782,11 +936,21 @@ class Simulation:
                     # Not a benign fault: the defence cannot run even with every client present.
                     raise _defence_error(c, exc) from exc
                 record.skipped = f"aggregation skipped: {exc}"
+            except _RoundNotApplied as exc:
+                # Secure filtering: a failed verification (or a filter that left too few) is
+                # reported and never applied; the model stays as it is and the run goes on.
+                record.aborted = exc.reason
+                record.skipped = f"secure round not applied: {exc.reason}"
+                record.honest_rejected = int((exc.filter_rejected & ~byz_mask).sum())
+                record.byzantine_rejected = int((exc.filter_rejected & byz_mask).sum())
+                self._record_secure_round(record)
+                self._record_reputation(record, ids, byz_mask)
+                self.notes.append(f"round {round_idx + 1}: {record.skipped}")
             else:
+                self._record_secure_round(record)
                 record.accepted = int(accepted.sum())
                 record.honest_rejected = int((~accepted & ~byz_mask).sum())
                 record.byzantine_rejected = int((~accepted & byz_mask).sum())
-                record.bytes_sent, self._round_bytes = self._round_bytes, 0
                 self._record_reputation(record, ids, byz_mask)
                 if not np.all(np.isfinite(vector)):
                     # Only an undefended rule lets this happen: the model is destroyed, which is
@@ -820,6 +984,14 @@ class Simulation:
             self._evaluate(record)
         record.seconds = time.perf_counter() - t0
         return record
+
+    def _record_secure_round(self, record: RoundRecord) -> None:
+        """Copy this round's secure-filtering outcome (bytes, verification) into the record."""
+        result = self.last_secure_round
+        record.bytes_sent, self._round_bytes = self._round_bytes, 0
+        if self._paillier_key is not None and result is not None:
+            v = result.verification
+            record.verification = None if v is None else ("passed" if v.passed else "failed")
 
     def _record_reputation(
         self, record: RoundRecord, ids: np.ndarray, byz_mask: np.ndarray
@@ -890,6 +1062,49 @@ class Simulation:
         result.seconds = time.perf_counter() - t0
         result.notes = list(self.notes)
         return result
+
+
+#: Test keys (under :data:`SECURE_PAILLIER_BITS`) made in this process, by size: runs in
+#: tests and demos share one; a real key is made fresh for every run.
+_TEST_KEYS: dict[int, Any] = {}
+
+
+def paillier_key(bits: int) -> Any:
+    """A fresh Paillier private key of ``bits`` for one run's key holder. A key under
+    :data:`~simulations.config.SECURE_PAILLIER_BITS` is a test key: it warns
+    (``UserWarning``) and is made once per process."""
+    from secagg.paillier_private import generate_paillier_keypair
+
+    if bits >= SECURE_PAILLIER_BITS:
+        return generate_paillier_keypair(bits)[1]
+    warnings.warn(
+        f"--paillier-bits {bits}: a test key, not secure; use {SECURE_PAILLIER_BITS} or more "
+        "outside tests and quick demos",
+        UserWarning,
+        stacklevel=2,
+    )
+    if bits not in _TEST_KEYS:
+        _TEST_KEYS[bits] = generate_paillier_keypair(bits, allow_insecure=True)[1]
+    return _TEST_KEYS[bits]
+
+
+def _within_norm(X: np.ndarray, bound: float) -> np.ndarray:
+    """``X`` in float64 with every row no longer than ``bound``: the client's clip, redone in
+    float64 with a margin so that the protocol's exact norm check (it never clips silently)
+    does not trip on float32 rounding."""
+    X = np.array(X, dtype=np.float64)
+    norms = np.linalg.norm(X, axis=1)
+    limit = bound * (1 - 1e-9)
+    over = norms > limit
+    X[over] *= (limit / norms[over])[:, None]
+    return X
+
+
+def _mask(n: int, ids: Any) -> np.ndarray:
+    """A boolean mask of length ``n`` that is true at ``ids`` (client ids are row indices)."""
+    out = np.zeros(n, dtype=bool)
+    out[[int(i) for i in ids]] = True
+    return out
 
 
 def _number_or_none(value: float) -> float | None:

@@ -34,6 +34,7 @@ EXPECTED = {
     "nan",
     "inf",
     "adaptive",
+    "lying_sketch",
     "label_flip",
     "backdoor",
 }

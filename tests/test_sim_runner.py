@@ -70,27 +70,37 @@ def test_result_round_trips_through_json(digits):
 
 def test_secure_mode_refuses_robust_rules_instead_of_downgrading():
     with pytest.raises(ConfigError, match="secure"):
-        run_simulation(SimulationConfig(**FAST, secure=True, defence="krum"))
-    with pytest.raises(ConfigError, match="pre-aggregators"):
+        run_simulation(SimulationConfig(**FAST, secure=True, defence="median"))
+    with pytest.raises(ConfigError, match="pre-aggregator 'clip': clipping runs on each client"):
         run_simulation(
             SimulationConfig(**FAST, secure=True, defence="mean", pre=(("clip", {"max_norm": 1}),))
         )
+    with pytest.raises(ConfigError, match="pre-aggregator 'bucketing'.*rows"):
+        check_components(
+            SimulationConfig(
+                **FAST, secure=True, clip=1.0, defence="multi_krum", pre=(("bucketing", {}),)
+            )
+        )
+    with pytest.raises(ConfigError, match="needs --clip C"):
+        check_components(SimulationConfig(**FAST, secure=True, defence="multi_krum"))
 
 
 @pytest.mark.parametrize("rule", robust.stages("rule"))
-def test_secure_mode_says_why_from_the_registry(rule):
-    """A rule that needs coordinates cannot see them; one that selects from distances waits
-    for filtering on encrypted sketches (the registry's needs_coordinates says which)."""
-    cfg = SimulationConfig(**FAST, defence=rule)
-    if rule == "mean":
+def test_secure_mode_says_why_from_the_protocol(rule):
+    """The rules of protocol.SECURE_RULES run on encrypted sketches; every other rule is
+    refused with the protocol's own reason (protocol.check_secure_rule)."""
+    from protocol import SECURE_RULES, ProtocolConfigError, check_secure_rule
+
+    cfg = SimulationConfig(**FAST, defence=rule, clip=1.0)
+    if rule in SECURE_RULES:
         check_components(cfg.replace(secure=True))
         return
+    with pytest.raises(ProtocolConfigError) as why:
+        check_secure_rule(rule)
     with pytest.raises(ConfigError) as exc:
         check_components(cfg.replace(secure=True))
-    if robust.stage_schema(rule)["needs_coordinates"]:
-        assert "needs every client's update, which secure aggregation hides" in str(exc.value)
-    else:
-        assert "selects clients from their distances" in str(exc.value)
+    assert " ".join(str(why.value).split()) in str(exc.value)
+    assert "multi_krum" in str(exc.value)
 
 
 def test_replication_catches_every_deviating_replica(digits):
@@ -165,7 +175,7 @@ def test_cli_simulate_writes_report(tmp_path, capsys):
 
 def test_cli_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["simulate", "--secure", "--defence", "krum", "--quiet"])
+        main(["simulate", "--secure", "--defence", "median", "--quiet"])
     assert exc.value.code == 2
     assert "secure" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -28,6 +28,9 @@ Model poisoning (``attack.craft(ctx) -> (f, d)`` rows; see :class:`AttackContext
 ``inf``        ``+inf`` rows.
 ``adaptive``   tune a base attack's strength (``z``, ``eps``, ``factor``...) to maximise the
                damage ``||aggregate - mean(honest)||`` against the configured defence.
+``lying_sketch`` secure filtering only: mask a base attack's rows but sketch a benign vector
+               (the honest mean, or the client's own honest update); the protocol's
+               verification of the sum against the sketches fails the round.
 =============  ==============================================================================
 
 Data poisoning (``attack.poison(x, y, rng) -> (x', y')``):
@@ -69,6 +72,7 @@ from .base import (
 )
 from .data_poisoning import BackdoorAttack, LabelFlipAttack, apply_trigger, attack_success_rate
 from .faults import DropoutFault, FaultConfigError, StragglerFault
+from .lying_sketch import LyingSketchAttack
 from .min_max import MinMaxAttack, MinSumAttack
 from .model_poisoning import (
     ALIEAttack,
@@ -99,6 +103,7 @@ __all__ = [
     "IPMAttack",
     "InfAttack",
     "LabelFlipAttack",
+    "LyingSketchAttack",
     "MimicAttack",
     "MinMaxAttack",
     "MinSumAttack",
@@ -116,6 +121,7 @@ __all__ = [
     "damage",
     "is_data_poisoning",
     "make_attack",
+    "needs_secure_filtering",
 ]
 
 ATTACKS: dict[str, type] = {
@@ -133,6 +139,7 @@ ATTACKS: dict[str, type] = {
         NaNAttack,
         InfAttack,
         AdaptiveAttack,
+        LyingSketchAttack,
         LabelFlipAttack,
         BackdoorAttack,
     )
@@ -189,3 +196,15 @@ def is_data_poisoning(attack: Any) -> bool:
     if isinstance(attack, type):
         return issubclass(attack, DataPoisoningAttack)
     return isinstance(attack, DataPoisoningAttack)
+
+
+def needs_secure_filtering(attack: Any) -> bool:
+    """Whether ``attack`` (an instance, a class or a registry name) lies about its sketch and
+    so only runs under secure filtering (``--secure`` with a distance rule).
+
+    Raises:
+        AttackConfigError: ``attack`` is a string that is not a registered name.
+    """
+    if isinstance(attack, str):
+        attack = _lookup(attack)
+    return bool(getattr(attack, "needs_secure_filtering", False))
