@@ -531,3 +531,35 @@ def test_culprit_search_narrows_a_failed_round_to_a_group_of_min_group():
         x, value_range=1.0, rule="mean", clip_norm=1.0, paillier_key=KEY, culprit_search=True
     )
     assert honest.verification.passed and honest.culprit_search is None
+
+
+def test_what_the_keyholder_and_the_server_receive_in_a_round():
+    from protocol.router import Recorder
+
+    x = _updates(6, 20, seed=50, outliers=1)
+    server, clients, keyholder = _parties(x, f=1)
+    rec = Recorder()
+    result = run_parties(server, clients, keyholder=keyholder, layers=[rec])
+    assert not result.aborted
+    to_k = [(e.sender, e.kind) for e in rec.envelopes if e.recipient == KEYHOLDER_ID]
+    from_k = [(e.recipient, e.kind) for e in rec.envelopes if e.sender == KEYHOLDER_ID]
+    # K hears from the server only, three messages, and answers each once
+    assert to_k == [
+        (SERVER_ID, "DistanceRequest"),
+        (SERVER_ID, "DistanceCrossTerms"),
+        (SERVER_ID, "ZeroTestRequest"),
+    ]
+    assert from_k == [
+        (SERVER_ID, "DistanceColumns"),
+        (SERVER_ID, "DistanceCombined"),
+        (SERVER_ID, "ZeroTestResult"),
+    ]
+    # the server receives from each client its masked input and one encrypted sketch
+    commits = rec.of_kind("SketchCommit")
+    assert sorted(e.sender for e in commits) == list(range(6))
+    width = KEY.public_key.ciphertext_bytes
+    per_row = server.config.layouts.row_ciphertexts()
+    assert all(len(e.data) < per_row * width + 64 for e in commits)  # ciphertexts only
+    audit = keyholder.audit()
+    assert audit.masked_rows.shape == (7, 32)  # six clients and the zero row, all masked
+    assert audit.combined and audit.zero_tests == (True,)
