@@ -14,14 +14,17 @@ the private key. Four messages, in the order of the functions below:
    encrypted something other than a sketch bounded by B) and is reported, never used. K keeps
    ``A_ij = ||t_i - t_j||**2`` and returns every coordinate re-encrypted *packed across rows*:
    ``columns[b][l]`` holds coordinate ``l`` of rows ``b*slots ...``.
-3. :func:`server_cross_terms` (S -> K). For every block ``b`` and row ``j``, one
-   multi-exponentiation ``prod_l columns[b][l] ** M_jl`` encrypts ``C_ij = <t_i, M_j>`` for the
-   whole block of ``i`` at once. S adds a fresh blind ``R_ij`` uniform in ``[0, 2**(gamma+sigma))``
-   (``|C_ij| < 2**gamma``) to every slot and sends the results.
-4. :func:`keyholder_combine` (K -> S). K decrypts ``C'_ij = C_ij + R_ij`` (hidden by ``R_ij``) and
+3. :func:`server_cross_terms` (S -> K). S takes its masks off the columns homomorphically
+   (``Enc(t_il - M_il) = Enc(s_il)``, still packed across rows, never decrypted). For every block
+   ``b`` and row ``j``, one multi-exponentiation ``prod_l (column_l / Enc(M_l))**M_jl`` encrypts
+   ``Q_ij = <s_i, M_j>`` for the whole block of ``i`` at once. S adds a fresh blind ``R_ij``
+   uniform in ``[0, 2**(gamma+sigma))`` (``|Q_ij| < 2**gamma``) to every slot and sends the
+   results.
+4. :func:`keyholder_combine` (K -> S). K decrypts ``C'_ij = Q_ij + R_ij`` (hidden by ``R_ij``) and
    returns ``Z_ij = A_ij - 2 (C'_ii - C'_ij - C'_ji + C'_jj)``.
-5. :func:`server_distances` (S, local). ``D_ij = Z_ij + 2 (R_ii - R_ij - R_ji + R_jj) +
-   ||M_i - M_j||**2 = ||s_i - s_j||**2`` exactly, since
+5. :func:`server_distances` (S, local). ``D_ij = Z_ij + 2 (R_ii - R_ij - R_ji + R_jj) -
+   ||M_i - M_j||**2 = ||s_i - s_j||**2`` exactly, since ``<t_i - t_j, M_i - M_j> =
+   <s_i - s_j, M_i - M_j> + ||M_i - M_j||**2`` and
    ``||s_i - s_j||**2 = ||t_i - t_j||**2 - 2 <t_i - t_j, M_i - M_j> + ||M_i - M_j||**2``.
 
 What each party sees. K: ``t_i`` and ``C'_ij``, each within ``2**(1-sigma)`` of uniform per value,
@@ -30,16 +33,24 @@ function of D and of its own masks) and therefore exactly D. Neither decrypts a 
 difference of sketches: the design that PEFL-style schemes got wrong.
 
 Cost. S's step 3 is ``rows * ceil(rows / slots)`` multi-exponentiations over ``k`` bases with
-``beta + sigma``-bit exponents, modulo ``n**2``; everything else is linear in ``rows * k`` or
-quadratic in ``rows`` with cheap integer arithmetic. ``slots`` is set by the width of a blinded
-cross term, about ``2 (beta + sigma) + log2 k + sigma`` bits.
+``beta + sigma``-bit exponents, modulo ``n**2``; K's steps 2 and 4 are ``rows *
+row_ciphertexts() + rows * ceil(rows / slots)`` CRT decryptions; everything else is linear in
+``rows * k`` or quadratic in ``rows`` with cheap integer arithmetic. ``slots`` is set by the
+width of a blinded cross term, about ``2 beta + sigma + log2 k + sigma`` bits (taking the masks
+off the columns saves ``sigma + 1`` bits against ``<t_i, M_j>``). The multi-exponentiations run
+on the compiled kernel ``secagg._multiexp`` when it is built (see
+:class:`~secagg.paillier_multiexp.MultiExpTable`), else on gmpy2.
 
-Measured (2048-bit key, ``B = 2**30``, ``sigma = 40``, k = 128, 2 threads, this first version):
-n = 20 rows: S 0.39 s, K 0.97 s; n = 100 rows: S 7.9 s (1,100 table multi-exponentiations over
-128 bases, 10 rows per column block), K 6.8 s (1,600 CRT decryptions and 1,408 re-encryptions
-with r**n computed on the spot). The issue's target for the whole filtering step at n = 100 is
-2.4 s: K's r**n belong in a pool filled between rounds, and S's products need a faster kernel.
-Spreading S's blocks over 2 processes: n = 60, 3.6 s -> 2.6 s on a machine with other load.
+Measured (2048-bit key, k = 128, sigma = 40, ``B ~ 2**25`` so 30 row slots and 14 column slots,
+``python benchmarks/sketch_bench.py --n 100 --k 128 --backend compiled python``, 2 threads, on
+a 2-core machine shared with other work; see benchmarks/results/sketch_bench.md): n = 100 rows,
+S 2.5 s and K 3.0 s online (9.4 CPU seconds in all) when the second core was free, S 4.9 s and
+K 5.3 s under another session's load; the first version took S 5.7 s and K 3.8 s online on a
+nearly idle machine (12.1 s and 5.0 s under that load). The issue's target for the whole
+filtering step at n = 100 is 2.4 s; it is not met: the 1,300 CRT decryptions at K (~3.4 ms
+each) and the 800 multi-exponentiations at S (~5 ms each, ~1,000 Montgomery products of
+4096-bit numbers) are ~8.5 core-seconds of
+big-number arithmetic, and this machine's second core adds only ~1.3x on it.
 """
 
 from __future__ import annotations
