@@ -1,1 +1,87 @@
-"""fortis.dp"""
+"""fortis.dp: clipping, noise mechanisms and privacy accounting (torch-free leaf package).
+
+* :mod:`dp.accounting` -- client-level (epsilon, delta) across rounds with Poisson client
+  sampling, through Google's ``dp-accounting`` (RDP by default, PLD as an option).
+* :mod:`dp.clipping` -- per-update L2 clipping and adaptive clipping to a quantile.
+* :mod:`dp.samplers` -- exact integer samplers (discrete Gaussian, discrete Laplace, Skellam) and
+  vectorised table samplers with a stated, tested distance from the exact law.
+* :mod:`dp.mechanisms` -- the central Gaussian mechanism and the distributed discrete Gaussian /
+  Skellam mechanisms for secure aggregation (rounding, rotation, modular-wrap check).
+* :mod:`dp.rng` -- the cryptographically secure noise source (ChaCha20).
+
+``NOTES.md`` in this package explains how each mechanism maps onto the accountant.
+"""
+
+from dp.accounting import (
+    Accountant,
+    DistributedDiscreteGaussianEvent,
+    GaussianEvent,
+    PrivacySpent,
+    SkellamEvent,
+    ddg_rdp,
+    noise_multiplier_for,
+    skellam_rdp,
+    subsampled_rdp,
+)
+from dp.clipping import AdaptiveClipper, ClipReport, clip_updates
+from dp.errors import (
+    AccountantStateError,
+    CalibrationError,
+    DPError,
+    ModularWrapError,
+    PrivacyParameterError,
+    UnsupportedMechanismError,
+)
+from dp.mechanisms import (
+    CentralGaussian,
+    DistributedDiscreteGaussian,
+    DistributedSkellam,
+    NoiseReport,
+    randomized_hadamard,
+)
+from dp.rng import NoiseSource
+from dp.samplers import (
+    IntegerTableSampler,
+    discrete_gaussian_pmf,
+    discrete_gaussian_table,
+    sample_discrete_gaussian,
+    sample_discrete_laplace,
+    sample_skellam,
+    skellam_pmf,
+    skellam_table,
+)
+
+__all__ = [
+    "Accountant",
+    "AccountantStateError",
+    "AdaptiveClipper",
+    "CalibrationError",
+    "CentralGaussian",
+    "ClipReport",
+    "DPError",
+    "DistributedDiscreteGaussian",
+    "DistributedDiscreteGaussianEvent",
+    "DistributedSkellam",
+    "GaussianEvent",
+    "IntegerTableSampler",
+    "ModularWrapError",
+    "NoiseReport",
+    "NoiseSource",
+    "PrivacyParameterError",
+    "PrivacySpent",
+    "SkellamEvent",
+    "UnsupportedMechanismError",
+    "clip_updates",
+    "ddg_rdp",
+    "discrete_gaussian_pmf",
+    "discrete_gaussian_table",
+    "noise_multiplier_for",
+    "randomized_hadamard",
+    "sample_discrete_gaussian",
+    "sample_discrete_laplace",
+    "sample_skellam",
+    "skellam_pmf",
+    "skellam_rdp",
+    "skellam_table",
+    "subsampled_rdp",
+]

@@ -1,0 +1,47 @@
+"""Typed errors raised by :mod:`dp`.
+
+Every error derives from :class:`DPError`, itself a :class:`fortis.FortisError` and a
+``ValueError`` (each one is a caller's bad input or an unreachable privacy target), so a caller can
+catch the whole family with one clause. Messages name the field and the bound that failed.
+"""
+
+from __future__ import annotations
+
+from fortis.errors import FortisError
+
+__all__ = [
+    "DPError",
+    "PrivacyParameterError",
+    "UnsupportedMechanismError",
+    "CalibrationError",
+    "ModularWrapError",
+    "AccountantStateError",
+]
+
+
+class DPError(FortisError, ValueError):
+    """Base class of every error raised by :mod:`dp`."""
+
+
+class PrivacyParameterError(DPError):
+    """A scalar or array parameter is out of range (``epsilon``, ``delta``, ``noise_multiplier``,
+    ``sampling_rate``, ``clip_norm``, ``sigma`` ...), non-finite, or of the wrong shape."""
+
+
+class UnsupportedMechanismError(DPError):
+    """The chosen accounting method cannot account for this mechanism (e.g. the PLD accountant
+    and the distributed discrete Gaussian, whose privacy is only known as an RDP curve)."""
+
+
+class CalibrationError(DPError):
+    """No noise level in the searched range meets the privacy target."""
+
+
+class ModularWrapError(DPError):
+    """The probability that any coordinate of the modular (SecAgg) sum wraps around exceeds the
+    allowed threshold for the configured bit width. The message gives the bound and the bits."""
+
+
+class AccountantStateError(DPError):
+    """A serialised accountant is malformed (unknown version, method or event kind, or a field
+    with the wrong type or range)."""
