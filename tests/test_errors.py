@@ -10,7 +10,7 @@ import pytest
 
 from fortis import FortisError
 
-PACKAGES = ("robust", "secagg", "protocol", "simulations")
+PACKAGES = ("robust", "secagg", "dp", "protocol", "simulations")
 
 
 def _public_errors(package: str) -> list[type[BaseException]]:
@@ -44,6 +44,7 @@ def test_package_base_errors_are_value_errors(package):
     base = {
         "robust": "RobustError",
         "secagg": "SecAggError",
+        "dp": "DPError",
         "protocol": "ProtocolError",
         "simulations": "SimulationError",
     }[package]
