@@ -32,6 +32,7 @@ from .filtering import SECURE_RULES, FilterConfig, FilterDecision, check_secure_
 from .keyholder import KeyHolder, KeyHolderAudit, KeyHolderStage
 from .ledger import RoundLedger, RoundReplayError
 from .messages import decode, encode
+from .preparation import FilterPreparation
 from .router import Dropouts, Envelope, Layer, Recorder, Replay, Router, RouterLog, Tamper
 from .server import AggregateResult, Fault, Server, ServerStage, ShareDispute, Verification
 
@@ -69,6 +70,7 @@ __all__ = [
     "KeyHolder",
     "KeyHolderAudit",
     "KeyHolderStage",
+    "FilterPreparation",
     "FilterConfig",
     "FilterDecision",
     "SECURE_RULES",

@@ -25,6 +25,7 @@ from .errors import KEYHOLDER_ID, SERVER_ID, ProtocolConfigError
 from .filtering import FilterConfig, FilterDecision
 from .keyholder import KeyHolder
 from .ledger import RoundLedger
+from .preparation import FilterPreparation
 from .router import Dropouts, Layer, Router, RouterLog
 from .server import Fault, Server, ShareDispute, Verification
 
@@ -235,15 +236,27 @@ def run_parties(
     stage (a :class:`~protocol.router.Dropouts` layer); further fault ``layers`` (tampering,
     replays, recording) are stacked after it. Clients that refuse a message send an ``Abort``
     with the reason instead of an answer; refusals are reported in
-    :attr:`RoundResult.refusals`. A filtered round needs its ``keyholder``.
+    :attr:`RoundResult.refusals`. A filtered round needs its ``keyholder``; unless the server
+    was given a preparation already, the preparation with the key holder
+    (:class:`protocol.preparation.FilterPreparation`) runs first, through its own router, and
+    its costs are in the transcript under the phase ``"prepare"``.
     """
     config = server.config
     if config.filtered and keyholder is None:
         raise ProtocolConfigError("a round with secure filtering needs its keyholder=")
     drop_at = _check_dropouts(dropouts, config.population, config.hardened, config.filtered)
+    prep_log = None
+    if config.filtered and not server.prepared:
+        # the preparation involves no client: in a deployment it runs between rounds
+        prep = FilterPreparation(config, workers=server.unmask_workers)
+        prep_log = Router([prep, keyholder]).run()
+        if prep.prepared is not None:
+            server.attach_preparation(prep.prepared)
     parties = [server, *clients.values(), *([keyholder] if keyholder is not None else [])]
     router = Router(parties, layers=[Dropouts(drop_at), *layers])
     log = router.run()
+    if prep_log is not None:
+        log.merge(prep_log)
     return _result(server, clients, log, mean)
 
 

@@ -4,21 +4,24 @@ Theory of operation
 ===================
 
 The key holder K holds the Paillier secret key under which clients encrypt their sketches. It
-never colludes with the server (the README's threat model). It talks only to the server and
-answers three requests per round, in this order (its stage table, :data:`KEYHOLDER_STAGES`)::
+never colludes with the server (the README's threat model). It talks only to the server, in
+this order (its stage table, :data:`KEYHOLDER_STAGES`)::
 
-    stage            waits for            answers (and what it decrypts)
-    WAIT_ROWS        DistanceRequest      DistanceColumns  t_r = s_r + M_r for every row
-    WAIT_CROSS       DistanceCrossTerms   DistanceCombined C'_ij = <t_i, M_j> + R_ij
+    stage            waits for            sends (and what it decrypts)
+    (begin)                               PrepareColumns   Enc(N), its fresh uniform masks
+    PREPARE          PrepareProducts      --               U = N M^T + R (S's blinds R)
+    WAIT_ROWS        DistanceRequest      DistanceOpened   t_r = s_r + M_r for every row
     WAIT_ZERO_TEST   ZeroTestRequest      ZeroTestResult   a folded difference: 0 or not
     DONE
 
-Every value it decrypts is hidden under a uniform mask the server chose (``sigma`` bits of
-statistical hiding, :mod:`secagg.masked_distance`), or is the zero test's folded value, which
-is 0 or uniform (:mod:`secagg.zero_test`): K learns nothing about one client's update. What it
-learns is listed in :meth:`KeyHolder.audit`: the masked rows, the blinded cross terms, which
-rows decrypted outside the range of a bounded sketch (a client that encrypted something other
-than a bounded sketch), and one bit per zero test.
+The preparation needs no client and runs before the round's clients commit anything (between
+rounds in a deployment); the round itself then costs K one decryption per row ciphertext
+(:mod:`secagg.masked_distance`, the prepared variant). Every value K decrypts is hidden under a
+uniform mask the server chose (``sigma`` bits of statistical hiding), or is the zero test's
+folded value, which is 0 or uniform (:mod:`secagg.zero_test`): K learns nothing about one
+client's update. What it learns is listed in :meth:`KeyHolder.audit`: the masked rows, that it
+decrypted the blinded products, which rows decrypted outside the range of a bounded sketch (a
+client that encrypted something other than a bounded sketch), and one bit per zero test.
 
 Rule 1: everything that decides K's stage lives in this file. Rule 2: no I/O, no sleeping, no
 thread beyond one call (decryptions spread over ``workers`` threads, then they end).
@@ -45,9 +48,11 @@ import numpy as np
 
 from secagg.errors import SecAggError
 from secagg.masked_distance import (
-    KeyHolderRows,
-    keyholder_combine,
-    keyholder_open_rows,
+    KeyHolderOpened,
+    KeyHolderPrepared,
+    keyholder_open_rows_prepared,
+    prepare_keyholder_columns,
+    prepare_keyholder_finish,
 )
 from secagg.paillier_pool import ObfuscationPool
 from secagg.paillier_private import PaillierPrivateKey
@@ -59,11 +64,11 @@ from .errors import KEYHOLDER_ID, SERVER_ID, ProtocolConfigError, ProtocolError,
 from .events import Refused
 from .messages import (
     Abort,
-    DistanceColumns,
-    DistanceCombined,
-    DistanceCrossTerms,
+    DistanceOpened,
     DistanceRequest,
     Message,
+    PrepareColumns,
+    PrepareProducts,
     ZeroTestRequest,
     ZeroTestResult,
     decode,
@@ -77,15 +82,25 @@ __all__ = [
     "KEYHOLDER_STAGES",
     "KEYHOLDER_TRANSITIONS",
     "KeyHolderAudit",
-    "z_width",
+    "PUBLIC_ROWS",
+    "row_slots",
 ]
+
+#: Rows the server adds to its clients' in the distance protocol: the zero row (norms).
+PUBLIC_ROWS = 1
+
+
+def row_slots(config: RoundConfig) -> int:
+    """Row slots of a round's prepared distance protocol: one per client of the population
+    (its index), then :data:`PUBLIC_ROWS`."""
+    return config.n + PUBLIC_ROWS
 
 
 class KeyHolderStage(enum.Enum):
     """Where the key holder is in the round (named after what it waits for)."""
 
+    PREPARE = "PREPARE"
     WAIT_ROWS = "WAIT_ROWS"
-    WAIT_CROSS = "WAIT_CROSS"
     WAIT_ZERO_TEST = "WAIT_ZERO_TEST"
     DONE = "DONE"
     ABORTED = "ABORTED"
@@ -97,8 +112,8 @@ _EXITS = {Abort: K.ABORTED, Refused: K.FAILED}
 
 #: The key holder's stages in round order; the phase is that of the answer it sends.
 KEYHOLDER_STAGES: tuple[Stage, ...] = (
+    Stage(K.PREPARE, PrepareProducts, "prepare", exits=_EXITS),
     Stage(K.WAIT_ROWS, DistanceRequest, "distances", exits=_EXITS),
-    Stage(K.WAIT_CROSS, DistanceCrossTerms, "distances", exits=_EXITS),
     Stage(K.WAIT_ZERO_TEST, ZeroTestRequest, "verify", exits=_EXITS),
 )
 
@@ -111,31 +126,22 @@ KEYHOLDER_TRANSITIONS: dict[KeyHolderStage, dict[type, KeyHolderStage]] = build_
 )
 
 
-def z_width(layouts) -> int:
-    """Bytes of one signed value of ``Z`` in :class:`DistanceCombined` for these layouts."""
-    lay = layouts
-    spread = (1 << lay.mask_bits) + 2 * lay.bound  # |t_i - t_j| for in-range rows
-    a_max = lay.k * spread * spread
-    blinded = lay.cross_max + (1 << lay.blind_bits)
-    return (max(a_max, 1) + 8 * blinded).bit_length() // 8 + 1
-
-
 @dataclass(frozen=True)
 class KeyHolderAudit:
     """Everything the key holder decrypted or learned in the round (read-only).
 
     ``masked_rows``: ``t`` of the accepted rows (object ints, rows x k) -- each ``s + M``;
     ``row_ids``: the client id of each request row (``None`` for the server's public rows);
-    ``out_of_range``: request row index -> reason; ``combined``: whether it decrypted the
-    blinded cross terms ``C'_ij = <t_i, M_j> + R_ij`` (uniform blinds chosen by the server);
-    ``zero_tests``: the answers it gave.
+    ``out_of_range``: request row index -> reason; ``prepared``: whether it decrypted the
+    blinded products ``U = N M^T + R`` of the preparation (uniform blinds chosen by the
+    server); ``zero_tests``: the answers it gave.
     """
 
     stage: str
     row_ids: tuple[int | None, ...]
     masked_rows: np.ndarray | None
     out_of_range: MappingProxyType
-    combined: bool
+    prepared: bool
     zero_tests: tuple[bool, ...]
 
 
@@ -188,13 +194,15 @@ class KeyHolder:
         self._pool = pool
         self.workers = workers
         self.max_zero_tests = int(max_zero_tests)
-        self.stage = KeyHolderStage.WAIT_ROWS
+        self.stage = KeyHolderStage.PREPARE
         self.refusal: ProtocolError | None = None
         self.abort_reason: str | None = None
         self._layouts = config.layouts
         self._row_ids: tuple[int | None, ...] = ()
-        self._rows: KeyHolderRows | None = None
-        self._combined = False
+        self._prepared: KeyHolderPrepared | None = None
+        self._columns_sent = False
+        self._opened: KeyHolderOpened | None = None
+        self._products_done = False
         self._zero_tests: tuple[bool, ...] = ()
 
     # -- party protocol (router) ------------------------------------------------------------
@@ -212,21 +220,30 @@ class KeyHolder:
         return self.stage in (K.DONE, K.ABORTED, K.FAILED)
 
     def begin(self) -> list[Message]:
-        """The key holder speaks only when asked: ``[]``."""
-        return []
+        """Start the preparation: draw this round's masks ``N`` and send ``Enc(N)`` packed
+        across row slots (once; later calls return ``[]``)."""
+        if self.stage is not K.PREPARE or self._columns_sent:
+            return []
+        cfg = self.config
+        columns, self._prepared = prepare_keyholder_columns(
+            self._key, self._layouts, row_slots(cfg), pool=self._pool, workers=self.workers
+        )
+        self._columns_sent = True
+        data = cfg.filtering.key.ciphertexts_to_bytes(c for block in columns for c in block)
+        return [PrepareColumns(cfg.round_id, KEYHOLDER_ID, row_slots(cfg), data)]
 
     def deadline(self) -> list[Message]:
         """No timers (a silent server is the transport's business): ``[]``."""
         return []
 
     def audit(self) -> KeyHolderAudit:
-        rows = self._rows
+        opened = self._opened
         return KeyHolderAudit(
             stage=self.stage.value,
             row_ids=self._row_ids,
-            masked_rows=None if rows is None else readonly_array(rows.t),
-            out_of_range=MappingProxyType(dict(rows.out_of_range) if rows else {}),
-            combined=self._combined,
+            masked_rows=None if opened is None else readonly_array(opened.t),
+            out_of_range=MappingProxyType(dict(opened.out_of_range) if opened else {}),
+            prepared=self._products_done,
             zero_tests=self._zero_tests,
         )
 
@@ -289,10 +306,10 @@ class KeyHolder:
 
     def _on_Abort(self, msg: Abort) -> list[Message]:
         self.abort_reason = msg.reason
-        self._rows = None if self.stage is not K.DONE else self._rows
+        self._prepared = None  # a round's masks are never used for another
         return []
 
-    def _ciphertexts(self, data: bytes, count: int, what: str, msg: Message):
+    def _ciphertexts(self, data: bytes, count: int | None, what: str, msg: Message):
         try:
             return self.config.filtering.key.ciphertexts_from_bytes(
                 data, count=count, sender="server"
@@ -300,49 +317,52 @@ class KeyHolder:
         except SecAggError as exc:
             raise self._error(f"{what}: {exc}", msg) from None
 
+    def _on_PrepareProducts(self, msg: PrepareProducts) -> list[Message]:
+        if not self._columns_sent:
+            raise self._error("products before the key holder sent its columns", msg)
+        rows = row_slots(self.config)
+        flat = self._ciphertexts(msg.products, None, "blinded products", msg)
+        per_block = rows
+        if not flat or len(flat) % per_block:
+            raise self._error(
+                f"{len(flat)} blinded products is not a whole number of blocks of {rows}", msg
+            )
+        blinded = [flat[b : b + per_block] for b in range(0, len(flat), per_block)]
+        try:
+            prepare_keyholder_finish(self._key, blinded, self._prepared, workers=self.workers)
+        except SecAggError as exc:
+            raise self._error(f"blinded products: {exc}", msg) from None
+        self._products_done = True
+        return []
+
     def _on_DistanceRequest(self, msg: DistanceRequest) -> list[Message]:
-        lay = self._layouts
-        strangers = sorted(set(msg.clients) - set(self.config.population))
+        cfg, lay = self.config, self._layouts
+        strangers = sorted(set(msg.clients) - set(cfg.population))
         if strangers:
             raise self._error(f"rows of clients {strangers[:10]} outside the population", msg)
-        if msg.public_rows > 4:
-            raise self._error(f"{msg.public_rows} public rows, at most 4", msg)
-        rows = len(msg.clients) + msg.public_rows
-        if rows < 2:
-            raise self._error(f"{rows} rows: distances need at least 2", msg)
+        if msg.public_rows != PUBLIC_ROWS:
+            raise self._error(f"{msg.public_rows} public rows, expected {PUBLIC_ROWS}", msg)
+        index = {c: i for i, c in enumerate(cfg.population)}
+        slots = [index[c] for c in msg.clients] + [cfg.n + p for p in range(msg.public_rows)]
         per_row = lay.row_ciphertexts()
-        flat = self._ciphertexts(msg.ciphertexts, rows * per_row, "masked rows", msg)
-        masked = [flat[r * per_row : (r + 1) * per_row] for r in range(rows)]
-        columns, state = keyholder_open_rows(
-            self._key, masked, lay, pool=self._pool, workers=self.workers
-        )
-        self._rows = state
-        self._row_ids = (*msg.clients, *([None] * msg.public_rows))
-        key = self.config.filtering.key
-        return [
-            DistanceColumns(
-                self.config.round_id,
-                KEYHOLDER_ID,
-                state.accepted,
-                {r: why.encode()[:4096] for r, why in state.out_of_range.items()},
-                key.ciphertexts_to_bytes(c for block in columns for c in block),
-            )
-        ]
-
-    def _on_DistanceCrossTerms(self, msg: DistanceCrossTerms) -> list[Message]:
-        lay, state = self._layouts, self._rows
-        m = len(state.accepted)
-        blocks = -(-m // lay.column.slots)
-        flat = self._ciphertexts(msg.cross, blocks * m, "blinded cross terms", msg)
-        blinded = [flat[b * m : (b + 1) * m] for b in range(blocks)]
+        flat = self._ciphertexts(msg.ciphertexts, len(slots) * per_row, "masked rows", msg)
+        masked = [flat[r * per_row : (r + 1) * per_row] for r in range(len(slots))]
         try:
-            z = keyholder_combine(self._key, blinded, state, workers=self.workers)
+            opened = keyholder_open_rows_prepared(
+                self._key, masked, slots, self._prepared, workers=self.workers
+            )
         except SecAggError as exc:
-            raise self._error(f"blinded cross terms do not decode: {exc}", msg) from None
-        self._combined = True
+            raise self._error(f"masked rows: {exc}", msg) from None
+        self._opened = opened
+        self._row_ids = (*msg.clients, *([None] * msg.public_rows))
         return [
-            DistanceCombined(
-                self.config.round_id, KEYHOLDER_ID, encode_signed_matrix(z, z_width(lay))
+            DistanceOpened(
+                cfg.round_id,
+                KEYHOLDER_ID,
+                opened.accepted,
+                {r: why.encode()[:4096] for r, why in opened.out_of_range.items()},
+                encode_signed_matrix(opened.w, lay.w_bytes),
+                encode_signed_matrix(opened.z, lay.z_bytes),
             )
         ]
 

@@ -84,9 +84,9 @@ __all__ = [
     "SketchRequest",
     "SketchCommit",
     "DistanceRequest",
-    "DistanceColumns",
-    "DistanceCrossTerms",
-    "DistanceCombined",
+    "DistanceOpened",
+    "PrepareColumns",
+    "PrepareProducts",
     "ZeroTestRequest",
     "ZeroTestResult",
     "MESSAGE_TYPES",
@@ -838,8 +838,9 @@ class SketchCommit(Message):
 @dataclass(frozen=True, eq=False)
 class DistanceRequest(Message):
     """Masked distance protocol, step 1, server -> key holder: ``Enc(s_r + M_r)`` for every row
-    ``r`` (rows of ``clients`` in id order, then ``public_rows`` rows the server encrypted
-    itself, e.g. the zero row that gives the norms). Fixed-width ciphertexts, row after row."""
+    (rows of ``clients`` in id order, then ``public_rows`` rows the server encrypted itself,
+    e.g. the zero row that gives the norms). A client's row slot is its index in the
+    population, public row ``p``'s is ``n + p``. Fixed-width ciphertexts, row after row."""
 
     recipient: int
     clients: tuple[int, ...]
@@ -857,51 +858,59 @@ class DistanceRequest(Message):
 
 
 @dataclass(frozen=True, eq=False)
-class DistanceColumns(Message):
-    """Step 2, key holder -> server: which rows (indices into the request's rows) decrypted
-    into the range of a bounded sketch, the reason for each that did not, and the accepted
-    rows' masked coordinates re-encrypted packed across rows (column blocks of ``k``
-    ciphertexts each)."""
+class DistanceOpened(Message):
+    """Step 2, key holder -> server: which rows (slots) decrypted into the range of a bounded
+    sketch, the reason for each that did not, and for the accepted ones (slot order)
+    ``W = t - N`` (``accepted x k``) and ``Z = A - 2 comb(U)`` (``accepted x accepted``), as
+    fixed-width signed big-endian integers (:func:`encode_signed_matrix`; the widths follow
+    from the round's layouts)."""
 
     accepted: tuple[int, ...]
     out_of_range: tuple[tuple[int, bytes], ...]
-    columns: bytes
+    w: bytes
+    z: bytes
 
     TAG: ClassVar[int] = 16
     ORIGIN: ClassVar[str] = "keyholder"
     FIELDS: ClassVar = (
         ("accepted", _Ids()),
         ("out_of_range", _Blobs(max_blob=MAX_TEXT_BYTES)),
+        ("w", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
+        ("z", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class PrepareColumns(Message):
+    """Preparation of a filtered round (before its clients commit anything), key holder ->
+    server: ``Enc(N)`` for ``rows`` row slots, packed across rows (column blocks of ``k``
+    ciphertexts each), ``N`` being the key holder's fresh uniform masks for this round."""
+
+    rows: int
+    columns: bytes
+
+    TAG: ClassVar[int] = 17
+    ORIGIN: ClassVar[str] = "keyholder"
+    FIELDS: ClassVar = (
+        ("rows", _UInt(4)),
         ("columns", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
     )
 
 
 @dataclass(frozen=True, eq=False)
-class DistanceCrossTerms(Message):
-    """Step 3, server -> key holder: the blinded cross terms, one ciphertext per (column
-    block, accepted row), block after block."""
+class PrepareProducts(Message):
+    """Preparation, server -> key holder: ``Enc(<N_i, M_j> + R_ij)`` with the server's fresh
+    row masks ``M`` and uniform blinds ``R``, one ciphertext per (column block, row slot)."""
 
     recipient: int
-    cross: bytes
+    products: bytes
 
-    TAG: ClassVar[int] = 17
+    TAG: ClassVar[int] = 18
     ORIGIN: ClassVar[str] = "server"
     FIELDS: ClassVar = (
         ("recipient", _UInt(4)),
-        ("cross", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
+        ("products", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
     )
-
-
-@dataclass(frozen=True, eq=False)
-class DistanceCombined(Message):
-    """Step 4, key holder -> server: ``Z`` (accepted x accepted), fixed-width signed big-endian
-    integers row after row (:func:`encode_signed_matrix`)."""
-
-    z: bytes
-
-    TAG: ClassVar[int] = 18
-    ORIGIN: ClassVar[str] = "keyholder"
-    FIELDS: ClassVar = (("z", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),)
 
 
 @dataclass(frozen=True, eq=False)
@@ -949,9 +958,9 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         SketchRequest,
         SketchCommit,
         DistanceRequest,
-        DistanceColumns,
-        DistanceCrossTerms,
-        DistanceCombined,
+        DistanceOpened,
+        PrepareColumns,
+        PrepareProducts,
         ZeroTestRequest,
         ZeroTestResult,
     )
@@ -1309,25 +1318,27 @@ def committed_digest(committed: Iterable[tuple[int, bytes]]) -> bytes:
 
 
 def encode_signed_matrix(values: np.ndarray, width: int) -> bytes:
-    """Integers (any size) as ``width``-byte two's-complement big-endian, row after row.
+    """Integers (any size) as ``width``-byte two's-complement big-endian, in row-major order.
 
     Raises :class:`OverflowError` if a value does not fit ``width`` bytes.
     """
     return b"".join(int(v).to_bytes(width, "big", signed=True) for v in np.ravel(values))
 
 
-def decode_signed_matrix(data: bytes, rows: int, width: int) -> np.ndarray:
-    """Inverse of :func:`encode_signed_matrix` for a ``rows x rows`` matrix (object ints).
+def decode_signed_matrix(
+    data: bytes, rows: int, cols: int, width: int, *, field: str = "z"
+) -> np.ndarray:
+    """Inverse of :func:`encode_signed_matrix` for a ``rows x cols`` matrix (object ints).
 
-    Raises :class:`MessageFormatError` (field ``"z"``) for a wrong length.
+    Raises :class:`MessageFormatError` (naming ``field``) for a wrong length.
     """
-    if len(data) != rows * rows * width:
+    if len(data) != rows * cols * width:
         raise MessageFormatError(
-            f"{len(data)} bytes, expected {rows}x{rows} values of {width} bytes", field="z"
+            f"{len(data)} bytes, expected {rows}x{cols} values of {width} bytes", field=field
         )
     view = memoryview(data)
-    out = np.empty((rows, rows), dtype=object)
+    out = np.empty((rows, cols), dtype=object)
     flat = out.reshape(-1)
-    for i in range(rows * rows):
+    for i in range(rows * cols):
         flat[i] = int.from_bytes(view[i * width : (i + 1) * width], "big", signed=True)
     return out

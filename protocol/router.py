@@ -114,6 +114,21 @@ class RouterLog:
         per = self.seconds.setdefault(party, {})
         per[phase] = per.get(phase, 0.0) + seconds
 
+    def merge(self, other: RouterLog) -> None:
+        """Add ``other``'s counts and times to this log (e.g. a preparation run before the
+        round through its own router)."""
+        for mine, theirs in (
+            (self.bytes_sent, other.bytes_sent),
+            (self.bytes_received, other.bytes_received),
+        ):
+            for party, count in theirs.items():
+                mine[party] = mine.get(party, 0) + count
+        for party, phases in other.seconds.items():
+            for phase, seconds in phases.items():
+                self._add_time(party, phase, seconds)
+        self.messages_sent += other.messages_sent
+        self.messages_delivered += other.messages_delivered
+
 
 class Router:
     """Delivers encoded messages between ``parties`` (wire id -> party) through ``layers``.

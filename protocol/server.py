@@ -81,10 +81,9 @@ from secagg import shamir, vss
 from secagg.errors import PaillierOverflowError, SecAggError
 from secagg.graphs import k_core
 from secagg.masked_distance import (
-    ServerMasks,
-    server_cross_terms,
-    server_distances,
-    server_mask_rows,
+    ServerPrepared,
+    server_distances_prepared,
+    server_mask_rows_prepared,
 )
 from secagg.masking import default_workers, pairwise_seed, sum_masked, unmask_sum
 from secagg.sketch import projection_seed, sketch
@@ -102,6 +101,7 @@ from .errors import (
 )
 from .events import RoundFailed, StageDeadline
 from .filtering import FilterDecision, decide
+from .keyholder import row_slots
 from .messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
     HEADER_BYTES,
@@ -114,9 +114,7 @@ from .messages import (
     Complaint,
     ConsistencyRequest,
     ConsistencySignature,
-    DistanceColumns,
-    DistanceCombined,
-    DistanceCrossTerms,
+    DistanceOpened,
     DistanceRequest,
     ForwardShares,
     KeyEntry,
@@ -176,8 +174,7 @@ class ServerStage(enum.Enum):
     COLLECT_COMPLAINTS = "COLLECT_COMPLAINTS"
     COLLECT_MASKED = "COLLECT_MASKED"
     COLLECT_SKETCHES = "COLLECT_SKETCHES"
-    AWAIT_COLUMNS = "AWAIT_COLUMNS"
-    AWAIT_COMBINED = "AWAIT_COMBINED"
+    AWAIT_DISTANCES = "AWAIT_DISTANCES"
     COLLECT_SIGNATURES = "COLLECT_SIGNATURES"
     COLLECT_UNMASK = "COLLECT_UNMASK"
     AWAIT_ZERO_TEST = "AWAIT_ZERO_TEST"
@@ -219,15 +216,14 @@ SERVER_STAGES: tuple[Stage, ...] = (
     _collecting(S.COLLECT_COMPLAINTS, ShareComplaints, "complaints"),
     _collecting(S.COLLECT_MASKED, MaskedInput, "masked_input"),
     _collecting(S.COLLECT_SKETCHES, SketchCommit, "sketch", filtering_only=True),
-    _collecting(S.AWAIT_COLUMNS, DistanceColumns, "distances", filtering_only=True),
-    _collecting(S.AWAIT_COMBINED, DistanceCombined, "distances", filtering_only=True),
+    _collecting(S.AWAIT_DISTANCES, DistanceOpened, "distances", filtering_only=True),
     _collecting(S.COLLECT_SIGNATURES, ConsistencySignature, "consistency", hardened_only=True),
     _collecting(S.COLLECT_UNMASK, UnmaskResponse, "unmask"),
     _collecting(S.AWAIT_ZERO_TEST, ZeroTestResult, "verify", filtering_only=True),
 )
 
 #: The stages in which the server waits for the key holder rather than for clients.
-KEYHOLDER_STAGES = frozenset({S.AWAIT_COLUMNS, S.AWAIT_COMBINED, S.AWAIT_ZERO_TEST})
+KEYHOLDER_STAGES = frozenset({S.AWAIT_DISTANCES, S.AWAIT_ZERO_TEST})
 
 #: mode (hardened?, filtering?) -> stage -> {event or message type -> next stage}. Anything
 #: not listed is illegal in that stage. Late aborts after the end are harmless and ignored.
@@ -311,6 +307,10 @@ class Server:
     unmask_workers:
         Threads for unmasking and, in a filtered round, for the distance protocol's
         multi-exponentiations (default: the machine's cores).
+    prepared:
+        Secure filtering: the server's side of the round's preparation with the key holder
+        (:class:`protocol.preparation.FilterPreparation`); it can also be attached later with
+        :meth:`attach_preparation`, before the sketches are collected.
     input_filter:
         Called once, when masked-input collection closes, with the ids whose masked inputs
         arrived; returns the ones to leave out of the sum (id -> reason). They are *rejected*,
@@ -337,6 +337,7 @@ class Server:
         max_message_size: int = DEFAULT_MAX_MESSAGE_BYTES,
         unmask_workers: int | None = None,
         input_filter: Callable[[frozenset[int]], Mapping[int, str]] | None = None,
+        prepared: ServerPrepared | None = None,
     ) -> None:
         if not isinstance(config, RoundConfig):
             raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
@@ -423,15 +424,46 @@ class Server:
         self._candidates: tuple[int, ...] = ()  # inputs judged by the filter
         self._sketches: dict[int, list] = {}  # client -> validated Enc(s_i) ciphertexts
         self._rows: tuple[int, ...] = ()  # clients of the distance request's rows
-        self._row_masks: ServerMasks | None = None
-        self._masked_rows: list = []
-        self._columns: DistanceColumns | None = None
-        self._cross: list = []
-        self._z = None
+        self._slots: tuple[int, ...] = ()  # their row slots, then the zero row's
+        self._prepared: ServerPrepared | None = None
+        self._opened: tuple[DistanceOpened, np.ndarray, np.ndarray] | None = None
         self._zero_test: ZeroTestResult | None = None
         self._keyholder_contacted = False
         self._keyholder_failure: str | None = None
         self._pending: AggregateResult | None = None
+        if prepared is not None:
+            self.attach_preparation(prepared)
+
+    def attach_preparation(self, prepared: ServerPrepared) -> None:
+        """Use ``prepared`` (this round's masks and blinded products, agreed with the key
+        holder) for the distance protocol.
+
+        Raises :class:`ProtocolConfigError` for a round without filtering, a state that is not
+        a :class:`~secagg.masked_distance.ServerPrepared`, one already used or made for another
+        configuration, or once the distances are asked.
+        """
+        if not self.config.filtered:
+            raise ProtocolConfigError("server: this round has no secure filtering to prepare")
+        if not isinstance(prepared, ServerPrepared):
+            raise ProtocolConfigError(
+                f"server: prepared must be a ServerPrepared, got {type(prepared).__name__}"
+            )
+        if self._keyholder_contacted:
+            raise ProtocolConfigError("server: the distance request has already been sent")
+        if prepared.masked_slots is not None or prepared.finished:
+            raise ProtocolConfigError(
+                "server: this preparation was already used by a round; its masks serve once"
+            )
+        if prepared.rows != row_slots(self.config) or prepared.layouts != self.config.layouts:
+            raise ProtocolConfigError(
+                "server: the preparation was made for another round configuration"
+            )
+        self._prepared = prepared
+
+    @property
+    def prepared(self) -> bool:
+        """Whether the filtering preparation is attached (always true without filtering)."""
+        return not self.config.filtered or self._prepared is not None
 
     def _set_graph(self, seed: bytes) -> None:
         if len(seed) != 32:
@@ -831,34 +863,23 @@ class Server:
             raise self._error(f"encrypted sketch: {exc}", msg) from None
         return lambda: self._sketches.__setitem__(msg.sender, cts)
 
-    def _check_DistanceColumns(self, msg: DistanceColumns):
-        rows = len(self._rows) + 1  # the clients' rows and the public zero row
+    def _check_DistanceOpened(self, msg: DistanceOpened):
+        sent = set(self._slots)
         accepted, out = set(msg.accepted), {r for r, _ in msg.out_of_range}
-        if accepted & out or accepted | out != set(range(rows)):
+        if accepted & out or accepted | out != sent:
             raise self._error(
-                f"accepted and out-of-range rows must split the {rows} rows sent", msg
+                f"accepted and out-of-range rows must split the {len(sent)} row slots sent", msg
             )
-        if rows - 1 not in accepted:
+        zero = self._slots[-1]
+        if zero not in accepted:
             raise self._error("the server's own zero row was reported out of range", msg)
-        lay = self.config.layouts
-        blocks = -(-len(accepted) // lay.column.slots)
+        lay, m = self.config.layouts, len(msg.accepted)
         try:
-            self.config.filtering.key.ciphertexts_from_bytes(
-                msg.columns, count=blocks * lay.k, sender="key holder"
-            )
-        except SecAggError as exc:
-            raise self._error(f"column ciphertexts: {exc}", msg) from None
-        return lambda: setattr(self, "_columns", msg)
-
-    def _check_DistanceCombined(self, msg: DistanceCombined):
-        from .keyholder import z_width
-
-        m = len(self._columns.accepted)
-        try:
-            z = decode_signed_matrix(msg.z, m, z_width(self.config.layouts))
+            w = decode_signed_matrix(msg.w, m, lay.k, lay.w_bytes, field="w")
+            z = decode_signed_matrix(msg.z, m, m, lay.z_bytes, field="z")
         except MessageFormatError as exc:
             raise self._error(exc.detail, msg) from None
-        return lambda: setattr(self, "_z", z)
+        return lambda: setattr(self, "_opened", (msg, w, z))
 
     def _check_ZeroTestResult(self, msg: ZeroTestResult):
         if len(msg.equal) != 1 or msg.equal[0] not in (0, 1):
@@ -1160,12 +1181,19 @@ class Server:
         self._require(len(self._rows), "committed sketches")
         return {KEYHOLDER_ID}
 
-    def _open_await_columns(self) -> list[Message]:
+    def _open_await_distances(self) -> list[Message]:
         cfg = self.config
+        if self._prepared is None:
+            raise _RoundAbort(
+                "the filtering preparation with the key holder did not complete before the "
+                "sketches arrived (attach_preparation)"
+            )
         key, lay = cfg.filtering.key, cfg.layouts
+        index = {c: i for i, c in enumerate(cfg.population)}
         zero_row = [key.encrypt(0) for _ in range(lay.row_ciphertexts())]
         rows = [self._sketches[i] for i in self._rows] + [zero_row]
-        masked, self._row_masks = server_mask_rows(key, rows, lay)
+        self._slots = (*(index[c] for c in self._rows), cfg.n)
+        masked = server_mask_rows_prepared(key, rows, self._slots, self._prepared)
         self._keyholder_contacted = True
         data = key.ciphertexts_to_bytes(c for row in masked for c in row)
         return [DistanceRequest(cfg.round_id, SERVER_ID, KEYHOLDER_ID, self._rows, 1, data)]
@@ -1176,36 +1204,21 @@ class Server:
         if KEYHOLDER_ID not in self._received:
             raise _RoundAbort(f"the key holder did not answer the {what} in time")
 
-    def _close_await_columns(self) -> set[int]:
+    def _close_await_distances(self) -> set[int]:
         self._keyholder_answer("distance request")
-        cols = self._columns
-        for r, why in cols.out_of_range:
-            client = self._rows[r]
+        opened, w, z = self._opened
+        client_of = {slot: c for slot, c in zip(self._slots, self._rows)}
+        for slot, why in opened.out_of_range:
+            client = client_of[slot]
             reason = (
                 f"its encrypted sketch is not a bounded sketch ({why.decode(errors='replace')})"
             )
             self.rejected[client] = reason
             self.faults.append(Fault(client, self.stage.value, "SketchCommit", reason))
-        key, lay = self.config.filtering.key, self.config.layouts
-        flat = key.ciphertexts_from_bytes(cols.columns, sender="key holder")
-        columns = [flat[b * lay.k : (b + 1) * lay.k] for b in range(len(flat) // lay.k)]
-        blinded = server_cross_terms(
-            key, columns, self._row_masks, cols.accepted, workers=self.unmask_workers
-        )
-        self._cross = blinded
-        return {KEYHOLDER_ID}
-
-    def _open_await_combined(self) -> list[Message]:
-        key = self.config.filtering.key
-        data = key.ciphertexts_to_bytes(c for block in self._cross for c in block)
-        return [DistanceCrossTerms(self.config.round_id, SERVER_ID, KEYHOLDER_ID, data)]
-
-    def _close_await_combined(self) -> set[int]:
-        self._keyholder_answer("blinded cross terms")
-        accepted = self._columns.accepted
-        d = server_distances(self._z, self._row_masks, accepted)
-        zero = len(accepted) - 1  # the public zero row is the last row sent, always accepted
-        ids = tuple(self._rows[r] for r in accepted[:-1])
+        d = server_distances_prepared(w, z, opened.accepted, self._prepared)
+        self._prepared = None  # used once
+        zero = len(opened.accepted) - 1  # the zero row has the last slot, always accepted
+        ids = tuple(client_of[slot] for slot in opened.accepted[:-1])
         enc = self.config.encoder
         decision = decide(
             self.config.filtering,
@@ -1220,7 +1233,6 @@ class Server:
         for i, why in sorted(decision.rejected.items()):
             rejected[i] = why
             log.info("client %d rejected by the filter: %s", i, why)
-        self._row_masks = None  # S's masks are no longer needed
         return self._settle(rejected)
 
     # -- consistency, unmasking, verification ------------------------------------------------

@@ -16,6 +16,7 @@ from protocol import (
     SERVER_ID,
     Client,
     FilterConfig,
+    FilterPreparation,
     KeyHolder,
     ProtocolConfigError,
     ProtocolError,
@@ -26,7 +27,6 @@ from protocol import (
 )
 from protocol.messages import (
     Abort,
-    DistanceCrossTerms,
     DistanceRequest,
     SketchCommit,
     ZeroTestRequest,
@@ -55,6 +55,14 @@ def _parties(x: np.ndarray, *, rule="multi_krum", f=1, k=32, seed=0, **config_kw
     server = Server(config, graph_seed=bytes(32))
     clients = {i: Client(config, i, x[i], rng=rngs[i]) for i in range(n)}
     return server, clients, KeyHolder(config, KEY)
+
+
+def _prepare(server: Server, keyholder: KeyHolder, layers=()) -> FilterPreparation:
+    """Run the round's preparation (key holder <-> server, no client) and attach it."""
+    prep = FilterPreparation(server.config)
+    Router([prep, keyholder], layers=list(layers)).run()
+    server.attach_preparation(prep.prepared)
+    return prep
 
 
 def _plain_sketches(server: Server, clients, ids) -> np.ndarray:
@@ -223,6 +231,7 @@ def test_masks_that_do_not_cancel_fail_verification():
 def test_a_silent_key_holder_aborts_the_round_cleanly():
     x = _updates(5, 10, seed=1)
     server, clients, keyholder = _parties(x, rule="mean", f=0)
+    _prepare(server, keyholder)
     router = Router(
         [server, *clients.values(), keyholder], layers=[Dropouts({KEYHOLDER_ID: "distances"})]
     )
@@ -234,6 +243,7 @@ def test_a_silent_key_holder_aborts_the_round_cleanly():
 def _keyholder_at_rows():
     x = _updates(4, 10, seed=4)
     server, clients, keyholder = _parties(x, rule="mean", f=0)
+    _prepare(server, keyholder)
     router = Router([server, *clients.values(), keyholder])
     router.run(until=lambda r: any(e.kind == "DistanceRequest" for e in r.pending))
     (env,) = [e for e in router.take_pending() if e.kind == "DistanceRequest"]
@@ -271,7 +281,7 @@ def test_keyholder_refuses_malformed_ciphertexts(mutate, match):
     assert "key holder" in str(exc.value) and exc.value.sender == SERVER_ID
     assert keyholder.stage.value == "WAIT_ROWS"  # unchanged: the honest request still works
     (answer,) = keyholder.receive_bytes(env.data, peer=SERVER_ID)
-    assert type(answer).__name__ == "DistanceColumns"
+    assert type(answer).__name__ == "DistanceOpened"
 
 
 def test_keyholder_refuses_replays_wrong_rounds_clients_and_extra_zero_tests():
@@ -282,7 +292,7 @@ def test_keyholder_refuses_replays_wrong_rounds_clients_and_extra_zero_tests():
     keyholder.receive_bytes(env.data, peer=SERVER_ID)
     with pytest.raises(ProtocolError, match="not allowed in this stage"):
         keyholder.receive_strict(msg)  # a replayed distance request
-    other = DistanceCrossTerms(msg.round_id + 1, SERVER_ID, KEYHOLDER_ID, b"")
+    other = ZeroTestRequest(msg.round_id + 1, SERVER_ID, KEYHOLDER_ID, b"")
     with pytest.raises(ProtocolError, match="round"):
         keyholder.receive_strict(other)
     from_client = Abort(msg.round_id, 2, KEYHOLDER_ID, "hi")
@@ -444,8 +454,8 @@ def test_run_round_api_reports_verdicts_verification_and_keyholder_costs():
     assert 0 in r.rejected and 0 not in r.survivors
     t = r.transcript
     assert t.keyholder_bytes_sent > 0 and t.keyholder_bytes_received > 0
-    assert set(t.keyholder_seconds) == {"distances", "verify"}
-    assert {"sketch", "distances", "verify"} <= set(t.server_seconds)
+    assert set(t.keyholder_seconds) == {"prepare", "distances", "verify"}
+    assert {"prepare", "sketch", "distances", "verify"} <= set(t.server_seconds)
     with pytest.raises(ProtocolConfigError, match="needs the clients' coordinates"):
         run_round(x, value_range=1.0, rule="trimmed_mean", clip_norm=1.0, paillier_key=KEY)
 
@@ -539,19 +549,21 @@ def test_what_the_keyholder_and_the_server_receive_in_a_round():
     x = _updates(6, 20, seed=50, outliers=1)
     server, clients, keyholder = _parties(x, f=1)
     rec = Recorder()
+    _prepare(server, keyholder, layers=[rec])
     result = run_parties(server, clients, keyholder=keyholder, layers=[rec])
     assert not result.aborted
     to_k = [(e.sender, e.kind) for e in rec.envelopes if e.recipient == KEYHOLDER_ID]
     from_k = [(e.recipient, e.kind) for e in rec.envelopes if e.sender == KEYHOLDER_ID]
-    # K hears from the server only, three messages, and answers each once
+    # K hears from the server only: the preparation's products, the masked rows, one zero
+    # test; it sends its masks' encryption, the opened (masked) rows, one bit
     assert to_k == [
+        (SERVER_ID, "PrepareProducts"),
         (SERVER_ID, "DistanceRequest"),
-        (SERVER_ID, "DistanceCrossTerms"),
         (SERVER_ID, "ZeroTestRequest"),
     ]
     assert from_k == [
-        (SERVER_ID, "DistanceColumns"),
-        (SERVER_ID, "DistanceCombined"),
+        (SERVER_ID, "PrepareColumns"),
+        (SERVER_ID, "DistanceOpened"),
         (SERVER_ID, "ZeroTestResult"),
     ]
     # the server receives from each client its masked input and one encrypted sketch
@@ -562,4 +574,47 @@ def test_what_the_keyholder_and_the_server_receive_in_a_round():
     assert all(len(e.data) < per_row * width + 64 for e in commits)  # ciphertexts only
     audit = keyholder.audit()
     assert audit.masked_rows.shape == (7, 32)  # six clients and the zero row, all masked
-    assert audit.combined and audit.zero_tests == (True,)
+    assert audit.prepared and audit.zero_tests == (True,)
+
+
+def test_a_bad_preparation_fails_cleanly_and_the_round_releases_nothing():
+    from protocol.messages import PrepareColumns
+
+    x = _updates(5, 10, seed=60)
+    server, clients, keyholder = _parties(x, rule="mean", f=0)
+    (cols,) = keyholder.begin()
+    prep = FilterPreparation(server.config)
+    w = _width()
+    bad = [
+        PrepareColumns(cols.round_id, KEYHOLDER_ID, cols.rows + 1, cols.columns),  # wrong rows
+        PrepareColumns(cols.round_id, KEYHOLDER_ID, cols.rows, cols.columns[:-w]),  # short
+        PrepareColumns(cols.round_id + 1, KEYHOLDER_ID, cols.rows, cols.columns),  # old round
+        PrepareColumns(
+            cols.round_id, KEYHOLDER_ID, cols.rows, bytes(w) + cols.columns[w:]
+        ),  # a zero ciphertext
+    ]
+    for msg in bad:
+        with pytest.raises(ProtocolError):
+            prep.receive_strict(msg)
+        assert prep.prepared is None
+    assert prep.receive_bytes(encode(bad[0]), peer=KEYHOLDER_ID) == []
+    assert prep.failure is not None and "row slots" in str(prep.failure)
+    # a server without a preparation aborts at the distance stage: nothing is released
+    result = run_parties(server, clients, keyholder=keyholder)
+    assert not server.prepared or result.aborted or result.verification.passed
+    server2, clients2, keyholder2 = _parties(x, rule="mean", f=0)
+    router = Router([server2, *clients2.values(), keyholder2])
+    router.run()
+    assert server2.aborted and "preparation" in server2.abort_reason
+    assert server2.result is None
+
+
+def test_a_preparation_serves_one_round_only():
+    x = _updates(5, 10, seed=61)
+    server, clients, keyholder = _parties(x, rule="mean", f=0)
+    prep = _prepare(server, keyholder)
+    result = run_parties(server, clients, keyholder=keyholder)
+    assert not result.aborted and result.verification.passed
+    again, _, _ = _parties(x, rule="mean", f=0)
+    with pytest.raises(ProtocolConfigError, match="already used"):
+        again.attach_preparation(prep.prepared)
