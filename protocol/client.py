@@ -96,6 +96,7 @@ from .messages import (
     UnmaskRequest,
     UnmaskResponse,
     advertise_signing_bytes,
+    channel_mismatch,
     committed_digest,
     decode,
     decode_partner_record,
@@ -356,13 +357,9 @@ class Client:
         """
         try:
             msg = decode(data, max_count=self.config.n)
-            if peer is not None and msg.sender != peer:
-                raise self._error(
-                    f"header claims sender {party_name(msg.sender)} on "
-                    f"{party_name(peer)}'s channel",
-                    msg,
-                    peer,
-                )
+            mismatch = channel_mismatch(msg.sender, peer)
+            if mismatch:
+                raise self._error(mismatch, msg, peer)
             return self.receive(msg)
         except ProtocolError as exc:
             if exc.role != self.role:  # decoder errors name the decoder

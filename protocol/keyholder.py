@@ -71,6 +71,7 @@ from .messages import (
     PrepareProducts,
     ZeroTestRequest,
     ZeroTestResult,
+    channel_mismatch,
     decode,
     encode_signed_matrix,
 )
@@ -251,12 +252,9 @@ class KeyHolder:
         """Tolerant entry point: never raises for the sender's fault (see the module doc)."""
         try:
             msg = decode(data, max_count=self.config.n + 1)
-            if peer is not None and msg.sender != peer:
-                raise self._error(
-                    f"header claims sender {party_name(msg.sender)} on {party_name(peer)}'s "
-                    "channel",
-                    msg,
-                )
+            mismatch = channel_mismatch(msg.sender, peer)
+            if mismatch:
+                raise self._error(mismatch, msg)
             return self.receive_strict(msg)
         except ProtocolError as exc:
             if exc.role != self.role:

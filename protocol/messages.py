@@ -91,6 +91,7 @@ __all__ = [
     "ZeroTestResult",
     "MESSAGE_TYPES",
     "committed_digest",
+    "channel_mismatch",
     "encode_signed_matrix",
     "decode_signed_matrix",
     "encode",
@@ -1306,6 +1307,14 @@ def share_agreement_info(round_id: int, a: int, b: int) -> bytes:
 def share_aad(round_id: int, sender: int, recipient: int) -> bytes:
     """AES-GCM associated data binding a sealed share to (round, sender, recipient)."""
     return b"fortis/share-aad/v1" + _U64.pack(round_id) + _U32.pack(sender) + _U32.pack(recipient)
+
+
+def channel_mismatch(claimed: int, peer: int | None) -> str | None:
+    """Why a message whose header claims ``claimed`` as its sender cannot have come over
+    ``peer``'s authenticated channel (``None``: it can, or the channel is not known)."""
+    if peer is None or claimed == peer:
+        return None
+    return f"header claims sender {party_name(claimed)} on {party_name(peer)}'s channel"
 
 
 def committed_digest(committed: Iterable[tuple[int, bytes]]) -> bytes:

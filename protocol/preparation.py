@@ -28,9 +28,9 @@ from secagg.errors import SecAggError
 from secagg.masked_distance import ServerPrepared, prepare_server_products
 
 from .config import RoundConfig
-from .errors import KEYHOLDER_ID, SERVER_ID, ProtocolConfigError, ProtocolError, party_name
+from .errors import KEYHOLDER_ID, SERVER_ID, ProtocolConfigError, ProtocolError
 from .keyholder import row_slots
-from .messages import Abort, Message, PrepareColumns, PrepareProducts, decode
+from .messages import Abort, Message, PrepareColumns, PrepareProducts, channel_mismatch, decode
 
 __all__ = ["FilterPreparation"]
 
@@ -90,12 +90,9 @@ class FilterPreparation:
         """Decode and process the key holder's columns; never raises for its fault."""
         try:
             msg = decode(data, max_count=self.config.n + 1)
-            if peer is not None and msg.sender != peer:
-                raise self._error(
-                    f"header claims sender {party_name(msg.sender)} on {party_name(peer)}'s "
-                    "channel",
-                    msg,
-                )
+            mismatch = channel_mismatch(msg.sender, peer)
+            if mismatch:
+                raise self._error(mismatch, msg)
             return self.receive_strict(msg)
         except ProtocolError as exc:
             if self.failure is None and not self.done:

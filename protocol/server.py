@@ -131,6 +131,7 @@ from .messages import (
     ZeroTestRequest,
     ZeroTestResult,
     advertise_signing_bytes,
+    channel_mismatch,
     committed_digest,
     decode,
     decode_complaint,
@@ -613,10 +614,9 @@ class Server:
 
     def _precheck(self, header, peer: int | None) -> str | None:
         """Why a message must be rejected on its header alone (``None``: parse it)."""
-        if peer is not None and header.sender != peer:
-            return (
-                f"header claims sender {party_name(header.sender)} on {party_name(peer)}'s channel"
-            )
+        mismatch = channel_mismatch(header.sender, peer)
+        if mismatch:
+            return mismatch
         if header.sender not in self._population and not self._keyholder_may_send(header.sender):
             return "sender is not in the round's population"
         if header.round_id != self.config.round_id:
