@@ -4,10 +4,11 @@ against the same round without filtering and against plaintext FedAvg / Multi-Kr
 Per (n, k): the filtered round's wall time (every party in one process, one after another, so
 the wall time is the sum of their compute); from its transcript, the mean client time of the
 sketch phase (sketch + Paillier encryption, with r**n computed on the spot as run_round does)
-and the client's upload; the *filtering step* (the server's and the key holder's "distances"
-phases: the masked distance protocol, the norm bound and the rule; the key holder's r**n come
-from a pool filled before the round, as between rounds); the verification (both parties'
-"verify" phases); the key holder's total time and the bytes between server and key holder;
+and the client's upload; the preparation with the key holder (no client involved: between
+rounds in a deployment; the key holder's r**n come from a pool filled before it); the online
+*filtering step* (the server's and the key holder's "distances" phases: masking the rows, one
+round trip, the norm bound and the rule); the verification (both parties' "verify" phases);
+the key holder's total time and the bytes between server and key holder;
 then the same round without filtering, and plaintext numpy FedAvg and robust Multi-Krum on the
 same updates. Every filtered round is checked: it verifies, and its aggregate equals the
 plaintext mean of its accepted clients to the fixed-point resolution.
@@ -55,7 +56,7 @@ def run(n: int, k: int, d: int, key, repeat: int) -> dict:
     kwargs = dict(value_range=1.0, rule="multi_krum", f=f, clip_norm=1.0, paillier_key=key)
 
     def filtered():
-        pool.fill(4 * lay_rows * k // 8 + 64, workers=2)  # between rounds, not timed below
+        pool.fill(lay_rows * k // 4 + 64, workers=2)  # between rounds, not timed below
         t0 = time.perf_counter()
         r = protocol.run_round(x, sketch_dim=k, keyholder_pool=pool, **kwargs)
         return time.perf_counter() - t0, r
@@ -73,6 +74,7 @@ def run(n: int, k: int, d: int, key, repeat: int) -> dict:
     mkrum, _ = _best(lambda: robust.aggregate(x, "multi_krum", f=f), max(3, repeat))
     upload = float(np.mean(list(t.client_bytes_sent.values())))
     filtering = t.server_seconds.get("distances", 0.0) + t.keyholder_seconds.get("distances", 0.0)
+    prepare = t.server_seconds.get("prepare", 0.0) + t.keyholder_seconds.get("prepare", 0.0)
     verify = t.server_seconds.get("verify", 0.0) + t.keyholder_seconds.get("verify", 0.0)
     return {
         "n": n,
@@ -84,6 +86,7 @@ def run(n: int, k: int, d: int, key, repeat: int) -> dict:
         "client_sketch_ms": 1e3 * float(np.mean(sketch_s)),
         "client_upload_kb": upload / 1e3,
         "filtering_s": filtering,
+        "prepare_s": prepare,
         "server_distances_s": t.server_seconds.get("distances", 0.0),
         "keyholder_distances_s": t.keyholder_seconds.get("distances", 0.0),
         "verify_s": verify,
@@ -108,19 +111,21 @@ def main() -> None:
     _, key = generate_paillier_keypair(args.key_bits)
     rows = []
     head = (
-        "| n | k | round s | client sketch ms | upload KB | filtering s (S + K) | verify s "
+        "| n | k | round s | client sketch ms | upload KB | preparation s | online filtering s "
+        "(S + K) | verify s "
         "| K s | S<->K MB | unfiltered round s | FedAvg ms | Multi-Krum ms | filtered / "
         "unfiltered | load |"
     )
     print(head)
-    print("|" + "--:|" * 14)
+    print("|" + "--:|" * 15)
     for n in args.n:
         for k in args.k:
             row = run(n, k, args.d, key, args.repeat)
             rows.append(row)
             print(
                 f"| {n} | {k} | {row['round_s']:.2f} | {row['client_sketch_ms']:.1f} | "
-                f"{row['client_upload_kb']:.0f} | {row['filtering_s']:.2f} "
+                f"{row['client_upload_kb']:.0f} | {row['prepare_s']:.2f} | "
+                f"{row['filtering_s']:.2f} "
                 f"({row['server_distances_s']:.2f} + {row['keyholder_distances_s']:.2f}) | "
                 f"{row['verify_s']:.2f} | {row['keyholder_s']:.2f} | {row['s_k_mb']:.2f} | "
                 f"{row['plain_secure_round_s']:.2f} | {1e3 * row['fedavg_s']:.2f} | "
