@@ -228,6 +228,7 @@ def run_parties(
     dropouts: Mapping[str, Iterable[int]] | None = None,
     mean: bool = False,
     layers: Sequence[Layer] = (),
+    server_pool: ObfuscationPool | None = None,
 ) -> RoundResult:
     """Run one round in memory between ``server`` and ``clients`` (id -> Client) through the
     :class:`~protocol.router.Router`.
@@ -248,7 +249,7 @@ def run_parties(
     prep_log = None
     if config.filtered and not server.prepared:
         # the preparation involves no client: in a deployment it runs between rounds
-        prep = FilterPreparation(config, workers=server.unmask_workers)
+        prep = FilterPreparation(config, workers=server.unmask_workers, pool=server_pool)
         prep_log = Router([prep, keyholder]).run()
         if prep.prepared is not None:
             server.attach_preparation(prep.prepared)
@@ -370,6 +371,7 @@ def run_round(
     false_rejection: float = 1e-6,
     sketched: Mapping[int, Sequence[float]] | None = None,
     keyholder_pool: ObfuscationPool | None = None,
+    server_pool: ObfuscationPool | None = None,
     culprit_search: bool = False,
     min_group: int = 4,
 ) -> RoundResult:
@@ -446,8 +448,9 @@ def run_round(
     sketched:
         Client index -> the update that client *sketches* instead of the one it masks: the
         lying-sketch attack (:class:`LyingSketchClient`), for threat-model tests.
-    keyholder_pool:
-        Obfuscators for the key holder's re-encryptions, filled ahead of time.
+    keyholder_pool, server_pool:
+        Obfuscators (``r**n`` of the Paillier key) filled ahead of time, for the key holder's
+        and the server's encryptions and re-randomisations in the preparation.
     culprit_search, min_group:
         After a failed verification, look for the liars by re-running the accepted clients in
         disjoint groups of at least ``min_group`` (halving the failing groups while they have
@@ -566,7 +569,9 @@ def run_round(
     keyholder = None
     if filtering is not None:
         keyholder = KeyHolder(config, paillier_key, pool=keyholder_pool)
-    result = run_parties(server, clients, keyholder=keyholder, dropouts=dropouts, mean=mean)
+    result = run_parties(
+        server, clients, keyholder=keyholder, dropouts=dropouts, mean=mean, server_pool=server_pool
+    )
     v = result.verification
     if culprit_search and v is not None and not v.passed:
         search = _search_culprits(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from secagg.errors import SecAggError
 from secagg.masked_distance import ServerPrepared, prepare_server_products
+from secagg.paillier_pool import ObfuscationPool
 
 from .config import RoundConfig
 from .errors import KEYHOLDER_ID, SERVER_ID, ProtocolConfigError, ProtocolError
@@ -44,17 +45,24 @@ class FilterPreparation:
         The round's configuration (must have ``filtering``).
     workers:
         Threads for the multi-exponentiations (the compiled kernel releases the GIL).
+    pool:
+        An :class:`~secagg.paillier_pool.ObfuscationPool` of the round's key, filled in idle
+        time, for the fresh ``r**n`` that re-randomise every product (without one they are
+        computed on the spot: most of the preparation's cost).
 
     Raises :class:`ProtocolConfigError` for a round without filtering.
     """
 
-    def __init__(self, config: RoundConfig, *, workers: int = 2) -> None:
+    def __init__(
+        self, config: RoundConfig, *, workers: int = 2, pool: ObfuscationPool | None = None
+    ) -> None:
         if not isinstance(config, RoundConfig):
             raise TypeError(f"config must be a RoundConfig, got {type(config).__name__}")
         if config.filtering is None:
             raise ProtocolConfigError("preparation: the round has no secure filtering")
         self.config = config
         self.workers = int(workers)
+        self.pool = pool
         self.role = "server (preparation)"
         self.prepared: ServerPrepared | None = None
         self.failure: ProtocolError | None = None
@@ -128,7 +136,7 @@ class FilterPreparation:
                 )
             columns = [flat[b : b + lay.k] for b in range(0, len(flat), lay.k)]
             products, prepared = prepare_server_products(
-                key, columns, lay, rows, workers=self.workers
+                key, columns, lay, rows, workers=self.workers, pool=self.pool
             )
         except SecAggError as exc:
             raise self._error(f"columns: {exc}", msg) from None

@@ -486,6 +486,7 @@ def server_cross_terms(
     *,
     processes: int = 1,
     workers: int = 1,
+    pool: ObfuscationPool | None = None,
 ) -> list[list[mpz]]:
     """Step 3: ``out[b][j] = Enc(Q_ij + R_ij for i in block b)`` for every accepted row ``j``
     (indices into ``accepted``), with ``Q_ij = <s_i, M_j>`` and fresh blinds ``R``; ``columns``
@@ -498,6 +499,11 @@ def server_cross_terms(
     per row ``j``. With the compiled kernel the products run on ``max(workers, processes)``
     threads (it releases the GIL); without it, blocks are spread over ``processes`` worker
     processes when there are several. The result does not depend on either.
+
+    Every output is re-randomised with a fresh public ``r**n`` (from ``pool`` if given):
+    otherwise K, which chose its columns' randomness and can extract a ciphertext's randomness
+    with the factorisation, would hold ``prod_l r_l**M_jl`` -- a handle on S's masks, which
+    unmask the sketches.
 
     Raises :class:`SecAggParameterError` if the column blocks do not have ``k`` ciphertexts or
     do not match the number of rows.
@@ -527,17 +533,24 @@ def server_cross_terms(
         # the gmpy2 products hold the GIL between multiplications: processes, not threads,
         # use the other cores (spawned, so no forked locks or pool threads)
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(processes, len(jobs)), mp_context=ctx) as pool:
-            products = list(pool.map(_block_products, jobs))
+        with ProcessPoolExecutor(max_workers=min(processes, len(jobs)), mp_context=ctx) as executor:
+            products = list(executor.map(_block_products, jobs))
     else:
         products = [_block_products(job) for job in jobs]
+    count = len(products) * m
+    obfuscators = iter(
+        pool.draw_many(count)
+        if pool is not None
+        else key.random_obfuscators(count, workers=workers)
+    )
+    nsq = key.nsquare
     out: list[list[mpz]] = []
     for b, cross in enumerate(products):
         rows_in_block = range(b * slots, min(m, (b + 1) * slots))
         per_j = []
         for j in range(m):
             (blind,) = packer.pack([blinds[i, j] for i in rows_in_block])
-            per_j.append(key.add_plain(cross[j], blind))
+            per_j.append(key.add_plain(cross[j], blind) * next(obfuscators) % nsq)
         out.append(per_j)
     masks.blinds = blinds
     return out

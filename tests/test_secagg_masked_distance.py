@@ -10,6 +10,7 @@ import pytest
 
 from secagg import masked_distance as md
 from secagg.paillier_pack import SlotLayout
+from secagg.paillier_pool import ObfuscationPool
 from secagg.paillier_private import generate_paillier_keypair
 
 
@@ -18,7 +19,7 @@ def keys():
     return generate_paillier_keypair(1024, allow_insecure=True)
 
 
-def _run(keys, s, bound, sigma=md.DEFAULT_SIGMA, tamper=None):
+def _run(keys, s, bound, sigma=md.DEFAULT_SIGMA, tamper=None, **cross_kw):
     pub, priv = keys
     lay = md.DistanceLayouts(pub, s.shape[1], bound, sigma)
     rows = [[pub.encrypt(m) for m in lay.row.pack(r)] for r in s]
@@ -26,7 +27,7 @@ def _run(keys, s, bound, sigma=md.DEFAULT_SIGMA, tamper=None):
         rows = tamper(pub, lay, rows)
     masked, masks = md.server_mask_rows(pub, rows, lay)
     columns, kh = md.keyholder_open_rows(priv, masked, lay)
-    blinded = md.server_cross_terms(pub, columns, masks, kh.accepted)
+    blinded = md.server_cross_terms(pub, columns, masks, kh.accepted, **cross_kw)
     z = md.keyholder_combine(priv, blinded, kh)
     return md.server_distances(z, masks, kh.accepted), kh, masks
 
@@ -45,6 +46,19 @@ def test_server_gets_the_exact_squared_distances(keys, n, k, bound):
         for i in range(n)
         for j in range(n)
     )
+
+
+def test_cross_terms_are_rerandomised_and_exact_over_processes_and_a_pool(keys, monkeypatch):
+    # K chose its columns' randomness and can read a ciphertext's randomness with the
+    # factorisation: every product S returns must carry fresh randomness of its own
+    pub, priv = keys
+    monkeypatch.setenv("FORTIS_KERNELS", "numpy")  # the gmpy2 path, spread over processes
+    s = np.random.default_rng(3).integers(-50, 51, (30, 5))
+    pool = ObfuscationPool(pub)
+    pool.fill(64)
+    d, kh, _ = _run(keys, s, 50, processes=2, pool=pool)
+    assert (d == md.exact_squared_distances(s)).all()
+    assert pool.drawn == 3 * 30  # one fresh r**n per (block, row): 3 blocks of 14 rows
 
 
 def test_exact_squared_distances_of_huge_integers():
