@@ -5,7 +5,7 @@ Per (n, k): the filtered round's wall time (every party in one process, one afte
 the wall time is the sum of their compute); from its transcript, the mean client time of the
 sketch phase (sketch + Paillier encryption, with r**n computed on the spot as run_round does)
 and the client's upload; the preparation with the key holder (no client involved: between
-rounds in a deployment; the key holder's r**n come from a pool filled before it); the online
+rounds in a deployment; both parties' r**n come from pools filled before it); the online
 *filtering step* (the server's and the key holder's "distances" phases: masking the rows, one
 round trip, the norm bound and the rule); the verification (both parties' "verify" phases);
 the key holder's total time and the bytes between server and key holder;
@@ -52,13 +52,18 @@ def run(n: int, k: int, d: int, key, repeat: int) -> dict:
     f = max(1, n // 10)
     x = _updates(n, d, f, seed=n * 7919 + k)
     lay_rows = n + 1
-    pool = ObfuscationPool(key.public_key)
+    pool = ObfuscationPool(key)  # K's, filled with the factorisation
+    server_pool = ObfuscationPool(key.public_key)
     kwargs = dict(value_range=1.0, rule="multi_krum", f=f, clip_norm=1.0, paillier_key=key)
 
     def filtered():
-        pool.fill(lay_rows * k // 4 + 64, workers=2)  # between rounds, not timed below
+        # r**n for the preparation, filled in idle time between rounds (not timed below)
+        pool.fill(lay_rows * k // 4 + 64, workers=2)
+        server_pool.fill(lay_rows * lay_rows // 4 + 64, workers=2)
         t0 = time.perf_counter()
-        r = protocol.run_round(x, sketch_dim=k, keyholder_pool=pool, **kwargs)
+        r = protocol.run_round(
+            x, sketch_dim=k, keyholder_pool=pool, server_pool=server_pool, **kwargs
+        )
         return time.perf_counter() - t0, r
 
     runs = [filtered() for _ in range(repeat)]
