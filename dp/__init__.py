@@ -8,6 +8,8 @@
 * :mod:`dp.mechanisms` -- the central Gaussian mechanism and the distributed discrete Gaussian /
   Skellam mechanisms for secure aggregation (rounding, rotation, modular-wrap check).
 * :mod:`dp.rng` -- the cryptographically secure noise source (ChaCha20).
+* :mod:`dp.calibrate` -- the calibrator: noise for a privacy target and the detection margin it
+  leaves the robust filter (:func:`calibrate`).
 
 ``NOTES.md`` in this package explains how each mechanism maps onto the accountant.
 """
@@ -23,13 +25,16 @@ from dp.accounting import (
     skellam_rdp,
     subsampled_rdp,
 )
+from dp.calibrate import Calibration, DetectionMargin, calibrate, estimate_honest_model
 from dp.clipping import AdaptiveClipper, ClipReport, clip_updates
 from dp.errors import (
     AccountantStateError,
     CalibrationError,
+    DetectionRefusedError,
     DPError,
     ModularWrapError,
     PrivacyParameterError,
+    UnsupportedDefenceError,
     UnsupportedMechanismError,
 )
 from dp.mechanisms import (
@@ -55,10 +60,13 @@ __all__ = [
     "Accountant",
     "AccountantStateError",
     "AdaptiveClipper",
+    "Calibration",
     "CalibrationError",
     "CentralGaussian",
     "ClipReport",
     "DPError",
+    "DetectionMargin",
+    "DetectionRefusedError",
     "DistributedDiscreteGaussian",
     "DistributedDiscreteGaussianEvent",
     "DistributedSkellam",
@@ -70,11 +78,14 @@ __all__ = [
     "PrivacyParameterError",
     "PrivacySpent",
     "SkellamEvent",
+    "UnsupportedDefenceError",
     "UnsupportedMechanismError",
+    "calibrate",
     "clip_updates",
     "ddg_rdp",
     "discrete_gaussian_pmf",
     "discrete_gaussian_table",
+    "estimate_honest_model",
     "noise_multiplier_for",
     "randomized_hadamard",
     "sample_discrete_gaussian",

@@ -16,6 +16,8 @@ __all__ = [
     "CalibrationError",
     "ModularWrapError",
     "AccountantStateError",
+    "UnsupportedDefenceError",
+    "DetectionRefusedError",
 ]
 
 
@@ -45,3 +47,14 @@ class ModularWrapError(DPError):
 class AccountantStateError(DPError):
     """A serialised accountant is malformed (unknown version, method or event kind, or a field
     with the wrong type or range)."""
+
+
+class UnsupportedDefenceError(CalibrationError):
+    """The calibrator has no detection model for this defence (the message lists those it
+    has)."""
+
+
+class DetectionRefusedError(CalibrationError):
+    """The noise, as placed, would hide the attack class the caller asked to stop: the filter
+    would catch it only at deviations no update within the norm bound can carry. Raised by
+    :func:`dp.calibrate` unless ``override=True``."""
