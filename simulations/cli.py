@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fortis import FortisError, __version__
+from simulations.calibrate_cli import add_calibrate_parser, cmd_calibrate
 from simulations.options import add_config_arguments, config_kwargs
 
 DEFAULT_HARD_ATTACK = "alie"
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", default=None, help="MNIST folder to check instead of the defaults"
     )
     doc.add_argument("--json", action="store_true", help="print the facts as JSON")
+    add_calibrate_parser(sub)
     return parser
 
 
@@ -395,6 +397,7 @@ COMMANDS = {
     "defences": cmd_defences,
     "defenses": cmd_defences,
     "doctor": cmd_doctor,
+    "calibrate": cmd_calibrate,
 }
 
 
