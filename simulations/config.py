@@ -31,6 +31,16 @@ __all__ = ["DEFAULT_LR", "TRAINING_MODES", "ConfigError", "SimulationConfig", "d
 TRAINING_MODES = ("fedavg", "fedprox", "dsgd")
 KNOWLEDGE_LEVELS = ("omniscient", "limited")
 SECURE_GRAPHS = ("complete", "secagg+")
+#: Where ``--dp-mode`` puts the DP noise. ``central``: the server adds Gaussian noise to the
+#: aggregate after the defence has run on the noise-free clipped updates. ``local``: every
+#: client trains with Opacus' DP-SGD (sample-level DP). ``distributed``: noise shares under
+#: secure aggregation (not wired into the simulations yet: refused). ``before_filter``:
+#: each honest client adds its share of the noise *before* the defence reads the updates --
+#: harmful, it exists only to show the harm (the noise hides the attack from the filter).
+DP_MODES = ("central", "local", "distributed", "before_filter")
+#: The DP modes that add Gaussian noise calibrated to the clients' clip C (they need --clip).
+DP_CLIPPED_MODES = ("central", "before_filter")
+DEFAULT_DP_DELTA = 1e-5
 #: Paillier key sizes ``--paillier-bits`` takes; 1024 is for tests and quick demos only.
 PAILLIER_BITS = (1024, 2048, 3072, 4096)
 #: The smallest key size that is not a test key.
@@ -77,7 +87,16 @@ def _parse_reputation(text: str | None) -> dict[str, Any] | None:
 
 #: Fields added after results were first stored: left out of :meth:`SimulationConfig.key`
 #: while at their default, so that stored matrix cells keep their keys and resume.
-_KEY_OMITS_AT_DEFAULT = {"reputation": None, "sketch_dim": 128, "paillier_bits": 2048}
+_KEY_OMITS_AT_DEFAULT = {
+    "reputation": None,
+    "sketch_dim": 128,
+    "paillier_bits": 2048,
+    "dp_epsilon": None,
+    "dp_delta": DEFAULT_DP_DELTA,
+    "dp_mode": "central",
+    "dp_sampling_rate": 1.0,
+    "dp_grad_norm": 1.0,
+}
 
 
 def _lr_default_text() -> str:
@@ -309,9 +328,50 @@ class SimulationConfig:
         group="defence",
         parse=float,
         help="every client clips its update to this L2 norm before sending (the norm bound "
-        "C); in secure mode also the fixed-point range. The no-defence baseline rows do not "
-        "clip",
+        "C); in secure mode also the fixed-point range, with --dp-epsilon the DP sensitivity. "
+        "The no-defence baseline rows do not clip (unless secure or central DP needs it)",
         default_text="no clipping; secure mode takes the range from the data",
+    )
+    dp_epsilon: float | None = option(
+        None,
+        "--dp-epsilon",
+        group="privacy",
+        parse=float,
+        metavar="E",
+        help="client-level differential privacy: the target epsilon over all --rounds "
+        "(central: noise multiplier from dp.noise_multiplier_for; local: each client's "
+        "sample-level epsilon)",
+        default_text="off",
+    )
+    dp_delta: float = option(
+        DEFAULT_DP_DELTA, "--dp-delta", group="privacy", parse=float, metavar="D", help="DP delta"
+    )
+    dp_mode: str = option(
+        "central",
+        "--dp-mode",
+        group="privacy",
+        choices=DP_MODES,
+        help="where the noise goes: central = Gaussian noise on the aggregate after the "
+        "defence ran on the noise-free clipped updates (needs --clip; std z*C on the sum, "
+        "z*C/m on the mean of m); local = clients train with Opacus DP-SGD; distributed = "
+        "not wired yet; before_filter = HARMFUL, noise on each update before the defence "
+        "reads it, only to show the harm",
+    )
+    dp_sampling_rate: float = option(
+        1.0,
+        "--dp-sampling-rate",
+        group="privacy",
+        parse=float,
+        metavar="Q",
+        help="Poisson client sampling: each client takes part in a round with probability Q, "
+        "as the accountant assumes (1 = every client every round)",
+    )
+    dp_grad_norm: float = option(
+        1.0,
+        "--dp-grad-norm",
+        group="privacy",
+        parse=float,
+        help="--dp-mode local: Opacus' per-sample gradient clip norm",
     )
     eval_every: int = option(
         1, "--eval-every", group="output", parse=int, help="test the model every N rounds"
@@ -402,11 +462,70 @@ class SimulationConfig:
             self._validate_secure()
         if isinstance(self.defence_f, str) and self.defence_f != "auto":
             raise ConfigError(f"defence_f must be an int, None or 'auto', got {self.defence_f!r}")
+        self._validate_dp()
         if self.reputation is not None and self.replication > 1:
             raise ConfigError(
                 "--reputation cannot be combined with --replication (the majority vote "
                 "takes no weights)"
             )
+
+    def _validate_dp(self) -> None:
+        """The ``--dp-*`` options: ranges, and the combinations that cannot run."""
+        if self.dp_epsilon is None:
+            changed = [
+                f"--{name.replace('_', '-')}"
+                for name in ("dp_delta", "dp_mode", "dp_sampling_rate", "dp_grad_norm")
+                if getattr(self, name) != _KEY_OMITS_AT_DEFAULT[name]
+            ]
+            if changed:
+                raise ConfigError(f"{', '.join(changed)} given without --dp-epsilon: DP is off")
+            return
+        eps, delta, q = self.dp_epsilon, self.dp_delta, self.dp_sampling_rate
+        if isinstance(eps, bool) or not (isinstance(eps, int | float) and math.isfinite(eps)):
+            raise ConfigError(f"dp_epsilon must be a finite number > 0, got {eps!r}")
+        if eps <= 0:
+            raise ConfigError(f"dp_epsilon must be > 0, got {eps}")
+        if not (isinstance(delta, int | float) and 0 < delta < 1):
+            raise ConfigError(f"dp_delta must be in (0, 1), got {delta!r}")
+        if not (isinstance(q, int | float) and 0 < q <= 1):
+            raise ConfigError(f"dp_sampling_rate must be in (0, 1], got {q!r}")
+        if not (math.isfinite(self.dp_grad_norm) and self.dp_grad_norm > 0):
+            raise ConfigError(f"dp_grad_norm must be a finite number > 0, got {self.dp_grad_norm}")
+        if self.dp_mode not in DP_MODES:
+            raise ConfigError(f"dp_mode must be one of {', '.join(DP_MODES)}; got {self.dp_mode!r}")
+        if self.dp_mode == "distributed":
+            raise ConfigError(
+                "--dp-mode distributed is not wired into the simulations yet (noise shares "
+                "under secure aggregation come through the protocol later); use --dp-mode "
+                "central (noise after the filter) or local (Opacus DP-SGD)"
+            )
+        if self.dp_mode in DP_CLIPPED_MODES and self.clip is None:
+            raise ConfigError(
+                f"--dp-epsilon with --dp-mode {self.dp_mode} needs --clip C: the noise is "
+                "calibrated to each client's clipped update (sensitivity C of the sum)"
+            )
+        if self.dp_mode == "before_filter" and self.secure:
+            raise ConfigError(
+                "--dp-mode before_filter runs only in plaintext: it exists to show the harm of "
+                "noise the filter reads; secure mode never puts noise before the filter"
+            )
+        if self.dp_mode == "local" and self.training != "fedavg":
+            raise ConfigError(
+                f"--dp-mode local trains with Opacus DP-SGD under --training fedavg only, got "
+                f"--training {self.training}"
+            )
+
+    @property
+    def dp_needs_clip(self) -> bool:
+        """Whether DP is on in a mode calibrated to the clients' clip (central, before_filter)."""
+        return self.dp_epsilon is not None and self.dp_mode in DP_CLIPPED_MODES
+
+    def privacy_label(self) -> str:
+        """``central DP (eps=8, delta=1e-05)``; ``''`` with DP off."""
+        if self.dp_epsilon is None:
+            return ""
+        q = f", q={self.dp_sampling_rate:g}" if self.dp_sampling_rate < 1 else ""
+        return f"{self.dp_mode} DP (eps={self.dp_epsilon:g}, delta={self.dp_delta:g}{q})"
 
     def _validate_secure(self) -> None:
         """Secure-aggregation settings that would fail inside the first round, checked now."""
@@ -505,4 +624,5 @@ class SimulationConfig:
         labels."""
         attack = "clean" if self.byzantine == 0 else self.attack_label()
         secure = " [secure]" if self.secure else ""
-        return f"{attack} on {self.partition}, {self.defence_label(client_clip=True)}{secure}"
+        dp = f" [{self.privacy_label()}]" if self.dp_epsilon is not None else ""
+        return f"{attack} on {self.partition}, {self.defence_label(client_clip=True)}{secure}{dp}"

@@ -127,6 +127,19 @@ def run_matrix(
     return summaries
 
 
+def _privacy_lines(cells: Sequence[dict[str, Any]]) -> list[str]:
+    """With DP: the epsilon the cells spent (each cell's accountant; per-round values are in
+    its stored result)."""
+    spent = [c["dp_epsilon"] for c in cells if c.get("dp_epsilon") is not None]
+    if not spent:
+        return []
+    return [
+        f"Epsilon spent per cell: {min(spent):.3g} to {max(spent):.3g} (each cell's own "
+        "accountant; per round in the cell's results under `history[].dp_epsilon`).",
+        "",
+    ]
+
+
 def write_matrix_report(
     cells: Sequence[dict[str, Any]], out: Path, base: SimulationConfig
 ) -> dict[str, Path]:
@@ -139,10 +152,12 @@ def write_matrix_report(
         "",
         f"Dataset **{base.dataset}**, model {base.model}, training {base.training}, "
         f"{base.clients} clients, {base.rounds} rounds, seed {base.seed}, "
-        f"{base.aggregation_label()} aggregation. Final test accuracy; "
-        "*worst case* is the minimum over attacks.",
+        f"{base.aggregation_label()} aggregation"
+        + (f", {base.privacy_label()}" if base.dp_epsilon is not None else "")
+        + ". Final test accuracy; *worst case* is the minimum over attacks.",
         "",
         matrix_markdown(cells),
+        *_privacy_lines(cells),
         "![matrix](matrix.png)",
         "",
     ]

@@ -32,7 +32,7 @@ __all__ = [
 COMMANDS: tuple[str, ...] = ("simulate", "matrix")
 
 #: Argument groups of ``--help``, in the order they are shown.
-GROUPS: tuple[str, ...] = ("data", "federation", "threat model", "defence", "output")
+GROUPS: tuple[str, ...] = ("data", "federation", "threat model", "defence", "privacy", "output")
 
 
 @dataclass(frozen=True)

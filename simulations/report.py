@@ -45,11 +45,15 @@ def summary_table(results: Sequence[tuple[str, RunResult]]) -> str:
     f, the defence with its pre-aggregators and the clients' clip, and the aggregation mode
     (plaintext or secure)."""
     with_rep = any(res.config.reputation is not None for _, res in results)
+    with_dp = any(res.config.dp_epsilon is not None for _, res in results)
     lines = [
         "| run | split | attack | defence | aggregation | final acc | best acc "
         "| honest rejected / round | Byzantine rejected / round | backdoor ASR | status | time |"
-        + (" final trust: honest min / Byzantine max |" if with_rep else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_rep else ""),
+        + (" final trust: honest min / Byzantine max |" if with_rep else "")
+        + (" epsilon spent |" if with_dp else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        + ("---|" if with_rep else "")
+        + ("---|" if with_dp else ""),
     ]
     for name, res in results:
         s = res.summary()
@@ -63,8 +67,71 @@ def summary_table(results: Sequence[tuple[str, RunResult]]) -> str:
             f"| {s['byzantine_rejected_per_round']:.2f} | {_fmt(s['backdoor_asr'])} "
             f"| {status_cell(res)} | {s['seconds']:.1f}s |"
             + (f" {_trust_cell(s)} |" if with_rep else "")
+            + (f" {_epsilon_cell(res)} |" if with_dp else "")
         )
     return "\n".join(lines)
+
+
+def _epsilon_cell(res: RunResult) -> str:
+    eps = res.final_epsilon
+    if eps is None:
+        return "– (no DP)"
+    return f"{eps:.3g} (target {res.config.dp_epsilon:g})"
+
+
+def privacy_markdown(results: Sequence[tuple[str, RunResult]]) -> str:
+    """The ``--dp-epsilon`` section: per DP run, the placement, the target and what was
+    spent, the noise, and epsilon after each round; '' when no run used DP."""
+    runs = [(name, res) for name, res in results if res.privacy is not None]
+    if not runs:
+        return ""
+    parts = [
+        "| run | mode | target (epsilon, delta) | client sampling q | noise multiplier z "
+        "| noise std on the sum (z*C) | noise std on the mean (last round) | epsilon spent |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, res in runs:
+        p = res.privacy
+        assert p is not None
+        stds = [r.dp_noise_std for r in res.history if r.dp_noise_std is not None]
+        z = p.get("noise_multiplier")
+        z_text = "–" if z is None else f"{z:.4g}"
+        sum_text = "–" if z is None else f"{p['noise_std_sum']:.4g}"
+        mean_std = "–" if not stds else f"{stds[-1]:.4g}"
+        if p["mode"] == "before_filter" and stds:
+            mean_std = f"{stds[-1]:.4g} per honest row (before the filter)"
+        parts.append(
+            f"| {name} | {p['mode']} | ({p['target_epsilon']:g}, {p['delta']:g}) "
+            f"| {p['sampling_rate']:g} | {z_text} | {sum_text} | {mean_std} "
+            f"| {p['epsilon']:.4g} |"
+        )
+    parts += ["", "Epsilon spent after each round:", ""]
+    for name, res in runs:
+        eps = ", ".join("–" if e is None else f"{e:.3g}" for e in res.epsilon_per_round)
+        parts.append(f"- *{name}*: {eps}")
+    local = [(name, res) for name, res in runs if res.privacy["mode"] == "local"]
+    for name, res in local:
+        per = res.privacy["client_epsilon"]
+        shown = ", ".join(f"{cid}: {eps:.3g}" for cid, eps in per.items())
+        parts += ["", f"Per-client sample-level epsilon of *{name}*: {shown}"]
+    parts += [
+        "",
+        "*central*: every client clips to C, the defence runs on the noise-free clipped "
+        "updates (in secure mode the filter reads noise-free sketches), then the server adds "
+        "Gaussian noise of std z*C to the sum of the m aggregated updates (z*C/m on their "
+        "mean); z is `dp.noise_multiplier_for(epsilon, delta, rounds, q)` and the accountant "
+        "(`dp.Accountant`, Google's dp-accounting, client level, add/remove one client) "
+        "advances once per released round. q = 1: every client takes part in every round; "
+        "q < 1: Poisson client sampling, as the accountant assumes. The noise comes from a "
+        "ChaCha20 `dp.NoiseSource` keyed by the run seed: deterministic, for reproducible "
+        "simulations only. *local*: clients train with Opacus DP-SGD; the epsilon is each "
+        "client's sample-level epsilon (largest shown), and the noise widens the honest spread "
+        "the defence sees. *before_filter*: harmful by design -- the noise is in the rows the "
+        "defence reads (each honest row carries a share z*C/sqrt(m)), and Byzantine clients "
+        "skip theirs. The accounting treats a round as the Gaussian mechanism on a sum of "
+        "updates of norm <= C; the filter's data-dependent selection is not analysed.",
+    ]
+    return "\n".join(parts)
 
 
 def _trust_cell(s: dict[str, Any]) -> str:
@@ -200,12 +267,23 @@ def plot_reputation(
 
 
 def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathLike[str]) -> Path:
-    """Test accuracy per round, one line per run, plus honest clients wrongly rejected."""
+    """Test accuracy per round, one line per run, plus honest clients wrongly rejected; with
+    a ``--dp-epsilon`` run, the privacy spent (epsilon after each round) beside them."""
     plt = _pyplot()
-    fig, (ax, ax2) = plt.subplots(
-        2, 1, figsize=(8, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
-    )
+    with_dp = any(res.privacy is not None for _, res in results)
     from matplotlib.ticker import MaxNLocator
+
+    if with_dp:
+        fig = plt.figure(figsize=(13, 6.5))
+        grid = fig.add_gridspec(2, 2, height_ratios=[3, 1.3], width_ratios=[2, 1])
+        ax = fig.add_subplot(grid[0, 0])
+        ax2 = fig.add_subplot(grid[1, 0], sharex=ax)
+        ax_eps = fig.add_subplot(grid[:, 1])
+    else:
+        fig, (ax, ax2) = plt.subplots(
+            2, 1, figsize=(8, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
+        )
+        ax_eps = None
 
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     attack_colour: dict[str, str] = {}
@@ -237,6 +315,17 @@ def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathL
             )
         elif res.failure is not None and accs:
             ax.plot(rounds[-1], accs[-1], marker="s", markersize=8, color="black", zorder=5)
+        if ax_eps is not None and res.privacy is not None:
+            points = [(r.round + 1, r.dp_epsilon) for r in res.history if r.dp_epsilon is not None]
+            if points:
+                ax_eps.plot(
+                    *zip(*points),
+                    linestyle=style,
+                    color=colour,
+                    marker="o",
+                    markersize=3,
+                    label=f"{name} ({res.privacy['mode']})",
+                )
         if attacked and not undefended:
             ax2.plot(
                 [r.round + 1 for r in res.history],
@@ -263,6 +352,17 @@ def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathL
     ax2.set_ylabel("honest clients\nrejected")
     ax2.set_xlabel("round")
     ax2.grid(alpha=0.3)
+    if ax_eps is not None:
+        targets = sorted({res.config.dp_epsilon for _, res in results if res.privacy is not None})
+        for target in targets:
+            ax_eps.axhline(target, color="0.4", linestyle=":", linewidth=1)
+        ax_eps.set_title("privacy spent (dotted: target epsilon)", fontsize=10)
+        ax_eps.set_xlabel("round")
+        ax_eps.set_ylabel("epsilon spent")
+        ax_eps.set_ylim(bottom=0)
+        ax_eps.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax_eps.grid(alpha=0.3)
+        ax_eps.legend(fontsize=7, loc="lower right")
     return _save_figure(fig, path)
 
 
@@ -301,6 +401,9 @@ def write_simulation_report(
         "traceback in results.json. ![accuracy](accuracy.png)",
         "",
     ]
+    dp_md = privacy_markdown(results)
+    if dp_md:
+        md += ["## Privacy", "", dp_md, ""]
     rep_md = reputation_markdown(results)
     if rep_md:
         md += [

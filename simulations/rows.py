@@ -14,14 +14,14 @@ __all__ = ["simulate_rows", "undefended"]
 
 def undefended(cfg: SimulationConfig) -> SimulationConfig:
     """The same run with a plain mean, no client clipping and no reputation: the no-defence
-    baseline. In
-    secure mode the clip stays, since it is the fixed-point range the protocol needs."""
+    baseline. In secure mode the clip stays, since it is the fixed-point range the protocol
+    needs; so it does with central DP, whose noise is calibrated to it."""
     return cfg.replace(
         defence="mean",
         defence_params={},
         pre=(),
         defence_f=None,
-        clip=cfg.clip if cfg.secure else None,
+        clip=cfg.clip if cfg.secure or cfg.dp_needs_clip else None,
         reputation=None,
     )
 

@@ -63,6 +63,7 @@ from simulations.errors import (
     SimulationStateError,
 )
 from simulations.partition import PartitionError, partition
+from simulations.privacy import CentralPrivacy, noise_multiplier
 from simulations.replication import ReplicationError
 from simulations.training import LocalTrainer
 
@@ -136,6 +137,12 @@ class RoundRecord:
     #: is 0 and the rejected counts are the filter's own rejections.
     verification: str | None = None
     aborted: str | None = None
+    #: With ``--dp-epsilon``: the epsilon spent so far after this round (central and
+    #: before_filter: the run's accountant, client level; local: the largest client's
+    #: sample-level epsilon), and the std of the noise on the released mean this round
+    #: (central: ``z * C / m``; before_filter: each honest row's noise share).
+    dp_epsilon: float | None = None
+    dp_noise_std: float | None = None
 
 
 class _RoundNotApplied(Exception):
@@ -165,6 +172,22 @@ class RunResult:
     divergence: Divergence | None = None
     failure: Failure | None = None
     chance_accuracy: float | None = None
+    #: With ``--dp-epsilon``: mode, target, delta, sampling rate, the noise multiplier and
+    #: std, epsilon per round and at the end, the accountant's state (central) or every
+    #: client's epsilon (local). ``None`` without DP.
+    privacy: dict[str, Any] | None = None
+
+    @property
+    def epsilon_per_round(self) -> list[float | None]:
+        """Epsilon spent after each round (``None`` entries before the first release)."""
+        return [r.dp_epsilon for r in self.history]
+
+    @property
+    def final_epsilon(self) -> float | None:
+        """Epsilon spent at the end of the run; ``None`` without DP."""
+        if self.privacy is None:
+            return None
+        return self.privacy.get("epsilon")
 
     @property
     def status(self) -> str:
@@ -262,6 +285,7 @@ class RunResult:
             ),
             "backdoor_asr": self.final_backdoor_asr,
             "rounds_not_applied": sum(r.aborted is not None for r in self.history),
+            "dp_epsilon": self.final_epsilon,
             "seconds": self.seconds,
             "rounds_run": len(self.history),
             "status": self.status,
@@ -279,6 +303,7 @@ class RunResult:
             "divergence": None if self.divergence is None else vars(self.divergence),
             "failure": None if self.failure is None else vars(self.failure),
             "chance_accuracy": self.chance_accuracy,
+            "privacy": self.privacy,
         }
 
     @classmethod
@@ -295,6 +320,7 @@ class RunResult:
             divergence=None if divergence is None else Divergence(**divergence),
             failure=None if failure is None else Failure(**failure),
             chance_accuracy=d.get("chance_accuracy"),
+            privacy=d.get("privacy"),
         )
 
 
@@ -462,6 +488,14 @@ def _client_shards(config: SimulationConfig, dataset: Dataset) -> list[np.ndarra
 
 
 def _trainer(config: SimulationConfig, dataset: Dataset) -> LocalTrainer:
+    local_dp: dict[str, Any] = {}
+    if config.dp_epsilon is not None and config.dp_mode == "local":
+        local_dp = dict(
+            dp_epsilon=config.dp_epsilon,
+            dp_delta=config.dp_delta,
+            dp_grad_norm=config.dp_grad_norm,
+            dp_rounds=config.rounds,
+        )
     return LocalTrainer(
         config.model,
         dataset.input_shape,
@@ -473,6 +507,7 @@ def _trainer(config: SimulationConfig, dataset: Dataset) -> LocalTrainer:
         mu=config.mu,
         momentum=config.momentum,
         seed=config.seed,
+        **local_dp,
     )
 
 
@@ -494,6 +529,11 @@ def preflight(config: SimulationConfig, dataset: Dataset) -> None:
         attack.poison(dataset.x_train[sample], dataset.y_train[sample], np.random.default_rng(0))
     _client_shards(config, dataset)
     _trainer(config, dataset)
+    if config.dp_needs_clip:
+        # the calibration itself: a target no noise multiplier reaches is refused here
+        noise_multiplier(
+            float(config.dp_epsilon), config.dp_delta, config.rounds, config.dp_sampling_rate
+        )
 
 
 class Simulation:
@@ -564,12 +604,27 @@ class Simulation:
                 )
         self._sketched: dict[int, np.ndarray] = {}
         self.last_secure_round: Any = None
+        #: ``--dp-epsilon`` (central, before_filter): the noise and the accountant; client
+        #: sampling (``--dp-sampling-rate``) draws from its own stream, so runs without it
+        #: keep their random choices.
+        self.privacy: CentralPrivacy | None = None
+        self._dp_rng = np.random.default_rng([config.seed, 3])
+        if config.dp_needs_clip:
+            self.privacy = CentralPrivacy(config)
+            if config.dp_mode == "before_filter":
+                self.notes.append(
+                    "--dp-mode before_filter: HARMFUL placement, for demonstration: the noise "
+                    "enters the rows the defence reads, and Byzantine clients skip theirs"
+                )
 
     # -- one round -------------------------------------------------------------------------
     def _participants(self) -> tuple[np.ndarray, np.ndarray]:
         c = self.config
         n = c.clients
         active = np.ones(n, dtype=bool)
+        if c.dp_epsilon is not None and c.dp_sampling_rate < 1:
+            # Poisson sampling, as the accountant assumes: each client independently with q.
+            active &= self._dp_rng.random(n) < c.dp_sampling_rate
         if c.dropout > 0:
             active &= self.rng.random(n) >= c.dropout
         staleness = np.zeros(n, dtype=int)
@@ -930,6 +985,8 @@ class Simulation:
                 X = self._craft(X, byz_mask, round_idx)
                 if c.clip is not None:
                     X = self._clip_finite(X, c.clip)
+                if self.privacy is not None and c.dp_mode == "before_filter":
+                    X, record.dp_noise_std = self.privacy.noise_rows(X, ~byz_mask)
                 vector, accepted = self._aggregate(X)
             except robust.InsufficientClientsError as exc:
                 if len(ids) == c.clients:
@@ -962,6 +1019,7 @@ class Simulation:
                         f"{int((~np.isfinite(vector)).sum())} non-finite entries",
                     )
                 else:
+                    vector = self._privatise(record, vector, accepted)
                     record.aggregate_norm = float(np.linalg.norm(np.asarray(vector, np.float64)))
                     with np.errstate(over="ignore", invalid="ignore"):
                         # float32, as the model holds them: the cast itself may overflow.
@@ -978,12 +1036,46 @@ class Simulation:
                     else:
                         self.params = new_params
                         self.previous_aggregate = vector
+        if c.dp_epsilon is not None and c.dp_mode == "local":
+            record.dp_epsilon = max(self.trainer.client_epsilons().values(), default=0.0)
+        elif self.privacy is not None:
+            record.dp_epsilon = self.privacy.epsilons[-1] if self.privacy.epsilons else 0.0
         if self.divergence is None and (
             (round_idx + 1) % c.eval_every == 0 or round_idx == c.rounds - 1
         ):
             self._evaluate(record)
         record.seconds = time.perf_counter() - t0
         return record
+
+    def _privatise(self, record: RoundRecord, vector: np.ndarray, accepted: np.ndarray) -> Any:
+        """Central DP: the released aggregate, noised after the defence (std ``z C / m`` on the
+        mean of the ``m`` accepted clients); the accountant advances by this release. The
+        before_filter placement noised the rows already and only accounts here."""
+        if self.privacy is None:
+            return vector
+        if self.config.dp_mode == "central":
+            vector, record.dp_noise_std = self.privacy.release(vector, int(accepted.sum()))
+        self.privacy.account()
+        return vector
+
+    def privacy_summary(self) -> dict[str, Any] | None:
+        """What :attr:`RunResult.privacy` holds; ``None`` without DP."""
+        c = self.config
+        if c.dp_epsilon is None:
+            return None
+        if self.privacy is not None:
+            return self.privacy.summary()
+        per_client = self.trainer.client_epsilons()
+        return {
+            "mode": "local",
+            "target_epsilon": float(c.dp_epsilon),
+            "delta": float(c.dp_delta),
+            "sampling_rate": float(c.dp_sampling_rate),
+            "grad_norm": float(c.dp_grad_norm),
+            "unit": "sample-level, per client (Opacus RDP accountant)",
+            "client_epsilon": {str(k): v for k, v in per_client.items()},
+            "epsilon": max(per_client.values(), default=0.0),
+        }
 
     def _record_secure_round(self, record: RoundRecord) -> None:
         """Copy this round's secure-filtering outcome (bytes, verification) into the record."""
@@ -1061,6 +1153,7 @@ class Simulation:
                 break
         result.seconds = time.perf_counter() - t0
         result.notes = list(self.notes)
+        result.privacy = self.privacy_summary()
         return result
 
 
