@@ -32,6 +32,7 @@ from .filtering import SECURE_RULES, FilterConfig, FilterDecision, check_secure_
 from .keyholder import KeyHolder, KeyHolderAudit, KeyHolderStage
 from .ledger import RoundLedger, RoundReplayError
 from .messages import decode, encode
+from .noise import NoiseConfig
 from .preparation import FilterPreparation
 from .router import Dropouts, Envelope, Layer, Recorder, Replay, Router, RouterLog, Tamper
 from .server import AggregateResult, Fault, Server, ServerStage, ShareDispute, Verification
@@ -71,6 +72,7 @@ __all__ = [
     "KeyHolderAudit",
     "KeyHolderStage",
     "FilterPreparation",
+    "NoiseConfig",
     "FilterConfig",
     "FilterDecision",
     "SECURE_RULES",

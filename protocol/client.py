@@ -113,6 +113,7 @@ from .messages import (
     share_signing_bytes,
     survivors_signing_bytes,
 )
+from .noise import NOISE_SEED_BYTES, noise_share
 from .stages import Stage, build_transitions, phase_of
 
 __all__ = ["Client", "ClientStage", "CLIENT_STAGES", "CLIENT_TRANSITIONS"]
@@ -280,6 +281,7 @@ class Client:
         self._rng = rng if rng is not None else np.random.default_rng()
         self._pool = paillier_pool
         self._signed_input: np.ndarray | None = None  # filtering: what the client sketches
+        self._noise_seed: bytes | None = None  # distributed noise: the share's seed
         if config.hardened:
             if signing_key is None or pki is None:
                 raise ProtocolConfigError(f"{self.role}: hardened mode needs signing_key and pki")
@@ -688,6 +690,10 @@ class Client:
         encoded = cfg.encoder.encode(self._update, self._rng)
         if cfg.filtered:
             self._signed_input = cfg.encoder.to_signed(encoded).astype(np.int64)
+        if cfg.noise is not None:
+            # the share is a function of a seed the key holder will get: verifiable
+            self._noise_seed = secrets.token_bytes(NOISE_SEED_BYTES)
+            encoded = cfg.encoder.wrap(self._signed_input + self._noise_share())
         y = mask_input(encoded, self.id, self._b, seeds, cfg.bits, workers=self.mask_workers)
         y.flags.writeable = False  # ours alone: the message keeps it without a copy
         if cfg.filtered:
@@ -752,7 +758,18 @@ class Client:
         plain = lay.row.pack(values)
         key = cfg.filtering.key
         cts = [key.encrypt(int(m), pool=self._pool) for m in plain]
-        return [SketchCommit(cfg.round_id, self.id, key.ciphertexts_to_bytes(cts))]
+        noise = b""
+        if cfg.noise is not None:
+            seed_ct = key.encrypt(int.from_bytes(self._noise_seed, "big"), pool=self._pool)
+            noise = key.ciphertext_to_bytes(seed_ct)
+        return [SketchCommit(cfg.round_id, self.id, key.ciphertexts_to_bytes(cts), noise)]
+
+    def _noise_share(self) -> np.ndarray:
+        """The integer noise share this client adds before masking: a deterministic function
+        of its noise seed (:func:`protocol.noise.noise_share`), so the key holder can
+        regenerate it. (A poisoned-noise attacker overrides this; verification catches it.)"""
+        cfg = self.config
+        return noise_share(cfg.noise, self._noise_seed, cfg.dim, cfg.encoder.scale)
 
     def _sketch_input(self) -> np.ndarray:
         """The vector this client sketches: its signed fixed-point input, the one it masked.

@@ -21,6 +21,7 @@ from secagg.graphs import MaskingGraph, complete_graph, secaggplus_graph
 
 from .errors import KEYHOLDER_ID, ProtocolConfigError
 from .filtering import FilterConfig
+from .noise import NoiseConfig
 
 __all__ = ["RoundConfig", "GRAPH_KINDS"]
 
@@ -85,6 +86,10 @@ class RoundConfig:
         Secure filtering (:class:`protocol.filtering.FilterConfig`: the key holder's Paillier
         key, the norm bound, the rule, the sketch dimension), or ``None`` for plain secure
         aggregation.
+    noise:
+        Distributed DP noise with verifiable shares (:class:`protocol.noise.NoiseConfig`);
+        needs ``filtering`` (the key holder checks the shares). The fixed-point range then
+        leaves room for the noise: the encoder covers ``value_range + noise.headroom``.
     federation:
         Name of the server (or federation) running the round, at most 64 bytes of UTF-8. It is
         part of :attr:`digest`, so signatures never carry over between federations, and clients
@@ -112,6 +117,7 @@ class RoundConfig:
     corrupt_rate: float = 0.1
     federation: str = "fortis"
     filtering: FilterConfig | None = None
+    noise: NoiseConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.round_id, bool) or not isinstance(self.round_id, (int, np.integer)):
@@ -168,12 +174,28 @@ class RoundConfig:
             raise ProtocolConfigError(
                 f"filtering must be a FilterConfig or None, got {type(self.filtering).__name__}"
             )
+        if self.noise is not None:
+            if not isinstance(self.noise, NoiseConfig):
+                raise ProtocolConfigError(
+                    f"noise must be a NoiseConfig or None, got {type(self.noise).__name__}"
+                )
+            if self.filtering is None:
+                raise ProtocolConfigError(
+                    "noise: distributed noise shares are verified by the key holder of secure "
+                    "filtering; configure filtering too (an unverified share could hide an "
+                    "attack vector)"
+                )
         _ = self.encoder  # headroom check now, not in the middle of a round
+        if self.noise is not None:
+            self.noise.integer_sigma(self.encoder.scale)
 
     @cached_property
     def encoder(self) -> FixedPointEncoder:
         """The fixed-point encoder every party uses (``n_max`` = population size)."""
-        return FixedPointEncoder(self.value_range, len(self.population), self.bits, self.frac_bits)
+        room = self.noise.headroom if self.noise is not None else 0.0
+        return FixedPointEncoder(
+            self.value_range + room, len(self.population), self.bits, self.frac_bits
+        )
 
     @property
     def n(self) -> int:
@@ -214,6 +236,8 @@ class RoundConfig:
         h.update(struct.pack(">?dd", self.hardened, self.dropout_rate, self.corrupt_rate))
         if self.filtering is not None:
             h.update(b"filtering" + self.filtering.digest)
+        if self.noise is not None:
+            h.update(b"noise" + self.noise.digest)
         return h.digest()
 
     @property

@@ -25,6 +25,7 @@ from .errors import KEYHOLDER_ID, SERVER_ID, ProtocolConfigError
 from .filtering import FilterConfig, FilterDecision
 from .keyholder import KeyHolder
 from .ledger import RoundLedger
+from .noise import NoiseConfig
 from .preparation import FilterPreparation
 from .router import Dropouts, Layer, Router, RouterLog
 from .server import Fault, Server, ShareDispute, Verification
@@ -374,6 +375,7 @@ def run_round(
     server_pool: ObfuscationPool | None = None,
     culprit_search: bool = False,
     min_group: int = 4,
+    noise: NoiseConfig | None = None,
 ) -> RoundResult:
     """Securely aggregate ``updates`` in memory with the full protocol; return a RoundResult.
 
@@ -451,6 +453,11 @@ def run_round(
     keyholder_pool, server_pool:
         Obfuscators (``r**n`` of the Paillier key) filled ahead of time, for the key holder's
         and the server's encryptions and re-randomisations in the preparation.
+    noise:
+        Distributed DP noise with verifiable shares (:class:`protocol.noise.NoiseConfig`; needs
+        ``rule``): every client adds a seeded integer noise share before masking, the key
+        holder regenerates the accepted shares' sketch, and the verification covers the noisy
+        sum. The aggregate then carries the accepted clients' noise.
     culprit_search, min_group:
         After a failed verification, look for the liars by re-running the accepted clients in
         disjoint groups of at least ``min_group`` (halving the failing groups while they have
@@ -543,6 +550,7 @@ def run_round(
         dropout_rate=dropout_rate,
         corrupt_rate=corrupt_rate,
         filtering=filtering,
+        noise=noise,
     )
     signing = pki = None
     if hardened:

@@ -56,6 +56,7 @@ from secagg.masked_distance import (
 )
 from secagg.paillier_pool import ObfuscationPool
 from secagg.paillier_private import PaillierPrivateKey
+from secagg.sketch import sketch
 from secagg.zero_test import keyholder_is_zero
 
 from .audit import readonly_array
@@ -75,6 +76,7 @@ from .messages import (
     decode,
     encode_signed_matrix,
 )
+from .noise import NOISE_SEED_BYTES, noise_share
 from .stages import Stage, build_transitions, phase_of
 
 __all__ = [
@@ -353,6 +355,11 @@ class KeyHolder:
             raise self._error(f"masked rows: {exc}", msg) from None
         self._opened = opened
         self._row_ids = (*msg.clients, *([None] * msg.public_rows))
+        noise_sketches, noise_faults = b"", {}
+        if cfg.noise is not None:
+            noise_sketches, noise_faults = self._noise_sketches(msg, slots, opened.accepted)
+        elif msg.projection_seed or msg.noise_seeds:
+            raise self._error("noise seeds in a round without distributed noise", msg)
         return [
             DistanceOpened(
                 cfg.round_id,
@@ -361,8 +368,40 @@ class KeyHolder:
                 {r: why.encode()[:4096] for r, why in opened.out_of_range.items()},
                 encode_signed_matrix(opened.w, lay.w_bytes),
                 encode_signed_matrix(opened.z, lay.z_bytes),
+                noise_sketches,
+                noise_faults,
             )
         ]
+
+    def _noise_sketches(self, msg: DistanceRequest, slots: list[int], accepted: tuple[int, ...]):
+        """``Enc(P e_i)`` for every accepted client row, from the noise seeds (verifiable
+        shares, :mod:`protocol.noise`), and the slots whose seed did not decrypt to a seed."""
+        cfg, lay = self.config, self._layouts
+        if len(msg.projection_seed) != 32:
+            raise self._error("distributed noise needs the 32-byte projection seed", msg)
+        key = cfg.filtering.key
+        cts = self._ciphertexts(msg.noise_seeds, len(msg.clients), "noise seeds", msg)
+        plain = self._key.decrypt_many(cts, sender="server", workers=self.workers)
+        slot_of = dict(zip(range(len(msg.clients)), slots))
+        faults, seeds = {}, {}
+        for row, value in enumerate(plain):
+            if int(value) >> (8 * NOISE_SEED_BYTES):
+                faults[slot_of[row]] = b"its encrypted noise seed is not a 32-byte seed"
+            else:
+                seeds[slot_of[row]] = int(value).to_bytes(NOISE_SEED_BYTES, "big")
+        clients = [s for s in accepted if s < cfg.n]
+        scale = cfg.encoder.scale
+        # room for |A| such rows next to |A| sketches in the verification's slots
+        packer = lay.row.with_input_bound(lay.row.max_abs // (4 * (cfg.n + 1)))
+        out = []
+        for slot in clients:  # one share at a time: n x d int64 would not fit in memory
+            if slot in seeds:
+                share = noise_share(cfg.noise, seeds[slot], cfg.dim, scale)
+                row = sketch(share, msg.projection_seed, lay.k)
+            else:  # a faulty seed: the server rejects that client; the row is never used
+                row = np.zeros(lay.k, dtype=np.int64)
+            out.extend(key.encrypt(int(m), pool=self._pool) for m in packer.pack(row))
+        return key.ciphertexts_to_bytes(out), faults
 
     def _on_ZeroTestRequest(self, msg: ZeroTestRequest) -> list[Message]:
         key = self.config.filtering.key

@@ -827,13 +827,19 @@ class SketchRequest(Message):
 class SketchCommit(Message):
     """Secure filtering, client -> server: ``Enc(s_i)``, the Paillier encryption (under the key
     holder's key) of the sketch of its signed fixed-point input, packed across coordinates with
-    the round's row layout: fixed-width ciphertexts, concatenated."""
+    the round's row layout: fixed-width ciphertexts, concatenated. With distributed noise,
+    ``noise_seed`` is one more ciphertext: the seed of its noise share, for the key holder
+    (:mod:`protocol.noise`); empty otherwise."""
 
     ciphertexts: bytes
+    noise_seed: bytes = b""
 
     TAG: ClassVar[int] = 14
     ORIGIN: ClassVar[str] = "client"
-    FIELDS: ClassVar = (("ciphertexts", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),)
+    FIELDS: ClassVar = (
+        ("ciphertexts", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
+        ("noise_seed", _Bytes(max_len=MAX_BLOB_BYTES)),
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -841,12 +847,18 @@ class DistanceRequest(Message):
     """Masked distance protocol, step 1, server -> key holder: ``Enc(s_r + M_r)`` for every row
     (rows of ``clients`` in id order, then ``public_rows`` rows the server encrypted itself,
     e.g. the zero row that gives the norms). A client's row slot is its index in the
-    population, public row ``p``'s is ``n + p``. Fixed-width ciphertexts, row after row."""
+    population, public row ``p``'s is ``n + p``. Fixed-width ciphertexts, row after row.
+
+    With distributed noise: ``projection_seed`` and ``noise_seeds``, each client's encrypted
+    noise seed in ``clients`` order, so the key holder can return the sketch of every share;
+    both empty otherwise."""
 
     recipient: int
     clients: tuple[int, ...]
     public_rows: int
     ciphertexts: bytes
+    projection_seed: bytes = b""
+    noise_seeds: bytes = b""
 
     TAG: ClassVar[int] = 15
     ORIGIN: ClassVar[str] = "server"
@@ -855,6 +867,8 @@ class DistanceRequest(Message):
         ("clients", _Ids()),
         ("public_rows", _UInt(4)),
         ("ciphertexts", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
+        ("projection_seed", _Bytes(allowed=(0, SEED_BYTES))),
+        ("noise_seeds", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
     )
 
 
@@ -864,12 +878,17 @@ class DistanceOpened(Message):
     sketch, the reason for each that did not, and for the accepted ones (slot order)
     ``W = t - N`` (``accepted x k``) and ``Z = A - 2 comb(U)`` (``accepted x accepted``), as
     fixed-width signed big-endian integers (:func:`encode_signed_matrix`; the widths follow
-    from the round's layouts)."""
+    from the round's layouts). With distributed noise, ``noise_sketches`` holds
+    ``Enc(P e_i)`` for every accepted client row (slot order, row layout), so the server can
+    add the accepted shares' sketch to the verification, and ``noise_faults`` names the slots
+    whose encrypted noise seed was not a seed (slot -> reason); both empty otherwise."""
 
     accepted: tuple[int, ...]
     out_of_range: tuple[tuple[int, bytes], ...]
     w: bytes
     z: bytes
+    noise_sketches: bytes = b""
+    noise_faults: tuple[tuple[int, bytes], ...] = ()
 
     TAG: ClassVar[int] = 16
     ORIGIN: ClassVar[str] = "keyholder"
@@ -878,6 +897,8 @@ class DistanceOpened(Message):
         ("out_of_range", _Blobs(max_blob=MAX_TEXT_BYTES)),
         ("w", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
         ("z", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
+        ("noise_sketches", _Bytes(max_len=MAX_CIPHERTEXT_FIELD_BYTES)),
+        ("noise_faults", _Blobs(max_blob=MAX_TEXT_BYTES)),
     )
 
 

@@ -427,7 +427,10 @@ class Server:
         self._rows: tuple[int, ...] = ()  # clients of the distance request's rows
         self._slots: tuple[int, ...] = ()  # their row slots, then the zero row's
         self._prepared: ServerPrepared | None = None
+        self._noise_seed_cts: dict[int, object] = {}  # client -> Enc(noise seed), for K
+        self._noise_sketches: dict[int, list] = {}  # client -> Enc(P e_i), from K
         self._opened: tuple[DistanceOpened, np.ndarray, np.ndarray] | None = None
+        self._opened_noise: dict[int, list] = {}
         self._zero_test: ZeroTestResult | None = None
         self._keyholder_contacted = False
         self._keyholder_failure: str | None = None
@@ -477,8 +480,9 @@ class Server:
         """Bytes of one client's encrypted sketch (0 without filtering)."""
         if not self.config.filtered:
             return 0
-        lay = self.config.layouts
-        return lay.row_ciphertexts() * self.config.filtering.key.ciphertext_bytes
+        lay, key = self.config.layouts, self.config.filtering.key
+        seed = key.ciphertext_bytes if self.config.noise is not None else 0
+        return lay.row_ciphertexts() * key.ciphertext_bytes + 4 + seed
 
     def _message_size_limits(self) -> dict[type, int]:
         """Largest legal encoding of each client message type in this round (header included)."""
@@ -861,7 +865,22 @@ class Server:
             cts = key.ciphertexts_from_bytes(msg.ciphertexts, count=count, sender=msg.sender)
         except SecAggError as exc:
             raise self._error(f"encrypted sketch: {exc}", msg) from None
-        return lambda: self._sketches.__setitem__(msg.sender, cts)
+        if self.config.noise is None:
+            if msg.noise_seed:
+                raise self._error("a noise seed in a round without distributed noise", msg)
+            seed_ct = None
+        else:
+            try:
+                (seed_ct,) = key.ciphertexts_from_bytes(msg.noise_seed, count=1, sender=msg.sender)
+            except SecAggError as exc:
+                raise self._error(f"encrypted noise seed: {exc}", msg) from None
+
+        def commit() -> None:
+            self._sketches[msg.sender] = cts
+            if seed_ct is not None:
+                self._noise_seed_cts[msg.sender] = seed_ct
+
+        return commit
 
     def _check_DistanceOpened(self, msg: DistanceOpened):
         sent = set(self._slots)
@@ -879,7 +898,27 @@ class Server:
             z = decode_signed_matrix(msg.z, m, m, lay.z_bytes, field="z")
         except MessageFormatError as exc:
             raise self._error(exc.detail, msg) from None
-        return lambda: setattr(self, "_opened", (msg, w, z))
+        noise: dict[int, list] = {}
+        if self.config.noise is not None:
+            if {r for r, _ in msg.noise_faults} - (accepted - {zero}):
+                raise self._error("noise faults name rows that are not accepted clients", msg)
+            per_row = lay.row_ciphertexts()
+            try:
+                flat = self.config.filtering.key.ciphertexts_from_bytes(
+                    msg.noise_sketches, count=(m - 1) * per_row, sender="key holder"
+                )
+            except SecAggError as exc:
+                raise self._error(f"noise sketches: {exc}", msg) from None
+            for a, slot in enumerate(msg.accepted[:-1]):
+                noise[slot] = flat[a * per_row : (a + 1) * per_row]
+        elif msg.noise_sketches or msg.noise_faults:
+            raise self._error("noise sketches in a round without distributed noise", msg)
+
+        def commit() -> None:
+            self._opened = (msg, w, z)
+            self._opened_noise = noise
+
+        return commit
 
     def _check_ZeroTestResult(self, msg: ZeroTestResult):
         if len(msg.equal) != 1 or msg.equal[0] not in (0, 1):
@@ -1196,7 +1235,13 @@ class Server:
         masked = server_mask_rows_prepared(key, rows, self._slots, self._prepared)
         self._keyholder_contacted = True
         data = key.ciphertexts_to_bytes(c for row in masked for c in row)
-        return [DistanceRequest(cfg.round_id, SERVER_ID, KEYHOLDER_ID, self._rows, 1, data)]
+        seed, seeds = b"", b""
+        if cfg.noise is not None:
+            seed = self.projection_seed
+            seeds = key.ciphertexts_to_bytes(self._noise_seed_cts[i] for i in self._rows)
+        return [
+            DistanceRequest(cfg.round_id, SERVER_ID, KEYHOLDER_ID, self._rows, 1, data, seed, seeds)
+        ]
 
     def _keyholder_answer(self, what: str):
         if self._keyholder_failure is not None:
@@ -1215,16 +1260,24 @@ class Server:
             )
             self.rejected[client] = reason
             self.faults.append(Fault(client, self.stage.value, "SketchCommit", reason))
+        for slot, why in opened.noise_faults:
+            client = client_of[slot]
+            reason = f"its noise share cannot be verified ({why.decode(errors='replace')})"
+            self.rejected[client] = reason
+            self.faults.append(Fault(client, self.stage.value, "SketchCommit", reason))
+        self._noise_sketches = {client_of[s]: cts for s, cts in self._opened_noise.items()}
         d = server_distances_prepared(w, z, opened.accepted, self._prepared)
         self._prepared = None  # used once
         zero = len(opened.accepted) - 1  # the zero row has the last slot, always accepted
-        ids = tuple(client_of[slot] for slot in opened.accepted[:-1])
+        # the rule judges the clients whose rows opened (and whose noise seed is a seed)
+        keep = [a for a, s in enumerate(opened.accepted[:-1]) if client_of[s] not in self.rejected]
+        ids = tuple(client_of[opened.accepted[a]] for a in keep)
         enc = self.config.encoder
         decision = decide(
             self.config.filtering,
             ids,
-            d[:zero, :zero],
-            d[:zero, zero],
+            d[np.ix_(keep, keep)],
+            d[keep, zero],
             scale=enc.scale,
             dim=self.config.dim,
         )
@@ -1290,6 +1343,8 @@ class Server:
         signed = cfg.encoder.to_signed(pending.encoded_sum).astype(np.int64)
         expected = sketch(signed, self.projection_seed, lay.k, wide=True)
         rows = [self._sketches[i] for i in self.u3]
+        if cfg.noise is not None:  # the sum carries the accepted shares: so does the check
+            rows += [self._noise_sketches[i] for i in self.u3]
         try:
             test = server_blinded_difference(key, rows, expected, lay.row)
         except PaillierOverflowError as exc:
