@@ -59,7 +59,6 @@ __all__ = ["CentralPrivacy", "noise_multiplier", "noise_seed"]
 _SEED_TAG = b"fortis.simulations.dp-noise/1"
 
 
-
 @functools.lru_cache(maxsize=64)
 def noise_multiplier(epsilon: float, delta: float, rounds: int, sampling_rate: float) -> float:
     """:func:`dp.noise_multiplier_for` (cached: preflight and the run ask the same)."""

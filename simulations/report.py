@@ -324,7 +324,7 @@ def plot_accuracy(results: Sequence[tuple[str, RunResult]], path: str | os.PathL
                     color=colour,
                     marker="o",
                     markersize=3,
-                    label=f"{name} ({res.privacy['mode']})",
+                    label=name,
                 )
         if attacked and not undefended:
             ax2.plot(
