@@ -8,7 +8,7 @@
 * :mod:`dp.mechanisms` -- the central Gaussian mechanism and the distributed discrete Gaussian /
   Skellam mechanisms for secure aggregation (rounding, rotation, modular-wrap check).
 * :mod:`dp.rng` -- the cryptographically secure noise source (ChaCha20).
-* :mod:`dp.calibrate` -- the calibrator: noise for a privacy target and the detection margin it
+* :mod:`dp.calibration` -- the calibrator (:func:`dp.calibrate`): noise for a privacy target and the detection margin it
   leaves the robust filter (:func:`calibrate`).
 
 ``NOTES.md`` in this package explains how each mechanism maps onto the accountant.
@@ -25,7 +25,7 @@ from dp.accounting import (
     skellam_rdp,
     subsampled_rdp,
 )
-from dp.calibrate import Calibration, DetectionMargin, calibrate, estimate_honest_model
+from dp.calibration import Calibration, DetectionMargin, calibrate, estimate_honest_model
 from dp.clipping import AdaptiveClipper, ClipReport, clip_updates
 from dp.errors import (
     AccountantStateError,

@@ -17,7 +17,7 @@ __all__ = ["add_calibrate_parser", "cmd_calibrate", "format_calibration"]
 
 def add_calibrate_parser(sub: Any) -> argparse.ArgumentParser:
     """Register the ``calibrate`` subcommand on ``sub`` (argparse subparsers)."""
-    from dp.calibrate import ATTACKS, DEFENCES, MECHANISMS, PLACEMENTS
+    from dp.calibration import ATTACKS, DEFENCES, MECHANISMS, PLACEMENTS
 
     p = sub.add_parser(
         "calibrate",
