@@ -90,22 +90,22 @@ def main() -> None:
 
     # The verifiable share a client of a filtered round adds (protocol.noise: seeded, so the key
     # holder can regenerate it), next to the masking the same client does anyway.
-    from protocol.noise import NoiseConfig, grid_step, noise_share
+    from protocol.noise import NoiseConfig, noise_share
     from secagg.masking import mask_input
 
-    scale = float(2**20)  # 32-bit ring, |x| <= 1, n = 100: the encoder's resolution
     for mech_name in ("ddg", "skellam"):
         cfg = NoiseConfig(mech_name, 0.05)
+        scale = float(2**cfg.max_frac_bits)  # the round's precision, capped for the noise
         seed = os.urandom(32)
         noise_share(cfg, seed, d, scale)  # table built once per configuration
-        t_share = _median_time(lambda c=cfg, s=seed: noise_share(c, s, d, scale), reps)
-        step = grid_step(0.05 * scale)
+        t_share = _median_time(lambda c=cfg, s=seed, sc=scale: noise_share(c, s, d, sc), reps)
         rows.append(
             (
                 f"protocol.noise.noise_share ({mech_name}, seeded, verifiable)",
                 d,
                 t_share,
-                f"sigma = 0.05 per client at scale 2^20, grid step {step}",
+                f"sigma = 0.05 per client at scale 2^{cfg.max_frac_bits} "
+                f"({0.05 * scale:.0f} integer units)",
             )
         )
     encoded = rng.integers(0, 2**32, size=d, dtype=np.uint64).astype(np.uint32)

@@ -89,7 +89,9 @@ class RoundConfig:
     noise:
         Distributed DP noise with verifiable shares (:class:`protocol.noise.NoiseConfig`);
         needs ``filtering`` (the key holder checks the shares). The fixed-point range then
-        leaves room for the noise: the encoder covers ``value_range + noise.headroom``.
+        leaves room for the noise (the encoder covers ``value_range + noise.headroom``), and
+        the default precision is capped at ``noise.max_frac_bits`` so that input and noise
+        share one integer lattice.
     federation:
         Name of the server (or federation) running the round, at most 64 bytes of UTF-8. It is
         part of :attr:`digest`, so signatures never carry over between federations, and clients
@@ -187,15 +189,18 @@ class RoundConfig:
                 )
         _ = self.encoder  # headroom check now, not in the middle of a round
         if self.noise is not None:
-            self.noise.integer_sigma(self.encoder.scale)
+            self.noise.integer_sigma(self.encoder.scale)  # within [1, MAX_INTEGER_SIGMA]
 
     @cached_property
     def encoder(self) -> FixedPointEncoder:
         """The fixed-point encoder every party uses (``n_max`` = population size)."""
-        room = self.noise.headroom if self.noise is not None else 0.0
-        return FixedPointEncoder(
-            self.value_range + room, len(self.population), self.bits, self.frac_bits
-        )
+        if self.noise is None:
+            return FixedPointEncoder(self.value_range, self.n, self.bits, self.frac_bits)
+        clip, frac = self.value_range + self.noise.headroom, self.frac_bits
+        if frac is None:  # the noise's lattice is the input's: cap the precision for it
+            finest = FixedPointEncoder(clip, self.n, self.bits).frac_bits
+            frac = min(finest, self.noise.max_frac_bits)
+        return FixedPointEncoder(clip, self.n, self.bits, frac)
 
     @property
     def n(self) -> int:

@@ -32,11 +32,12 @@ What each party learns
   clients' noise is unaffected, and privacy accounting must count only honest clients' shares.
 
 Fixed point: the noise is added in the round's integer units (``sigma * scale`` per client), and
-the round's encoder leaves room for it (:meth:`NoiseConfig.headroom`). The fixed-point scale is
-large (``2**20`` and more), so the share is drawn on the grid ``g Z`` with ``g`` the power of
-two that brings ``sigma * scale / g`` into ``(2**13, 2**14]``: ``e = g * N_Z(0, (sigma * scale /
-g)**2)`` (likewise Skellam). That is exactly the mechanism with a coarser integer scale
-(``gamma = g / scale`` in Kairouz et al.'s notation), and keeps the samplers' tables small.
+the round's encoder leaves room for it (:meth:`NoiseConfig.headroom`). The input and the noise
+must live on the same lattice -- a discrete Gaussian's privacy comes from the overlap of shifted
+copies of it, and a noise coarser than the input's grid would not overlap at all -- so the
+round's fixed-point scale is capped instead (:meth:`NoiseConfig.max_frac_bits`): a share's
+standard deviation is at most ``2**14`` integer units, which keeps the samplers' tables small,
+and the coarser resolution costs nothing next to the noise (a step of at most ``sigma / 2**13``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,13 @@ import numpy as np
 
 from .errors import ProtocolConfigError
 
-__all__ = ["NoiseConfig", "noise_share", "grid_step", "NOISE_MECHANISMS", "NOISE_SEED_BYTES"]
+__all__ = [
+    "NoiseConfig",
+    "noise_share",
+    "NOISE_MECHANISMS",
+    "NOISE_SEED_BYTES",
+    "MAX_INTEGER_SIGMA",
+]
 
 NOISE_MECHANISMS = ("ddg", "skellam")
 NOISE_SEED_BYTES = 32
@@ -106,6 +113,19 @@ class NoiseConfig:
             + struct.pack(">d", self.sigma)
         ).digest()
 
+    @property
+    def max_frac_bits(self) -> int:
+        """The finest fixed-point precision for this noise: ``sigma * 2**frac_bits`` at most
+        :data:`MAX_INTEGER_SIGMA`.
+
+        Raises :class:`ProtocolConfigError` if not even ``frac_bits = 0`` fits."""
+        bits = math.floor(math.log2(MAX_INTEGER_SIGMA / self.sigma))
+        if bits < 0:
+            raise ProtocolConfigError(
+                f"noise sigma={self.sigma} is above {MAX_INTEGER_SIGMA:g}: scale the updates down"
+            )
+        return bits
+
     def integer_sigma(self, scale: float) -> float:
         """The share's standard deviation in the round's integer units.
 
@@ -116,16 +136,16 @@ class NoiseConfig:
             raise ProtocolConfigError(
                 f"noise sigma={self.sigma} is {s:.3g} integer units at scale {scale}: below 1"
             )
+        if s > MAX_INTEGER_SIGMA:
+            raise ProtocolConfigError(
+                f"noise sigma={self.sigma} is {s:.3g} integer units at scale {scale}, above "
+                f"{MAX_INTEGER_SIGMA:g}: use frac_bits <= {self.max_frac_bits} (the default)"
+            )
         return s
 
 
-#: The share's standard deviation in grid steps lies in (2**13, 2**14].
-_GRID_SIGMA = float(1 << 14)
-
-
-def grid_step(integer_sigma: float) -> int:
-    """The power-of-two grid step ``g`` of a share with this integer standard deviation."""
-    return 1 << max(0, math.ceil(math.log2(integer_sigma / _GRID_SIGMA)))
+#: Largest standard deviation of a share in integer units (the samplers' tables stay small).
+MAX_INTEGER_SIGMA = float(1 << 14)
 
 
 @lru_cache(maxsize=8)
@@ -139,21 +159,16 @@ def _sampler(mechanism: str, integer_sigma: float):
 
 def noise_share(config: NoiseConfig, seed: bytes, dim: int, scale: float) -> np.ndarray:
     """The noise share of ``seed``: ``dim`` int64 draws of the configured integer law with
-    standard deviation ``config.sigma * scale`` (on the grid of :func:`grid_step`), a
-    deterministic function of
+    standard deviation ``config.sigma * scale``, a deterministic function of
     ``(config, seed, dim, scale)`` (the table sampler of :mod:`dp.samplers` on a ChaCha20
     stream keyed by the seed).
 
-    Raises :class:`ProtocolConfigError` for a seed that is not 32 bytes.
+    Raises :class:`ProtocolConfigError` for a seed that is not 32 bytes, or a scale at which
+    the share's integer standard deviation is below 1 or above :data:`MAX_INTEGER_SIGMA`.
     """
     from dp.rng import NoiseSource
 
     if not isinstance(seed, (bytes, bytearray)) or len(seed) != NOISE_SEED_BYTES:
         raise ProtocolConfigError(f"a noise seed is {NOISE_SEED_BYTES} bytes")
-    sigma = config.integer_sigma(scale)
-    step = grid_step(sigma)
-    sampler = _sampler(config.mechanism, sigma / step)
-    share = sampler.sample(int(dim), NoiseSource(seed=bytes(seed)))
-    if step > 1:
-        share *= step
-    return share
+    sampler = _sampler(config.mechanism, config.integer_sigma(scale))
+    return sampler.sample(int(dim), NoiseSource(seed=bytes(seed)))

@@ -18,7 +18,7 @@ from protocol import (
     run_round,
 )
 from protocol.messages import SketchCommit, decode, encode
-from protocol.noise import grid_step, noise_share
+from protocol.noise import noise_share
 from protocol.router import Tamper
 from secagg.masked_distance import exact_squared_distances
 from secagg.paillier_private import generate_paillier_keypair
@@ -146,16 +146,24 @@ def test_noise_needs_filtering_and_a_sensible_scale():
         )
 
 
-def test_shares_are_a_deterministic_function_of_the_seed_on_a_power_of_two_grid():
+def test_shares_are_a_deterministic_function_of_the_seed_on_the_inputs_lattice():
     noise = NoiseConfig("ddg", 0.05)
-    scale = float(2**24)
+    scale = float(2**noise.max_frac_bits)
+    assert 2**13 < 0.05 * scale <= 2**14
     a = noise_share(noise, bytes(range(32)), 5000, scale)
     b = noise_share(noise, bytes(range(32)), 5000, scale)
     c = noise_share(noise, bytes(range(1, 33)), 5000, scale)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    step = grid_step(0.05 * scale)
-    assert step > 1 and (a % step == 0).all()
     assert abs(a.std() / (0.05 * scale) - 1) < 0.05
+    # every integer is reachable: the noise is not on a coarser grid than the inputs (a
+    # discrete Gaussian on a coarser lattice would not hide a one-unit difference at all)
+    assert np.gcd.reduce(np.abs(a[a != 0])) == 1
+    # the round caps its precision so that the share fits that lattice
+    filtering = FilterConfig(KEY.public_key, 1.0, rule="mean")
+    cfg = RoundConfig(0, tuple(range(5)), 10, 1.0, filtering=filtering, noise=noise)
+    assert cfg.encoder.frac_bits == noise.max_frac_bits
+    with pytest.raises(ProtocolConfigError, match="above"):
+        RoundConfig(0, tuple(range(5)), 10, 1.0, frac_bits=24, filtering=filtering, noise=noise)
 
 
 def test_run_round_with_noise_reports_the_costs_of_regenerating_shares():
