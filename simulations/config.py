@@ -33,13 +33,16 @@ KNOWLEDGE_LEVELS = ("omniscient", "limited")
 SECURE_GRAPHS = ("complete", "secagg+")
 #: Where ``--dp-mode`` puts the DP noise. ``central``: the server adds Gaussian noise to the
 #: aggregate after the defence has run on the noise-free clipped updates. ``local``: every
-#: client trains with Opacus' DP-SGD (sample-level DP). ``distributed``: noise shares under
-#: secure aggregation (not wired into the simulations yet: refused). ``before_filter``:
+#: client trains with Opacus' DP-SGD (sample-level DP). ``distributed``: under ``--secure``
+#: filtering, every client adds a seeded discrete Gaussian / Skellam share that the key holder
+#: can regenerate (:mod:`protocol.noise`); the filter reads noise-free sketches. ``before_filter``:
 #: each honest client adds its share of the noise *before* the defence reads the updates --
 #: harmful, it exists only to show the harm (the noise hides the attack from the filter).
 DP_MODES = ("central", "local", "distributed", "before_filter")
 #: The DP modes that add Gaussian noise calibrated to the clients' clip C (they need --clip).
-DP_CLIPPED_MODES = ("central", "before_filter")
+DP_CLIPPED_MODES = ("central", "before_filter", "distributed")
+#: Integer mechanisms of ``--dp-mode distributed``.
+DP_MECHANISMS = ("ddg", "skellam")
 DEFAULT_DP_DELTA = 1e-5
 #: Paillier key sizes ``--paillier-bits`` takes; 1024 is for tests and quick demos only.
 PAILLIER_BITS = (1024, 2048, 3072, 4096)
@@ -96,6 +99,7 @@ _KEY_OMITS_AT_DEFAULT = {
     "dp_mode": "central",
     "dp_sampling_rate": 1.0,
     "dp_grad_norm": 1.0,
+    "dp_mechanism": "ddg",
 }
 
 
@@ -354,8 +358,16 @@ class SimulationConfig:
         help="where the noise goes: central = Gaussian noise on the aggregate after the "
         "defence ran on the noise-free clipped updates (needs --clip; std z*C on the sum, "
         "z*C/m on the mean of m); local = clients train with Opacus DP-SGD; distributed = "
-        "not wired yet; before_filter = HARMFUL, noise on each update before the defence "
-        "reads it, only to show the harm",
+        "--secure only: each client adds a verifiable integer noise share (--dp-mechanism) "
+        "and the filter reads noise-free sketches; before_filter = HARMFUL, noise on each "
+        "update before the defence reads it, only to show the harm",
+    )
+    dp_mechanism: str = option(
+        "ddg",
+        "--dp-mechanism",
+        group="privacy",
+        choices=DP_MECHANISMS,
+        help="--dp-mode distributed: discrete Gaussian (ddg) or Skellam noise shares",
     )
     dp_sampling_rate: float = option(
         1.0,
@@ -474,7 +486,13 @@ class SimulationConfig:
         if self.dp_epsilon is None:
             changed = [
                 f"--{name.replace('_', '-')}"
-                for name in ("dp_delta", "dp_mode", "dp_sampling_rate", "dp_grad_norm")
+                for name in (
+                    "dp_delta",
+                    "dp_mode",
+                    "dp_sampling_rate",
+                    "dp_grad_norm",
+                    "dp_mechanism",
+                )
                 if getattr(self, name) != _KEY_OMITS_AT_DEFAULT[name]
             ]
             if changed:
@@ -493,11 +511,14 @@ class SimulationConfig:
             raise ConfigError(f"dp_grad_norm must be a finite number > 0, got {self.dp_grad_norm}")
         if self.dp_mode not in DP_MODES:
             raise ConfigError(f"dp_mode must be one of {', '.join(DP_MODES)}; got {self.dp_mode!r}")
-        if self.dp_mode == "distributed":
+        if self.dp_mode == "distributed" and not self.secure:
             raise ConfigError(
-                "--dp-mode distributed is not wired into the simulations yet (noise shares "
-                "under secure aggregation come through the protocol later); use --dp-mode "
-                "central (noise after the filter) or local (Opacus DP-SGD)"
+                "--dp-mode distributed needs --secure: the noise shares are added under secure "
+                "aggregation and checked by the key holder of secure filtering"
+            )
+        if self.dp_mechanism not in DP_MECHANISMS:
+            raise ConfigError(
+                f"dp_mechanism must be one of {', '.join(DP_MECHANISMS)}; got {self.dp_mechanism!r}"
             )
         if self.dp_mode in DP_CLIPPED_MODES and self.clip is None:
             raise ConfigError(

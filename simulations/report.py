@@ -116,6 +116,12 @@ def privacy_markdown(results: Sequence[tuple[str, RunResult]]) -> str:
         parts += ["", f"Per-client sample-level epsilon of *{name}*: {shown}"]
     parts += [
         "",
+        "*distributed* (--secure): every client adds a seeded discrete Gaussian or Skellam "
+        "share before masking, the key holder regenerates the accepted shares so the "
+        "verification covers the noisy sum, and the filter reads noise-free sketches; the noise "
+        "std on the sum is counted over the m_min = n - 2f honest shares the sum surely "
+        "carries, and the accountant is the discrete mechanism's at the round's fixed-point "
+        "scale. "
         "*central*: every client clips to C, the defence runs on the noise-free clipped "
         "updates (in secure mode the filter reads noise-free sketches), then the server adds "
         "Gaussian noise of std z*C to the sum of the m aggregated updates (z*C/m on their "

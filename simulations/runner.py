@@ -63,7 +63,7 @@ from simulations.errors import (
     SimulationStateError,
 )
 from simulations.partition import PartitionError, partition
-from simulations.privacy import CentralPrivacy, noise_multiplier
+from simulations.privacy import CentralPrivacy, DistributedPrivacy, noise_multiplier
 from simulations.replication import ReplicationError
 from simulations.training import LocalTrainer
 
@@ -329,7 +329,11 @@ def secure_filtering(config: SimulationConfig) -> bool:
     the mean, or with an attack that lies about its sketch (the mean then runs with the norm
     bound and the verification of the sum, so the lie has something to fool). The plain
     secure mean needs no sketches and no Paillier key."""
-    return config.secure and (config.defence != "mean" or needs_secure_filtering(config.attack))
+    return config.secure and (
+        config.defence != "mean"
+        or needs_secure_filtering(config.attack)
+        or (config.dp_epsilon is not None and config.dp_mode == "distributed")
+    )
 
 
 #: Why a pre-aggregator cannot run under ``--secure``, by name (the default: it needs rows).
@@ -607,9 +611,11 @@ class Simulation:
         #: ``--dp-epsilon`` (central, before_filter): the noise and the accountant; client
         #: sampling (``--dp-sampling-rate``) draws from its own stream, so runs without it
         #: keep their random choices.
-        self.privacy: CentralPrivacy | None = None
+        self.privacy: CentralPrivacy | DistributedPrivacy | None = None
         self._dp_rng = np.random.default_rng([config.seed, 3])
-        if config.dp_needs_clip:
+        if config.dp_needs_clip and config.dp_mode == "distributed":
+            self.privacy = DistributedPrivacy(config, int(np.asarray(self.params).size))
+        elif config.dp_needs_clip:
             self.privacy = CentralPrivacy(config)
             if config.dp_mode == "before_filter":
                 self.notes.append(
@@ -789,6 +795,8 @@ class Simulation:
                 }
                 or None,
             )
+            if isinstance(self.privacy, DistributedPrivacy):
+                filtering["noise"] = self.privacy.noise
         try:
             result = run_round(
                 rows,
@@ -1055,6 +1063,8 @@ class Simulation:
             return vector
         if self.config.dp_mode == "central":
             vector, record.dp_noise_std = self.privacy.release(vector, int(accepted.sum()))
+        elif self.config.dp_mode == "distributed":  # the shares came with the secure sum
+            record.dp_noise_std = self.privacy.noise_std_on_mean(int(accepted.sum()))
         self.privacy.account()
         return vector
 

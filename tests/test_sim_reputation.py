@@ -194,7 +194,14 @@ def test_option_defaults_keep_todays_behaviour_and_keys():
     old = cfg.to_dict()
     del old["reputation"]  # a config stored before the option existed
     del old["sketch_dim"], old["paillier_bits"]  # (added later, omitted at their defaults)
-    for name in ("dp_epsilon", "dp_delta", "dp_mode", "dp_sampling_rate", "dp_grad_norm"):
+    for name in (
+        "dp_epsilon",
+        "dp_delta",
+        "dp_mode",
+        "dp_sampling_rate",
+        "dp_grad_norm",
+        "dp_mechanism",
+    ):
         del old[name]  # (the DP options, likewise)
     assert SimulationConfig.from_dict(old) == cfg
     # The key of a config without reputation is the one computed before the option existed.

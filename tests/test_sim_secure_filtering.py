@@ -139,7 +139,14 @@ def test_secure_options_are_validated():
     cfg = SimulationConfig(clients=8, byzantine=2)
     d = cfg.to_dict()
     del d["sketch_dim"], d["paillier_bits"], d["reputation"]
-    for name in ("dp_epsilon", "dp_delta", "dp_mode", "dp_sampling_rate", "dp_grad_norm"):
+    for name in (
+        "dp_epsilon",
+        "dp_delta",
+        "dp_mode",
+        "dp_sampling_rate",
+        "dp_grad_norm",
+        "dp_mechanism",
+    ):
         del d[name]  # the DP options, added later, also omitted at their defaults
     import hashlib
 
