@@ -8,7 +8,7 @@ import pytest
 
 import robust
 from simulations.cli import main
-from simulations.config import ConfigError, SimulationConfig
+from simulations.config import _KEY_OMITS_AT_DEFAULT, ConfigError, SimulationConfig
 from simulations.datasets import load_dataset
 from simulations.matrix import run_matrix
 from simulations.report import reputation_rows
@@ -191,18 +191,9 @@ def test_option_defaults_keep_todays_behaviour_and_keys():
     cfg = SimulationConfig(**FAST)
     assert cfg.reputation is None
     assert "reputation" not in json.dumps(cfg.to_dict()) or cfg.to_dict()["reputation"] is None
-    old = cfg.to_dict()
-    del old["reputation"]  # a config stored before the option existed
-    del old["sketch_dim"], old["paillier_bits"]  # (added later, omitted at their defaults)
-    for name in (
-        "dp_epsilon",
-        "dp_delta",
-        "dp_mode",
-        "dp_sampling_rate",
-        "dp_grad_norm",
-        "dp_mechanism",
-    ):
-        del old[name]  # (the DP options, likewise)
+    # a config stored before the later options existed (they are omitted at their defaults)
+    old = {k: v for k, v in cfg.to_dict().items() if k not in _KEY_OMITS_AT_DEFAULT}
+    assert "reputation" in _KEY_OMITS_AT_DEFAULT
     assert SimulationConfig.from_dict(old) == cfg
     # The key of a config without reputation is the one computed before the option existed.
     import hashlib
