@@ -8,6 +8,8 @@
 * :mod:`dp.mechanisms` -- the central Gaussian mechanism and the distributed discrete Gaussian /
   Skellam mechanisms for secure aggregation (rounding, rotation, modular-wrap check).
 * :mod:`dp.rng` -- the cryptographically secure noise source (ChaCha20).
+* :mod:`dp.aggregators` -- clipping, filtering, noise and summation as composable stages (TFF's
+  aggregation factories), each reporting what it did and to whom; :func:`check_placement`.
 * :mod:`dp.calibration` -- the calibrator (:func:`dp.calibrate`): noise for a privacy target and the detection margin it
   leaves the robust filter (:func:`calibrate`).
 
@@ -25,14 +27,28 @@ from dp.accounting import (
     skellam_rdp,
     subsampled_rdp,
 )
+from dp.aggregators import (
+    AggregateOutput,
+    Aggregator,
+    adaptive_clipping,
+    central_noise,
+    check_placement,
+    clipping,
+    from_callable,
+    row_noise,
+)
+from dp.aggregators import mean as mean  # not in __all__: see dp.aggregators
+from dp.aggregators import sum as sum  # not in __all__: a star import must not shadow sum()
 from dp.calibration import Calibration, DetectionMargin, calibrate, estimate_honest_model
 from dp.clipping import AdaptiveClipper, ClipReport, clip_updates
 from dp.errors import (
     AccountantStateError,
+    AggregatorError,
     CalibrationError,
     DetectionRefusedError,
     DPError,
     ModularWrapError,
+    PlacementError,
     PrivacyParameterError,
     UnsupportedDefenceError,
     UnsupportedMechanismError,
@@ -60,6 +76,9 @@ __all__ = [
     "Accountant",
     "AccountantStateError",
     "AdaptiveClipper",
+    "AggregateOutput",
+    "Aggregator",
+    "AggregatorError",
     "Calibration",
     "CalibrationError",
     "CentralGaussian",
@@ -75,19 +94,26 @@ __all__ = [
     "ModularWrapError",
     "NoiseReport",
     "NoiseSource",
+    "PlacementError",
     "PrivacyParameterError",
     "PrivacySpent",
     "SkellamEvent",
     "UnsupportedDefenceError",
     "UnsupportedMechanismError",
+    "adaptive_clipping",
     "calibrate",
+    "central_noise",
+    "check_placement",
     "clip_updates",
+    "clipping",
     "ddg_rdp",
     "discrete_gaussian_pmf",
     "discrete_gaussian_table",
     "estimate_honest_model",
+    "from_callable",
     "noise_multiplier_for",
     "randomized_hadamard",
+    "row_noise",
     "sample_discrete_gaussian",
     "sample_discrete_laplace",
     "sample_skellam",

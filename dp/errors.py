@@ -18,6 +18,8 @@ __all__ = [
     "AccountantStateError",
     "UnsupportedDefenceError",
     "DetectionRefusedError",
+    "AggregatorError",
+    "PlacementError",
 ]
 
 
@@ -58,3 +60,16 @@ class DetectionRefusedError(CalibrationError):
     """The noise, as placed, would hide the attack class the caller asked to stop: the filter
     would catch it only at deviations no update within the norm bound can carry. Raised by
     :func:`dp.calibrate` unless ``override=True``."""
+
+
+class AggregatorError(DPError):
+    """A composed aggregation (:mod:`dp.aggregators`) is malformed: an inner aggregator that is
+    not callable or returns something a stage cannot use (an ``accepted`` mask of the wrong
+    shape, a vector of the wrong length, no vector or no accepted row where noise needs them, a
+    non-finite aggregate), or a stage given the wrong kind of object."""
+
+
+class PlacementError(AggregatorError):
+    """Noise sits where the design forbids it: a noise stage precedes a stage that filters
+    (the filter would read noisy statistics), or central noise is added with no stage before it
+    bounding the updates' norm to the clip norm the noise is calibrated for."""
