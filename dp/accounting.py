@@ -530,22 +530,50 @@ def smallest_meeting(
         CalibrationError: not even ``limits[1]`` meets the target.
     """
     _check_pos(target_epsilon, "target_epsilon")
-    while epsilon_of(hi) > target_epsilon:
+    seen: dict[float, float] = {}
+
+    def eps(x: float) -> float:
+        if x not in seen:
+            seen[x] = float(epsilon_of(x))
+        return seen[x]
+
+    while eps(hi) > target_epsilon:
         lo, hi = hi, hi * 4
         if hi > limits[1]:
             raise CalibrationError(
                 f"no {what} <= {limits[1]:g} reaches epsilon <= {target_epsilon:g}"
             )
-    while lo > limits[0] and epsilon_of(lo) <= target_epsilon:
+    while lo > limits[0] and eps(lo) <= target_epsilon:
         hi, lo = lo, lo / 4
-    if lo <= limits[0] and epsilon_of(lo) <= target_epsilon:
+    if lo <= limits[0] and eps(lo) <= target_epsilon:
         return lo
+    # Invariant: eps(lo) > target >= eps(hi). Each step interpolates log(eps) linearly in
+    # log(x) and probes just above and below the estimate, which usually closes the bracket
+    # to 1 + rel_tol in one or two steps (a geometric midpoint when interpolation is useless).
+    half = math.sqrt(1 + rel_tol)
     while hi / lo > 1 + rel_tol:
-        mid = math.sqrt(lo * hi)
-        if epsilon_of(mid) <= target_epsilon:
-            hi = mid
+        f_lo = math.log(eps(lo) / target_epsilon) if math.isfinite(eps(lo)) else math.inf
+        f_hi = math.log(max(eps(hi), 1e-300) / target_epsilon)
+        if math.isfinite(f_lo) and f_lo > f_hi:
+            w = f_lo / (f_lo - f_hi)
+            guess = math.exp(math.log(lo) + w * (math.log(hi) - math.log(lo)))
         else:
-            lo = mid
+            guess = math.sqrt(lo * hi)
+        probes = [guess * half, guess / half]
+        moved = False
+        for x in probes:
+            if lo * (1 + 1e-12) < x < hi * (1 - 1e-12):
+                moved = True
+                if eps(x) <= target_epsilon:
+                    hi = x
+                else:
+                    lo = x
+        if not moved:  # the estimate sits at an end: fall back to bisection
+            mid = math.sqrt(lo * hi)
+            if eps(mid) <= target_epsilon:
+                hi = mid
+            else:
+                lo = mid
     return hi
 
 
