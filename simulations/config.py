@@ -535,6 +535,23 @@ class SimulationConfig:
                 f"--dp-mode local trains with Opacus DP-SGD under --training fedavg only, got "
                 f"--training {self.training}"
             )
+        if self.dp_mode == "local":
+            absolute = []
+            if dict(self.defence_params).get("max_distance") is not None:
+                absolute.append(f"--defence {self.defence} with max_distance")
+            absolute += [
+                f"--pre {name} with max_norm"
+                for name, params in self.pre
+                if name == "norm_filter" and dict(params).get("max_norm") is not None
+            ]
+            if absolute:
+                raise ConfigError(
+                    f"--dp-mode local widens the honest spread (DP-SGD noise), but {absolute[0]} "
+                    "is an absolute cut that does not widen with it and would reject honest "
+                    "clients: use the relative cut (distance_filter's k, a multiple of the "
+                    "median distance's spread) or size the cut with `fortis calibrate "
+                    "--placement local`"
+                )
 
     @property
     def dp_needs_clip(self) -> bool:

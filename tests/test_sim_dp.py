@@ -277,3 +277,20 @@ def test_distributed_dp_under_secure_filtering_spends_the_discrete_mechanisms_ep
     # the scaled (Byzantine) rows were rejected on the noise-free sketches
     assert set(sim.byzantine_ids).isdisjoint(last.survivors)
     assert paillier_key(1024) is sim._paillier_key
+
+
+def test_local_dp_refuses_absolute_cuts_that_do_not_widen_with_the_noise():
+    with pytest.raises(ConfigError, match="absolute cut"):
+        SimulationConfig(
+            dp_epsilon=4.0,
+            dp_mode="local",
+            defence="distance_filter",
+            defence_params={"max_distance": 1.0},
+        )
+    with pytest.raises(ConfigError, match="norm_filter with max_norm"):
+        SimulationConfig(dp_epsilon=4.0, dp_mode="local", pre=[("norm_filter", {"max_norm": 2.0})])
+    # the relative cut widens with the honest spread: accepted
+    cfg = SimulationConfig(dp_epsilon=4.0, dp_mode="local", defence="distance_filter")
+    assert cfg.defence == "distance_filter"
+    # and an absolute cut is fine without local DP
+    SimulationConfig(defence="distance_filter", defence_params={"max_distance": 1.0})
