@@ -272,7 +272,7 @@ def test_cli_refusal_exits_1_and_override_0(capsys):
 
 def test_readme_calibrate_example_runs():
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    found = re.search(r"`(fortis calibrate [^`]+)`", text)
+    found = re.search(r"`(fortis calibrate [^`]*--epsilon[^`]+)`", text)
     assert found, "README has no fortis calibrate example"
     argv = found.group(1).split()[1:]
     script = Path(sys.executable).with_name("fortis")
