@@ -24,42 +24,30 @@ rebuilt), or that has no hash (built some other way), is refused: robust uses nu
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from fortis.native import check_build, kernels_enabled, kernels_mode, kernels_reason
 
 __all__ = ["available", "enabled", "kernel_status", "kernels", "mode"]
 
 SOURCE = Path(__file__).with_name("_kernels.c")
 
 
+def _load() -> ModuleType:
+    from . import _kernels
+
+    return _kernels
+
+
 def _check_build() -> tuple[ModuleType | None, dict[str, Any]]:
     """Import the build and compare its compiled-in source hash with the shipped source.
     Returns (the module if usable, else None; the facts for :func:`kernel_status`)."""
-    try:
-        from . import _kernels as built
-    except ImportError as exc:
-        reason = f"robust._kernels is not built ({exc}); reinstall with a C compiler"
-        return None, {"built": False, "path": None, "source_hash_ok": None, "problem": reason}
-    facts: dict[str, Any] = {"built": True, "path": getattr(built, "__file__", None)}
-    compiled = getattr(built, "SOURCE_SHA256", "")
-    try:
-        source = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
-    except OSError:  # a wheel: the source is not shipped, nothing to compare
-        return built, dict(facts, source_hash_ok=None, problem=None)
-    if compiled == source:
-        return built, dict(facts, source_hash_ok=True, problem=None)
-    if not compiled:
-        problem = "robust._kernels was built without a source hash (not by setup.py)"
-    else:
-        problem = (
-            f"robust._kernels is stale: built from a _kernels.c with SHA-256 {compiled[:12]}..., "
-            f"the source is now {source[:12]}..."
-        )
-    problem += "; rebuild with `pip install -e .` (numpy is used meanwhile)"
-    return None, dict(facts, source_hash_ok=False, problem=problem)
+    return check_build(
+        _load, SOURCE, name="robust._kernels", needs="a C compiler", fallback="numpy"
+    )
 
 
 #: The compiled module when it is built and matches its source, else None.
@@ -75,22 +63,12 @@ def mode() -> str:
     """``"compiled"``, ``"numpy"`` or ``"auto"`` (the default: compiled when available),
     from ``$FORTIS_KERNELS``. Raises RuntimeError for an unknown value, or for
     ``compiled`` when no usable build exists (the message says why)."""
-    value = os.environ.get("FORTIS_KERNELS", "").strip().lower()
-    if value in ("", "auto"):
-        return "auto"
-    if value == "numpy":
-        return "numpy"
-    if value == "compiled":
-        if kernels is None:
-            raise RuntimeError(f"FORTIS_KERNELS=compiled but {_BUILD['problem']}")
-        return "compiled"
-    raise RuntimeError(f"FORTIS_KERNELS must be 'auto', 'compiled' or 'numpy', got {value!r}")
+    return kernels_mode(kernels, _BUILD)
 
 
 def enabled() -> bool:
     """Whether the compiled kernels are to be used (see :func:`mode`)."""
-    m = mode()
-    return m == "compiled" or (m == "auto" and kernels is not None)
+    return kernels_enabled(kernels, _BUILD)
 
 
 def kernel_status() -> dict[str, Any]:
@@ -106,18 +84,13 @@ def kernel_status() -> dict[str, Any]:
         ``mode``: ``$FORTIS_KERNELS`` (``"auto"`` when unset).
     """
     setting = os.environ.get("FORTIS_KERNELS", "").strip().lower() or "auto"
-    try:
-        in_use = enabled()
-    except RuntimeError as exc:
-        in_use, reason = False, str(exc)
-    else:
-        if in_use:
-            checked = {True: "matches robust/_kernels.c", None: "source not shipped, unchecked"}
-            reason = f"compiled kernels in use ({checked[_BUILD['source_hash_ok']]})"
-        elif kernels is not None:
-            reason = "compiled kernels turned off by FORTIS_KERNELS=numpy"
-        else:
-            reason = _BUILD["problem"]
+    checked = {True: "matches robust/_kernels.c", None: "source not shipped, unchecked"}
+    in_use, reason = kernels_reason(
+        kernels,
+        _BUILD,
+        in_use=f"compiled kernels in use ({checked.get(_BUILD['source_hash_ok'])})",
+        what="compiled kernels",
+    )
     return {
         "available": kernels is not None,
         "in_use": in_use,

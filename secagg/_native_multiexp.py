@@ -16,8 +16,6 @@ then uses gmpy2), ``compiled`` requires them, ``auto`` (the default) uses them w
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -25,33 +23,24 @@ from typing import Any
 
 from gmpy2 import mpz
 
+from fortis.native import check_build, kernels_enabled, kernels_reason
+
 __all__ = ["NativeTable", "available", "enabled", "kernel_status"]
 
 SOURCE = Path(__file__).with_name("_multiexp.c")
 
 
+def _load() -> ModuleType:
+    from . import _multiexp
+
+    return _multiexp
+
+
 def _check_build() -> tuple[ModuleType | None, dict[str, Any]]:
     """(the module if built and matching its source, else None; facts for kernel_status)."""
-    try:
-        from . import _multiexp as built
-    except ImportError as exc:
-        problem = f"secagg._multiexp is not built ({exc}); reinstall with a C compiler and GMP"
-        return None, {"built": False, "path": None, "source_hash_ok": None, "problem": problem}
-    facts: dict[str, Any] = {"built": True, "path": getattr(built, "__file__", None)}
-    compiled = getattr(built, "SOURCE_SHA256", "")
-    try:
-        source = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
-    except OSError:  # a wheel: no source to compare with
-        return built, dict(facts, source_hash_ok=None, problem=None)
-    if compiled == source:
-        return built, dict(facts, source_hash_ok=True, problem=None)
-    why = (
-        "built without a source hash" if not compiled else f"stale (built from {compiled[:12]}...)"
+    return check_build(
+        _load, SOURCE, name="secagg._multiexp", needs="a C compiler and GMP", fallback="gmpy2"
     )
-    problem = (
-        f"secagg._multiexp is {why}; rebuild with `pip install -e .` (gmpy2 is used meanwhile)"
-    )
-    return None, dict(facts, source_hash_ok=False, problem=problem)
 
 
 #: The compiled module when it is built and matches its source, else None.
@@ -68,16 +57,7 @@ def enabled() -> bool:
 
     Raises RuntimeError for an unknown value, or for ``compiled`` without a usable build.
     """
-    value = os.environ.get("FORTIS_KERNELS", "").strip().lower()
-    if value in ("", "auto"):
-        return kernels is not None
-    if value == "numpy":
-        return False
-    if value == "compiled":
-        if kernels is None:
-            raise RuntimeError(f"FORTIS_KERNELS=compiled but {_BUILD['problem']}")
-        return True
-    raise RuntimeError(f"FORTIS_KERNELS must be 'auto', 'compiled' or 'numpy', got {value!r}")
+    return kernels_enabled(kernels, _BUILD)
 
 
 def kernel_status() -> dict[str, Any]:
@@ -87,17 +67,12 @@ def kernel_status() -> dict[str, Any]:
     for a stale or unhashed build, None when not built or no source to compare), ``built``,
     ``path``.
     """
-    try:
-        in_use = enabled()
-    except RuntimeError as exc:
-        in_use, reason = False, str(exc)
-    else:
-        if in_use:
-            reason = "compiled multi-exponentiation in use"
-        elif kernels is not None:
-            reason = "compiled multi-exponentiation turned off by FORTIS_KERNELS=numpy"
-        else:
-            reason = _BUILD["problem"]
+    in_use, reason = kernels_reason(
+        kernels,
+        _BUILD,
+        in_use="compiled multi-exponentiation in use",
+        what="compiled multi-exponentiation",
+    )
     return {
         "available": kernels is not None,
         "in_use": in_use,
