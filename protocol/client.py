@@ -96,9 +96,8 @@ from .messages import (
     UnmaskRequest,
     UnmaskResponse,
     advertise_signing_bytes,
-    channel_mismatch,
     committed_digest,
-    decode,
+    decode_from,
     decode_partner_record,
     decode_share_payload,
     encode_complaint,
@@ -358,11 +357,7 @@ class Client:
         sender is refused.
         """
         try:
-            msg = decode(data, max_count=self.config.n)
-            mismatch = channel_mismatch(msg.sender, peer)
-            if mismatch:
-                raise self._error(mismatch, msg, peer)
-            return self.receive(msg)
+            return self.receive(decode_from(data, peer, max_count=self.config.n))
         except ProtocolError as exc:
             if exc.role != self.role:  # decoder errors name the decoder
                 exc = ProtocolError(

@@ -72,8 +72,7 @@ from .messages import (
     PrepareProducts,
     ZeroTestRequest,
     ZeroTestResult,
-    channel_mismatch,
-    decode,
+    decode_from,
     encode_signed_matrix,
 )
 from .noise import NOISE_SEED_BYTES, noise_share
@@ -253,11 +252,7 @@ class KeyHolder:
     def receive_bytes(self, data: bytes, *, peer: int | None = None) -> list[Message]:
         """Tolerant entry point: never raises for the sender's fault (see the module doc)."""
         try:
-            msg = decode(data, max_count=self.config.n + 1)
-            mismatch = channel_mismatch(msg.sender, peer)
-            if mismatch:
-                raise self._error(mismatch, msg)
-            return self.receive_strict(msg)
+            return self.receive_strict(decode_from(data, peer, max_count=self.config.n + 1))
         except ProtocolError as exc:
             if exc.role != self.role:
                 exc = ProtocolError(

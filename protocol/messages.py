@@ -92,6 +92,7 @@ __all__ = [
     "MESSAGE_TYPES",
     "committed_digest",
     "channel_mismatch",
+    "decode_from",
     "encode_signed_matrix",
     "decode_signed_matrix",
     "encode",
@@ -1336,6 +1337,20 @@ def channel_mismatch(claimed: int, peer: int | None) -> str | None:
     if peer is None or claimed == peer:
         return None
     return f"header claims sender {party_name(claimed)} on {party_name(peer)}'s channel"
+
+
+def decode_from(data: bytes, peer: int | None, *, max_count: int = MAX_PARTIES) -> Message:
+    """:func:`decode`, then check the header's sender against the channel it came over
+    (``peer``, the id the transport authenticated; ``None``: not known).
+
+    Raises :class:`MessageFormatError` as :func:`decode` does, or naming the field ``"sender"``
+    when the header claims another sender than ``peer``.
+    """
+    msg = decode(data, max_count=max_count)
+    mismatch = channel_mismatch(msg.sender, peer)
+    if mismatch:
+        raise MessageFormatError(mismatch, field="sender", sender=peer, event=type(msg).__name__)
+    return msg
 
 
 def committed_digest(committed: Iterable[tuple[int, bytes]]) -> bytes:

@@ -31,7 +31,7 @@ from secagg.paillier_pool import ObfuscationPool
 from .config import RoundConfig
 from .errors import KEYHOLDER_ID, SERVER_ID, ProtocolConfigError, ProtocolError
 from .keyholder import row_slots
-from .messages import Abort, Message, PrepareColumns, PrepareProducts, channel_mismatch, decode
+from .messages import Abort, Message, PrepareColumns, PrepareProducts, decode_from
 
 __all__ = ["FilterPreparation"]
 
@@ -97,11 +97,7 @@ class FilterPreparation:
     def receive_bytes(self, data: bytes, *, peer: int | None = None) -> list[Message]:
         """Decode and process the key holder's columns; never raises for its fault."""
         try:
-            msg = decode(data, max_count=self.config.n + 1)
-            mismatch = channel_mismatch(msg.sender, peer)
-            if mismatch:
-                raise self._error(mismatch, msg)
-            return self.receive_strict(msg)
+            return self.receive_strict(decode_from(data, peer, max_count=self.config.n + 1))
         except ProtocolError as exc:
             if self.failure is None and not self.done:
                 self.failure = exc
