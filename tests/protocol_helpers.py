@@ -80,3 +80,34 @@ def make_parties(cfg, x, *, seed=0, graph_seed=None, signing=None, **server_kw):
         for i in ids
     }
     return server, clients, signing
+
+
+def paillier_test_key():
+    """One 1024-bit Paillier key per test process (allowed for tests only), cached."""
+    global _TEST_KEY
+    if _TEST_KEY is None:
+        from secagg.paillier_private import generate_paillier_keypair
+
+        _TEST_KEY = generate_paillier_keypair(1024, allow_insecure=True)[1]
+    return _TEST_KEY
+
+
+_TEST_KEY = None
+
+
+def filtered_parties(x, *, rule="multi_krum", f=1, k=32, seed=0, **config_kw):
+    """A filtered round's server, clients (id -> Client, seeded rounding) and key holder for the
+    updates ``x`` (clip norm 1, value range 1, the test Paillier key); ``config_kw`` go to
+    :class:`protocol.RoundConfig` (e.g. ``noise=``, ``hardened=``)."""
+    import numpy as np
+
+    from protocol import Client, FilterConfig, KeyHolder, RoundConfig, Server
+
+    key = paillier_test_key()
+    n, d = x.shape
+    filtering = FilterConfig(key.public_key, 1.0, rule=rule, f=f, sketch_dim=k)
+    config = RoundConfig(0, tuple(range(n)), d, 1.0, filtering=filtering, **config_kw)
+    rngs = np.random.default_rng(seed).spawn(n)
+    server = Server(config, graph_seed=bytes(32))
+    clients = {i: Client(config, i, x[i], rng=rngs[i]) for i in range(n)}
+    return server, clients, KeyHolder(config, key)

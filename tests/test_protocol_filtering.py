@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from protocol_helpers import filtered_parties, paillier_test_key
 from scipy import stats
 
 import robust
@@ -20,7 +21,6 @@ from protocol import (
     KeyHolder,
     ProtocolConfigError,
     ProtocolError,
-    RoundConfig,
     Server,
     run_parties,
     run_round,
@@ -37,7 +37,7 @@ from secagg.masked_distance import exact_squared_distances
 from secagg.paillier_private import generate_paillier_keypair
 from secagg.sketch import sketch
 
-_, KEY = generate_paillier_keypair(1024, allow_insecure=True)
+KEY = paillier_test_key()
 
 
 def _updates(n: int, d: int, seed: int, *, outliers: int = 0) -> np.ndarray:
@@ -47,14 +47,7 @@ def _updates(n: int, d: int, seed: int, *, outliers: int = 0) -> np.ndarray:
     return x / np.maximum(1.0, np.linalg.norm(x, axis=1, keepdims=True))
 
 
-def _parties(x: np.ndarray, *, rule="multi_krum", f=1, k=32, seed=0, **config_kw):
-    n, d = x.shape
-    filtering = FilterConfig(KEY.public_key, 1.0, rule=rule, f=f, sketch_dim=k)
-    config = RoundConfig(0, tuple(range(n)), d, 1.0, filtering=filtering, **config_kw)
-    rngs = np.random.default_rng(seed).spawn(n)
-    server = Server(config, graph_seed=bytes(32))
-    clients = {i: Client(config, i, x[i], rng=rngs[i]) for i in range(n)}
-    return server, clients, KeyHolder(config, KEY)
+_parties = filtered_parties
 
 
 def _prepare(server: Server, keyholder: KeyHolder, layers=()) -> FilterPreparation:

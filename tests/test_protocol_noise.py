@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from protocol_helpers import filtered_parties, paillier_test_key
 
 from protocol import (
     Client,
     FilterConfig,
-    KeyHolder,
     NoiseConfig,
     ProtocolConfigError,
     RoundConfig,
-    Server,
     run_parties,
     run_round,
 )
@@ -21,10 +20,9 @@ from protocol.messages import SketchCommit, decode, encode
 from protocol.noise import noise_share
 from protocol.router import Tamper
 from secagg.masked_distance import exact_squared_distances
-from secagg.paillier_private import generate_paillier_keypair
 from secagg.sketch import sketch
 
-_, KEY = generate_paillier_keypair(1024, allow_insecure=True)
+KEY = paillier_test_key()
 
 
 def _updates(n: int, d: int, seed: int) -> np.ndarray:
@@ -34,12 +32,7 @@ def _updates(n: int, d: int, seed: int) -> np.ndarray:
 
 
 def _parties(x, noise, *, rule="mean", f=0, k=16):
-    n, d = x.shape
-    filtering = FilterConfig(KEY.public_key, 1.0, rule=rule, f=f, sketch_dim=k)
-    config = RoundConfig(0, tuple(range(n)), d, 1.0, filtering=filtering, noise=noise)
-    server = Server(config, graph_seed=bytes(32))
-    clients = {i: Client(config, i, x[i]) for i in range(n)}
-    return server, clients, KeyHolder(config, KEY)
+    return filtered_parties(x, rule=rule, f=f, k=k, noise=noise)
 
 
 @pytest.mark.parametrize("mechanism,sigma", [("ddg", 0.01), ("skellam", 0.02)])
