@@ -691,13 +691,12 @@ class Client:
             encoded = cfg.encoder.wrap(self._signed_input + self._noise_share())
         y = mask_input(encoded, self.id, self._b, seeds, cfg.bits, workers=self.mask_workers)
         y.flags.writeable = False  # ours alone: the message keeps it without a copy
-        if cfg.filtered:
+        if cfg.filtered or cfg.hardened:  # the sketch request and the signature bind it
             self._input_digest = input_digest(y)
         sig = b""
         if cfg.hardened:
             # Bind the partner set to this input: the server must show it to every holder of
             # our self-mask share, and they check that t of these partners are still in the sum.
-            self._input_digest = input_digest(y)
             sig = self._signing_key.sign(
                 partners_signing_bytes(self._context, self.id, senders, self._input_digest)
             )

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
+from gmpy2 import mpz
 
 from secagg.errors import SecAggError
 from secagg.masked_distance import (
@@ -388,14 +389,20 @@ class KeyHolder:
         scale = cfg.encoder.scale
         # room for |A| such rows next to |A| sketches in the verification's slots
         packer = lay.row.with_input_bound(lay.row.max_abs // (4 * (cfg.n + 1)))
-        out = []
+        plain = []
         for slot in clients:  # one share at a time: n x d int64 would not fit in memory
             if slot in seeds:
                 share = noise_share(cfg.noise, seeds[slot], cfg.dim, scale)
                 row = sketch(share, msg.projection_seed, lay.k)
             else:  # a faulty seed: the server rejects that client; the row is never used
                 row = np.zeros(lay.k, dtype=np.int64)
-            out.extend(key.encrypt(int(m), pool=self._pool) for m in packer.pack(row))
+            plain.extend(packer.pack(row))
+        # r**n from the pool, else with the factorisation (about 4x the public computation)
+        if self._pool is not None:
+            obfuscators = self._pool.draw_many(len(plain))
+        else:
+            obfuscators = self._key.random_obfuscators(len(plain), workers=self.workers)
+        out = [key.raw_encrypt(mpz(m), r) for m, r in zip(plain, obfuscators)]
         return key.ciphertexts_to_bytes(out), faults
 
     def _on_ZeroTestRequest(self, msg: ZeroTestRequest) -> list[Message]:

@@ -414,6 +414,7 @@ class Server:
         # left out of it (pruned) without touching the others
         self._masked: dict[int, np.ndarray] = {}
         self._partner_records: dict[int, bytes] = {}  # client -> encoded signed partner set
+        self._digests: dict[int, bytes] = {}  # client -> SHA-256 of its masked input
         self._partners: dict[int, frozenset[int]] = {}
         self._signatures: dict[int, bytes] = {}
         self._seed_shares: dict[int, dict[int, int]] = {}
@@ -800,8 +801,9 @@ class Server:
                 msg,
             )
         record = b""
+        # the digest binds the input: to the partner set (hardened), to the projection seed
+        digest = input_digest(y) if cfg.hardened or cfg.filtered else b""
         if cfg.hardened:
-            digest = input_digest(y)
             data = partners_signing_bytes(self.context, msg.sender, msg.partners, digest)
             try:
                 sk.verify_signature(self._pki[msg.sender], msg.signature, data)
@@ -813,6 +815,7 @@ class Server:
 
         def commit() -> None:
             self._masked[msg.sender] = y
+            self._digests[msg.sender] = digest
             self._partners[msg.sender] = frozenset(msg.partners)
             self._partner_records[msg.sender] = record
 
@@ -1206,7 +1209,7 @@ class Server:
     # -- secure filtering: sketches, distances with the key holder, the filter ------------------
 
     def _open_collect_sketches(self) -> list[Message]:
-        committed = {i: input_digest(self._masked[i]) for i in self._candidates}
+        committed = {i: self._digests[i] for i in self._candidates}
         seed = projection_seed(committed_digest(committed.items()), self.context)
         self.projection_seed = seed
         rid = self.config.round_id
