@@ -611,3 +611,26 @@ def test_a_preparation_serves_one_round_only():
     again, _, _ = _parties(x, rule="mean", f=0)
     with pytest.raises(ProtocolConfigError, match="already used"):
         again.attach_preparation(prep.prepared)
+
+
+def test_a_split_view_of_the_committed_inputs_releases_nothing():
+    # A lying server shows client 0 a different (self-consistent) set of committed inputs, so
+    # client 0 sketches under another projection than everyone else. It learns nothing more
+    # than the distances of sketches it cannot interpret, and the verification refuses the sum.
+    from protocol.messages import SketchRequest, committed_digest, decode
+    from secagg.sketch import projection_seed
+
+    x = _updates(6, 16, seed=70)
+    server, clients, keyholder = _parties(x, rule="mean", f=0)
+
+    def other_view(env):
+        m = decode(env.data)
+        view = {i: d for i, d in m.committed if i != 5}  # drop client 5's input from the hash
+        seed = projection_seed(committed_digest(view.items()), server.context)
+        return encode(SketchRequest(m.round_id, SERVER_ID, m.recipient, seed, view))
+
+    tamper = Tamper(lambda e: e.kind == "SketchRequest" and e.recipient == 0, other_view)
+    result = run_parties(server, clients, keyholder=keyholder, layers=[tamper])
+    assert tamper.changed and clients[0].refusal is None  # the view was consistent: accepted
+    assert result.aborted and result.aggregate is None
+    assert not result.verification.passed
