@@ -259,11 +259,24 @@ def run_parties(
     log = router.run()
     if prep_log is not None:
         log.merge(prep_log)
-    return _result(server, clients, log, mean)
+    return round_result(server, log, clients=clients, mean=mean)
 
 
-def _result(server: Server, clients: Mapping[int, Client], log: RouterLog, mean: bool):
+def round_result(
+    server: Server,
+    log: RouterLog,
+    *,
+    clients: Mapping[int, Client] | None = None,
+    mean: bool = False,
+) -> RoundResult:
+    """The :class:`RoundResult` of a finished ``server``, with the costs in ``log``.
+
+    ``clients`` (id -> party) adds the clients' refusals; without them (a network driver, where
+    the clients live elsewhere) refusals are empty and per-client bytes are the ones ``log``
+    counted for each member of the population.
+    """
     config = server.config
+    clients = clients or {}
     result = server.result
     if result is not None:
         survivors = tuple(result.survivors)
@@ -271,7 +284,7 @@ def _result(server: Server, clients: Mapping[int, Client], log: RouterLog, mean:
         encoded_sum = result.encoded_sum
     else:
         survivors, aggregate, encoded_sum = (), None, None
-    ids = list(clients)
+    ids = list(clients) or list(config.population)
     transcript = Transcript(
         server_bytes_sent=log.bytes_sent.get(SERVER_ID, 0),
         server_bytes_received=log.bytes_received.get(SERVER_ID, 0),

@@ -982,6 +982,13 @@ class Server:
         """The round phase of the current stage (``"advertise"`` ... ``"unmask"``, ``"done"``)."""
         return phase_of(SERVER_STAGES, self.stage)
 
+    def abort(self, reason: str) -> list[Message]:
+        """Abort the round now (a driver's decision, e.g. the key holder never prepared);
+        returns the ``Abort`` notices to send. No-op once done."""
+        if self.done:
+            return []
+        return self._abort(reason)
+
     def _abort(self, reason: str) -> list[Message]:
         notify = sorted((set(self._expected) | set(self._received)) - set(self.excluded))
         self.stage = self._table()[RoundFailed]
