@@ -160,6 +160,9 @@ class NetworkServer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fortis-server")
         self._round: int | None = None
         self._changed = asyncio.Event()
+        #: The party of the round in progress (a :class:`~protocol.server.Server`, or the
+        #: preparation), for progress displays; ``None`` between rounds.
+        self.current = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -347,6 +350,7 @@ class NetworkServer:
         fire ``party.deadline()`` whenever a phase outlives ``timeout_for(phase)``."""
         rid = party.config.round_id if hasattr(party, "config") else self._round
         loop = asyncio.get_running_loop()
+        self.current = party
         phase, ends = None, 0.0
         while not until():
             if party.phase != phase:
@@ -471,6 +475,7 @@ class NetworkServer:
             on_session=session,
             members=members | ({KEYHOLDER_ID} if config.filtered else frozenset()),
         )
+        self.current = None
         result = round_result(server, costs.log, mean=mean)
         outcome = (
             f"aborted: {result.abort_reason}"
