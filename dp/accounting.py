@@ -32,8 +32,12 @@ What is computed by whom
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import math
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -55,6 +59,7 @@ __all__ = [
     "ddg_rdp",
     "ddg_tau",
     "default_orders",
+    "event_epsilon",
     "noise_multiplier_for",
     "skellam_rdp",
     "smallest_meeting",
@@ -78,18 +83,77 @@ class _QuietAbsl:
         self._logger.setLevel(self._level)
 
 
+_IMPORT_LOCK = threading.RLock()
+_LIGHT_IMPORTER: list[int] = []  # the thread running _rdp()'s partial import, if any
+_RDP_MODULE: list = []  # rdp_privacy_accountant once fully imported
+
+
+def _rdp():
+    """``dp_accounting.rdp.rdp_privacy_accountant``, imported without the package's
+    ``__init__``.
+
+    ``import dp_accounting`` imports the PLD accountant and ``mechanism_calibration``, which
+    pull in scipy.signal, scipy.stats and scipy.optimize (~0.8 s of the calibrator's cold start,
+    ``python -X importtime``); the RDP accountant needs only ``dp_event``,
+    ``privacy_accountant`` and scipy.special (~0.2 s). So when the package is not imported yet,
+    its module object is created from its spec *without* executing ``__init__`` and the RDP
+    submodules are imported into it. A module ``__getattr__`` (PEP 562) runs the real
+    ``__init__`` in that same module object on first use of anything it lacks
+    (:func:`_finish_package`), so any later ``import dp_accounting`` -- ours for the PLD
+    accountant, or anyone's -- gets the complete package, with the same submodules and classes.
+    """
+    if _RDP_MODULE:  # not sys.modules: another thread may be initialising the module there
+        return _RDP_MODULE[0]
+    with _IMPORT_LOCK:
+        if "dp_accounting" not in sys.modules:
+            spec = importlib.util.find_spec("dp_accounting")
+            if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+                raise ImportError("dp-accounting is not installed")  # pragma: no cover
+            pkg = importlib.util.module_from_spec(spec)
+            pkg.__dict__["__getattr__"] = functools.partial(_package_getattr, pkg)
+            sys.modules["dp_accounting"] = pkg
+        _LIGHT_IMPORTER.append(threading.get_ident())
+        try:
+            from dp_accounting.rdp import rdp_privacy_accountant
+        finally:
+            _LIGHT_IMPORTER.pop()
+        _RDP_MODULE[:] = [rdp_privacy_accountant]
+    return rdp_privacy_accountant
+
+
+def _package_getattr(pkg, name: str):
+    if _LIGHT_IMPORTER and _LIGHT_IMPORTER[-1] == threading.get_ident():
+        # _rdp()'s own import asks for a submodule not loaded yet: let the import system load it
+        raise AttributeError(name)
+    _finish_package(pkg)
+    return getattr(pkg, name)
+
+
+def _finish_package(pkg) -> None:
+    """Run ``dp_accounting/__init__.py`` in the partial package of :func:`_rdp` (once)."""
+    with _IMPORT_LOCK:
+        hook = pkg.__dict__.pop("__getattr__", None)
+        if hook is None:
+            return
+        try:
+            pkg.__spec__.loader.exec_module(pkg)
+        except BaseException:
+            pkg.__dict__["__getattr__"] = hook
+            raise
+
+
 def _dpa():
-    # dp_accounting pulls in scipy/mpmath (~1-2 s); import it only when accounting is used.
+    """The complete ``dp_accounting`` package (the PLD accountant needs it)."""
+    _rdp()
     import dp_accounting
 
+    _finish_package(dp_accounting)
     return dp_accounting
 
 
 def default_orders() -> np.ndarray:
     """The RDP orders of ``dp_accounting.rdp.RdpAccountant`` (1.1 ... 1024)."""
-    from dp_accounting.rdp import rdp_privacy_accountant as rpa
-
-    return np.asarray(rpa.DEFAULT_RDP_ORDERS, dtype=np.float64)
+    return np.asarray(_rdp().DEFAULT_RDP_ORDERS, dtype=np.float64)
 
 
 def _check_rate(q: float) -> float:
@@ -240,11 +304,11 @@ class GaussianEvent:
 
     def dp_event(self):
         """The ``dp_accounting`` event for one round."""
-        dpa = _dpa()
-        inner = [dpa.GaussianDpEvent(z) for z in self.noise_multipliers]
-        ev = inner[0] if len(inner) == 1 else dpa.ComposedDpEvent(inner)
+        dpe = _rdp().dp_event
+        inner = [dpe.GaussianDpEvent(z) for z in self.noise_multipliers]
+        ev = inner[0] if len(inner) == 1 else dpe.ComposedDpEvent(inner)
         if self.sampling_rate < 1.0:
-            ev = dpa.PoissonSampledDpEvent(self.sampling_rate, ev)
+            ev = dpe.PoissonSampledDpEvent(self.sampling_rate, ev)
         return ev
 
 
@@ -444,8 +508,7 @@ class Accountant:
     def _epsilon(self, delta: float) -> float:
         if self.method == "pld":
             return float(self._pld().get_epsilon(delta))
-        from dp_accounting.rdp import rdp_privacy_accountant as rpa
-
+        rpa = _rdp()
         acc = self._rdp_gaussian()
         discrete = [ev for ev in self._events if not isinstance(ev, GaussianEvent)]
         if not discrete:
@@ -461,8 +524,7 @@ class Accountant:
         return PrivacySpent(self.epsilon(), self.delta, self.method, self.rounds)
 
     def _rdp_gaussian(self):
-        dpa = _dpa()
-        acc = dpa.rdp.RdpAccountant()
+        acc = _rdp().RdpAccountant()
         for ev in self._events:
             if isinstance(ev, GaussianEvent):
                 acc.compose(ev.dp_event(), ev.count)
@@ -510,6 +572,16 @@ class Accountant:
 # ---------------------------------------------------------------------------------------------
 # calibration
 # ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
+def event_epsilon(event: Event, delta: float, method: str = "rdp") -> float:
+    """Epsilon at ``delta`` of an accountant holding only ``event`` (cached: calibration asks
+    again for the epsilon of the noise it settled on, and one RDP evaluation of a sampled
+    Gaussian costs ~0.1 s, mostly its fractional orders)."""
+    acc = Accountant(delta, method)
+    acc.compose(event)
+    return acc.epsilon()
+
+
 def smallest_meeting(
     epsilon_of: Callable[[float], float],
     target_epsilon: float,
@@ -602,8 +674,6 @@ def noise_multiplier_for(
         raise PrivacyParameterError(f"rel_tol must be in (0, 0.05], got {rel_tol}")
 
     def eps(z: float) -> float:
-        acc = Accountant(delta, method)
-        acc.compose_gaussian(z, sampling_rate, rounds)
-        return acc.epsilon()
+        return event_epsilon(GaussianEvent((z,), sampling_rate, rounds), delta, method)
 
     return smallest_meeting(eps, target_epsilon, rel_tol=rel_tol, what="noise multiplier")

@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -256,34 +257,57 @@ def _privacy(
     bits: int,
 ) -> tuple[float, float, float | None, float | None, float]:
     """(noise multiplier, sigma, client sigma, integer scale, epsilon achieved)."""
-    from dp.accounting import Accountant, noise_multiplier_for
+    from dp.accounting import GaussianEvent, event_epsilon, noise_multiplier_for
 
     if mechanism == "gaussian":
         z = noise_multiplier_for(epsilon, delta, rounds, q)
-        acc = Accountant(delta)
-        acc.compose_gaussian(z, q, rounds)
         sigma = z * clip
         client = {"central": None, "local": sigma}.get(placement, sigma / math.sqrt(shares))
-        return z, sigma, client, None, acc.epsilon()
+        return z, sigma, client, None, event_epsilon(GaussianEvent((z,), q, rounds), delta)
     from dp.mechanisms import DistributedDiscreteGaussian, DistributedSkellam
 
     cls = DistributedDiscreteGaussian if mechanism == "ddg" else DistributedSkellam
     mech = cls.calibrate(
         epsilon, delta, rounds, q, n_clients=shares, dim=dim, clip_norm=clip, bits=bits
     )
-    acc = Accountant(delta)
-    acc.compose(mech.event(q, rounds))
     sigma = mech.sigma
-    return sigma / clip, sigma, sigma / math.sqrt(shares), mech.scale, acc.epsilon()
+    eps = event_epsilon(mech.event(q, rounds), delta)
+    return sigma / clip, sigma, sigma / math.sqrt(shares), mech.scale, eps
+
+
+class _Background:
+    """``fn(*args)`` in a daemon thread; :meth:`result` joins and returns it or re-raises."""
+
+    def __init__(self, fn, *args) -> None:
+        self._out: Any = None
+        self._exc: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(fn, args), name="fortis-calibrate-privacy", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, fn, args) -> None:
+        try:
+            self._out = fn(*args)
+        except BaseException as exc:  # handed to the caller by result()
+            self._exc = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._exc is not None:
+            raise self._exc
+        return self._out
 
 
 # ---------------------------------------------------------------------------------------------
 # detection, in normalised units: distances divided by d_eff * s_eff^2
 # ---------------------------------------------------------------------------------------------
 def _chi2_ppf(p: float, k: int) -> float:
-    from scipy.stats import chi2
+    # scipy.stats.chi2.ppf computes exactly this (chi2_gen._ppf); scipy.stats itself costs
+    # ~0.8 s to import, scipy.special ~0.2 s
+    from scipy.special import gammaincinv
 
-    return float(chi2.ppf(p, k))
+    return float(2.0 * gammaincinv(k / 2.0, p))
 
 
 def _sketch_epsilon(k: int, rate: float) -> float:
@@ -497,11 +521,27 @@ def calibrate(
             f"norm {clip:g}: clipping will shrink them (not modelled)"
         )
 
-    # -- privacy --------------------------------------------------------------------------------
+    # -- privacy (in a thread) and detection (meanwhile) -------------------------------------
+    # The accountant (pure Python, plus importing dp-accounting on a cold start) runs in a
+    # background thread while the detection Monte Carlo (numpy, which releases the GIL) runs
+    # here; the two do not depend on each other (rho* is in normalised units).
     shares = n - f
-    z, sigma, client_sigma, scale, eps_achieved = _privacy(
-        mechanism, placement, epsilon, delta, rounds, q, clip, dim, shares, bits
+    privacy = _Background(
+        _privacy, mechanism, placement, epsilon, delta, rounds, q, clip, dim, shares, bits
     )
+    d_eff = min(sketch_dim, dim) if sketch_dim else dim
+    sketch = sketch_dim is not None
+    nb_eps = _sketch_epsilon(d_eff, fpr) if sketch else 0.0
+    bound = clip * (1 + nb_eps)
+    h = n - f
+    # rho* is in units of sqrt(d) s_eff, so one number serves with and without the noise
+    if defence == "multi_krum":
+        rho = _krum_margin(n, f, d_eff, sketch, power)
+    else:
+        tau2, rho2 = _centre_margin(h, d_eff, sketch, fpr, power)
+        rho = math.sqrt(rho2)
+    z, sigma, client_sigma, scale, eps_achieved = privacy.result()
+
     noisy = placement in ("local", "before_filter")
     s_eff = math.sqrt(s * s + client_sigma**2) if noisy else s
     reads = {
@@ -511,21 +551,7 @@ def calibrate(
         "before_filter": "noised",
     }[placement]
     reads += " sketches" if sketch_dim else " updates"
-
-    # -- detection ------------------------------------------------------------------------------
-    d_eff = min(sketch_dim, dim) if sketch_dim else dim
-    sketch = sketch_dim is not None
-    nb_eps = _sketch_epsilon(d_eff, fpr) if sketch else 0.0
-    bound = clip * (1 + nb_eps)
-    h = n - f
-
-    # rho* is in units of sqrt(d) s_eff, so one number serves with and without the noise
-    threshold = None
-    if defence == "multi_krum":
-        rho = _krum_margin(n, f, d_eff, sketch, power)
-    else:
-        tau2, rho2 = _centre_margin(h, d_eff, sketch, fpr, power)
-        rho, threshold = math.sqrt(rho2), math.sqrt(tau2 * dim) * s_eff
+    threshold = None if defence == "multi_krum" else math.sqrt(tau2 * dim) * s_eff
     fp_rate = f / n if defence == "multi_krum" else fpr
     margins = {a: _margin(a, rho, s_eff, s, m, dim, h, bound, noisy) for a in ATTACKS}
 

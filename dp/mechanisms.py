@@ -411,7 +411,7 @@ class _Distributed:
         Raises:
             CalibrationError, ModularWrapError: the target cannot be met in ``bits`` bits.
         """
-        from dp.accounting import Accountant
+        from dp.accounting import event_epsilon
 
         base = dict(
             n_clients=n_clients, dim=dim, clip_norm=clip_norm, bits=bits, beta=beta, rotate=rotate
@@ -422,9 +422,7 @@ class _Distributed:
             return cls(scale=s, sigma=sigma, **base)
 
         def eps(z: float) -> float:
-            acc = Accountant(delta)
-            acc.compose(build(z * clip_norm).event(sampling_rate, rounds))
-            return acc.epsilon()
+            return event_epsilon(build(z * clip_norm).event(sampling_rate, rounds), delta)
 
         z = smallest_meeting(eps, target_epsilon, rel_tol=rel_tol, what="noise multiplier")
         return build(z * clip_norm)

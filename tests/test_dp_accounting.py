@@ -11,6 +11,7 @@ import dp_accounting as dpa
 import numpy as np
 import pytest
 
+import dp
 from dp import (
     Accountant,
     AccountantStateError,
@@ -23,7 +24,7 @@ from dp import (
     skellam_rdp,
     subsampled_rdp,
 )
-from dp.accounting import default_orders
+from dp.accounting import default_orders, event_epsilon
 
 CASES = [(1.1, 0.01, 1000), (0.8, 0.1, 100), (2.0, 1.0, 10), (5.0, 0.5, 3)]
 
@@ -209,3 +210,89 @@ def test_import_dp_does_not_import_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+LIGHT = """
+import json, sys, threading
+import dp
+acc = dp.Accountant(1e-5); acc.compose_gaussian(1.1, 0.1, 50)
+rdp_light = acc.epsilon()
+assert "dp_accounting.pld" not in sys.modules and "scipy.stats" not in sys.modules
+# anyone importing the package afterwards gets all of it, with the same modules and classes
+import dp_accounting
+from dp_accounting import dp_event
+from dp_accounting.rdp import rdp_privacy_accountant as rpa
+assert dp_accounting.GaussianDpEvent is dp_event.GaussianDpEvent
+assert dp_accounting.rdp.RdpAccountant is rpa.RdpAccountant
+assert dp_accounting.pld.PLDAccountant is sys.modules["dp_accounting.pld"].PLDAccountant
+pld = dp.Accountant(1e-5, "pld"); pld.compose_gaussian(1.1, 0.1, 50)
+direct = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-4)
+direct.compose(dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(1.1)), 50)
+print(json.dumps([rdp_light, pld.epsilon(), direct.get_epsilon(1e-5)]))
+"""
+
+RACE = """
+import json, sys, threading
+import dp
+barrier = threading.Barrier(6)
+out, errors = {}, []
+
+def rdp(i):
+    barrier.wait()
+    a = dp.Accountant(1e-5); a.compose_gaussian(1.1, 0.1, 50); out[i] = a.epsilon()
+
+def full(i):
+    barrier.wait()
+    import dp_accounting
+    acc = dp_accounting.rdp.RdpAccountant()
+    acc.compose(dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(1.1)), 50)
+    out[i] = acc.get_epsilon(1e-5)
+
+def pld(i):
+    barrier.wait()
+    a = dp.Accountant(1e-5, "pld"); a.compose_gaussian(1.1, 0.1, 50); out[i] = a.epsilon()
+
+def run(fn, i):
+    try:
+        fn(i)
+    except BaseException as exc:
+        errors.append(repr(exc))
+
+ts = [threading.Thread(target=run, args=(fn, i)) for i, fn in enumerate([rdp, full, pld] * 2)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print(json.dumps([errors, [out.get(i) for i in range(6)]]))
+"""
+
+
+def test_rdp_only_import_leaves_a_complete_package_for_everyone():
+    # dp imports dp_accounting's RDP half without the package __init__ (cold-start cost); the
+    # package must still be whole for any later user, and every epsilon unchanged
+    proc = subprocess.run([sys.executable, "-c", LIGHT], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rdp_light, pld_ours, pld_direct = json.loads(proc.stdout)
+    acc = dpa.rdp.RdpAccountant()  # this process imported the whole package first
+    acc.compose(dpa.PoissonSampledDpEvent(0.1, dpa.GaussianDpEvent(1.1)), 50)
+    assert rdp_light == acc.get_epsilon(1e-5)
+    assert pld_ours == pld_direct
+
+
+def test_rdp_only_import_is_safe_against_concurrent_full_imports():
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        errors, eps = json.loads(proc.stdout)
+        assert errors == []
+        rdp_eps = {eps[0], eps[1], eps[3], eps[4]}
+        assert len(rdp_eps) == 1 and eps[2] == eps[5] and eps[2] <= eps[0]
+
+
+def test_event_epsilon_is_the_accountants():
+    ev = DistributedDiscreteGaussianEvent(
+        l2_sensitivity=50.0, l1_sensitivity=500.0, local_sigma=20.0, n_clients=10, dim=64,
+        sampling_rate=0.1, count=30,
+    )  # fmt: skip
+    for event in (ev, dp.GaussianEvent((1.3,), 0.05, 40)):
+        acc = dp.Accountant(1e-6)
+        acc.compose(event)
+        assert event_epsilon(event, 1e-6) == acc.epsilon()
