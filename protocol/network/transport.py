@@ -162,6 +162,12 @@ async def read_frame(
             peer=peer,
             reason="slow",
         ) from None
+    except (ConnectionError, OSError, ssl.SSLError) as exc:
+        raise FrameError(
+            f"connection lost inside a {size}-byte frame ({type(exc).__name__})",
+            peer=peer,
+            reason="truncated",
+        ) from None
     return kind, body
 
 
@@ -256,8 +262,7 @@ class Connection:
         """Send what is queued, then close (idempotent)."""
         if not self.closed.is_set():
             self._queue.put_nowait(None)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._writer_task), 5.0)
+            await asyncio.wait({self._writer_task}, timeout=5.0)  # never raises its outcome
         await self._shutdown()
         if not self._writer_task.done():
             self._writer_task.cancel()
