@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+import dp
 import robust
 from fortis import FortisError
 from simulations.attacks import (
@@ -598,16 +599,20 @@ class Simulation:
         #: Secure filtering: the key holder's Paillier key (one per run, reused every round),
         #: what the Byzantine clients sketch this round (lying_sketch), and the last round's
         #: :class:`protocol.RoundResult` (filter decision, verification, transcript).
-        self._paillier_key: Any = None
-        if secure_filtering(config):
-            self._paillier_key = paillier_key(config.paillier_bits)
-            if config.paillier_bits < SECURE_PAILLIER_BITS:
-                self.notes.append(
-                    f"{config.paillier_bits}-bit Paillier test key: not secure, for tests and "
-                    "demos only"
-                )
+        self._paillier: Any = None
+        self._filtering = secure_filtering(config)
+        if self._filtering and config.paillier_bits < SECURE_PAILLIER_BITS:
+            self.notes.append(
+                f"{config.paillier_bits}-bit Paillier test key: not secure, for tests and "
+                "demos only"
+            )
         self._sketched: dict[int, np.ndarray] = {}
         self.last_secure_round: Any = None
+        #: A driver that runs each round's secure aggregation elsewhere (``fortis server``:
+        #: the clients are processes that train and mask their own updates). It has
+        #: ``aggregate(sim, ids, round_idx) -> (vector, accepted mask over ids)`` and raises as
+        #: :meth:`_aggregate_secure` does. ``None``: the updates are computed and aggregated here.
+        self.remote: Any = None
         #: ``--dp-epsilon`` (central, before_filter): the noise and the accountant; client
         #: sampling (``--dp-sampling-rate``) draws from its own stream, so runs without it
         #: keep their random choices.
@@ -656,7 +661,15 @@ class Simulation:
             losses[row] = self.trainer.last_train_loss
         return np.stack(rows).astype(np.float32, copy=False), losses
 
-    def _craft(self, X: np.ndarray, byz_mask: np.ndarray, round_idx: int) -> np.ndarray:
+    def _craft(
+        self,
+        X: np.ndarray,
+        byz_mask: np.ndarray,
+        round_idx: int,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """The rows with the Byzantine ones replaced by the attack's; ``rng``: the attack's
+        randomness (default: the run's stream)."""
         c = self.config
         if self.data_poisoning or not byz_mask.any() or c.attack == "none":
             return X
@@ -666,7 +679,7 @@ class Simulation:
             byzantine_updates=X[byz_mask],
             n_clients=len(X),
             round_idx=round_idx,
-            rng=self.rng,
+            rng=self.rng if rng is None else rng,
             aggregate=self._defence_callable(),
             previous_aggregate=self.previous_aggregate,
             knowledge=c.knowledge,
@@ -777,7 +790,7 @@ class Simulation:
                 )
         filtering: dict[str, Any] = {}
         rows = np.where(finite[:, None], X, 0.0)
-        if self._paillier_key is not None:
+        if self._filtering:
             assert c.clip is not None  # checked by _check_secure_supported
             rows = _within_norm(rows, c.clip)
             sketched, self._sketched = self._sketched, {}
@@ -787,7 +800,7 @@ class Simulation:
                 rule_params=dict(c.defence_params),
                 sketch_dim=c.sketch_dim,
                 clip_norm=c.clip,
-                paillier_key=self._paillier_key,
+                paillier_key=self._keyholder_key(),
                 sketched={
                     i: _within_norm(v[None, :], c.clip)[0]
                     for i, v in sketched.items()
@@ -811,27 +824,50 @@ class Simulation:
             )
         except FortisError as exc:
             raise SecureRoundError(f"secure round {self._round_idx + 1}: {exc}") from exc
+        return self.secure_outcome(result, finite, excluded, trust, filtered=bool(filtering))
+
+    def _keyholder_key(self) -> Any:
+        """The in-memory key holder's Paillier key: made on first use (one per run, reused
+        every round), so a run whose rounds happen elsewhere never makes one."""
+        if self._paillier is None:
+            self._paillier = paillier_key(self.config.paillier_bits)
+        return self._paillier
+
+    def secure_outcome(
+        self,
+        result: Any,
+        finite: np.ndarray,
+        excluded: np.ndarray,
+        trust: np.ndarray | None,
+        *,
+        filtered: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(vector, accepted)`` of a secure round's :class:`protocol.RoundResult` whose
+        client ids are the rows of this round, with its bytes and reputation recorded. Raises
+        :class:`SecureRoundError` if an unfiltered round aborted, :class:`_RoundNotApplied`
+        if a filtered one did."""
+        n = len(finite)
         self.last_secure_round = result
         t = result.transcript
         self._round_bytes = (
             t.server_bytes_sent + sum(t.client_bytes_sent.values()) + t.keyholder_bytes_sent
         )
-        if not filtering:
+        if not filtered:
             if result.aborted:
                 raise SecureRoundError(
                     f"secure round {self._round_idx + 1} aborted: {result.abort_reason}"
                 )
-            accepted = _mask(len(X), result.survivors)
+            accepted = _mask(n, result.survivors)
             if self.reputation is not None:
                 self._record_secure_reputation(finite, excluded, accepted)
             return np.asarray(result.aggregate, dtype=np.float32), accepted
-        filter_rejected = _mask(len(X), result.rejected)
+        filter_rejected = _mask(n, result.rejected)
         if self.reputation is not None and result.filter is not None:
             assert trust is not None
             self._record_filter_reputation(result, finite, excluded, trust)
         if result.aborted:
             raise _RoundNotApplied(str(result.abort_reason), filter_rejected)
-        return np.asarray(result.aggregate, dtype=np.float32), _mask(len(X), result.survivors)
+        return np.asarray(result.aggregate, dtype=np.float32), _mask(n, result.survivors)
 
     def _record_filter_reputation(
         self, result: Any, finite: np.ndarray, excluded: np.ndarray, trust: np.ndarray
@@ -983,19 +1019,23 @@ class Simulation:
         if len(ids) < 2:
             record.skipped = f"only {len(ids)} client(s) participated"
         else:
-            X, losses = self._honest_updates(ids, staleness, round_idx)
-            if self._check_training(record, ids, byz_mask, X, losses):
-                record.seconds = time.perf_counter() - t0
-                return record
+            if self.remote is None:
+                X, losses = self._honest_updates(ids, staleness, round_idx)
+                if self._check_training(record, ids, byz_mask, X, losses):
+                    record.seconds = time.perf_counter() - t0
+                    return record
             try:
-                # an adaptive attack runs the defence on the same rows, so it hits the same
-                # too-few-clients bound as the aggregation: both skip the round alike
-                X = self._craft(X, byz_mask, round_idx)
-                if c.clip is not None:
-                    X = self._clip_finite(X, c.clip)
-                if self.privacy is not None and c.dp_mode == "before_filter":
-                    X, record.dp_noise_std = self.privacy.noise_rows(X, ~byz_mask)
-                vector, accepted = self._aggregate(X)
+                if self.remote is not None:  # the clients train, craft and mask remotely
+                    vector, accepted = self.remote.aggregate(self, ids, round_idx)
+                else:
+                    # an adaptive attack runs the defence on the same rows, so it hits the same
+                    # too-few-clients bound as the aggregation: both skip the round alike
+                    X = self._craft(X, byz_mask, round_idx)
+                    if c.clip is not None:
+                        X = self._clip_finite(X, c.clip)
+                    if self.privacy is not None and c.dp_mode == "before_filter":
+                        X, record.dp_noise_std = self.privacy.noise_rows(X, ~byz_mask)
+                    vector, accepted = self._aggregate(X)
             except robust.InsufficientClientsError as exc:
                 if len(ids) == c.clients:
                     # Not a benign fault: the defence cannot run even with every client present.
@@ -1055,6 +1095,70 @@ class Simulation:
         record.seconds = time.perf_counter() - t0
         return record
 
+    # -- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What a resumed run needs, as ``(JSON-able meta, arrays)``: the model, the
+        previous aggregate and parameter history, both random streams, the reputation
+        scores, the privacy ledger and the trainer's per-client momentum. The central DP noise
+        itself comes from the OS CSPRNG and is not reproducible (by design)."""
+        meta: dict[str, Any] = {
+            "rng": self.rng.bit_generator.state,
+            "dp_rng": self._dp_rng.bit_generator.state,
+            "notes": list(self.notes),
+            "history_len": len(self.param_history),
+            "has_previous": self.previous_aggregate is not None,
+            "reputation": None if self.reputation is None else self.reputation.to_dict(),
+            "privacy": None,
+            "trainer_keys": [],
+        }
+        if self.privacy is not None:
+            meta["privacy"] = {
+                "accountant": self.privacy.accountant.to_dict(),
+                "epsilons": list(self.privacy.epsilons),
+            }
+        arrays: dict[str, np.ndarray] = {"params": np.asarray(self.params)}
+        if self.previous_aggregate is not None:
+            arrays["previous_aggregate"] = np.asarray(self.previous_aggregate)
+        for k, p in enumerate(self.param_history):
+            arrays[f"history_{k}"] = np.asarray(p)
+        trainer = self.trainer.state_dict()
+        for key, value in trainer.items():
+            arrays[f"trainer_{key}"] = value
+            meta["trainer_keys"].append(key)
+        return meta, arrays
+
+    def load_state_dict(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict` output. Raises :class:`SimulationStateError` naming what
+        does not fit this run (model size, a missing array)."""
+        try:
+            params = np.asarray(arrays["params"], dtype=np.float32)
+            if params.shape != np.shape(self.params):
+                raise SimulationStateError(
+                    f"checkpoint model has {params.size} parameters, this run {np.size(self.params)}"
+                )
+            history = [
+                np.asarray(arrays[f"history_{k}"], np.float32) for k in range(meta["history_len"])
+            ]
+            trainer = {key: arrays[f"trainer_{key}"] for key in meta["trainer_keys"]}
+            self.rng.bit_generator.state = meta["rng"]
+            self._dp_rng.bit_generator.state = meta["dp_rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SimulationStateError(f"checkpoint does not fit this run: {exc}") from None
+        self.params = params
+        self.previous_aggregate = (
+            np.asarray(arrays["previous_aggregate"], np.float32) if meta["has_previous"] else None
+        )
+        self.param_history.clear()
+        self.param_history.extend(history)
+        self.notes = list(meta["notes"])
+        if self.reputation is not None and meta["reputation"] is not None:
+            self.reputation = robust.Reputation.from_dict(meta["reputation"], source="checkpoint")
+        if self.privacy is not None and meta["privacy"] is not None:
+            self.privacy.accountant = dp.Accountant.from_dict(meta["privacy"]["accountant"])
+            self.privacy.epsilons = [float(e) for e in meta["privacy"]["epsilons"]]
+        if trainer:
+            self.trainer.load_state_dict(trainer)
+
     def _privatise(self, record: RoundRecord, vector: np.ndarray, accepted: np.ndarray) -> Any:
         """Central DP: the released aggregate, noised after the defence (std ``z C / m`` on the
         mean of the ``m`` accepted clients); the accountant advances by this release. The
@@ -1091,7 +1195,7 @@ class Simulation:
         """Copy this round's secure-filtering outcome (bytes, verification) into the record."""
         result = self.last_secure_round
         record.bytes_sent, self._round_bytes = self._round_bytes, 0
-        if self._paillier_key is not None and result is not None:
+        if self._filtering and result is not None:
             v = result.verification
             record.verification = None if v is None else ("passed" if v.passed else "failed")
 

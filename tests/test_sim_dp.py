@@ -276,7 +276,7 @@ def test_distributed_dp_under_secure_filtering_spends_the_discrete_mechanisms_ep
     assert last.config.encoder.scale == privacy["fixed_point_scale"]
     # the scaled (Byzantine) rows were rejected on the noise-free sketches
     assert set(sim.byzantine_ids).isdisjoint(last.survivors)
-    assert paillier_key(1024) is sim._paillier_key
+    assert paillier_key(1024) is sim._keyholder_key()
 
 
 def test_local_dp_refuses_absolute_cuts_that_do_not_widen_with_the_noise():
