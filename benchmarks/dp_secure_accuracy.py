@@ -11,15 +11,19 @@ sketches with a key holder, verification of the sum):
   verification covers the noisy sum; the shares are sized for the n - 2f honest ones, and z
   meets the target with the discrete mechanism's accountant.
 
-Secure rounds cost seconds each, so the population is smaller than in
-``benchmarks/dp_accuracy.py`` (digits, 40 clients, 8 Byzantine, C = 0.1, 10 rounds) and the
-accuracy at small epsilon is lower for both placements alike: the comparison is between
-placements at equal settings. A 1024-bit Paillier test key keeps it fast; the distances, the
-selection and the sum are exact whatever the key size.
+Secure rounds cost seconds each, so the populations are smaller than in
+``benchmarks/dp_accuracy.py`` (40 clients, 8 Byzantine; digits: C = 0.1, 10 rounds; MNIST: C = 1,
+8 rounds, a random 12000/2000 train/test subset) and the accuracy at small epsilon is lower for
+both placements alike: the comparison is between placements at equal settings. A 1024-bit
+Paillier test key keeps it fast; the distances, the selection and the sum are exact whatever the
+key size.
 
-    python benchmarks/dp_secure_accuracy.py [--seeds 0 1]
+    python benchmarks/dp_secure_accuracy.py [--dataset digits|mnist] [--seeds 0 1]
+    nice -n 19 python benchmarks/dp_secure_accuracy.py --dataset mnist --clients 40
 
-Writes benchmarks/results/dp_secure_accuracy.{md,json}.
+Writes benchmarks/results/dp_secure_accuracy.json (one entry per dataset: the run's settings and
+rows; a run replaces only its own dataset's entry) and the Markdown table of every dataset in it,
+benchmarks/results/dp_secure_accuracy.md.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from secure_filter_accuracy import subset  # noqa: E402
+
 from simulations.config import SimulationConfig  # noqa: E402
 from simulations.datasets import load_dataset  # noqa: E402
 from simulations.runner import run_simulation  # noqa: E402
@@ -45,6 +51,11 @@ from simulations.runner import run_simulation  # noqa: E402
 EPSILONS = (math.inf, 8.0, 4.0, 1.0)
 PLACEMENTS = (("central (secure)", "central"), ("distributed (secure)", "distributed"))
 ATTACKS = ("none", "scaling")
+#: per dataset: rounds, clip C and the train/test subset (None: all of it)
+SETTINGS = {
+    "digits": {"rounds": 10, "clip": 0.1, "train": None, "test": None},
+    "mnist": {"rounds": 8, "clip": 1.0, "train": 12000, "test": 2000},
+}
 
 
 def _eps(e: float) -> str:
@@ -53,13 +64,17 @@ def _eps(e: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dataset", choices=sorted(SETTINGS), default="digits")
+    ap.add_argument("--data-dir", default=None, help="MNIST IDX folder")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=None, help="default: the dataset's")
     ap.add_argument("--clients", type=int, default=40)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "dp_secure_accuracy"))
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*test key.*")
-    ds = load_dataset("digits", None, seed=0)
+    s = SETTINGS[args.dataset]
+    rounds = args.rounds or s["rounds"]
+    ds = subset(load_dataset(args.dataset, args.data_dir, seed=0), s["train"], s["test"])
     f = args.clients // 5
     rows = []
     t_all = time.perf_counter()
@@ -73,16 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for k, (label, mode, attack, eps, seed) in enumerate(plan, start=1):
         cfg = SimulationConfig(
-            dataset="digits",
+            dataset=args.dataset,
             clients=args.clients,
             byzantine=f,
             attack=attack,
             defence="multi_krum",
-            rounds=args.rounds,
-            clip=0.1,
+            rounds=rounds,
+            clip=s["clip"],
             secure=True,
             paillier_bits=1024,
             seed=seed,
+            eval_every=rounds,
             dp_epsilon=None if math.isinf(eps) else eps,
             dp_mode=mode,
         )
@@ -107,19 +123,34 @@ def main(argv: list[str] | None = None) -> int:
             f"{100 * summary['final_accuracy']:.1f}% ({time.perf_counter() - t0:.0f}s)",
             flush=True,
         )
+    meta = {
+        "command": "python benchmarks/dp_secure_accuracy.py --dataset "
+        f"{args.dataset} --clients {args.clients} --seeds {' '.join(map(str, args.seeds))}"
+        + (f" --rounds {args.rounds}" if args.rounds else ""),
+        "clients": args.clients,
+        "byzantine": f,
+        "clip": s["clip"],
+        "rounds": rounds,
+        "train": len(ds.y_train),
+        "test": len(ds.y_test),
+        "seeds": args.seeds,
+        "seconds": time.perf_counter() - t_all,
+        "load": os.getloadavg()[0],
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    path = out.with_suffix(".json")
+    runs = json.loads(path.read_text()) if path.exists() else {}
+    runs[args.dataset] = {"meta": meta, "rows": rows}
+    path.write_text(json.dumps(runs, indent=1))
+    text = render(runs)
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+def _table(rows: list[dict]) -> list[str]:
     lines = [
-        "# Accuracy against epsilon under secure filtering: central vs distributed noise",
-        "",
-        f"`python benchmarks/dp_secure_accuracy.py --seeds {' '.join(map(str, args.seeds))}` "
-        f"(digits, {args.clients} clients, {f} Byzantine, C = 0.1, {args.rounds} rounds, "
-        "Multi-Krum on encrypted sketches, k = 128, 1024-bit test key; "
-        f"{time.perf_counter() - t_all:.0f} s on 2 cores, load {os.getloadavg()[0]:.1f}). "
-        "Final accuracy (%), mean over seeds; in brackets the Byzantine clients rejected per "
-        "round and the epsilon spent.",
-        "",
         "| placement | attack | " + " | ".join(f"eps = {_eps(e)}" for e in EPSILONS) + " |",
         "|---|---|" + "--:|" * len(EPSILONS),
     ]
@@ -142,21 +173,47 @@ def main(argv: list[str] | None = None) -> int:
                 tail = f"; eps {spent:.2f}" if spent else ""
                 cells.append(f"{acc:.1f} ({byz:.1f}{tail})")
             lines.append(f"| {label} | {attack} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render(runs: dict) -> str:
+    """The Markdown of every dataset in ``runs`` (``{dataset: {"meta": ..., "rows": ...}}``)."""
+    lines = [
+        "# Accuracy against epsilon under secure filtering: central vs distributed noise",
+        "",
+        "Multi-Krum on encrypted sketches (k = 128, 1024-bit test key), IID split, logreg, every "
+        "client every round (q = 1). Final test accuracy (%), mean over seeds; in brackets the "
+        "Byzantine clients rejected per round and the epsilon spent.",
+    ]
+    for name in sorted(runs, key=lambda n: (n != "digits", n)):
+        m, rows = runs[name]["meta"], runs[name]["rows"]
+        subset_note = f", {m['train']} train / {m['test']} test images drawn at random" * (
+            name == "mnist"
+        )
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            f"`{m['command']}`: {m['clients']} clients, {m['byzantine']} Byzantine, "
+            f"C = {m['clip']:g}, {m['rounds']} rounds{subset_note}; "
+            f"{m['seconds']:.0f} s on 2 cores, load {m['load']:.1f}.",
+            "",
+            *_table(rows),
+        ]
     lines += [
         "",
         "Both placements keep the noise out of what the filter reads (noise-free sketches): "
-        "the rejections of the scaled rows do not fall as epsilon shrinks (the clip to C = "
-        "0.1 already makes a scaled row look like an honest one of norm C, so Multi-Krum "
-        "misses some at every epsilon, noise or not). Distributed noise costs accuracy at the "
-        "same epsilon: its shares are sized for the n - 2f honest shares the sum surely "
-        "carries (the Byzantine ones cannot be counted), and the discrete mechanism's "
-        "accountant with Zhu-Wang subsampling is looser than the Gaussian one. The small "
-        "population (40 clients, chosen so that secure rounds fit the benchmark) keeps every "
-        "accuracy low; benchmarks/dp_accuracy.py has the larger plaintext populations.",
+        "the rejections of the scaled rows do not fall as epsilon shrinks (on digits the clip "
+        "to C = 0.1 already makes a scaled row look like an honest one of norm C, so "
+        "Multi-Krum misses some at every epsilon, noise or not). Distributed noise costs "
+        "accuracy at the same epsilon: its shares are sized for the n - 2f honest shares the "
+        "sum surely carries (the Byzantine ones cannot be counted), and the discrete "
+        "mechanism's accountant with Zhu-Wang subsampling is looser than the Gaussian one "
+        "(dp/NOTES.md). The small populations (40 clients, chosen so that secure rounds fit "
+        "the benchmark) keep every accuracy low; benchmarks/dp_accuracy.py has the larger "
+        "plaintext populations.",
     ]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
