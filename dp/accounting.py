@@ -60,6 +60,8 @@ __all__ = [
     "ddg_tau",
     "default_orders",
     "event_epsilon",
+    "event_from_dict",
+    "event_to_dict",
     "noise_multiplier_for",
     "skellam_rdp",
     "smallest_meeting",
@@ -389,14 +391,23 @@ _KINDS: dict[str, type] = {
 }
 
 
-def _event_to_dict(ev: Event) -> dict:
+def event_to_dict(ev: Event) -> dict:
+    """A JSON-able description of an accountant event: ``"kind"`` (``"gaussian"``, ``"ddg"``
+    or ``"skellam"``), its parameters (a Gaussian event: ``"noise_multipliers"`` as a list,
+    ``"sampling_rate"``) and ``"count"`` -- the format of :meth:`Accountant.to_dict`'s ledger.
+    :func:`event_from_dict` rebuilds the event."""
     d = asdict(ev)
     if isinstance(ev, GaussianEvent):
         d["noise_multipliers"] = list(ev.noise_multipliers)
     return d
 
 
-def _event_from_dict(d: object) -> Event:
+def event_from_dict(d: object) -> Event:
+    """The event described by :func:`event_to_dict`'s output.
+
+    Raises:
+        AccountantStateError: ``d`` is not such a description.
+    """
     if not isinstance(d, dict) or d.get("kind") not in _KINDS:
         raise AccountantStateError(f"unknown accountant event {d!r}")
     cls = _KINDS[d["kind"]]
@@ -413,9 +424,9 @@ def _event_from_dict(d: object) -> Event:
 
 
 def _with_count(ev: Event, count: int) -> Event:
-    d = _event_to_dict(ev)
+    d = event_to_dict(ev)
     d["count"] = count
-    return _event_from_dict(d)
+    return event_from_dict(d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,7 +556,7 @@ class Accountant:
             "method": self.method,
             "delta": self.delta,
             "pld_discretization": self.pld_discretization,
-            "events": [_event_to_dict(ev) for ev in self._events],
+            "events": [event_to_dict(ev) for ev in self._events],
         }
 
     @classmethod
@@ -565,7 +576,7 @@ class Accountant:
         except (KeyError, PrivacyParameterError) as exc:
             raise AccountantStateError(f"bad accountant state: {exc}") from exc
         for d in events:
-            acc.compose(_event_from_dict(d))
+            acc.compose(event_from_dict(d))
         return acc
 
 

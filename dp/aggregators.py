@@ -17,6 +17,13 @@ by :func:`from_callable` sit unchanged between those of the stages around it. Ev
 here also says ``"filters"`` (whether the stage can reject rows) and ``"adds_noise"``; a report
 without ``"filters"`` (a wrapped rule's) is taken to be able to reject rows.
 
+Every report is JSON-able (``json.dumps(list(out.stages))``): numbers, strings, bools, None,
+lists and dicts. A privacy event appears as its description in the accountant's format
+(:func:`dp.accounting.event_to_dict`: ``{"kind": "gaussian", "noise_multipliers": [...],
+"sampling_rate": q, "count": 1}``), which :func:`dp.accounting.event_from_dict` turns back
+into the event an :class:`~dp.Accountant` composes. A wrapped rule's reports are copied with
+numpy scalars and arrays turned into Python numbers and lists.
+
 Placement (the design's rule: noise never enters the statistics the filter reads)
     :func:`central_noise` adds noise to the aggregate after its inner aggregator, so a filter
     inside it reads noise-free rows. :func:`row_noise` adds each row a share of the noise
@@ -37,9 +44,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from dp.accounting import Accountant, GaussianEvent
+from dp.accounting import Accountant, GaussianEvent, event_from_dict, event_to_dict
 from dp.clipping import AdaptiveClipper, clip_updates
-from dp.errors import AggregatorError, PlacementError, PrivacyParameterError
+from dp.errors import AggregatorError, DPError, PlacementError, PrivacyParameterError
 from dp.mechanisms import CentralGaussian
 from dp.rng import NoiseSource
 
@@ -209,7 +216,7 @@ class _FromCallable(_Stage):
                     f"expected a bool mask of shape ({n},)"
                 )
             vector = None if out.vector is None else self._vector(out.vector, d, where)
-            stages = tuple(dict(s) for s in getattr(out, "stages", ()) or ())
+            stages = tuple(_native(dict(s)) for s in getattr(out, "stages", ()) or ())
             if not stages:
                 stages = (_unknown_report(self.name, np.flatnonzero(~accepted)),)
             kind = out.kind if isinstance(out, AggregateOutput) else self.kind
@@ -228,6 +235,20 @@ class _FromCallable(_Stage):
         return vec
 
 
+def _native(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays (at any depth of dicts, lists and tuples) turned
+    into Python numbers and lists, so that a wrapped rule's report is as JSON-able as ours."""
+    if isinstance(value, dict):
+        return {k: _native(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_native(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _native(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def _unknown_report(name: str, rejected: Sequence[int]) -> Report:
     # a wrapped plain function: nothing is known about it, so it may filter (no "filters" key)
     rej = [int(i) for i in rejected]
@@ -243,7 +264,8 @@ def from_callable(
 
     * an object with ``.vector``, ``.accepted`` and ``.stages`` -- e.g. ``lambda X:
       robust.aggregate_detailed(X, "multi_krum", f=2)`` -- whose mask and reports are kept
-      (the reports are copied, not changed; without any, one report names the rejected rows);
+      (the reports are copied, numpy values as Python numbers and lists, otherwise unchanged;
+      without any, one report names the rejected rows);
     * an :class:`AggregateOutput` (its ``kind`` is kept);
     * a plain vector of length ``d``: every row is accepted and the report is ``{"stage":
       name, "rejected_count": 0, "rejected": []}``.
@@ -388,7 +410,7 @@ class _AdaptiveClipping(_Stage):
             update_noise_multiplier=c.update_noise_multiplier,
             count_noise_multiplier=count_z,
             sampling_rate=self.sampling_rate,
-            event=GaussianEvent((count_z,), self.sampling_rate),
+            event=event_to_dict(GaussianEvent((count_z,), self.sampling_rate)),
         )
         return replace(out, stages=(report, *out.stages))
 
@@ -413,8 +435,9 @@ def adaptive_clipping(
     released fraction), ``"next_clip_norm"``, ``"update_noise_multiplier"`` (``z_Delta``: use it
     as the noise multiplier of :func:`central_noise`), ``"count_noise_multiplier"`` (``2
     sigma_b``) and ``"event"``: the count query's :class:`dp.GaussianEvent`, Poisson-sampled at
-    ``sampling_rate``. :func:`central_noise` with an accountant charges this event together
-    with its own, as one event on the same sampled clients; without one, charge it yourself.
+    ``sampling_rate``, as :func:`dp.accounting.event_to_dict` describes it. :func:`central_noise`
+    with an accountant charges this event together with its own, as one event on the same
+    sampled clients; without one, charge it yourself (``acc.compose(event_from_dict(...))``).
 
     Raises:
         AggregatorError: ``clipper`` or ``source`` of the wrong type, ``inner`` not callable.
@@ -490,6 +513,11 @@ class _CentralNoise(_Stage):
         zs = [z]
         for s in out.stages:
             ev = s.get("event") if s.get("stage") == "adaptive_clip" else None
+            if isinstance(ev, dict):
+                try:
+                    ev = event_from_dict(ev)
+                except DPError as exc:
+                    raise AggregatorError(f"adaptive_clip report: bad event {ev!r}") from exc
             if isinstance(ev, GaussianEvent):
                 if ev.sampling_rate != self.sampling_rate:
                     raise PrivacyParameterError(
@@ -531,7 +559,7 @@ class _CentralNoise(_Stage):
             "accepted_count": m,
             "summed": np.flatnonzero(out.accepted).tolist(),
             "sampling_rate": self.sampling_rate,
-            "event": event,
+            "event": event_to_dict(event),
             "effective_noise_multiplier": event.effective_noise_multiplier,
             "epsilon": None,
             "delta": None,
@@ -583,7 +611,8 @@ def central_noise(
     The report (``"stage": "central_noise"``, after ``inner``'s): ``"mechanism"``,
     ``"noise_multiplier"``, ``"clip_norm"``, ``"norm_bound_stage"``, ``"sigma_sum"``,
     ``"sigma_mean"``, ``"accepted_count"``, ``"summed"`` (the rows noised), ``"sampling_rate"``,
-    ``"event"``, ``"effective_noise_multiplier"``, ``"epsilon"``/``"delta"``/``"rounds"``
+    ``"event"`` (the composed event, as :func:`dp.accounting.event_to_dict` describes it),
+    ``"effective_noise_multiplier"``, ``"epsilon"``/``"delta"``/``"rounds"``
     (None without an accountant), ``"adds_noise": True``.
 
     Raises:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from dp import (
     PlacementError,
     PrivacyParameterError,
 )
+from dp.accounting import event_from_dict
 
 SEED = bytes(range(32))
 
@@ -92,7 +94,10 @@ def test_noise_is_added_to_the_sum_after_the_filter_and_charged():
         assert noise["norm_bound_stage"] == "clip" and noise["adds_noise"] is True
         reference.compose_gaussian(z, 1.0)
         assert noise["epsilon"] == reference.epsilon() and noise["rounds"] == k
-        assert noise["event"] == GaussianEvent((z,), 1.0)
+        assert noise["event"] == {
+            "kind": "gaussian", "noise_multipliers": [z], "sampling_rate": 1.0, "count": 1
+        }  # fmt: skip
+        assert event_from_dict(noise["event"]) == GaussianEvent((z,), 1.0)
     assert acc.rounds == 3 and acc.epsilon() == reference.epsilon()
 
 
@@ -186,7 +191,7 @@ def test_adaptive_clipping_tracks_the_quantile_and_its_event_is_charged():
         assert noise["sigma_sum"] == pytest.approx(
             clipper.update_noise_multiplier * ad["clip_norm"]
         )
-        assert ad["event"] == GaussianEvent((2.0,), 1.0)
+        assert event_from_dict(ad["event"]) == GaussianEvent((2.0,), 1.0)
         used.append(ad["clip_norm"])
         nxt.append(ad["next_clip_norm"])
     assert used[1:] == nxt[:-1] and clipper.clip_norm == nxt[-1]
@@ -199,6 +204,93 @@ def test_adaptive_clipping_tracks_the_quantile_and_its_event_is_charged():
     reference.compose_gaussian(clipper.noise_multipliers, 1.0, rounds)
     assert noise["epsilon"] == reference.epsilon() and acc.rounds == rounds
     assert noise["effective_noise_multiplier"] == pytest.approx(0.5)
+
+
+def _json_stages(out: AggregateOutput) -> list[dict]:
+    """The stage reports through strict JSON (no NaN), checked to come back equal."""
+    text = json.dumps(list(out.stages), allow_nan=False)
+    back = json.loads(text)
+    assert back == list(out.stages)  # nothing was a tuple, a numpy value or an object
+    return back
+
+
+def test_every_stage_report_is_json_and_the_ledger_can_be_rebuilt_from_it():
+    X = crafted()
+    q = 0.5
+    # clip -> robust filter -> central noise
+    acc = Accountant(delta=1e-5)
+    agg = dp.central_noise(
+        dp.clipping(multi_krum(), 1.0), CentralGaussian(1.2, 1.0), NoiseSource(SEED), acc, q
+    )
+    rebuilt = Accountant(delta=1e-5)
+    for _ in range(3):
+        stages = _json_stages(agg(X))
+        assert [s["stage"] for s in stages] == ["clip", "multi_krum", "central_noise"]
+        rebuilt.compose(event_from_dict(stages[-1]["event"]))
+    assert rebuilt.epsilon() == acc.epsilon() and rebuilt.rounds == 3
+    # adaptive clipping -> robust filter -> central noise: one joint event per round
+    clipper = AdaptiveClipper(1.0, noise_multiplier=0.5, count_stddev=1.0, expected_clients=10)
+    acc = Accountant(delta=1e-5)
+    agg = dp.central_noise(
+        dp.adaptive_clipping(multi_krum(), clipper, NoiseSource(SEED), sampling_rate=q),
+        CentralGaussian(clipper.update_noise_multiplier, 1.0),
+        NoiseSource(b"n" * 32),
+        acc,
+        q,
+    )
+    rebuilt = Accountant(delta=1e-5)
+    for _ in range(3):
+        stages = _json_stages(agg(X))
+        assert [s["stage"] for s in stages] == ["adaptive_clip", "multi_krum", "central_noise"]
+        count = event_from_dict(stages[0]["event"])
+        joint = event_from_dict(stages[-1]["event"])
+        assert count.noise_multipliers == (clipper.noise_multipliers[1],)
+        assert joint.noise_multipliers == (
+            clipper.update_noise_multiplier, clipper.noise_multipliers[1]
+        )  # fmt: skip
+        assert joint.sampling_rate == count.sampling_rate == q
+        rebuilt.compose(joint)
+    assert rebuilt.epsilon() == acc.epsilon()
+
+    # noise before the filter, a plain function, and a rule reporting numpy values
+    def numpy_rule(Y):
+        keep = np.ones(len(Y), dtype=bool)
+        keep[0] = False
+        report = {
+            "stage": "numpy_rule",
+            "score": np.float32(0.5),
+            "kept": np.flatnonzero(keep),
+            "rejected_count": np.int64(1),
+            "rejected": [np.int64(0)],
+            "pair": (1, 2),
+        }
+        return AggregateOutput(Y[keep].mean(axis=0), keep, (report,))  # fmt: skip
+
+    for agg in (
+        dp.row_noise(dp.clipping(multi_krum(), 1.0), CentralGaussian(1.0, 1.0), NoiseSource(SEED)),
+        dp.clipping(dp.from_callable(lambda Y: np.median(Y, axis=0), name="median"), 1.0),
+        dp.central_noise(
+            dp.clipping(dp.from_callable(numpy_rule), 1.0),
+            CentralGaussian(1.0, 1.0),
+            NoiseSource(SEED),
+        ),
+        dp.clipping(dp.sum(), 1.0),
+    ):
+        _json_stages(agg(X))
+    rule = dp.clipping(dp.from_callable(numpy_rule), 1.0)(X).stages[1]  # values kept
+    assert rule["score"] == 0.5 and rule["kept"] == list(range(1, 10))
+    assert rule["rejected"] == [0] and type(rule["rejected_count"]) is int
+    assert rule["pair"] == [1, 2]
+
+
+def test_a_malformed_adaptive_event_in_a_report_is_refused():
+    def forged(Y):
+        rep = {"stage": "adaptive_clip", "clip_norm": 1.0, "event": {"kind": "gaussian"}}
+        return AggregateOutput(Y.mean(axis=0), np.ones(len(Y), dtype=bool), (rep,))
+
+    agg = dp.central_noise(dp.from_callable(forged), CentralGaussian(1.0, 1.0), NoiseSource(SEED))
+    with pytest.raises(AggregatorError, match="bad event"):
+        agg(crafted())
 
 
 def test_adaptive_clipper_is_unchanged_when_the_inner_aggregator_fails():
