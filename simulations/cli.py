@@ -23,6 +23,7 @@ from typing import Any
 
 from fortis import FortisError, __version__
 from simulations.calibrate_cli import add_calibrate_parser, cmd_calibrate
+from simulations.deploy_cli import DEPLOY_COMMANDS, add_deploy_parsers
 from simulations.options import add_config_arguments, config_kwargs
 
 DEFAULT_HARD_ATTACK = "alie"
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doc.add_argument("--json", action="store_true", help="print the facts as JSON")
     add_calibrate_parser(sub)
+    add_deploy_parsers(sub)
     return parser
 
 
@@ -398,6 +400,7 @@ COMMANDS = {
     "defenses": cmd_defences,
     "doctor": cmd_doctor,
     "calibrate": cmd_calibrate,
+    **DEPLOY_COMMANDS,
 }
 
 

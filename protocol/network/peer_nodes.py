@@ -368,6 +368,16 @@ class NetworkClient:
             await self._dial.close()
         return self.reports
 
+    async def serve(self, *, connect_timeout: float = 60.0) -> list[ClientRoundReport]:
+        """:meth:`run`, reconnecting whenever the connection is lost (a server restarted
+        with ``--resume``), until the server shuts the federation down or cannot be reached
+        for ``connect_timeout`` seconds (then raises :class:`TransportError`)."""
+        while self.shutdown_reason is None:
+            await self.run(connect_timeout=connect_timeout)
+            if self.shutdown_reason is None:
+                self._log(f"{self._dial.name}: connection lost; reconnecting")
+        return self.reports
+
     async def _open(self, opening: RoundOpen):
         cfg = opening.config
         report = ClientRoundReport(
@@ -486,6 +496,14 @@ class NetworkKeyHolder:
             with contextlib.suppress(Exception):
                 await self._dial.conn.flush(5.0)
             await self._dial.close()
+        return self.rounds
+
+    async def serve(self, *, connect_timeout: float = 60.0) -> list[int]:
+        """:meth:`run`, reconnecting whenever the connection is lost, until shut down or the
+        server cannot be reached for ``connect_timeout`` seconds (raises
+        :class:`TransportError`)."""
+        while self.shutdown_reason is None:
+            await self.run(connect_timeout=connect_timeout)
         return self.rounds
 
     async def _open(self, opening: RoundOpen) -> KeyHolder | None:

@@ -457,12 +457,21 @@ class NetworkServer:
             self.timeouts.first,
         )
         opened = encode_session(opening)
+        absent = []
         for i in config.population:
             conn = self._conns.get(i)
-            if conn is not None:
+            if conn is not None and not conn.closed.is_set():
                 conn.send(KIND_SESSION, opened)
                 costs.sent(i, len(opened))
-        self._log(f"server: round {rid} (step {step}) opened to {len(certs)} of {config.n} clients")
+            else:
+                absent.append(i)
+        self._log(
+            f"server: round {rid} (step {step}) opened to {config.n - len(absent)} of "
+            f"{config.n} clients"
+        )
+        for i in absent:  # gone before the round opened: a dropout now, not at the deadline
+            gone = Abort(rid, i, SERVER_ID, "not connected when the round opened")
+            self._route(await self._call(server, server.phase, costs, server.receive, gone), costs)
 
         def session(peer: int, msg) -> None:
             self._fault(peer, "session", f"unexpected {type(msg).__name__} during round {rid}")
