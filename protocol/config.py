@@ -150,9 +150,20 @@ class RoundConfig:
             or self.dim < 1
         ):
             raise ProtocolConfigError(f"dim must be an int >= 1, got {self.dim!r}")
+        if self.dim >= 2**63:
+            raise ProtocolConfigError(f"dim must be below 2**63, got {self.dim}")
         object.__setattr__(self, "dim", int(self.dim))
         if self.graph not in GRAPH_KINDS:
             raise ProtocolConfigError(f"graph must be one of {GRAPH_KINDS}, got {self.graph!r}")
+        for name, top in (("threshold", len(pop)), ("degree", len(pop) - 1)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ProtocolConfigError(f"{name} must be an int or None, got {value!r}")
+            if not 1 <= int(value) <= top:
+                raise ProtocolConfigError(f"{name} must be in [1, {top}], got {value}")
+            object.__setattr__(self, name, int(value))
         if not isinstance(self.value_range, (int, float, np.floating)) or not math.isfinite(
             self.value_range
         ):
@@ -229,10 +240,10 @@ class RoundConfig:
         precision): what hardened-mode signatures bind, so a signature made for one round
         configuration never verifies for another, even with the same round id."""
         enc = self.encoder
-        h = hashlib.sha256(b"fortis/round-config/v1")
+        h = hashlib.sha256(b"fortis/round-config/v2")
         h.update(struct.pack(">QQI", self.round_id, self.dim, self.n))
         h.update(np.asarray(self.population, dtype=">u4").tobytes())
-        h.update(struct.pack(">dBB", float(self.value_range), enc.bits, enc.frac_bits))
+        h.update(struct.pack(">dBH", float(self.value_range), enc.bits, enc.frac_bits))
         for text in (self.graph, self.federation):
             raw = text.encode()
             h.update(struct.pack(">I", len(raw)) + raw)

@@ -149,8 +149,12 @@ class FilterConfig:
         fr = self.false_rejection
         if isinstance(fr, bool) or not isinstance(fr, (int, float)) or not 0 < fr < 1:
             raise ProtocolConfigError(f"false_rejection must be in (0, 1), got {fr!r}")
-        if isinstance(self.sigma, bool) or not isinstance(self.sigma, int) or self.sigma < 32:
-            raise ProtocolConfigError(f"sigma must be an int >= 32, got {self.sigma!r}")
+        if (
+            isinstance(self.sigma, bool)
+            or not isinstance(self.sigma, int)
+            or not 32 <= self.sigma <= 1024
+        ):
+            raise ProtocolConfigError(f"sigma must be an int in [32, 1024], got {self.sigma!r}")
         object.__setattr__(self, "rule_params", dict(self.rule_params))
         try:
             robust.check_pipeline(self.rule, f=self.f, **self.rule_params)

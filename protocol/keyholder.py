@@ -338,6 +338,14 @@ class KeyHolder:
             raise self._error(f"rows of clients {strangers[:10]} outside the population", msg)
         if msg.public_rows != PUBLIC_ROWS:
             raise self._error(f"{msg.public_rows} public rows, expected {PUBLIC_ROWS}", msg)
+        # every check that can refuse the request comes before anything is decrypted, so a
+        # refused request leaves the prepared masks unused and the audit empty
+        if cfg.noise is not None:
+            if len(msg.projection_seed) != 32:
+                raise self._error("distributed noise needs the 32-byte projection seed", msg)
+            self._ciphertexts(msg.noise_seeds, len(msg.clients), "noise seeds", msg)
+        elif msg.projection_seed or msg.noise_seeds:
+            raise self._error("noise seeds in a round without distributed noise", msg)
         index = {c: i for i, c in enumerate(cfg.population)}
         slots = [index[c] for c in msg.clients] + [cfg.n + p for p in range(msg.public_rows)]
         per_row = lay.row_ciphertexts()
@@ -354,8 +362,6 @@ class KeyHolder:
         noise_sketches, noise_faults = b"", {}
         if cfg.noise is not None:
             noise_sketches, noise_faults = self._noise_sketches(msg, slots, opened.accepted)
-        elif msg.projection_seed or msg.noise_seeds:
-            raise self._error("noise seeds in a round without distributed noise", msg)
         return [
             DistanceOpened(
                 cfg.round_id,
@@ -373,8 +379,6 @@ class KeyHolder:
         """``Enc(P e_i)`` for every accepted client row, from the noise seeds (verifiable
         shares, :mod:`protocol.noise`), and the slots whose seed did not decrypt to a seed."""
         cfg, lay = self.config, self._layouts
-        if len(msg.projection_seed) != 32:
-            raise self._error("distributed noise needs the 32-byte projection seed", msg)
         key = cfg.filtering.key
         cts = self._ciphertexts(msg.noise_seeds, len(msg.clients), "noise seeds", msg)
         plain = self._key.decrypt_many(cts, sender="server", workers=self.workers)

@@ -1283,11 +1283,19 @@ class Server:
         keep = [a for a, s in enumerate(opened.accepted[:-1]) if client_of[s] not in self.rejected]
         ids = tuple(client_of[opened.accepted[a]] for a in keep)
         enc = self.config.encoder
+        sq_distances, sq_norms = d[np.ix_(keep, keep)], d[keep, zero]
+        impossible = _impossible_distances(sq_distances, sq_norms)
+        if impossible is not None:
+            # exact integer sketch distances cannot be negative or asymmetric: the key
+            # holder's answer (or its preparation) is not the protocol's
+            reason = f"the key holder's answer gives impossible sketch distances ({impossible})"
+            self.faults.append(Fault(KEYHOLDER_ID, self.stage.value, "DistanceOpened", reason))
+            raise _RoundAbort(reason)
         decision = decide(
             self.config.filtering,
             ids,
-            d[np.ix_(keep, keep)],
-            d[keep, zero],
+            sq_distances,
+            sq_norms,
             scale=enc.scale,
             dim=self.config.dim,
         )
@@ -1481,6 +1489,22 @@ class Server:
                 f"{self.config.value_range}: some input was outside [-value_range, value_range] or masks did not "
                 "cancel; the round failed and its sum is not released"
             )
+
+
+def _impossible_distances(sq_distances: np.ndarray, sq_norms: np.ndarray) -> str | None:
+    """Why exact squared sketch distances and norms cannot be real (``None``: they can)."""
+    if any(v < 0 for v in np.asarray(sq_norms).ravel()):
+        return "a negative squared norm"
+    if any(v < 0 for v in np.asarray(sq_distances).ravel()):
+        return "a negative squared distance"
+    m = len(sq_norms)
+    for i in range(m):
+        if sq_distances[i, i] != 0:
+            return "a non-zero self-distance"
+        for j in range(i):
+            if sq_distances[i, j] != sq_distances[j, i]:
+                return "asymmetric distances"
+    return None
 
 
 class _RoundAbort(Exception):

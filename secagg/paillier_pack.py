@@ -369,9 +369,9 @@ class SlotLayout:
         if bad.size:
             i = int(bad[0])
             raise PaillierOverflowError(
-                f"slot {i % self.slots} of plaintext {i // self.slots} decodes to "
-                f"{int(values[i])}, beyond max_abs={self.max_abs}: an operation exceeded the "
-                "layout's headroom"
+                f"slot {i % self.slots} of plaintext {i // self.slots} decodes beyond "
+                f"max_abs={self.max_abs}: an operation exceeded the layout's headroom (the "
+                "value itself is not reported: it may be a secret of the decrypting party)"
             )
 
     def unpack(self, plaintexts: Sequence[int], count: int) -> np.ndarray:

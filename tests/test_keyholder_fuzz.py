@@ -31,8 +31,8 @@ For every input:
 The key holder's only peer is the server (in a deployment it dials the server and accepts no
 connection), so a bad message reaching it is the server's fault or a bug: fail closed (the
 server's round aborts, releasing nothing) is its documented answer on the tolerant path, which
-is also checked on the whole world for a sample. Known bugs are the ``xfail(strict=True)``
-tests at the end, each with its reproducer.
+is also checked on the whole world for a sample. The bugs this fuzzer found are pinned by the
+regression tests at the end, each with its reproducer.
 """
 
 from __future__ import annotations
@@ -72,13 +72,13 @@ from protocol.messages import (
     encode,
 )
 from protocol.router import Recorder, Router
-from secagg.errors import SecAggError, SketchParameterError
+from secagg.errors import SecAggError
 from secagg.paillier_pack import SlotLayout
 from secagg.paillier_private import PaillierPrivateKey
 from secagg.sketch import sketch
 
 N, D, K = 4, 6, 16
-PER_SNAPSHOT = 1000  # x 4 snapshots = 4,000 malformed inputs per run (+ the xfail reproducers)
+PER_SNAPSHOT = 1000  # x 4 snapshots = 4,000 malformed inputs per run (+ the regressions)
 WORLD_SAMPLE = 8  # whole-world continuations per snapshot and outcome (refused strict/tolerant)
 STAGES = ("prep", "PREPARE", "WAIT_ROWS", "WAIT_ZERO_TEST")
 #: what the party receives in each snapshot, and what it answers in the honest round
@@ -484,13 +484,9 @@ def _fuzz_keyholder(snap: Snapshot, recording: Recording, log: DecryptionLog, rn
         assert decrypted <= budget, (snap.name, decrypted, budget)
         if decrypted:
             assert _admissible(snap, data, peer, pub), (snap.name, data[:40], peer)
-        if _secret_numbers(out, recording.public):
-            # only the known bug may show here: an accepted request whose masked row decodes
-            # beyond max_abs (a bit flip that decodes: ~2**-16 per flip), see
-            # test_out_of_range_reasons_do_not_reveal_a_committed_sketch_coordinate
-            assert snap.name == "WAIT_ROWS" and kh.refusal is None, _reasons(out)
-            assert all(b"beyond max_abs" in why for _, why in out[0].out_of_range)
-            stats["known_leak"] = stats.get("known_leak", 0) + 1
+        # no answer carries a number the key holder decrypted (the out-of-range reasons once
+        # did: test_out_of_range_reasons_do_not_reveal_a_committed_sketch_coordinate)
+        assert not _secret_numbers(out, recording.public), _reasons(out)
         if kh.refusal is not None:
             stats["refused"] += 1
             refusal = kh.refusal
@@ -610,7 +606,7 @@ def test_every_snapshot_finishes_the_recorded_round_exactly():
         _assert_exact_round(copy.deepcopy(snap.world).finish(), recording)
 
 
-# --- known bugs ----------------------------------------------------------------------------------
+# --- regressions: bugs this fuzzer found ----------------------------------------------------------------------------------
 
 
 def _shifted(pub, layout: SlotLayout, cts: list[int], slot: int, offset: int) -> list[int]:
@@ -622,14 +618,6 @@ def _shifted(pub, layout: SlotLayout, cts: list[int], slot: int, offset: int) ->
     return [int(pub.add_plain(c, int(m))) for c, m in zip(cts, wide.pack(values))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: KeyHolder reports a masked row's out-of-range slot value back to the server "
-    "(DistanceOpened.out_of_range carries SlotLayout's message 'slot j of plaintext i decodes "
-    "to <value>'), so a lying server that shifts one slot of a client's committed sketch "
-    "ciphertext beyond max_abs reads that sketch coordinate in clear",
-)
 def test_out_of_range_reasons_do_not_reveal_a_committed_sketch_coordinate():
     recording = _recording()
     snap = recording.snapshots["WAIT_ROWS"]
@@ -655,13 +643,6 @@ def test_out_of_range_reasons_do_not_reveal_a_committed_sketch_coordinate():
     assert not _secret_numbers([opened], recording.public), text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: KeyHolder's Abort reason for refused blinded products includes the decrypted "
-    "slot value ('blinded products: slot j of plaintext i decodes to <value>'): one chosen "
-    "ciphertext decrypted for the server per round",
-)
 def test_a_refused_preparation_does_not_reveal_what_the_key_holder_decrypted():
     recording = _recording()
     snap = recording.snapshots["PREPARE"]
@@ -678,13 +659,6 @@ def test_a_refused_preparation_does_not_reveal_what_the_key_holder_decrypted():
     assert not _secret_numbers(out, recording.public), _reasons(out)  # ... saying only why
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: KeyHolder._on_DistanceRequest decrypts the rows (using up the prepared masks "
-    "and setting the audit) before it checks projection_seed/noise_seeds, so a strictly "
-    "refused request changes the state and the honest request is then refused ('already used')",
-)
 @pytest.mark.parametrize("field", ["projection_seed", "noise_seeds"])
 def test_a_strictly_refused_distance_request_leaves_the_key_holder_unchanged(field):
     recording = _recording()
@@ -700,15 +674,6 @@ def test_a_strictly_refused_distance_request_leaves_the_key_holder_unchanged(fie
     assert answers == snap.replies  # ... and the honest round goes on
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SketchParameterError,
-    reason="bug: Server.receive_bytes raises SketchParameterError (secagg.sketch_bounds."
-    "within_norm_bound, via protocol.filtering.decide in Server._close_await_distances) when "
-    "the key holder's DistanceOpened gives negative squared distances: a faulty key holder "
-    "crashes the server's tolerant entry point (and NetworkServer.run_round) instead of a "
-    "refused answer and an aborted round",
-)
 def test_a_key_holder_answer_with_impossible_distances_does_not_crash_the_server():
     recording = _recording()
     snap = recording.snapshots["WAIT_ROWS"]
@@ -726,14 +691,6 @@ def test_a_key_holder_answer_with_impossible_distances_does_not_crash_the_server
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=SketchParameterError,
-    reason="bug: columns that are not the key holder's (two valid column ciphertexts swapped) "
-    "pass the preparation, the key holder's products decode, and the round then crashes in "
-    "Server.receive_bytes with SketchParameterError (negative squared distances) instead of "
-    "failing verification or aborting",
-)
 def test_columns_that_are_not_the_key_holders_do_not_crash_the_round():
     recording = _recording()
     snap = recording.snapshots["prep"]

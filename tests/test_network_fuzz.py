@@ -12,9 +12,10 @@
   message that re-encodes to itself or raise :class:`SessionFormatError` -- never anything else.
 
 About 5,700 generated inputs per run (2,000 + 500 + 300 frame streams, 2,900 session
-messages). Known bugs are the ``xfail(strict=True)`` tests at the end, each with its
-reproducer: a deeply nested configuration escapes as ``RecursionError``, and a configuration
-with ``dim >= 2**64`` or a filtering ``sigma >= 2**32`` is accepted with a digest that raises.
+messages). Regression tests at the end pin the bugs it found: a deeply nested configuration
+escaped as ``RecursionError``, and configurations with ``dim >= 2**64``, a filtering
+``sigma >= 2**32``, a threshold or degree of any JSON type, or more than 255 fractional bits
+were accepted with a digest that raised.
 """
 
 from __future__ import annotations
@@ -258,17 +259,6 @@ CONFIG_AT = 14 + 8
 BOUNDARY = [0, 1, 2, 7, 8, 255, 256, 2**16, 2**28, 2**28 + 1, 2**31, 2**32 - 1]
 
 
-def _digest_gap(config: RoundConfig) -> bool:
-    """Whether the decoder took a configuration whose digest raises: the known bug of
-    :func:`test_a_decoded_config_always_has_a_digest` (dim >= 2**64, filtering sigma >= 2**32;
-    at the time of writing threshold/degree of any JSON type and frac_bits > 255 were being
-    fixed in protocol/config.py). Such a message is still checked for everything else."""
-    try:
-        return len(config.digest) != 32
-    except (TypeError, ValueError, OverflowError, struct.error):
-        return True
-
-
 def _decode_or_refuse(data: bytes, insecure: bool) -> SessionMessage | None:
     """decode_session, which may only raise SessionFormatError; peek_round_open never raises."""
     rid = peek_round_open(data)
@@ -284,8 +274,7 @@ def _decode_or_refuse(data: bytes, insecure: bool) -> SessionMessage | None:
     assert type(again) is type(msg) and again.round_id == msg.round_id
     if isinstance(msg, RoundOpen):
         assert rid == msg.round_id and again.step == msg.step
-        if not _digest_gap(msg.config):
-            assert again.config.digest == msg.config.digest
+        assert again.config.digest == msg.config.digest
         assert dict(again.certificates) == dict(msg.certificates)
         np.testing.assert_array_equal(again.payload, msg.payload)
     else:
@@ -401,16 +390,9 @@ def test_the_valid_messages_decode_exactly(data):
             decode_session(data)
 
 
-# --- known bugs ----------------------------------------------------------------------------------
+# --- regressions: bugs this fuzzer found ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=struct.error,
-    reason="bug: RoundConfig takes dim >= 2**64 and FilterConfig sigma >= 2**32, which their "
-    "digests pack as u64/u32 (struct.error): decode_session returns a RoundOpen whose "
-    "config.digest -- what the key holder endorses and hardened signatures bind -- raises",
-)
 @pytest.mark.parametrize(
     "field, value", [("dim", 2**64), ("filtering.sigma", 2**32)], ids=["dim", "sigma"]
 )
@@ -433,14 +415,6 @@ def test_a_decoded_config_always_has_a_digest(field, value):
     assert len(msg.config.digest) == 32  # accepted: then it must be usable
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="bug: config_from_json catches ValueError/TypeError/OverflowError but json.loads "
-    "raises RecursionError on a deeply nested document (~1,000 levels fit well inside "
-    "MAX_CONFIG_BYTES=65536): decode_session lets it escape, and every caller catches only "
-    "SessionFormatError -- one authenticated client's session frame ends NetworkServer.run_round",
-)
 @pytest.mark.parametrize("nest", [b"[", b'{"a":'], ids=["array", "object"])
 def test_a_deeply_nested_config_is_a_format_error(nest):
     config = nest * (60000 // len(nest))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import Client, RoundConfig, Server, run_parties, run_round
+from protocol import Client, ProtocolConfigError, RoundConfig, Server, run_parties, run_round
 from secagg.errors import EncodingOverflowError, GraphError
 
 STAGES = ("advertise", "share_keys", "masked_input", "unmask")
@@ -174,7 +174,7 @@ def test_values_above_clip_raise_never_clipped():
         ({"dropouts": {"unmask": [1], "advertise": [1]}}, ValueError, "both"),
         ({"dropouts": {"consistency": [1]}}, ValueError, "hardened"),
         ({"value_range": -1.0}, ValueError, "positive"),
-        ({"threshold": 9}, GraphError, "threshold"),
+        ({"threshold": 9}, ProtocolConfigError, r"threshold must be in \[1, 4\], got 9"),
         ({"bits": 2, "value_range": 1.0}, EncodingOverflowError, "headroom"),
     ],
 )

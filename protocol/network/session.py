@@ -234,6 +234,8 @@ def config_from_json(data: bytes, *, allow_insecure_key: bool = False) -> RoundC
         doc = json.loads(bytes(data).decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise SessionFormatError(f"not canonical JSON ({exc})", field="config") from None
+    except RecursionError:
+        raise SessionFormatError("JSON nested too deeply", field="config") from None
     doc = _exact_keys(doc, _CONFIG_KEYS, "config")
     try:
         filtering = None
