@@ -29,11 +29,13 @@ def grid_updates(n: int, d: int, seed: int = 0, scale: float = 0.01) -> np.ndarr
     return np.round(rng.normal(size=(n, d)) * scale * 1024) / 1024
 
 
-def config(n, d, round_id=1, *, key=None, hardened=False, rule="multi_krum", f=1, **kw):
+def config(
+    n, d, round_id=1, *, key=None, hardened=False, rule="multi_krum", f=1, population=None, **kw
+):
     filtering = FilterConfig(key.public_key, 1.0, rule=rule, f=f, sketch_dim=32) if key else None
     return RoundConfig(
         round_id,
-        tuple(range(n)),
+        tuple(range(n)) if population is None else tuple(population),
         d,
         1.0,
         federation=FED,

@@ -198,6 +198,8 @@ class NetworkServer:
             await conn.close()
         for task in list(self._tasks):
             task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- connections -------------------------------------------------------------------------
@@ -224,6 +226,10 @@ class NetworkServer:
         self._log(f"server: fault: {fault}")
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             peer, der = peer_identity(writer, self.federation)
             if peer == SERVER_ID:
