@@ -4,8 +4,9 @@ Shell blocks (```bash) are split into commands (``\\``-continued lines joined, `
 dropped) and each command into its ``&&`` steps. Every step is one test:
 
 - ``fortis ...`` runs for real from the repository root (so ``../shared/data/mnist`` means what
-  the README says), with ``--rounds`` cut to :data:`ROUNDS`, ``--quiet``, and ``--out`` in a
-  temporary folder. It must exit 0 with no traceback and write its report with no failed row.
+  the README says), with ``--rounds`` cut to :data:`ROUNDS`, ``--quiet``, and ``--out`` (or
+  ``deploy-local``'s ``--workdir``) in a temporary folder. It must exit 0 with no traceback and
+  write its report with no failed row (``fortis certs``: its credentials, keys owner-only).
 - ``pip install ...`` and ``python -m pytest ...`` are what ``.ci/run`` itself does before and
   while running this test, so they are checked against ``.ci/run`` rather than run again.
 - Any other command fails this test until it is given a way to run here.
@@ -91,7 +92,12 @@ def test_shell_blocks_are_parsed_into_steps():
     ]
     # The README has commands of every kind this test knows.
     assert {s.argv[0] for s in STEPS} >= {"fortis", "pip", "python"}
-    assert {s.argv[1] for s in STEPS if s.argv[0] == "fortis"} == {"simulate", "matrix"}
+    assert {s.argv[1] for s in STEPS if s.argv[0] == "fortis"} == {
+        "simulate",
+        "matrix",
+        "deploy-local",
+        "certs",
+    }
 
 
 def _ci_steps() -> list[list[str]]:
@@ -128,17 +134,24 @@ def _check_against_ci(step: Step) -> None:
 
 
 def _fortis_argv(step: Step, out: Path) -> list[str]:
+    """The step's command with ``--rounds`` cut to :data:`ROUNDS`, ``--quiet``, and its output
+    folder (``--out``; ``--workdir`` for deploy-local) in ``out``."""
     script = Path(sys.executable).with_name("fortis")
     assert script.exists(), f"the fortis command is not installed next to {sys.executable}"
+    command = step.argv[1]
+    where = "--workdir" if command == "deploy-local" else "--out"
+    replaced = ("--rounds", where, "-o") if command != "certs" else (where,)
     argv = [str(script)]
     args = list(step.argv[1:])
     while args:
         arg = args.pop(0)
-        if arg in ("--rounds", "--out", "-o"):
+        if arg in replaced:
             args.pop(0)  # replaced below
-        elif not arg.startswith(("--rounds=", "--out=")):
+        elif not arg.startswith(tuple(f"{r}=" for r in replaced)):
             argv.append(arg)
-    return [*argv, "--rounds", str(ROUNDS), "--quiet", "--out", str(out)]
+    if command == "certs":
+        return [*argv, "--out", str(out)]
+    return [*argv, "--rounds", str(ROUNDS), "--quiet", where, str(out)]
 
 
 def _strict_json(path: Path):
@@ -166,7 +179,14 @@ def _run_fortis(step: Step, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, f"{step.id!r} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    if step.argv[1] == "simulate":
+    if step.argv[1] == "certs":
+        for name in ("ca.pem", "server.pem", "keyholder.pem", "client-0.pem", "client-0.sign.key"):
+            assert (out / name).is_file(), name
+        assert (out / "client-0.key").stat().st_mode & 0o077 == 0
+        return
+    if step.argv[1] == "deploy-local":
+        out = out / "report"
+    if step.argv[1] in ("simulate", "deploy-local"):
         rows = _strict_json(out / "results.json")
         assert rows, "no rows in results.json"
         for name, row in rows.items():
