@@ -125,10 +125,12 @@ def _transport_fault(fed, reason):
     return faults[0]
 
 
-def _protocol_fault(res, text):
+def _protocol_fault(fed, res, text):
     faults = [f for f in res.faults if f.sender == HOSTILE and text in str(f)]
     assert faults, [str(f) for f in res.faults]
     assert HOSTILE in res.excluded
+    logged = [line for line in fed.lines if f"fault: client {HOSTILE}:" in line]
+    assert any(text in line for line in logged), logged
     return faults[0]
 
 
@@ -212,8 +214,8 @@ def test_garbage_round_bytes_are_the_senders_fault(files):
         await peer.send(KIND_ROUND, b"\x00" * 64)
         await asyncio.sleep(5)
 
-    _, res = _round(files, lambda f, a, x: HostileClient(f, a, x, raw=raw))
-    _protocol_fault(res, "magic")
+    fed, res = _round(files, lambda f, a, x: HostileClient(f, a, x, raw=raw))
+    _protocol_fault(fed, res, "magic")
 
 
 def test_a_wrong_wire_version_is_refused(files):
@@ -222,8 +224,8 @@ def test_a_wrong_wire_version_is_refused(files):
         bad[4] = 99
         return [(KIND_ROUND, bytes(bad))]
 
-    _, res = _round(files, _first_message("AdvertiseKeys")(change))
-    _protocol_fault(res, "unsupported wire version 99")
+    fed, res = _round(files, _first_message("AdvertiseKeys")(change))
+    _protocol_fault(fed, res, "unsupported wire version 99")
 
 
 def test_a_message_for_a_later_round_is_refused(files):
@@ -233,15 +235,15 @@ def test_a_message_for_a_later_round_is_refused(files):
         assert peek_header(bytes(bad)).round_id == msg.round_id + 1
         return [(KIND_ROUND, bytes(bad))]
 
-    _, res = _round(files, _first_message("AdvertiseKeys")(change))
-    _protocol_fault(res, "message is for round 6, this is round 5")
+    fed, res = _round(files, _first_message("AdvertiseKeys")(change))
+    _protocol_fault(fed, res, "message is for round 6, this is round 5")
 
 
 def test_a_replayed_message_is_refused(files):
-    _, res = _round(
+    fed, res = _round(
         files, _first_message("AdvertiseKeys")(lambda m, d: [(KIND_ROUND, d), (KIND_ROUND, d)])
     )
-    _protocol_fault(res, "duplicate AdvertiseKeys")
+    _protocol_fault(fed, res, "duplicate AdvertiseKeys")
 
 
 def test_a_message_claiming_another_sender_is_refused(files):
@@ -252,7 +254,7 @@ def test_a_message_claiming_another_sender_is_refused(files):
         return [(KIND_ROUND, bytes(bad))]
 
     fed, res = _round(files, _first_message("AdvertiseKeys")(change))
-    _protocol_fault(res, "header claims sender client 2 on client 6's channel")
+    _protocol_fault(fed, res, "header claims sender client 2 on client 6's channel")
     assert 2 not in res.excluded
 
 
@@ -261,8 +263,8 @@ def test_a_masked_input_of_the_wrong_length_is_refused(files):
         short = dataclasses.replace(msg, masked=msg.masked[:-1])
         return [(KIND_ROUND, encode(short))]
 
-    _, res = _round(files, _first_message("MaskedInput")(change))
-    _protocol_fault(res, f"masked input must be uint32[{D}], got uint32[{D - 1}]")
+    fed, res = _round(files, _first_message("MaskedInput")(change))
+    _protocol_fault(fed, res, f"masked input must be uint32[{D}], got uint32[{D - 1}]")
 
 
 def test_a_masked_input_above_its_size_limit_is_refused_unparsed(files):
@@ -270,8 +272,8 @@ def test_a_masked_input_above_its_size_limit_is_refused_unparsed(files):
         big = dataclasses.replace(msg, masked=np.zeros(D * 1000, dtype=msg.masked.dtype))
         return [(KIND_ROUND, encode(big))]
 
-    _, res = _round(files, _first_message("MaskedInput")(change))
-    _protocol_fault(res, "-byte limit for this message type")
+    fed, res = _round(files, _first_message("MaskedInput")(change))
+    _protocol_fault(fed, res, "-byte limit for this message type")
 
 
 def test_bad_shares_are_a_dispute_naming_the_dealer_and_cost_no_honest_client(files):
@@ -285,7 +287,7 @@ def test_bad_shares_are_a_dispute_naming_the_dealer_and_cost_no_honest_client(fi
         bad = dataclasses.replace(msg, shares=((owner, broken), *msg.shares[1:]))
         return [(KIND_ROUND, encode(bad))]
 
-    _, res = _round(files, _first_message("ShareKeys")(change), hostile_in_sum=True)
+    fed, res = _round(files, _first_message("ShareKeys")(change), hostile_in_sum=True)
     (dispute,) = res.disputes
     assert (dispute.owner, dispute.holder) == (HOSTILE, 0)
     assert "client 0 rejects client 6's shares: does not decrypt" in dispute.reason
@@ -322,6 +324,6 @@ def test_an_invalid_ciphertext_in_a_sketch_is_the_senders_fault(files):
         return [(KIND_ROUND, encode(bad))]
 
     x = grid_updates(N, D)
-    _, res = _round(files, _first_message("SketchCommit")(change), key=key, x=x)
+    fed, res = _round(files, _first_message("SketchCommit")(change), key=key, x=x)
     assert HOSTILE in res.excluded or HOSTILE in res.rejected, (res.excluded, res.rejected)
     assert any(f.sender == HOSTILE for f in res.faults), [str(f) for f in res.faults]

@@ -497,6 +497,10 @@ class NetworkServer:
             if result.aborted
             else f"aggregated {len(result.survivors)} clients"
         )
+        for fault in result.faults:  # the party's typed rejections, attributed, in the log
+            self._log(f"server: round {rid}: fault: {party_name(fault.sender)}: {fault.reason}")
+        for dispute in result.disputes:
+            self._log(f"server: round {rid}: share dispute: {dispute.reason}")
         survivors = set(result.survivors)
         for i in config.population:
             self._send_session(i, RoundClose(rid, outcome, i in survivors))
