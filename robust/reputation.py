@@ -23,11 +23,12 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+
+from fortis.files import atomic_write
 
 from .errors import ParameterError, ReputationStateError
 from .result import ACCEPTED, NON_FINITE, AggregationResult
@@ -215,23 +216,8 @@ class Reputation:
         """Write the state as JSON atomically: a temporary file in the same directory is
         written, flushed and fsynced, then ``os.replace``d over ``path``. A crash leaves
         either the old or the new file, never a partial one."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(
-            dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.to_dict(), fh, allow_nan=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        data = json.dumps(self.to_dict(), allow_nan=False).encode("utf-8")
+        atomic_write(os.fspath(path), data)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Reputation:

@@ -238,6 +238,20 @@ class _Dialer:
             None, functools.partial(fn, *args, **kw)
         )
 
+    async def deliver(self, party, payload: bytes) -> None:
+        """Hand a round frame to ``party`` (the current round's; ``None``: no round) and send
+        its answers. A message of another round (a late one) is ignored; bytes that do not
+        parse are the party's to refuse."""
+        if party is None:
+            return
+        try:
+            round_of = peek_header(payload).round_id
+        except ProtocolError:
+            round_of = party.config.round_id
+        if round_of != party.config.round_id:
+            return
+        self.send_round(await self.call(party.receive_bytes, payload, peer=SERVER_ID))
+
     def send_round(self, messages) -> None:
         for m in messages:
             self.conn.send(KIND_ROUND, encode(m))
@@ -354,16 +368,7 @@ class NetworkClient:
                         self._log(f"{self._dial.name}: server shut down: {msg.reason}")
                         break
                     continue
-                if party is None:
-                    continue
-                try:
-                    round_of = peek_header(payload).round_id
-                except ProtocolError:
-                    round_of = party.config.round_id  # the party logs the bad bytes
-                if round_of != party.config.round_id:
-                    continue  # another round's message (late): ignored
-                out = await self._dial.call(party.receive_bytes, payload, peer=SERVER_ID)
-                self._dial.send_round(out)
+                await self._dial.deliver(party, payload)
         finally:
             await self._dial.close()
         return self.reports
@@ -478,17 +483,8 @@ class NetworkKeyHolder:
                         self.shutdown_reason = msg.reason
                         break
                     continue
-                if party is None:
-                    continue
-                try:
-                    round_of = peek_header(payload).round_id
-                except ProtocolError:
-                    round_of = party.config.round_id
-                if round_of != party.config.round_id:
-                    continue
-                out = await self._dial.call(party.receive_bytes, payload, peer=SERVER_ID)
-                self._dial.send_round(out)
-                if party.done and party.config.round_id not in self.rounds:
+                await self._dial.deliver(party, payload)
+                if party is not None and party.done and party.config.round_id not in self.rounds:
                     self.rounds.append(party.config.round_id)
                     if rounds is not None and len(self.rounds) >= rounds:
                         break
