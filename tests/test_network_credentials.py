@@ -147,3 +147,18 @@ def test_missing_credentials_are_named(tmp_path):
     (tmp_path / "ca.pem").write_text("x")
     with pytest.raises(ProtocolConfigError, match="client-3.pem is missing"):
         party_files(tmp_path, 3)
+
+
+def test_the_key_holder_refuses_a_paillier_key_file_others_can_read(tmp_path):
+    from protocol.network import load_paillier_key, save_paillier_key
+    from tests.protocol_helpers import paillier_test_key
+
+    path = tmp_path / "keyholder.paillier"
+    save_paillier_key(path, paillier_test_key())
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert load_paillier_key(path, allow_insecure=True).public_key.n == (
+        paillier_test_key().public_key.n
+    )
+    os.chmod(path, 0o604)
+    with pytest.raises(InsecureKeyFileError, match="0604"):
+        load_paillier_key(path, allow_insecure=True)
