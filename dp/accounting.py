@@ -23,11 +23,24 @@ What is computed by whom
   *is* the library's number (tested for equality).
 * The distributed discrete Gaussian and Skellam mechanisms are not in any accounting library.
   Their per-round RDP curves are the published bounds (:func:`ddg_rdp`: Kairouz, Liu & Steinke
-  2021, Prop. 14 / Thm. 1; :func:`skellam_rdp`: Agarwal, Kairouz & Liu 2021, Thm. 3.5), amplified
-  by Poisson sampling with Zhu & Wang's general bound (:func:`subsampled_rdp`, ICML 2019,
-  Thm. 6; the bound the authors of both mechanisms use in their own accounting code). These
-  curves are added to the library's RDP vector and converted to (epsilon, delta) by the
-  library's ``compute_epsilon``. See ``dp/NOTES.md`` for how conservative this is.
+  2021, Prop. 14 / Thm. 1; :func:`skellam_rdp`: Agarwal, Kairouz & Liu 2021, Thm. 3.5), applied
+  to the difference of two clients' rounded updates, amplified by Poisson sampling with the
+  joint-convexity bound (:func:`same_noise_sampled_rdp`). These curves are added to the
+  library's RDP vector and converted to (epsilon, delta) by the library's ``compute_epsilon``.
+
+Distributed noise is NOT accounted under add/remove
+---------------------------------------------------
+Each client of a distributed mechanism adds its own noise share, so removing a client also
+removes a share: the two neighbouring outputs differ in noise *variance*, not only by a shift,
+and for (near-)Gaussian noise in ``d`` coordinates the Renyi divergence grows like
+``d alpha / (4 m^2)`` for ``m`` other shares and is infinite from order ``m + 1`` on
+(:func:`gaussian_renyi_divergence`; ~6 per round at order 2 for ``d = 10^5``, ``m = 90``,
+whatever the noise level). The distributed events are therefore accounted for neighbouring
+datasets in which the protected client is present in both, with its sampling, its share and
+only its data changed (``adjacency``): ``"replace_one"`` (default; its update replaced by any
+other, sensitivity ``2 Delta``) or ``"zero_out"`` (replaced by the zero update, sensitivity
+``Delta``; dp-accounting's ``REPLACE_SPECIAL``, Kairouz et al. 2021, arXiv:2103.00039,
+Def. 1.1). See ``dp/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -62,13 +75,19 @@ __all__ = [
     "event_epsilon",
     "event_from_dict",
     "event_to_dict",
+    "gaussian_renyi_divergence",
     "noise_multiplier_for",
+    "same_noise_sampled_rdp",
     "skellam_rdp",
     "smallest_meeting",
     "subsampled_rdp",
 ]
 
 METHODS = ("rdp", "pld")
+#: Neighbouring relations of the distributed events (module docstring): the protected client
+#: is in both datasets and keeps its sampling and its noise share; its update is replaced by
+#: any other (``replace_one``) or by the zero update (``zero_out``).
+ADJACENCIES = ("replace_one", "zero_out")
 STATE_VERSION = 1
 
 
@@ -176,6 +195,20 @@ def _check_count(c: int) -> int:
     return c
 
 
+def _check_adjacency(adjacency: str) -> str:
+    if adjacency not in ADJACENCIES:
+        raise PrivacyParameterError(
+            f"adjacency must be one of {', '.join(ADJACENCIES)}, got {adjacency!r} (add/remove "
+            "is not accountable for distributed noise: see dp/NOTES.md)"
+        )
+    return adjacency
+
+
+def _shift_factor(adjacency: str) -> float:
+    """How many one-update sensitivities the shift between neighbouring updates spans."""
+    return 2.0 if adjacency == "replace_one" else 1.0
+
+
 def _check_delta(delta: float) -> float:
     if not (isinstance(delta, int | float) and math.isfinite(delta) and 0 < delta < 1):
         raise PrivacyParameterError(f"delta must be in (0, 1), got {delta!r}")
@@ -238,11 +271,71 @@ def skellam_rdp(
     )
 
 
+def gaussian_renyi_divergence(
+    alpha: float, *, shift_sq: float, var_p: float, var_q: float, dim: int = 1
+) -> float:
+    """``D_alpha(N(mu_1, var_p I_d) || N(mu_2, var_q I_d))`` with ``||mu_1 - mu_2||^2 =
+    shift_sq``, in closed form (Gil, Alajaji & Linder 2013, "Renyi divergence measures for
+    commonly used univariate continuous distributions", Inf. Sci. 249; the ``d`` independent
+    coordinates add up)::
+
+        s_a^2 = alpha var_q + (1 - alpha) var_p      (infinite if s_a^2 <= 0)
+        D = d [ln(s_q / s_p) + ln(var_q / s_a^2) / (2 (alpha - 1))] + alpha shift_sq / (2 s_a^2)
+
+    fortis uses it to show what the accountant does *not* cover: a client adding its own noise
+    share under add/remove makes ``var_p != var_q``, and the first term then scales with ``d``
+    (``dp/NOTES.md``).
+    """
+    a = float(alpha)
+    if not a > 1:
+        raise PrivacyParameterError(f"alpha must be > 1, got {alpha!r}")
+    sa2 = a * var_q + (1 - a) * var_p
+    if sa2 <= 0:
+        return math.inf
+    per_coord = 0.5 * math.log(var_q / var_p) + math.log(var_q / sa2) / (2 * (a - 1))
+    return dim * per_coord + a * shift_sq / (2 * sa2)
+
+
+def same_noise_sampled_rdp(
+    orders: np.ndarray, sampling_rate: float, base: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """RDP of one round of a distributed mechanism whose protected client is Poisson-sampled
+    at rate ``q`` in *both* neighbouring datasets (``replace_one`` / ``zero_out``)::
+
+        eps_q(alpha) = log(1 - q + q exp((alpha - 1) eps(ceil(alpha)))) / (alpha - 1)
+
+    Why: given everything else, the outputs are ``P = (1-q) A + q B_x`` and ``Q = (1-q) A +
+    q B_x'``, where ``A`` is the round without the client and ``B_x`` with it (its update
+    ``x`` and its share). ``exp((alpha-1) D_alpha(P||Q)) = int p^alpha q^(1-alpha)`` is jointly
+    convex in ``(P, Q)`` for ``alpha > 1`` (``q (p/q)^alpha`` is the perspective of the convex
+    ``t^alpha``: an f-divergence plus 1; Liese & Vajda 2006, IEEE Trans. IT 52(10)), so it is at
+    most ``(1-q) + q exp((alpha-1) D_alpha(B_x || B_x'))``, and ``B_x``, ``B_x'`` carry the same
+    noise shares -- ``base`` is their shift-only curve. ``A`` and ``B`` need not be comparable,
+    which is what makes the bound valid with the client's own share (unlike
+    :func:`subsampled_rdp`, whose add/remove model has ``A`` equal to the noise of ``B``). The
+    base curve is taken at ``ceil(alpha)`` (Renyi divergence is non-decreasing in the order).
+    The amplification is weaker than a sampled Gaussian's (``~q eps`` instead of ``~q^2``), and
+    holds only against an observer who does not know whether the client took part.
+    """
+    q = _check_rate(sampling_rate)
+    alpha = np.asarray(orders, dtype=np.float64)
+    eps = np.asarray(base(np.ceil(alpha)), dtype=np.float64)
+    if q == 1.0:
+        return eps
+    with np.errstate(over="ignore"):
+        out = np.logaddexp(math.log1p(-q), math.log(q) + (alpha - 1) * eps) / (alpha - 1)
+    return np.minimum(out, eps)
+
+
 def subsampled_rdp(
     orders: np.ndarray, sampling_rate: float, base: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
     """RDP of a mechanism run on a Poisson sample with rate ``q`` (Zhu & Wang, ICML 2019,
     Thm. 6, general upper bound for integer orders), capped by the unamplified curve.
+
+    Not used for the distributed events: its add/remove model compares the round with the
+    client to the round without it *with the same noise*, which a client adding its own share
+    breaks (:func:`same_noise_sampled_rdp`; ``dp/NOTES.md``).
 
     ``base`` maps integer orders to the mechanism's RDP. A fractional order ``alpha`` uses the
     bound at ``ceil(alpha)`` (Renyi divergence is non-decreasing in the order)::
@@ -317,7 +410,12 @@ class GaussianEvent:
 @dataclass(frozen=True)
 class DistributedDiscreteGaussianEvent:
     """``count`` rounds of the distributed discrete Gaussian (integer-domain parameters; see
-    :func:`ddg_rdp`), Poisson-sampled at ``sampling_rate``."""
+    :func:`ddg_rdp`), Poisson-sampled at ``sampling_rate``.
+
+    ``l2_sensitivity``/``l1_sensitivity`` bound *one* client's rounded update; ``n_clients``
+    is the number of honest noise shares every round's sum is guaranteed to carry (the
+    protected client's included); ``adjacency`` is ``"replace_one"`` (default) or
+    ``"zero_out"`` (module docstring)."""
 
     l2_sensitivity: float
     l1_sensitivity: float
@@ -326,6 +424,7 @@ class DistributedDiscreteGaussianEvent:
     dim: int
     sampling_rate: float
     count: int = 1
+    adjacency: str = "replace_one"
     kind: str = field(default="ddg", init=False)
 
     def __post_init__(self) -> None:
@@ -336,32 +435,40 @@ class DistributedDiscreteGaussianEvent:
                 raise PrivacyParameterError(f"{name} must be an int >= 1")
         _check_rate(self.sampling_rate)
         _check_count(self.count)
+        _check_adjacency(self.adjacency)
 
     def base_rdp(self, orders: np.ndarray) -> np.ndarray:
+        """The unsampled curve for a shift between two neighbouring updates: ``l2`` and ``l1``
+        bound one rounded update, so the shift is bounded by twice them under
+        ``replace_one`` (triangle inequality) and by them under ``zero_out``."""
+        k = _shift_factor(self.adjacency)
         return ddg_rdp(
             orders,
-            l2_sensitivity=self.l2_sensitivity,
-            l1_sensitivity=self.l1_sensitivity,
+            l2_sensitivity=k * self.l2_sensitivity,
+            l1_sensitivity=k * self.l1_sensitivity,
             local_sigma=self.local_sigma,
             n_clients=self.n_clients,
             dim=self.dim,
         )
 
     def rdp(self, orders: np.ndarray) -> np.ndarray:
-        """RDP of one round, amplified by sampling (:func:`subsampled_rdp`)."""
-        return subsampled_rdp(orders, self.sampling_rate, self.base_rdp)
+        """RDP of one round, amplified by sampling (:func:`same_noise_sampled_rdp`)."""
+        return same_noise_sampled_rdp(orders, self.sampling_rate, self.base_rdp)
 
 
 @dataclass(frozen=True)
 class SkellamEvent:
     """``count`` rounds of the distributed Skellam mechanism (integer-domain parameters; see
-    :func:`skellam_rdp`), Poisson-sampled at ``sampling_rate``."""
+    :func:`skellam_rdp`), Poisson-sampled at ``sampling_rate``; ``total_variance`` is that of
+    the honest shares every round's sum is guaranteed to carry, and ``adjacency`` as for
+    :class:`DistributedDiscreteGaussianEvent`."""
 
     l2_sensitivity: float
     l1_sensitivity: float
     total_variance: float
     sampling_rate: float
     count: int = 1
+    adjacency: str = "replace_one"
     kind: str = field(default="skellam", init=False)
 
     def __post_init__(self) -> None:
@@ -369,18 +476,22 @@ class SkellamEvent:
             _check_pos(getattr(self, name), name)
         _check_rate(self.sampling_rate)
         _check_count(self.count)
+        _check_adjacency(self.adjacency)
 
     def base_rdp(self, orders: np.ndarray) -> np.ndarray:
+        """The unsampled curve for a shift between two neighbouring updates (twice the
+        one-update bounds under ``replace_one``; see :class:`DistributedDiscreteGaussianEvent`)."""
+        k = _shift_factor(self.adjacency)
         return skellam_rdp(
             orders,
-            l2_sensitivity=self.l2_sensitivity,
-            l1_sensitivity=self.l1_sensitivity,
+            l2_sensitivity=k * self.l2_sensitivity,
+            l1_sensitivity=k * self.l1_sensitivity,
             total_variance=self.total_variance,
         )
 
     def rdp(self, orders: np.ndarray) -> np.ndarray:
-        """RDP of one round, amplified by sampling (:func:`subsampled_rdp`)."""
-        return subsampled_rdp(orders, self.sampling_rate, self.base_rdp)
+        """RDP of one round, amplified by sampling (:func:`same_noise_sampled_rdp`)."""
+        return same_noise_sampled_rdp(orders, self.sampling_rate, self.base_rdp)
 
 
 Event = GaussianEvent | DistributedDiscreteGaussianEvent | SkellamEvent
@@ -395,7 +506,9 @@ def event_to_dict(ev: Event) -> dict:
     """A JSON-able description of an accountant event: ``"kind"`` (``"gaussian"``, ``"ddg"``
     or ``"skellam"``), its parameters (a Gaussian event: ``"noise_multipliers"`` as a list,
     ``"sampling_rate"``) and ``"count"`` -- the format of :meth:`Accountant.to_dict`'s ledger.
-    :func:`event_from_dict` rebuilds the event."""
+    :func:`event_from_dict` rebuilds the event; a distributed event recorded before
+    ``"adjacency"`` existed is read as ``"replace_one"`` (its old add/remove epsilon was not
+    sound, see ``dp/NOTES.md``)."""
     d = asdict(ev)
     if isinstance(ev, GaussianEvent):
         d["noise_multipliers"] = list(ev.noise_multipliers)

@@ -22,7 +22,9 @@
 ``distributed``
     ``--secure`` only: every client adds a verifiable integer noise share before masking
     (:class:`DistributedPrivacy`); the filter reads noise-free sketches and the key holder
-    checks the shares through the verification of the sum.
+    checks the shares through the verification of the sum. Accounted under replace-one
+    (sensitivity 2C), not add/remove: a client's own share would otherwise change the noise
+    variance between the neighbouring runs (``dp/NOTES.md``); needs q = 1 and no dropouts.
 ``local``
     Every client trains with Opacus' DP-SGD (:mod:`simulations.training`); the per-client
     sample-level epsilon comes from Opacus' RDP accountant. The noise widens the honest spread
@@ -161,19 +163,45 @@ class DistributedPrivacy:
     released sum carries the shares of the accepted clients. Privacy counts only the honest
     ones among them, at least ``m_min = clients - 2 f`` (Multi-Krum keeps ``n - f``, up to
     ``f`` of them Byzantine), so each share has standard deviation ``sigma_total / sqrt(m_min)``
-    where ``sigma_total = z' C`` and ``z'`` is the smallest multiplier (from
-    :func:`noise_multiplier` up, in steps of 2%) for which the accountant of the *discrete*
-    mechanism (:class:`dp.DistributedDiscreteGaussian` / :class:`dp.DistributedSkellam`
-    events, at the round's fixed-point scale and with plain randomised rounding) meets the
-    target over all rounds.
+    where ``sigma_total = z' C`` and ``z'`` is the smallest multiplier (within 2%) for which the
+    accountant of the *discrete* mechanism (:class:`dp.DistributedDiscreteGaussian` /
+    :class:`dp.DistributedSkellam` events, at the round's fixed-point scale and with plain
+    randomised rounding) meets the target over all rounds.
+
+    Neighbouring relation: **replace-one** (:data:`ADJACENCY`): the protected client takes part
+    in both runs and adds its share in both; only its update changes, by up to ``2 C``. Under
+    add/remove its own share would change the noise variance as well, which no noise level
+    accounts for at model dimensions (``dp/NOTES.md``), so the guarantee is not stated that way;
+    at q = 1 this costs twice the central noise (sensitivity ``2 C`` instead of ``C``).
+
+    Refused (:class:`~simulations.errors.ConfigError`), because ``m_min`` would not be a
+    lower bound on the honest shares in every round: ``--dp-sampling-rate`` below 1 (Poisson
+    sampling leaves any number of clients in a round) and ``--dropout`` (a dropped client's
+    share leaves the sum).
     """
+
+    #: The neighbouring relation of the ledger (:data:`dp.accounting.ADJACENCIES`).
+    ADJACENCY = "replace_one"
 
     def __init__(self, config: SimulationConfig, dim: int) -> None:
         import dp
+        from dp.accounting import smallest_meeting
         from protocol import NoiseConfig
         from secagg.encoding import FixedPointEncoder
+        from simulations.errors import ConfigError
 
         assert config.dp_epsilon is not None and config.clip is not None
+        if config.dp_sampling_rate < 1:
+            raise ConfigError(
+                "--dp-mode distributed needs --dp-sampling-rate 1: the shares are sized for the "
+                f"m_min = clients - 2f = {config.clients - 2 * config.byzantine} honest shares "
+                "of a full round, and a Poisson-sampled round may carry fewer"
+            )
+        if config.dropout > 0:
+            raise ConfigError(
+                "--dp-mode distributed cannot run with --dropout: a dropped client's noise "
+                "share leaves the sum, which then carries less noise than accounted"
+            )
         self.config = config
         self.mode = "distributed"
         self.sampling_rate = float(config.dp_sampling_rate)
@@ -184,8 +212,8 @@ class DistributedPrivacy:
             if config.dp_mechanism == "ddg"
             else dp.DistributedSkellam
         )
-        z = noise_multiplier(eps, delta, config.rounds, self.sampling_rate)
-        for _ in range(200):
+
+        def build(z: float) -> tuple[Any, float, Any]:
             sigma_total = z * c
             noise = NoiseConfig(config.dp_mechanism, sigma_total / math.sqrt(self.m_min))
             finest = FixedPointEncoder(c + noise.headroom, config.clients, config.secure_bits)
@@ -200,23 +228,26 @@ class DistributedPrivacy:
                 beta=0.0,
                 rotate=False,
             )
+            return noise, scale, mech
+
+        def spent(z: float) -> float:
             accountant = dp.Accountant(delta)
-            accountant.compose(mech.event(self.sampling_rate, count=config.rounds))
-            if float(accountant.epsilon()) <= eps:
-                break
-            z *= 1.02
-        else:  # pragma: no cover - the discrete bound converges to the Gaussian one
-            raise RuntimeError("no noise multiplier meets the target")
+            event = build(z)[2].event(self.sampling_rate, config.rounds, adjacency=self.ADJACENCY)
+            accountant.compose(event)
+            return float(accountant.epsilon())
+
+        # the central multiplier for sensitivity 2C is where the discrete one starts (it can
+        # only need more: rounding adds to the sensitivity)
+        z0 = 2 * noise_multiplier(eps, delta, config.rounds, self.sampling_rate)
+        z = smallest_meeting(spent, eps, lo=z0 / 1.02, hi=z0, rel_tol=0.02)
         self.z = z
-        self.noise = noise
-        self.scale = scale
-        self.mechanism = mech
+        self.noise, self.scale, self.mechanism = build(z)
         self.accountant = dp.Accountant(delta)
         self.epsilons: list[float] = []
 
     def account(self) -> float:
         """One released round: compose the mechanism's event, return epsilon spent so far."""
-        self.accountant.compose(self.mechanism.event(self.sampling_rate))
+        self.accountant.compose(self.mechanism.event(self.sampling_rate, adjacency=self.ADJACENCY))
         eps = float(self.accountant.epsilon())
         self.epsilons.append(eps)
         return eps
@@ -237,6 +268,8 @@ class DistributedPrivacy:
             "noise_multiplier": self.z,
             "clip": float(c.clip),
             "honest_shares_counted": self.m_min,
+            "adjacency": self.ADJACENCY,
+            "sensitivity": 2 * float(c.clip),
             "share_std": self.noise.sigma,
             "fixed_point_scale": self.scale,
             "noise_std_sum": self.noise.sigma * math.sqrt(self.m_min),

@@ -165,13 +165,16 @@ def test_subsampled_rdp_upper_bounds_exact_gaussian():
 def test_ddg_without_sampling_matches_gaussian():
     # local sigma 20 makes tau ~ 1e-1700: the KLS21 curve is alpha a^2 / 2, the Gaussian's with
     # z = sqrt(n) sigma / Delta_2; at q = 1 the only gap is ceil() at fractional orders.
+    # Zero-out shifts by one update (l2); replace-one by the difference of two (2 l2), i.e. the
+    # Gaussian with half the multiplier.
     n, sigma, l2 = 16, 20.0, 40.0
-    ev = DistributedDiscreteGaussianEvent(l2, l2 * 30, sigma, n, 1024, 1.0, 50)
-    acc = Accountant(1e-5)
-    acc.compose(ev)
-    gauss = Accountant(1e-5)
-    gauss.compose_gaussian(np.sqrt(n) * sigma / l2, 1.0, 50)
-    assert gauss.epsilon() <= acc.epsilon() <= gauss.epsilon() * 1.05
+    for adjacency, shift in (("zero_out", l2), ("replace_one", 2 * l2)):
+        ev = DistributedDiscreteGaussianEvent(l2, l2 * 30, sigma, n, 1024, 1.0, 50, adjacency)
+        acc = Accountant(1e-5)
+        acc.compose(ev)
+        gauss = Accountant(1e-5)
+        gauss.compose_gaussian(np.sqrt(n) * sigma / shift, 1.0, 50)
+        assert gauss.epsilon() <= acc.epsilon() <= gauss.epsilon() * 1.05
     orders = np.arange(2.0, 65.0)
     curve = ddg_rdp(
         orders, l2_sensitivity=l2, l1_sensitivity=l2 * 30, local_sigma=sigma, n_clients=n, dim=1024

@@ -270,6 +270,7 @@ def test_distributed_dp_under_secure_filtering_spends_the_discrete_mechanisms_ep
     assert spent[-1] == pytest.approx(direct.epsilon(), rel=1e-9)
     # the shares: std sigma_total / sqrt(n - 2f) each, at the round's capped precision
     assert privacy["honest_shares_counted"] == 6
+    assert privacy["adjacency"] == "replace_one" and privacy["sensitivity"] == 2.0
     assert privacy["share_std"] == pytest.approx(privacy["noise_std_sum"] / np.sqrt(6))
     last = sim.last_secure_round
     assert last.verification.passed and last.config.noise is not None
@@ -277,6 +278,43 @@ def test_distributed_dp_under_secure_filtering_spends_the_discrete_mechanisms_ep
     # the scaled (Byzantine) rows were rejected on the noise-free sketches
     assert set(sim.byzantine_ids).isdisjoint(last.survivors)
     assert paillier_key(1024) is sim._keyholder_key()
+
+
+def _distributed_config(**kw) -> SimulationConfig:
+    base = dict(
+        clients=10, byzantine=2, defence="multi_krum", rounds=10, clip=1.0, secure=True,
+        paillier_bits=1024, sketch_dim=32, dp_epsilon=4.0, dp_mode="distributed",
+    )  # fmt: skip
+    return SimulationConfig(**{**base, **kw})
+
+
+def test_distributed_dp_is_replace_one_at_twice_the_central_noise():
+    # a client's own share rules out add/remove (dp/NOTES.md): the ledger is replace-one, whose
+    # sensitivity 2C costs twice the central multiplier at q = 1, within the 2% search step
+    # (the discrete mechanism is never cheaper than the Gaussian it approximates)
+    from simulations.privacy import DistributedPrivacy, noise_multiplier
+
+    priv = DistributedPrivacy(_distributed_config(), dim=4096)
+    central = noise_multiplier(4.0, DELTA, 10, 1.0)
+    assert 2 * central / 1.02 <= priv.z <= 2 * central * 1.03
+    acc = dp.Accountant(DELTA)
+    acc.compose(priv.mechanism.event(1.0, 10))
+    assert acc.epsilon() <= 4.0
+    assert acc.events[0].adjacency == "replace_one"
+    # the zero-out ledger of the same noise would claim far less than the target
+    zero = dp.Accountant(DELTA)
+    zero.compose(priv.mechanism.event(1.0, 10, adjacency="zero_out"))
+    assert zero.epsilon() < 0.6 * acc.epsilon()
+
+
+@pytest.mark.parametrize(
+    "kw,match", [(dict(dp_sampling_rate=0.5), "dp-sampling-rate 1"), (dict(dropout=0.1), "dropout")]
+)
+def test_distributed_dp_refuses_rounds_with_fewer_shares_than_counted(kw, match):
+    from simulations.privacy import DistributedPrivacy
+
+    with pytest.raises(ConfigError, match=match):
+        DistributedPrivacy(_distributed_config(**kw), dim=64)
 
 
 def test_local_dp_refuses_absolute_cuts_that_do_not_widen_with_the_noise():
