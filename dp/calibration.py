@@ -435,7 +435,8 @@ def calibrate(
         defence: ``"multi_krum"`` or ``"centre_distance"`` (module docstring).
         mechanism: ``"gaussian"``, ``"ddg"`` (distributed discrete Gaussian) or ``"skellam"``.
         placement: ``"central"`` (after the filter), ``"distributed"`` (noise shares under
-            SecAgg, sized for the ``n - f`` accepted shares, not read by the filter),
+            SecAgg, sized for the ``n - f`` accepted shares, not read by the filter; accounted
+            under replace-one adjacency, see ``dp/NOTES.md``),
             ``"local"`` (each client noises its own update) or ``"before_filter"`` (shares added
             before the filter reads the updates).
         attack: the class the user wants stopped (``"scaling"``, ``"sign_flip"``, ``"alie"``)
@@ -494,6 +495,12 @@ def calibrate(
     if sketch_dim is not None:
         sketch_dim = _int(sketch_dim, "sketch_dim", 2)
     warnings: list[str] = []
+    if placement == "distributed":
+        warnings.append(
+            "distributed noise is accounted under replace-one (sensitivity 2C, the client in "
+            "both neighbouring datasets with its own share), not add/remove like the central "
+            f"mechanism, and assumes n - f = {n - f} honest shares in every round (dp/NOTES.md)"
+        )
 
     # -- the honest model ---------------------------------------------------------------------
     assumed = honest_spread is None
