@@ -516,6 +516,10 @@ class SimulationConfig:
                 "--dp-mode distributed needs --secure: the noise shares are added under secure "
                 "aggregation and checked by the key holder of secure filtering"
             )
+        if self.dp_mode == "distributed" and self.dp_epsilon is not None:
+            from simulations.privacy import check_distributed
+
+            check_distributed(self)
         if self.dp_mechanism not in DP_MECHANISMS:
             raise ConfigError(
                 f"dp_mechanism must be one of {', '.join(DP_MECHANISMS)}; got {self.dp_mechanism!r}"

@@ -154,6 +154,27 @@ class CentralPrivacy:
         }
 
 
+def check_distributed(config: SimulationConfig) -> None:
+    """Refuse a distributed-noise run the accountant cannot cover (each client's share comes
+    and goes with it, so every round must carry the honest shares it was sized for).
+
+    Raises :class:`~simulations.errors.ConfigError` naming the option.
+    """
+    from simulations.errors import ConfigError
+
+    if config.dp_sampling_rate < 1:
+        raise ConfigError(
+            "--dp-mode distributed needs --dp-sampling-rate 1: the shares are sized for the "
+            f"m_min = clients - 2f = {config.clients - 2 * (config.byzantine or 0)} honest "
+            "shares of a full round, and a Poisson-sampled round may carry fewer"
+        )
+    if config.dropout > 0:
+        raise ConfigError(
+            "--dp-mode distributed cannot run with --dropout: a dropped client's noise "
+            "share leaves the sum, which then carries less noise than accounted"
+        )
+
+
 class DistributedPrivacy:
     """The noise shares and the ledger of one ``--dp-mode distributed`` run (``--secure``).
 
@@ -188,20 +209,9 @@ class DistributedPrivacy:
         from dp.accounting import smallest_meeting
         from protocol import NoiseConfig
         from secagg.encoding import FixedPointEncoder
-        from simulations.errors import ConfigError
 
         assert config.dp_epsilon is not None and config.clip is not None
-        if config.dp_sampling_rate < 1:
-            raise ConfigError(
-                "--dp-mode distributed needs --dp-sampling-rate 1: the shares are sized for the "
-                f"m_min = clients - 2f = {config.clients - 2 * config.byzantine} honest shares "
-                "of a full round, and a Poisson-sampled round may carry fewer"
-            )
-        if config.dropout > 0:
-            raise ConfigError(
-                "--dp-mode distributed cannot run with --dropout: a dropped client's noise "
-                "share leaves the sum, which then carries less noise than accounted"
-            )
+        check_distributed(config)
         self.config = config
         self.mode = "distributed"
         self.sampling_rate = float(config.dp_sampling_rate)
