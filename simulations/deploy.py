@@ -158,9 +158,7 @@ def load_deploy_config(
 
 
 def _toml_value(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_toml_value(v) for v in value]
-    if isinstance(value, list):
+    if isinstance(value, (tuple, list)):
         return [_toml_value(v) for v in value]
     if isinstance(value, dict):
         return {k: _toml_value(v) for k, v in value.items() if v is not None}
@@ -646,13 +644,13 @@ def spawn(command: str, toml: Path, *args: str, log_path: Path) -> subprocess.Po
     """Start ``fortis <command> --config toml args...`` as a separate process, output to
     ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    out = open(log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
-    return subprocess.Popen(
-        [sys.executable, "-m", "simulations", command, "--config", str(toml), *args],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-    )
+    with open(log_path, "wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "simulations", command, "--config", str(toml), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        )
 
 
 def deploy_local(

@@ -200,7 +200,6 @@ class _Dialer:
         self.limits = limits or Limits()
         self._log = log or (lambda line: None)
         self.conn: Connection | None = None
-        self._executor = None
         self.name = party_name(files.party)
 
     async def connect(self, timeout: float) -> None:

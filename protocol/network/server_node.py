@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from cryptography import x509
 
 from secagg.paillier_pool import ObfuscationPool
 
@@ -298,8 +299,6 @@ class NetworkServer:
             der = self._certs.get(i)
             key = None
             if der is not None:
-                from cryptography import x509
-
                 key = certificate_signing_key(x509.load_der_x509_certificate(der))
             if key is None:
                 raise ProtocolConfigError(f"{party_name(i)} has no certificate with a signing key")

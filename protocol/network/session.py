@@ -25,6 +25,7 @@ Decoding is strict (limits checked before anything is allocated); any deviation 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -142,69 +143,27 @@ def endorsement_bytes(config: RoundConfig) -> bytes:
 # -- RoundConfig as canonical JSON --------------------------------------------------------------
 
 
+def _fields(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+_CONFIG_KEYS = set(_fields(RoundConfig))
+_FILTER_KEYS = set(_fields(FilterConfig))
+_NOISE_KEYS = set(_fields(NoiseConfig))
+
+
 def config_to_json(config: RoundConfig) -> bytes:
     """Canonical JSON of every field of ``config`` (the Paillier key as its modulus in hex)."""
-    doc: dict[str, object] = {
-        "round_id": config.round_id,
-        "population": list(config.population),
-        "dim": config.dim,
-        "value_range": float(config.value_range),
-        "bits": config.bits,
-        "frac_bits": config.frac_bits,
-        "graph": config.graph,
-        "threshold": config.threshold,
-        "degree": config.degree,
-        "hardened": config.hardened,
-        "dropout_rate": config.dropout_rate,
-        "corrupt_rate": config.corrupt_rate,
-        "federation": config.federation,
-        "filtering": None,
-        "noise": None,
-    }
+    doc = {name: getattr(config, name) for name in _CONFIG_KEYS}
+    doc["population"] = list(config.population)
+    doc["value_range"] = float(config.value_range)
     if config.filtering is not None:
         fc = config.filtering
-        doc["filtering"] = {
-            "key": format(int(fc.key.n), "x"),
-            "clip_norm": fc.clip_norm,
-            "rule": fc.rule,
-            "f": fc.f,
-            "rule_params": dict(fc.rule_params),
-            "sketch_dim": fc.sketch_dim,
-            "false_rejection": fc.false_rejection,
-            "sigma": fc.sigma,
-        }
+        doc["filtering"] = {name: getattr(fc, name) for name in _FILTER_KEYS}
+        doc["filtering"].update(key=format(int(fc.key.n), "x"), rule_params=dict(fc.rule_params))
     if config.noise is not None:
-        doc["noise"] = {"mechanism": config.noise.mechanism, "sigma": config.noise.sigma}
+        doc["noise"] = {name: getattr(config.noise, name) for name in _NOISE_KEYS}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
-_CONFIG_KEYS = {
-    "round_id",
-    "population",
-    "dim",
-    "value_range",
-    "bits",
-    "frac_bits",
-    "graph",
-    "threshold",
-    "degree",
-    "hardened",
-    "dropout_rate",
-    "corrupt_rate",
-    "federation",
-    "filtering",
-    "noise",
-}
-_FILTER_KEYS = {
-    "key",
-    "clip_norm",
-    "rule",
-    "f",
-    "rule_params",
-    "sketch_dim",
-    "false_rejection",
-    "sigma",
-}
 
 
 def _reject_constant(name: str):
@@ -246,38 +205,19 @@ def config_from_json(data: bytes, *, allow_insecure_key: bool = False) -> RoundC
             key = PaillierPublicKey(int(fd["key"], 16), allow_insecure=allow_insecure_key)
             if not isinstance(fd["rule_params"], dict):
                 raise SessionFormatError("rule_params must be an object", field="config.filtering")
-            filtering = FilterConfig(
-                key,
-                fd["clip_norm"],
-                rule=fd["rule"],
-                f=fd["f"],
-                rule_params=fd["rule_params"],
-                sketch_dim=fd["sketch_dim"],
-                false_rejection=fd["false_rejection"],
-                sigma=fd["sigma"],
-            )
+            filtering = FilterConfig(**{**fd, "key": key})
         noise = None
         if doc["noise"] is not None:
-            nd = _exact_keys(doc["noise"], {"mechanism", "sigma"}, "config.noise")
-            noise = NoiseConfig(nd["mechanism"], nd["sigma"])
+            noise = NoiseConfig(**_exact_keys(doc["noise"], _NOISE_KEYS, "config.noise"))
         if not isinstance(doc["population"], list):
             raise SessionFormatError("population must be a list", field="config.population")
         return RoundConfig(
-            round_id=doc["round_id"],
-            population=tuple(doc["population"]),
-            dim=doc["dim"],
-            value_range=doc["value_range"],
-            bits=doc["bits"],
-            frac_bits=doc["frac_bits"],
-            graph=doc["graph"],
-            threshold=doc["threshold"],
-            degree=doc["degree"],
-            hardened=doc["hardened"],
-            dropout_rate=doc["dropout_rate"],
-            corrupt_rate=doc["corrupt_rate"],
-            federation=doc["federation"],
-            filtering=filtering,
-            noise=noise,
+            **{
+                **doc,
+                "population": tuple(doc["population"]),
+                "filtering": filtering,
+                "noise": noise,
+            }
         )
     except SessionFormatError:
         raise

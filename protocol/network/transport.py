@@ -205,11 +205,14 @@ class Connection:
         try:
             while True:
                 data = await self._queue.get()
-                if data is None:
-                    break
-                self.writer.write(data)
-                self.bytes_sent += len(data)
-                await asyncio.wait_for(self.writer.drain(), self.limits.send_timeout)
+                try:
+                    if data is None:
+                        break
+                    self.writer.write(data)
+                    self.bytes_sent += len(data)
+                    await asyncio.wait_for(self.writer.drain(), self.limits.send_timeout)
+                finally:
+                    self._queue.task_done()
         except asyncio.TimeoutError:
             self._error(
                 TransportError(
@@ -238,16 +241,10 @@ class Connection:
         return frame
 
     async def flush(self, timeout: float = 10.0) -> None:
-        """Wait until every queued frame has been handed to the socket (or ``timeout``)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not self._queue.empty() and not self.closed.is_set():
-            if asyncio.get_running_loop().time() > deadline:
-                return
-            await asyncio.sleep(0.005)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                self.writer.drain(), max(0.0, deadline - asyncio.get_running_loop().time())
-            )
+        """Wait until every queued frame has been written and drained (or ``timeout``)."""
+        if not self.closed.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout)
 
     async def _shutdown(self) -> None:
         if self.closed.is_set():
