@@ -197,10 +197,12 @@ class NetworkServer:
                 await asyncio.wait_for(self._server.wait_closed(), 5.0)
         for conn in list(self._conns.values()):
             await conn.close()
-        for task in list(self._tasks):
-            task.cancel()
+        # each connection's task ends by itself once its stream is closed; cancelling it while
+        # it still closes its connection would make asyncio log a spurious traceback
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
+        for task in list(self._tasks):
+            task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- connections -------------------------------------------------------------------------
